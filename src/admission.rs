@@ -1,0 +1,251 @@
+//! AdmissionReview v1 in and out.
+//!
+//! The request is decoded into lean structs that keep `object` as raw JSON,
+//! so the patch can be computed against exactly what the apiserver sent.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::engine::{self, Decision, Endpoint, Operation, Request};
+use crate::nodes::NodeSnapshot;
+use crate::policy::Policy;
+
+/// The only AdmissionReview version served.
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// Why a body is not a reviewable AdmissionReview. These become 400s: there
+/// is no request uid to answer to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    /// Not JSON, or not the shape of an AdmissionReview.
+    #[error("body is not a valid AdmissionReview: {0}")]
+    Invalid(String),
+    /// Another apiVersion or kind.
+    #[error("unsupported {0}; runner-fence serves admission.k8s.io/v1 AdmissionReview only (set admissionReviewVersions: [v1])")]
+    Unsupported(String),
+    /// No `request`.
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn {
+    api_version: Option<String>,
+    kind: Option<String>,
+    request: Option<RequestIn>,
+}
+
+#[derive(Deserialize, Default)]
+struct Gvk {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(Deserialize, Default)]
+struct Gvr {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    resource: String,
+}
+
+/// The fields of `request` runner-fence reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestIn {
+    uid: String,
+    #[serde(default)]
+    kind: Gvk,
+    #[serde(default)]
+    resource: Gvr,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: String,
+    #[serde(default)]
+    object: Option<Value>,
+    #[serde(default)]
+    old_object: Option<Value>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+}
+
+impl RequestIn {
+    /// `request.uid`
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+    /// `request.namespace`
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("")
+    }
+    /// The pod name, or its generateName when the name is still empty.
+    pub fn display_name(&self) -> String {
+        match self.name.as_deref() {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => self
+                .object
+                .as_ref()
+                .and_then(|o| o.pointer("/metadata/generateName"))
+                .and_then(Value::as_str)
+                .map(|g| format!("{g}*"))
+                .unwrap_or_default(),
+        }
+    }
+    /// `request.operation`
+    pub fn operation(&self) -> &str {
+        &self.operation
+    }
+    /// `request.dryRun`
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.unwrap_or(false)
+    }
+    /// `request.object`
+    pub fn object(&self) -> Option<&Value> {
+        self.object.as_ref()
+    }
+}
+
+/// Decodes an AdmissionReview body.
+pub fn parse_review(body: &[u8]) -> Result<RequestIn, AdmissionError> {
+    let review: ReviewIn =
+        serde_json::from_slice(body).map_err(|e| AdmissionError::Invalid(e.to_string()))?;
+    let api_version = review.api_version.unwrap_or_default();
+    let kind = review.kind.unwrap_or_default();
+    if api_version != API_VERSION || kind != "AdmissionReview" {
+        return Err(AdmissionError::Unsupported(format!(
+            "apiVersion {api_version:?} kind {kind:?}"
+        )));
+    }
+    review.request.ok_or(AdmissionError::NoRequest)
+}
+
+/// Runs the engine on a decoded request.
+pub fn decide(
+    policy: &Policy,
+    endpoint: Endpoint,
+    req: &RequestIn,
+    nodes: Option<&NodeSnapshot>,
+) -> Decision {
+    let Some(operation) = Operation::parse(&req.operation) else {
+        return Decision {
+            outcome: engine::Outcome::Denied,
+            error: Some(format!("unknown operation {:?}", req.operation)),
+            ..skipped_decision()
+        };
+    };
+    // The resource names what the object is; tolerate reviews (hand-written
+    // ones in `eval`) that give only the kind.
+    let (group, resource) = if req.resource.resource.is_empty() && req.kind.kind == "Pod" {
+        (req.kind.group.as_str(), "pods")
+    } else {
+        (req.resource.group.as_str(), req.resource.resource.as_str())
+    };
+    let r = Request {
+        group,
+        kind: &req.kind.kind,
+        resource,
+        sub_resource: req.sub_resource.as_deref().unwrap_or(""),
+        operation,
+        namespace: req.namespace(),
+        name: req.name.as_deref().unwrap_or(""),
+        object: req.object.as_ref(),
+        old_object: req.old_object.as_ref(),
+    };
+    engine::review(policy, endpoint, &r, nodes)
+}
+
+fn skipped_decision() -> Decision {
+    Decision {
+        outcome: engine::Outcome::Skipped,
+        matched: false,
+        profile: None,
+        denials: Vec::new(),
+        audited: Vec::new(),
+        error: None,
+        patch: Vec::new(),
+        would_patch: Vec::new(),
+        changes: Vec::new(),
+    }
+}
+
+/// The AdmissionReview response for a decision.
+pub fn response(uid: &str, d: &Decision) -> Value {
+    let mut resp = serde_json::Map::new();
+    resp.insert("uid".into(), json!(uid));
+    resp.insert("allowed".into(), json!(d.allowed()));
+    if let Some(message) = d.message() {
+        let (code, reason) = if d.error.is_some() {
+            (400, "BadRequest")
+        } else {
+            (403, "Forbidden")
+        };
+        resp.insert(
+            "status".into(),
+            json!({"code": code, "reason": reason, "message": message}),
+        );
+    }
+    if d.allowed() && !d.patch.is_empty() {
+        let bytes = serde_json::to_vec(&d.patch).unwrap_or_default();
+        resp.insert("patchType".into(), json!("JSONPatch"));
+        resp.insert(
+            "patch".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        );
+    }
+    let warnings = d.warnings();
+    if !warnings.is_empty() {
+        resp.insert("warnings".into(), json!(warnings));
+    }
+    let annotations: BTreeMap<String, String> = d.audit_annotations();
+    if !annotations.is_empty() {
+        resp.insert("auditAnnotations".into(), json!(annotations));
+    }
+    json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": Value::Object(resp)})
+}
+
+/// Everything one review produced, for the server's logs and metrics.
+pub struct Reviewed {
+    /// The AdmissionReview to send back.
+    pub response: Value,
+    /// The engine's decision.
+    pub decision: Decision,
+    /// The decoded request.
+    pub request: RequestIn,
+}
+
+/// Body in, AdmissionReview out: what `/mutate` and `/validate` do.
+pub fn handle(
+    policy: &Policy,
+    endpoint: Endpoint,
+    body: &[u8],
+    nodes: Option<&NodeSnapshot>,
+) -> Result<Reviewed, AdmissionError> {
+    let request = parse_review(body)?;
+    let decision = decide(policy, endpoint, &request, nodes);
+    Ok(Reviewed {
+        response: response(request.uid(), &decision),
+        decision,
+        request,
+    })
+}
+
+/// Decodes the JSON Patch of a response (for tests and `eval`).
+pub fn response_patch(response: &Value) -> Result<Vec<json_patch::PatchOperation>, String> {
+    let Some(b64) = response.pointer("/response/patch").and_then(Value::as_str) else {
+        return Ok(Vec::new());
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("patch is not base64: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("patch is not a JSON Patch: {e}"))
+}

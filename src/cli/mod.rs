@@ -1,0 +1,142 @@
+//! `runner-fence <verb>`: the command line (SPEC §7).
+
+mod eval_cmd;
+pub mod suite;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::policy::{self, Policy};
+
+/// Exit code: everything allowed / passed.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: a denial, a failed test, a lint warning.
+pub const EXIT_DENIED: u8 = 1;
+/// Exit code: bad input (unreadable file, broken policy, wrong kind).
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Keeps GitLab Runner job pods off GitLab's own Kubernetes nodes.
+#[derive(Parser, Debug)]
+#[command(name = "runner-fence", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// For scripts.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run mutate then validate offline on Pods or AdmissionReviews.
+    Eval {
+        /// Policy file (default: the embedded reference policy).
+        #[arg(long, env = "RUNNER_FENCE_POLICY")]
+        policy: Option<PathBuf>,
+        /// Pod or AdmissionReview files, YAML or JSON; `-` reads stdin.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Namespace for Pod inputs without one.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Operation for Pod inputs (CREATE or UPDATE).
+        #[arg(long, default_value = "CREATE")]
+        operation: String,
+        /// Nodes (a YAML/JSON list of {name, labels, taints}) to evaluate live checks against.
+        #[arg(long)]
+        nodes: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Run policy test suites; prints `N passed, N failed`.
+    Test {
+        /// Suite files or directories searched for `*.test.yaml` (default: current directory).
+        paths: Vec<PathBuf>,
+        /// Write a JUnit XML report (for GitLab CI `artifacts:reports:junit`).
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
+    /// Check a policy file and warn about likely mistakes.
+    Lint {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the policy format.
+    Schema,
+}
+
+/// Parses arguments and runs the verb.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ExitCode::from(run(cli))
+}
+
+fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Eval {
+            policy,
+            inputs,
+            namespace,
+            operation,
+            nodes,
+            output,
+        } => eval_cmd::run(eval_cmd::Args {
+            policy,
+            inputs,
+            namespace,
+            operation,
+            nodes,
+            output,
+        }),
+        Command::Test { paths, junit } => suite::run(&paths, junit.as_deref()),
+        Command::Lint { file } => lint(&file),
+        Command::Schema => {
+            println!("{}", schema_json());
+            EXIT_OK
+        }
+    }
+}
+
+/// Loads `--policy` or the embedded reference policy.
+pub fn load_policy(path: Option<&std::path::Path>) -> Result<Policy, policy::LoadError> {
+    match path {
+        Some(p) => policy::load_file(p),
+        None => policy::embedded(),
+    }
+}
+
+fn lint(file: &std::path::Path) -> u8 {
+    let p = match policy::load_file(file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let warnings = policy::lint(&p);
+    for w in &warnings {
+        println!("warning: {}: {w}", file.display());
+    }
+    if warnings.is_empty() {
+        println!("{}: ok", file.display());
+        EXIT_OK
+    } else {
+        println!("{}: {} warning(s)", file.display(), warnings.len());
+        EXIT_DENIED
+    }
+}
+
+/// The JSON Schema of a policy document.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(Policy);
+    serde_json::to_string_pretty(&schema).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

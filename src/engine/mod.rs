@@ -1,0 +1,418 @@
+//! The policy engine: `(policy, request, node snapshot) -> decision`, pure.
+//!
+//! No I/O, no clock, no globals: the server, `eval` and `test` all call
+//! [`review`], so what CI tests is what the cluster runs.
+
+pub mod matching;
+pub mod mutate;
+pub mod pod;
+pub mod selector;
+pub mod tolerations;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+use json_patch::PatchOperation;
+use serde_json::Value;
+
+use crate::nodes::NodeSnapshot;
+use crate::policy::{Mode, Policy, RuleId};
+pub use mutate::{Mutation, PROFILE_ANNOTATION};
+use pod::PodView;
+pub use validate::{ProfileRef, Violation};
+
+/// Which webhook is asking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/mutate`
+    Mutate,
+    /// `/validate`
+    Validate,
+}
+
+impl Endpoint {
+    /// `mutate` or `validate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
+/// Admission operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// CREATE
+    Create,
+    /// UPDATE
+    Update,
+    /// DELETE
+    Delete,
+    /// CONNECT
+    Connect,
+}
+
+impl Operation {
+    /// Parses the AdmissionRequest operation.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "CREATE" => Operation::Create,
+            "UPDATE" => Operation::Update,
+            "DELETE" => Operation::Delete,
+            "CONNECT" => Operation::Connect,
+            _ => return None,
+        })
+    }
+    /// As the apiserver spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+/// What the engine needs from an AdmissionRequest.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// `request.kind.group`
+    pub group: &'a str,
+    /// `request.kind.kind`
+    pub kind: &'a str,
+    /// `request.resource.resource`
+    pub resource: &'a str,
+    /// `request.subResource`, empty for none.
+    pub sub_resource: &'a str,
+    /// `request.operation`
+    pub operation: Operation,
+    /// `request.namespace`
+    pub namespace: &'a str,
+    /// `request.name` (empty for generateName pods at CREATE).
+    pub name: &'a str,
+    /// `request.object`
+    pub object: Option<&'a Value>,
+    /// `request.oldObject`
+    pub old_object: Option<&'a Value>,
+}
+
+/// The engine's verdict on one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not a job pod (or not an operation this endpoint acts on).
+    Skipped,
+    /// A job pod, allowed unchanged.
+    Allowed,
+    /// A job pod, allowed with a patch.
+    Patched,
+    /// Denied.
+    Denied,
+}
+
+impl Outcome {
+    /// For metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Skipped => "skipped",
+            Outcome::Allowed => "allowed",
+            Outcome::Patched => "patched",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+/// The full result of reviewing one request.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    /// What happened.
+    pub outcome: Outcome,
+    /// Whether the request was a job pod (or its binding).
+    pub matched: bool,
+    /// The profile used, when one was resolved.
+    pub profile: Option<String>,
+    /// Enforced violations (non-empty iff denied by a rule).
+    pub denials: Vec<Violation>,
+    /// Violations of rules in audit mode: reported, not enforced.
+    pub audited: Vec<Violation>,
+    /// A denial that is not a rule: the request could not be understood.
+    pub error: Option<String>,
+    /// The patch to send (enforce mode only).
+    pub patch: Vec<PatchOperation>,
+    /// Changes audit mode would have made.
+    pub would_patch: Vec<String>,
+    /// Changes made by `patch`, one line each.
+    pub changes: Vec<String>,
+}
+
+impl Decision {
+    fn skipped() -> Self {
+        Decision {
+            outcome: Outcome::Skipped,
+            matched: false,
+            profile: None,
+            denials: Vec::new(),
+            audited: Vec::new(),
+            error: None,
+            patch: Vec::new(),
+            would_patch: Vec::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    fn error(message: String) -> Self {
+        Decision {
+            outcome: Outcome::Denied,
+            error: Some(message),
+            ..Decision::skipped()
+        }
+    }
+
+    /// Whether the request is allowed.
+    pub fn allowed(&self) -> bool {
+        self.outcome != Outcome::Denied
+    }
+
+    /// The denial message shown to the user (`kubectl`, the job log).
+    pub fn message(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(format!("runner-fence: {e}"));
+        }
+        if self.denials.is_empty() {
+            return None;
+        }
+        let msgs: Vec<&str> = self.denials.iter().map(|v| v.message.as_str()).collect();
+        Some(format!("runner-fence denied the job pod: {}", msgs.join("; ")))
+    }
+
+    /// The rule ids of enforced denials.
+    pub fn denied_rules(&self) -> Vec<RuleId> {
+        let mut r: Vec<RuleId> = self.denials.iter().map(|v| v.rule).collect();
+        r.dedup();
+        r
+    }
+
+    /// Warnings returned to the client: what audit mode would have done.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w: Vec<String> = self
+            .audited
+            .iter()
+            .map(|v| format!("runner-fence audit: would deny: {}", v.message))
+            .collect();
+        if !self.would_patch.is_empty() {
+            w.push(format!(
+                "runner-fence audit: would patch: {}",
+                self.would_patch.join("; ")
+            ));
+        }
+        w
+    }
+
+    /// Audit annotations (the apiserver prefixes keys with the webhook name).
+    pub fn audit_annotations(&self) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::new();
+        if !self.audited.is_empty() {
+            let msgs: Vec<&str> = self.audited.iter().map(|v| v.message.as_str()).collect();
+            a.insert("would-deny".to_string(), msgs.join("; "));
+        }
+        if !self.would_patch.is_empty() {
+            a.insert("would-patch".to_string(), self.would_patch.join("; "));
+        }
+        if let Some(p) = &self.profile {
+            a.insert("profile".to_string(), p.clone());
+        }
+        a
+    }
+}
+
+/// Reviews one admission request.
+pub fn review(
+    policy: &Policy,
+    endpoint: Endpoint,
+    req: &Request<'_>,
+    nodes: Option<&NodeSnapshot>,
+) -> Decision {
+    let is_pods = req.group.is_empty() && req.resource == "pods";
+    match (is_pods, req.sub_resource) {
+        (true, "") => {}
+        (true, "binding") => return review_binding(policy, endpoint, req, nodes),
+        // Other pod subresources (status, ephemeralcontainers, eviction...) are not placement.
+        (true, _) => return Decision::skipped(),
+        (false, _) => {
+            return Decision::error(format!(
+                "runner-fence reviews only pods and pods/binding, but was sent {}/{} {}; fix the rules of the webhook configuration",
+                if req.group.is_empty() { "core" } else { req.group },
+                req.resource,
+                req.kind
+            ));
+        }
+    }
+    if !matches!(req.operation, Operation::Create | Operation::Update)
+        || !matching::namespace_matches(policy, req.namespace)
+    {
+        return Decision::skipped();
+    }
+    let Some(object) = req.object else {
+        return Decision::error(format!(
+            "{} request for pod {:?} has no object",
+            req.operation.as_str(),
+            req.name
+        ));
+    };
+    let pod = match PodView::decode(object) {
+        Ok(p) => p,
+        Err(e) => return Decision::error(e),
+    };
+    if !matching::pod_matches(policy, &pod) {
+        return Decision::skipped();
+    }
+    let profile = resolve_profile(policy, &pod);
+    let mut d = Decision {
+        matched: true,
+        profile: Some(profile_name(&profile).to_string()),
+        ..Decision::skipped()
+    };
+    match (endpoint, req.operation) {
+        (Endpoint::Mutate, Operation::Create) => mutate_step(policy, &profile, &pod, &mut d),
+        // Mutation is for CREATE only: pods are mostly immutable afterwards.
+        (Endpoint::Mutate, _) => d.outcome = Outcome::Allowed,
+        (Endpoint::Validate, op) => {
+            let mut violations = if policy.mode == Mode::Audit && op == Operation::Create {
+                // Audit judges the pod as enforce mode's mutation would have left it.
+                match mutated_view(policy, &profile, &pod, object) {
+                    Ok(mutated) => validate::validate_pod(policy, &profile, &mutated, nodes),
+                    Err(e) => return Decision::error(e),
+                }
+            } else {
+                validate::validate_pod(policy, &profile, &pod, nodes)
+            };
+            if op == Operation::Update {
+                // Only what this update introduces: an operator's label edit on
+                // a pod admitted under an older policy must not be blocked.
+                if let Some(old) = req.old_object.and_then(|o| PodView::decode(o).ok()) {
+                    let old_profile = resolve_profile(policy, &old);
+                    let before = validate::validate_pod(policy, &old_profile, &old, nodes);
+                    violations.retain(|v| {
+                        !before.iter().any(|b| b.rule == v.rule && b.subject == v.subject)
+                    });
+                }
+            }
+            split_by_mode(policy, violations, &mut d);
+        }
+    }
+    d
+}
+
+fn profile_name<'a>(p: &ProfileRef<'a>) -> &'a str {
+    match p {
+        ProfileRef::Known(n, _) | ProfileRef::Unknown(n) => n,
+    }
+}
+
+/// The profile named by the pod's label, or the default.
+pub fn resolve_profile<'a>(policy: &'a Policy, pod: &'a PodView) -> ProfileRef<'a> {
+    let name = pod
+        .labels()
+        .get(&policy.placement.profile_label)
+        .map(String::as_str)
+        .unwrap_or(&policy.placement.default);
+    match policy.placement.profiles.get_key_value(name) {
+        Some((n, p)) => ProfileRef::Known(n, p),
+        None => ProfileRef::Unknown(name),
+    }
+}
+
+fn mutate_step(policy: &Policy, profile: &ProfileRef<'_>, pod: &PodView, d: &mut Decision) {
+    let (name, prof) = match profile {
+        ProfileRef::Known(n, p) => (*n, *p),
+        ProfileRef::Unknown(_) => {
+            let v = validate::validate_pod(policy, profile, pod, None)
+                .into_iter()
+                .filter(|v| v.rule == RuleId::Placement)
+                .collect();
+            split_by_mode(policy, v, d);
+            return;
+        }
+    };
+    let m = mutate::mutate(policy, name, prof, pod);
+    if m.ops.is_empty() {
+        d.outcome = Outcome::Allowed;
+        return;
+    }
+    match policy.mode {
+        Mode::Enforce => {
+            d.outcome = Outcome::Patched;
+            d.patch = m.ops;
+            d.changes = m.changes;
+        }
+        Mode::Audit => {
+            d.outcome = Outcome::Allowed;
+            d.would_patch = m.changes;
+        }
+    }
+}
+
+/// The pod after this policy's mutation, decoded again.
+fn mutated_view(
+    policy: &Policy,
+    profile: &ProfileRef<'_>,
+    pod: &PodView,
+    raw: &Value,
+) -> Result<PodView, String> {
+    let ProfileRef::Known(name, prof) = profile else {
+        return PodView::decode(raw);
+    };
+    let m = mutate::mutate(policy, name, prof, pod);
+    let mut patched = raw.clone();
+    json_patch::patch(&mut patched, &m.ops).map_err(|e| format!("internal: patch does not apply: {e}"))?;
+    PodView::decode(&patched)
+}
+
+fn split_by_mode(policy: &Policy, violations: Vec<Violation>, d: &mut Decision) {
+    for v in violations {
+        match policy.rule_mode(v.rule) {
+            Mode::Enforce => d.denials.push(v),
+            Mode::Audit => d.audited.push(v),
+        }
+    }
+    d.outcome = if d.denials.is_empty() {
+        Outcome::Allowed
+    } else {
+        Outcome::Denied
+    };
+}
+
+fn review_binding(
+    policy: &Policy,
+    endpoint: Endpoint,
+    req: &Request<'_>,
+    nodes: Option<&NodeSnapshot>,
+) -> Decision {
+    if req.operation != Operation::Create
+        || !matching::namespace_matches(policy, req.namespace)
+        || !matching::name_matches(policy, req.name)
+    {
+        return Decision::skipped();
+    }
+    let mut d = Decision {
+        matched: true,
+        ..Decision::skipped()
+    };
+    if endpoint == Endpoint::Mutate {
+        d.outcome = Outcome::Allowed;
+        return d;
+    }
+    let target = req
+        .object
+        .and_then(|o| o.pointer("/target/name"))
+        .and_then(Value::as_str);
+    let Some(target) = target else {
+        return Decision::error(format!(
+            "binding of pod {:?} has no target.name",
+            req.name
+        ));
+    };
+    split_by_mode(policy, validate::validate_binding(policy, target, nodes), &mut d);
+    d
+}

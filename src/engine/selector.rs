@@ -1,0 +1,217 @@
+//! Node label requirements: matching one node, and deciding whether a set of
+//! requirements can be met by *some* node.
+//!
+//! Keys are independent, so a conjunction is satisfiable exactly when the
+//! requirements on each key are. For one key a node either lacks the label or
+//! has one string value; `In` gives a finite candidate set, and without it a
+//! fresh string (or, for `Gt`/`Lt`, an integer) always escapes a finite `NotIn`.
+
+use std::collections::BTreeMap;
+
+use crate::policy::{Operator, Requirement};
+
+/// Does a node with this label value (`None` = label absent) meet `r`?
+pub fn value_ok(r: &Requirement, v: Option<&str>) -> bool {
+    match r.operator {
+        Operator::In => v.is_some_and(|v| r.values.iter().any(|x| x == v)),
+        Operator::NotIn => v.is_none_or(|v| !r.values.iter().any(|x| x == v)),
+        Operator::Exists => v.is_some(),
+        Operator::DoesNotExist => v.is_none(),
+        Operator::Gt | Operator::Lt => {
+            let (Some(v), Some(bound)) = (v, r.values.first()) else {
+                return false;
+            };
+            match (v.parse::<i64>(), bound.parse::<i64>()) {
+                (Ok(v), Ok(b)) if r.operator == Operator::Gt => v > b,
+                (Ok(v), Ok(b)) => v < b,
+                _ => false,
+            }
+        }
+    }
+}
+
+/// Does a node with these labels meet `r`?
+pub fn matches_labels(labels: &BTreeMap<String, String>, r: &Requirement) -> bool {
+    value_ok(r, labels.get(&r.key).map(String::as_str))
+}
+
+/// Can one label key meet all of `reqs` (all on the same key) at once?
+fn key_satisfiable(reqs: &[&Requirement]) -> bool {
+    let needs_present = reqs.iter().any(|r| {
+        matches!(
+            r.operator,
+            Operator::In | Operator::Exists | Operator::Gt | Operator::Lt
+        )
+    });
+    let needs_absent = reqs.iter().any(|r| r.operator == Operator::DoesNotExist);
+    if needs_present && needs_absent {
+        return false;
+    }
+    if !needs_present {
+        // An absent label meets NotIn and DoesNotExist.
+        return true;
+    }
+    let all_ok = |v: &str| reqs.iter().all(|r| value_ok(r, Some(v)));
+    if let Some(first_in) = reqs.iter().find(|r| r.operator == Operator::In) {
+        return first_in.values.iter().any(|v| all_ok(v));
+    }
+    let mut lo: Option<i64> = None;
+    let mut hi: Option<i64> = None;
+    for r in reqs {
+        if matches!(r.operator, Operator::Gt | Operator::Lt) {
+            let Some(b) = r.values.first().and_then(|b| b.parse::<i64>().ok()) else {
+                return false;
+            };
+            if r.operator == Operator::Gt {
+                lo = Some(lo.map_or(b, |l| l.max(b)));
+            } else {
+                hi = Some(hi.map_or(b, |h| h.min(b)));
+            }
+        }
+    }
+    if lo.is_none() && hi.is_none() {
+        // Exists with NotIn: some string outside the finite NotIn lists.
+        return true;
+    }
+    // Label values cannot start with `-`, so only integers >= 0 are
+    // reachable; each has many spellings (`7`, `07`), so NotIn cannot exclude it.
+    let lo = lo.unwrap_or(-1).max(-1);
+    match hi {
+        Some(h) => (lo as i128) + 1 < h as i128,
+        None => lo < i64::MAX,
+    }
+}
+
+/// Whether some node's labels could meet every requirement; on failure, the
+/// first key (in sorted order) whose requirements conflict.
+pub fn satisfiable<'a, I>(reqs: I) -> Result<(), String>
+where
+    I: IntoIterator<Item = &'a Requirement>,
+{
+    let mut by_key: BTreeMap<&str, Vec<&Requirement>> = BTreeMap::new();
+    for r in reqs {
+        by_key.entry(r.key.as_str()).or_default().push(r);
+    }
+    for (k, group) in by_key {
+        if !key_satisfiable(&group) {
+            return Err(k.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// The requirement met by exactly the nodes that do not meet `r`, where one exists.
+pub fn negate(r: &Requirement) -> Option<Requirement> {
+    let operator = match r.operator {
+        Operator::In => Operator::NotIn,
+        Operator::NotIn => Operator::In,
+        Operator::Exists => Operator::DoesNotExist,
+        Operator::DoesNotExist => Operator::Exists,
+        Operator::Gt | Operator::Lt => return None,
+    };
+    Some(Requirement {
+        key: r.key.clone(),
+        operator,
+        values: r.values.clone(),
+    })
+}
+
+/// Does every node meeting `reqs` also meet `r`?
+pub fn implies(reqs: &[Requirement], r: &Requirement) -> bool {
+    if reqs.contains(r) {
+        return true;
+    }
+    match negate(r) {
+        Some(not_r) => satisfiable(reqs.iter().chain(std::iter::once(&not_r))).is_err(),
+        // Gt/Lt have no single-requirement negation; only an identical
+        // requirement (checked above) or an unsatisfiable set implies them.
+        None => satisfiable(reqs.iter()).is_err(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn req(s: &str) -> Requirement {
+        // "key Op v1,v2" or "key=value"
+        if let Some((k, v)) = s.split_once('=') {
+            return Requirement::equals(k, v);
+        }
+        let mut it = s.split_whitespace();
+        let key = it.next().unwrap_or_default().to_string();
+        let operator = Operator::parse(it.next().unwrap_or_default()).expect("operator");
+        let values = it
+            .next()
+            .map(|v| v.split(',').map(String::from).collect())
+            .unwrap_or_default();
+        Requirement {
+            key,
+            operator,
+            values,
+        }
+    }
+
+    fn reqs(list: &[&str]) -> Vec<Requirement> {
+        list.iter().map(|s| req(s)).collect()
+    }
+
+    #[rstest]
+    #[case(&["workload=gitlab", "workload In gitlab-runner"], false)]
+    #[case(&["workload=gitlab", "zone In a"], true)]
+    #[case(&["workload=gitlab", "workload NotIn gitlab"], false)]
+    #[case(&["workload=gitlab", "workload NotIn gitlab-runner"], true)]
+    #[case(&["workload=gitlab", "workload Exists"], true)]
+    #[case(&["workload=gitlab", "workload DoesNotExist"], false)]
+    #[case(&["workload=gitlab", "other DoesNotExist"], true)]
+    #[case(&["workload=gitlab", "workload In gitlab,gitlab-runner"], true)]
+    #[case(&["workload In a,b", "workload In b,c", "workload NotIn b"], false)]
+    #[case(&["workload In a,b", "workload In b,c"], true)]
+    #[case(&["cpu Gt 4", "cpu Lt 5"], false)]
+    #[case(&["cpu Gt 4", "cpu Lt 6"], true)]
+    #[case(&["cpu Gt 4", "cpu NotIn 5", "cpu Lt 6"], true)]
+    #[case(&["cpu Lt 0"], false)]
+    #[case(&["cpu Gt x"], false)]
+    #[case(&["cpu In 7", "cpu Gt 6"], true)]
+    #[case(&["cpu In 7", "cpu Gt 7"], false)]
+    #[case(&["cpu Exists", "cpu DoesNotExist"], false)]
+    #[case(&["cpu NotIn 1", "cpu DoesNotExist"], true)]
+    #[case(&[], true)]
+    fn satisfiability(#[case] list: &[&str], #[case] want: bool) {
+        assert_eq!(satisfiable(&reqs(list)).is_ok(), want, "{list:?}");
+    }
+
+    #[test]
+    fn reports_conflicting_key() {
+        let r = reqs(&["a=1", "b=1", "b=2"]);
+        assert_eq!(satisfiable(&r), Err("b".to_string()));
+    }
+
+    #[rstest]
+    #[case(&["workload=gitlab-runner"], "workload In gitlab-runner", true)]
+    #[case(&["workload In gitlab-runner,gitlab"], "workload In gitlab-runner", false)]
+    #[case(&["workload=gitlab-runner"], "workload NotIn gitlab", true)]
+    #[case(&["workload=gitlab-runner"], "workload Exists", true)]
+    #[case(&["zone=a"], "workload In gitlab-runner", false)]
+    #[case(&["workload=x", "workload=y"], "workload In gitlab-runner", true)]
+    #[case(&["cpu Gt 3"], "cpu Gt 3", true)]
+    #[case(&["cpu Gt 4"], "cpu Gt 3", false)]
+    fn implication(#[case] have: &[&str], #[case] r: &str, #[case] want: bool) {
+        assert_eq!(implies(&reqs(have), &req(r)), want, "{have:?} => {r}");
+    }
+
+    #[test]
+    fn matching_a_node() {
+        let labels: BTreeMap<String, String> =
+            [("workload".to_string(), "gitlab".to_string()), ("n".to_string(), "007".to_string())]
+                .into_iter()
+                .collect();
+        assert!(matches_labels(&labels, &req("workload=gitlab")));
+        assert!(!matches_labels(&labels, &req("workload NotIn gitlab")));
+        assert!(matches_labels(&labels, &req("zone NotIn a")));
+        assert!(matches_labels(&labels, &req("n Gt 6")));
+        assert!(!matches_labels(&labels, &req("n Lt 7")));
+        assert!(!matches_labels(&labels, &req("zone Exists")));
+    }
+}

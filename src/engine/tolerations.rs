@@ -1,0 +1,140 @@
+//! Toleration matching, as the scheduler does it.
+
+use k8s_openapi::api::core::v1::{Taint, Toleration};
+
+use crate::policy::{TaintSpec, TolerationOperator, TolerationSpec};
+
+/// A toleration with Kubernetes defaults applied (`operator: ""` is Equal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tol<'a> {
+    /// Empty with `exists` tolerates every key.
+    pub key: &'a str,
+    /// Operator Exists.
+    pub exists: bool,
+    /// Compared when not `exists`.
+    pub value: &'a str,
+    /// Empty tolerates every effect.
+    pub effect: &'a str,
+}
+
+impl<'a> Tol<'a> {
+    /// From a pod's toleration.
+    pub fn of(t: &'a Toleration) -> Self {
+        Tol {
+            key: t.key.as_deref().unwrap_or(""),
+            exists: t.operator.as_deref() == Some("Exists"),
+            value: t.value.as_deref().unwrap_or(""),
+            effect: t.effect.as_deref().unwrap_or(""),
+        }
+    }
+
+    /// From a policy's toleration.
+    pub fn of_spec(t: &'a TolerationSpec) -> Self {
+        Tol {
+            key: t.key.as_deref().unwrap_or(""),
+            exists: t.operator == Some(TolerationOperator::Exists),
+            value: t.value.as_deref().unwrap_or(""),
+            effect: t.effect.map(|e| e.as_str()).unwrap_or(""),
+        }
+    }
+
+    /// Whether this tolerates a protected taint. A taint spec without value or
+    /// effect stands for every value or effect, so matching any one counts.
+    pub fn tolerates_spec(&self, taint: &TaintSpec) -> bool {
+        let effect_ok = self.effect.is_empty()
+            || taint.effect.is_none_or(|e| e.as_str() == self.effect);
+        let key_ok = (self.key.is_empty() && self.exists) || self.key == taint.key;
+        let value_ok = self.exists || taint.value.as_deref().is_none_or(|v| v == self.value);
+        effect_ok && key_ok && value_ok
+    }
+
+    /// Whether this tolerates a real node taint.
+    pub fn tolerates(&self, taint: &Taint) -> bool {
+        let effect_ok = self.effect.is_empty() || self.effect == taint.effect;
+        let key_ok = (self.key.is_empty() && self.exists) || self.key == taint.key;
+        let value_ok = self.exists || self.value == taint.value.as_deref().unwrap_or("");
+        effect_ok && key_ok && value_ok
+    }
+
+    /// Human form for messages: `workload=gitlab:NoSchedule`, `workload:*`, `*`.
+    pub fn describe(&self) -> String {
+        if self.key.is_empty() && self.exists {
+            return "every taint (empty key, operator Exists)".into();
+        }
+        let mut s = self.key.to_string();
+        if self.exists {
+            s.push_str(" (any value)");
+        } else {
+            s.push('=');
+            s.push_str(self.value);
+        }
+        if self.effect.is_empty() {
+            s.push_str(" with any effect");
+        } else {
+            s.push(':');
+            s.push_str(self.effect);
+        }
+        s
+    }
+}
+
+/// Whether a policy toleration tolerates a protected taint (used by lint).
+pub fn tolerates_spec(t: &TolerationSpec, taint: &TaintSpec) -> bool {
+    Tol::of_spec(t).tolerates_spec(taint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::TaintEffect;
+    use rstest::rstest;
+
+    fn tol(key: Option<&str>, op: Option<&str>, value: Option<&str>, effect: Option<&str>) -> Toleration {
+        Toleration {
+            key: key.map(String::from),
+            operator: op.map(String::from),
+            value: value.map(String::from),
+            effect: effect.map(String::from),
+            toleration_seconds: None,
+        }
+    }
+
+    fn gitlab_taint() -> TaintSpec {
+        TaintSpec {
+            key: "workload".into(),
+            value: Some("gitlab".into()),
+            effect: Some(TaintEffect::NoSchedule),
+        }
+    }
+
+    #[rstest]
+    #[case::equal(tol(Some("workload"), Some("Equal"), Some("gitlab"), Some("NoSchedule")), true)]
+    #[case::default_operator(tol(Some("workload"), None, Some("gitlab"), Some("NoSchedule")), true)]
+    #[case::other_value(tol(Some("workload"), Some("Equal"), Some("gitlab-runner"), Some("NoSchedule")), false)]
+    #[case::key_only_exists(tol(Some("workload"), Some("Exists"), None, None), true)]
+    #[case::empty_key_exists(tol(None, Some("Exists"), None, None), true)]
+    #[case::other_effect(tol(Some("workload"), Some("Equal"), Some("gitlab"), Some("NoExecute")), false)]
+    #[case::any_effect(tol(Some("workload"), Some("Equal"), Some("gitlab"), None), true)]
+    #[case::other_key(tol(Some("node.kubernetes.io/not-ready"), Some("Exists"), None, Some("NoExecute")), false)]
+    fn protected_taint(#[case] t: Toleration, #[case] want: bool) {
+        assert_eq!(Tol::of(&t).tolerates_spec(&gitlab_taint()), want, "{t:?}");
+        let real = Taint {
+            key: "workload".into(),
+            value: Some("gitlab".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        };
+        assert_eq!(Tol::of(&t).tolerates(&real), want, "{t:?} vs real taint");
+    }
+
+    #[test]
+    fn spec_without_value_or_effect_means_any() {
+        let spec = TaintSpec {
+            key: "workload".into(),
+            value: None,
+            effect: None,
+        };
+        let t = tol(Some("workload"), Some("Equal"), Some("x"), Some("NoExecute"));
+        assert!(Tol::of(&t).tolerates_spec(&spec));
+    }
+}

@@ -1,0 +1,12 @@
+//! runner-fence: an admission webhook that keeps GitLab Runner job pods off
+//! GitLab's own Kubernetes nodes.
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod cli;
+pub mod engine;
+pub mod eval;
+pub mod error;
+pub mod nodes;
+pub mod policy;
+pub mod quantity;

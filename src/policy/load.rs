@@ -1,0 +1,415 @@
+//! Loading a policy: YAML (or JSON) text to a checked [`Policy`].
+
+use std::fmt;
+use std::path::Path;
+
+use super::locate::{Seg, format_path, locate};
+use super::{API_VERSION, KIND, Operator, Policy, Requests, TolerationOperator};
+
+/// The reference policy, compiled into the binary as the default.
+pub const EMBEDDED_POLICY: &str = include_str!("../../examples/policy.yaml");
+
+/// Where the embedded policy says it comes from in messages.
+const EMBEDDED_NAME: &str = "<embedded reference policy>";
+
+/// Largest policy file accepted; a policy is a few KiB, anything near this is a mistake.
+const MAX_POLICY_BYTES: u64 = 1 << 20;
+
+/// A policy that could not be loaded, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct LoadError {
+    /// File name (or `<embedded reference policy>`, `<stdin>`).
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<u64>,
+    /// 1-based column, when known.
+    pub column: Option<u64>,
+    /// Field path such as `placement.default`, empty for whole-document errors.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The embedded reference policy.
+pub fn embedded() -> Result<Policy, LoadError> {
+    parse(EMBEDDED_POLICY, EMBEDDED_NAME)
+}
+
+/// Reads and checks a policy file.
+pub fn load_file(path: &Path) -> Result<Policy, LoadError> {
+    let file = path.display().to_string();
+    let io_err = |message: String| LoadError {
+        file: file.clone(),
+        line: None,
+        column: None,
+        path: String::new(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io_err(format!("cannot read: {e}")))?;
+    if meta.len() > MAX_POLICY_BYTES {
+        return Err(io_err(format!(
+            "file is {} bytes, more than the {MAX_POLICY_BYTES} a policy may have",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| io_err(format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| io_err("file is not UTF-8 text".into()))?;
+    parse(&text, &file)
+}
+
+/// Parses and checks policy text; `file` names it in errors.
+pub fn parse(src: &str, file: &str) -> Result<Policy, LoadError> {
+    let mut field_path = String::new();
+    let policy: Policy = serde_saphyr::with_deserializer_from_str(src, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            field_path = e.path().to_string();
+            e.into_inner()
+        })
+    })
+    .map_err(|e| {
+        let mut err = syntax_error(e, file);
+        if field_path != "." {
+            err.path = std::mem::take(&mut field_path);
+        }
+        err
+    })?;
+    if let Some((path, message)) = check(&policy).into_iter().next() {
+        let (line, column) = locate(src, &path).unzip();
+        return Err(LoadError {
+            file: file.to_string(),
+            line,
+            column,
+            path: format_path(&path),
+            message,
+        });
+    }
+    Ok(policy)
+}
+
+fn syntax_error(e: serde_saphyr::Error, file: &str) -> LoadError {
+    let loc = e.location();
+    // serde-saphyr renders a source snippet; the first line is the message.
+    let full = e.to_string();
+    let first = full.lines().next().unwrap_or("invalid policy").to_string();
+    let message = first
+        .strip_prefix("error: ")
+        .unwrap_or(&first)
+        .split_once(": ")
+        .filter(|(head, _)| head.starts_with("line "))
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or_else(|| first.clone());
+    LoadError {
+        file: file.to_string(),
+        line: loc.map(|l| l.line()).filter(|l| *l > 0),
+        column: loc.map(|l| l.column()).filter(|c| *c > 0),
+        path: String::new(),
+        message,
+    }
+}
+
+fn key(s: &str) -> Seg {
+    Seg::Key(s.to_string())
+}
+
+fn keys(parts: &[&str]) -> Vec<Seg> {
+    parts.iter().map(|p| key(p)).collect()
+}
+
+/// Label values name profiles, so profile names must be valid label values.
+fn valid_label_value(s: &str) -> bool {
+    s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+        && s.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
+}
+
+/// Semantic checks the type system cannot express; each with its field path.
+fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
+    let mut errs = Vec::new();
+    if p.api_version != API_VERSION {
+        errs.push((
+            keys(&["apiVersion"]),
+            format!("must be {API_VERSION}, got {:?}", p.api_version),
+        ));
+    }
+    if p.kind != KIND {
+        errs.push((keys(&["kind"]), format!("must be {KIND}, got {:?}", p.kind)));
+    }
+    if p.matching.namespaces.is_empty() {
+        errs.push((
+            keys(&["match", "namespaces"]),
+            "must list at least one runner namespace".into(),
+        ));
+    }
+    for (i, ns) in p.matching.namespaces.iter().enumerate() {
+        let body = ns.strip_suffix('*').unwrap_or(ns);
+        if ns.is_empty() || ns == "*" || body.contains('*') {
+            errs.push((
+                vec![key("match"), key("namespaces"), Seg::Index(i)],
+                format!(
+                    "{ns:?} is not a namespace or a prefix ending in `*` (a bare `*` would match kube-system)"
+                ),
+            ));
+        }
+    }
+    for (i, prefix) in p.matching.pod_name_prefixes.iter().enumerate() {
+        if prefix.is_empty() {
+            errs.push((
+                vec![key("match"), key("podNamePrefixes"), Seg::Index(i)],
+                "empty prefix; use an empty list to match every pod".into(),
+            ));
+        }
+    }
+    let pn = &p.protected_nodes;
+    if pn.names.is_empty()
+        && pn.match_labels.is_empty()
+        && pn.match_expressions.is_empty()
+        && pn.taints.is_empty()
+    {
+        errs.push((
+            keys(&["protectedNodes"]),
+            "protects nothing: give names, matchLabels, matchExpressions or taints".into(),
+        ));
+    }
+    for (i, r) in pn.match_expressions.iter().enumerate() {
+        if let Some(m) = requirement_error(r) {
+            errs.push((
+                vec![key("protectedNodes"), key("matchExpressions"), Seg::Index(i)],
+                m,
+            ));
+        }
+    }
+    for (i, t) in pn.taints.iter().enumerate() {
+        if t.key.is_empty() {
+            errs.push((
+                vec![key("protectedNodes"), key("taints"), Seg::Index(i), key("key")],
+                "taint key must not be empty".into(),
+            ));
+        }
+    }
+    if p.placement.profile_label.is_empty() {
+        errs.push((
+            keys(&["placement", "profileLabel"]),
+            "must not be empty".into(),
+        ));
+    }
+    if p.placement.profiles.is_empty() {
+        errs.push((
+            keys(&["placement", "profiles"]),
+            "must define at least one profile".into(),
+        ));
+    } else if !p.placement.profiles.contains_key(&p.placement.default) {
+        errs.push((
+            keys(&["placement", "default"]),
+            format!(
+                "default profile {:?} is not defined; known profiles: {}",
+                p.placement.default,
+                p.placement
+                    .profiles
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    for (name, prof) in &p.placement.profiles {
+        let base = || vec![key("placement"), key("profiles"), key(name)];
+        if !valid_label_value(name) || name.is_empty() {
+            errs.push((
+                base(),
+                format!("profile name {name:?} is not a valid label value (pods select it by label)"),
+            ));
+        }
+        for (i, r) in prof.required_node_labels.iter().enumerate() {
+            if let Some(m) = requirement_error(r) {
+                let mut path = base();
+                path.extend([key("requiredNodeLabels"), Seg::Index(i)]);
+                errs.push((path, m));
+            }
+        }
+        for (i, t) in prof.tolerations.iter().enumerate() {
+            let mut path = base();
+            path.extend([key("tolerations"), Seg::Index(i)]);
+            let exists = t.operator == Some(TolerationOperator::Exists);
+            if exists && t.value.as_deref().is_some_and(|v| !v.is_empty()) {
+                errs.push((path, "operator Exists takes no value".into()));
+            } else if !exists && t.key.as_deref().unwrap_or("").is_empty() {
+                errs.push((path, "operator Equal needs a key".into()));
+            }
+        }
+        for (k, v) in &prof.pod_labels {
+            if k.is_empty() || !valid_label_value(v) {
+                let mut path = base();
+                path.extend([key("podLabels"), key(k)]);
+                errs.push((path, format!("{k:?}: {v:?} is not a valid label")));
+            }
+        }
+        if let Some(r) = &prof.resources {
+            for (role, req) in role_requests(&r.defaults) {
+                let mut path = base();
+                path.extend([key("resources"), key("defaults"), key(role)]);
+                errs.extend(negative(req, path));
+            }
+        }
+    }
+    for (role, req) in role_requests(&p.resources.defaults) {
+        errs.extend(negative(req, keys(&["resources", "defaults", role])));
+    }
+    if let Some(max) = &p.resources.max {
+        errs.extend(negative(max, keys(&["resources", "max"])));
+    }
+    errs
+}
+
+fn role_requests(d: &super::RoleDefaults) -> Vec<(&'static str, &Requests)> {
+    [
+        ("build", &d.build),
+        ("helper", &d.helper),
+        ("service", &d.service),
+        ("init", &d.init),
+    ]
+    .into_iter()
+    .filter_map(|(n, r)| r.as_ref().map(|r| (n, r)))
+    .collect()
+}
+
+fn negative(r: &Requests, path: Vec<Seg>) -> Vec<(Vec<Seg>, String)> {
+    [("cpu", &r.cpu), ("memory", &r.memory)]
+        .into_iter()
+        .filter_map(|(n, q)| {
+            let q = q.as_ref()?;
+            (q.nanos() <= 0).then(|| {
+                let mut p = path.clone();
+                p.push(key(n));
+                (p, format!("{q} must be greater than zero"))
+            })
+        })
+        .collect()
+}
+
+fn requirement_error(r: &super::Requirement) -> Option<String> {
+    if r.key.is_empty() {
+        return Some("key must not be empty".into());
+    }
+    match r.operator {
+        Operator::In | Operator::NotIn if r.values.is_empty() => {
+            Some(format!("operator {} needs at least one value", r.operator.as_str()))
+        }
+        Operator::Exists | Operator::DoesNotExist if !r.values.is_empty() => {
+            Some(format!("operator {} takes no values", r.operator.as_str()))
+        }
+        Operator::Gt | Operator::Lt
+            if r.values.len() != 1 || r.values[0].parse::<i64>().is_err() =>
+        {
+            Some(format!(
+                "operator {} needs exactly one integer value",
+                r.operator.as_str()
+            ))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn reference() -> String {
+        EMBEDDED_POLICY.to_string()
+    }
+
+    #[test]
+    fn embedded_reference_policy_loads() {
+        let p = embedded().expect("reference policy");
+        assert_eq!(p.placement.default, "runner-nodes");
+        assert_eq!(p.placement.profiles.len(), 2);
+        assert_eq!(p.matching.pod_name_prefixes, vec!["runner-".to_string()]);
+        assert_eq!(p.rule_mode(super::super::RuleId::Resources), super::super::Mode::Audit);
+        assert_eq!(p.rule_mode(super::super::RuleId::Placement), super::super::Mode::Enforce);
+    }
+
+    #[rstest]
+    #[case::unknown_field("podNamePrefixes: [runner-]", "podNamePrefix: [runner-]", "unknown field `podNamePrefix`", "match")]
+    #[case::bad_quantity("cpu: 500m, memory: 1Gi", "cpu: 2 cores, memory: 1Gi", "invalid quantity \"2 cores\"", "resources.defaults.build.cpu")]
+    #[case::wrong_type("allowNodeName: false", "allowNodeName: sometimes", "boolean", "allowNodeName")]
+    #[case::bad_mode("mode: enforce ", "mode: block ", "block", "mode")]
+    #[case::bad_rule("resources: audit\nmatch", "resource: audit\nmatch", "resource", "rules")]
+    #[case::missing_default("default: runner-nodes", "default: runners", "default profile \"runners\" is not defined; known profiles: fargate, runner-nodes", "placement.default")]
+    #[case::empty_namespaces("namespaces: [gitlab-runner]", "namespaces: []", "at least one runner namespace", "match.namespaces")]
+    #[case::star_namespace("namespaces: [gitlab-runner]", "namespaces: [\"*\"]", "kube-system", "match.namespaces[0]")]
+    #[case::duplicate_profile("    fargate:\n      fargate: true", "    runner-nodes:\n      fargate: true", "duplicate mapping key", "")]
+    #[case::bad_operator("operator: In, values: [gitlab-runner]", "operator: Within, values: [gitlab-runner]", "Within", "")]
+    #[case::in_without_values("{key: workload, operator: In, values: [gitlab-runner]}", "{key: workload, operator: In, values: []}", "needs at least one value", "placement.profiles.runner-nodes.requiredNodeLabels[0]")]
+    #[case::wrong_api_version("runner-fence.dev/v1alpha1", "runner-fence.dev/v2", "must be runner-fence.dev/v1alpha1", "apiVersion")]
+    fn broken_policies_are_rejected_with_location(
+        #[case] from: &str,
+        #[case] to: &str,
+        #[case] message: &str,
+        #[case] path: &str,
+    ) {
+        let src = reference();
+        assert!(src.contains(from), "fixture text {from:?} not in reference policy");
+        let broken = src.replacen(from, to, 1);
+        let err = parse(&broken, "policy.yaml").expect_err("must be rejected");
+        let shown = err.to_string();
+        assert!(shown.starts_with("policy.yaml:"), "{shown}");
+        assert!(err.line.is_some() && err.column.is_some(), "no location: {shown}");
+        assert!(shown.contains(message), "{shown} lacks {message}");
+        assert!(err.path.contains(path), "path {} lacks {path}", err.path);
+        // The reported line holds the offending text (or its parent key).
+        let line = err.line.unwrap_or(0) as usize;
+        assert!(line >= 1 && line <= broken.lines().count(), "{shown}");
+    }
+
+    #[test]
+    fn location_points_at_the_bad_value() {
+        let broken = reference().replacen("cpu: 500m", "cpu: 2 cores", 1);
+        let err = parse(&broken, "p.yaml").expect_err("bad quantity");
+        let line = broken.lines().nth(err.line.unwrap_or(1) as usize - 1).unwrap_or("");
+        assert!(line.contains("2 cores"), "line {line:?} for {err}");
+    }
+
+    #[rstest]
+    #[case::empty("")]
+    #[case::not_a_map("- a\n- b\n")]
+    #[case::truncated("apiVersion: runner-fence.dev/v1alpha1\nkind: [")]
+    #[case::binary("\u{0}\u{1}\u{2}")]
+    #[case::tabs("\tmode: enforce")]
+    fn garbage_is_an_error_not_a_panic(#[case] src: &str) {
+        let err = parse(src, "g.yaml").expect_err("garbage");
+        assert!(err.to_string().starts_with("g.yaml"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = load_file(Path::new("/nonexistent/policy.yaml")).expect_err("missing");
+        assert!(err.to_string().contains("/nonexistent/policy.yaml: cannot read"), "{err}");
+    }
+
+    #[test]
+    fn json_policies_load_too() {
+        let p = embedded().expect("reference");
+        let json = serde_json::to_string(&p).expect("json");
+        let back = parse(&json, "p.json").expect("json is YAML");
+        assert_eq!(back.content_hash(), p.content_hash());
+    }
+}

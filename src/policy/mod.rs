@@ -1,0 +1,562 @@
+//! The `RunnerPolicy` model (SPEC §6): what a policy file may say.
+//!
+//! Every struct rejects unknown fields so that a typo (`podNamePrefix`) is an
+//! error with a line and column, never a silently ignored setting.
+
+mod lint;
+mod load;
+mod locate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::Quantity;
+
+pub use lint::{LintWarning, lint};
+pub use load::{EMBEDDED_POLICY, LoadError, embedded, load_file, parse};
+
+/// `apiVersion` every policy must carry.
+pub const API_VERSION: &str = "runner-fence.dev/v1alpha1";
+/// `kind` every policy must carry.
+pub const KIND: &str = "RunnerPolicy";
+
+/// A complete runner-fence policy.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policy {
+    /// Always `runner-fence.dev/v1alpha1`.
+    pub api_version: String,
+    /// Always `RunnerPolicy`.
+    pub kind: String,
+    /// Name used in logs and metrics.
+    pub metadata: Metadata,
+    /// Mode of the whole policy; rules may override it.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Per-rule mode overrides.
+    #[serde(default)]
+    pub rules: BTreeMap<RuleId, Mode>,
+    /// Which pods are job pods.
+    #[serde(rename = "match")]
+    pub matching: Match,
+    /// GitLab's own nodes that job pods must never reach.
+    pub protected_nodes: ProtectedNodes,
+    /// Allow job pods to set `spec.nodeName` (off: the scheduler must place them).
+    #[serde(default)]
+    pub allow_node_name: bool,
+    /// Where job pods go.
+    pub placement: Placement,
+    /// Resource defaults and limits.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// Policy metadata.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Policy name.
+    pub name: String,
+}
+
+/// `enforce` blocks and patches; `audit` only reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny violations and apply patches.
+    #[default]
+    Enforce,
+    /// Allow everything; report what enforce would do.
+    Audit,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        })
+    }
+}
+
+/// Validation rule ids (SPEC §4), used in messages, metrics and tests.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleId {
+    /// Never reach a protected node (labels, names, taints, live nodes).
+    ProtectedNodes,
+    /// No `spec.nodeName` unless allowed.
+    NodeName,
+    /// The profile's node requirements are present and satisfiable.
+    Placement,
+    /// Fargate cannot run privileged or host-namespace pods.
+    FargateCompat,
+    /// Requests within `resources.max`, limits not below requests.
+    Resources,
+}
+
+impl RuleId {
+    /// All rules, in the order they are evaluated.
+    pub const ALL: [RuleId; 5] = [
+        RuleId::ProtectedNodes,
+        RuleId::NodeName,
+        RuleId::Placement,
+        RuleId::FargateCompat,
+        RuleId::Resources,
+    ];
+
+    /// The id as written in policies and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleId::ProtectedNodes => "protected-nodes",
+            RuleId::NodeName => "node-name",
+            RuleId::Placement => "placement",
+            RuleId::FargateCompat => "fargate-compat",
+            RuleId::Resources => "resources",
+        }
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Job pod matching (SPEC §2).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Match {
+    /// Runner namespaces; an entry ending in `*` is a prefix.
+    pub namespaces: Vec<String>,
+    /// Pod name (or generateName) prefixes; empty matches every pod in the namespaces.
+    #[serde(default = "default_prefixes")]
+    pub pod_name_prefixes: Vec<String>,
+    /// Label keys a job pod must carry (e.g. `job.runner.gitlab.com/pod`).
+    #[serde(default)]
+    pub require_labels: Vec<String>,
+    /// Pods to leave alone.
+    #[serde(default)]
+    pub exclude: Exclude,
+}
+
+fn default_prefixes() -> Vec<String> {
+    vec!["runner-".to_string()]
+}
+
+/// Exclusions from matching.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Exclude {
+    /// A pod carrying any one of these label pairs is not a job pod.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// GitLab's own nodes.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProtectedNodes {
+    /// Node names that are protected.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Labels every protected node carries (AND-ed with `matchExpressions`).
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    /// Label expressions every protected node satisfies.
+    #[serde(default)]
+    pub match_expressions: Vec<Requirement>,
+    /// Taints of protected nodes that job pods must not tolerate.
+    #[serde(default)]
+    pub taints: Vec<TaintSpec>,
+}
+
+impl ProtectedNodes {
+    /// The label selector of protected nodes as requirements; empty when
+    /// protection is by name and taint only.
+    pub fn label_requirements(&self) -> Vec<Requirement> {
+        self.match_labels
+            .iter()
+            .map(|(k, v)| Requirement::equals(k, v))
+            .chain(self.match_expressions.iter().cloned())
+            .collect()
+    }
+}
+
+/// A taint of protected nodes. Missing `value` or `effect` means "any".
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaintSpec {
+    /// Taint key.
+    pub key: String,
+    /// Taint value; any value when omitted.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Taint effect; any effect when omitted.
+    #[serde(default)]
+    pub effect: Option<TaintEffect>,
+}
+
+impl fmt::Display for TaintSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key)?;
+        if let Some(v) = &self.value {
+            write!(f, "={v}")?;
+        }
+        if let Some(e) = &self.effect {
+            write!(f, ":{}", e.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// Kubernetes taint effects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum TaintEffect {
+    /// New pods are not scheduled.
+    NoSchedule,
+    /// The scheduler avoids the node.
+    PreferNoSchedule,
+    /// Running pods are evicted.
+    NoExecute,
+}
+
+impl TaintEffect {
+    /// The effect as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaintEffect::NoSchedule => "NoSchedule",
+            TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+            TaintEffect::NoExecute => "NoExecute",
+        }
+    }
+}
+
+/// A node label requirement, as in a nodeSelectorTerm's `matchExpressions`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Requirement {
+    /// Label key.
+    pub key: String,
+    /// How the label is compared.
+    pub operator: Operator,
+    /// Values for In/NotIn (one or more) and Gt/Lt (exactly one integer).
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+impl Requirement {
+    /// `key In [value]`, what a nodeSelector entry or a matchLabels entry means.
+    pub fn equals(key: &str, value: &str) -> Self {
+        Requirement {
+            key: key.to_string(),
+            operator: Operator::In,
+            values: vec![value.to_string()],
+        }
+    }
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.operator {
+            Operator::In if self.values.len() == 1 => write!(f, "{}={}", self.key, self.values[0]),
+            Operator::Exists | Operator::DoesNotExist => {
+                write!(f, "{} {}", self.key, self.operator.as_str())
+            }
+            op => write!(f, "{} {} [{}]", self.key, op.as_str(), self.values.join(", ")),
+        }
+    }
+}
+
+/// Node selector operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+pub enum Operator {
+    /// The label is present with one of the values.
+    In,
+    /// The label is absent or has none of the values.
+    NotIn,
+    /// The label is present.
+    Exists,
+    /// The label is absent.
+    DoesNotExist,
+    /// The label is an integer greater than the value.
+    Gt,
+    /// The label is an integer less than the value.
+    Lt,
+}
+
+impl Operator {
+    /// Parses the operator string of a Kubernetes object.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "In" => Operator::In,
+            "NotIn" => Operator::NotIn,
+            "Exists" => Operator::Exists,
+            "DoesNotExist" => Operator::DoesNotExist,
+            "Gt" => Operator::Gt,
+            "Lt" => Operator::Lt,
+            _ => return None,
+        })
+    }
+
+    /// The operator as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operator::In => "In",
+            Operator::NotIn => "NotIn",
+            Operator::Exists => "Exists",
+            Operator::DoesNotExist => "DoesNotExist",
+            Operator::Gt => "Gt",
+            Operator::Lt => "Lt",
+        }
+    }
+}
+
+/// Placement profiles.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Placement {
+    /// Pod label that names the profile.
+    #[serde(default = "default_profile_label")]
+    pub profile_label: String,
+    /// Profile used when the label is absent.
+    pub default: String,
+    /// Profiles by name.
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+fn default_profile_label() -> String {
+    "runner-fence.dev/profile".to_string()
+}
+
+/// Where and how a job pod runs.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Profile {
+    /// Pods run on EKS Fargate (enables `fargate-compat`).
+    #[serde(default)]
+    pub fargate: bool,
+    /// AND-ed into every required nodeSelectorTerm.
+    #[serde(default)]
+    pub required_node_labels: Vec<Requirement>,
+    /// Added unless an identical toleration exists.
+    #[serde(default)]
+    pub tolerations: Vec<TolerationSpec>,
+    /// Set on the pod (overwriting other values).
+    #[serde(default)]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Per-profile resource defaults.
+    #[serde(default)]
+    pub resources: Option<ProfileResources>,
+}
+
+/// A toleration to inject.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TolerationSpec {
+    /// Taint key (empty with `Exists` tolerates everything, which lint flags).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// `Equal` (default) or `Exists`.
+    #[serde(default)]
+    pub operator: Option<TolerationOperator>,
+    /// Value for `Equal`.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Effect; all effects when omitted.
+    #[serde(default)]
+    pub effect: Option<TaintEffect>,
+    /// For NoExecute: how long the pod stays after the taint appears.
+    #[serde(default)]
+    pub toleration_seconds: Option<i64>,
+}
+
+/// Toleration operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum TolerationOperator {
+    /// Key and value must match.
+    Equal,
+    /// Key must match (any value).
+    Exists,
+}
+
+/// Profile-level resource overrides.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProfileResources {
+    /// Defaults by role, overriding the policy's per field.
+    #[serde(default)]
+    pub defaults: RoleDefaults,
+}
+
+/// Resource defaults and limits.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    /// Requests for containers that set none, by role.
+    #[serde(default)]
+    pub defaults: RoleDefaults,
+    /// Largest request a container may make.
+    #[serde(default)]
+    pub max: Option<Requests>,
+    /// What to do with a request above `max`.
+    #[serde(default)]
+    pub on_exceed: OnExceed,
+}
+
+/// Default requests per container role.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoleDefaults {
+    /// The `build` container.
+    #[serde(default)]
+    pub build: Option<Requests>,
+    /// The `helper` container.
+    #[serde(default)]
+    pub helper: Option<Requests>,
+    /// Services: every container other than build and helper (`svc-N`, aliases).
+    #[serde(default)]
+    pub service: Option<Requests>,
+    /// Every init container (`init-permissions`, ...).
+    #[serde(default)]
+    pub init: Option<Requests>,
+}
+
+impl RoleDefaults {
+    /// The defaults of one role.
+    pub fn get(&self, role: Role) -> Option<&Requests> {
+        match role {
+            Role::Build => self.build.as_ref(),
+            Role::Helper => self.helper.as_ref(),
+            Role::Service => self.service.as_ref(),
+            Role::Init => self.init.as_ref(),
+        }
+    }
+}
+
+/// cpu and memory amounts.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Requests {
+    /// CPU, e.g. `500m`.
+    #[serde(default)]
+    pub cpu: Option<Quantity>,
+    /// Memory, e.g. `1Gi`.
+    #[serde(default)]
+    pub memory: Option<Quantity>,
+}
+
+impl Requests {
+    /// The amount of one resource.
+    pub fn get(&self, r: ResourceName) -> Option<&Quantity> {
+        match r {
+            ResourceName::Cpu => self.cpu.as_ref(),
+            ResourceName::Memory => self.memory.as_ref(),
+        }
+    }
+}
+
+/// The resources runner-fence defaults and caps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceName {
+    /// `cpu`
+    Cpu,
+    /// `memory`
+    Memory,
+}
+
+impl ResourceName {
+    /// Both, in patch order.
+    pub const ALL: [ResourceName; 2] = [ResourceName::Cpu, ResourceName::Memory];
+    /// The Kubernetes resource name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceName::Cpu => "cpu",
+            ResourceName::Memory => "memory",
+        }
+    }
+}
+
+/// A container's role in a GitLab job pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `build`
+    Build,
+    /// `helper`
+    Helper,
+    /// Any other container.
+    Service,
+    /// Any init container.
+    Init,
+}
+
+impl Role {
+    /// The role of a regular (non-init) container, by the name GitLab gives it.
+    pub fn of_container(name: &str) -> Role {
+        match name {
+            "build" => Role::Build,
+            "helper" => Role::Helper,
+            _ => Role::Service,
+        }
+    }
+    /// The role name used in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Build => "build",
+            Role::Helper => "helper",
+            Role::Service => "service",
+            Role::Init => "init",
+        }
+    }
+}
+
+/// What to do with requests above `resources.max`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExceed {
+    /// Deny the pod (rule `resources`).
+    #[default]
+    Deny,
+    /// Lower the request to the maximum during mutation.
+    Clamp,
+}
+
+impl Policy {
+    /// The mode a rule runs in.
+    pub fn rule_mode(&self, rule: RuleId) -> Mode {
+        self.rules.get(&rule).copied().unwrap_or(self.mode)
+    }
+
+    /// The default request for a role in a profile: the profile's value, else the policy's.
+    pub fn default_request<'a>(
+        &'a self,
+        profile: &'a Profile,
+        role: Role,
+        res: ResourceName,
+    ) -> Option<&'a Quantity> {
+        profile
+            .resources
+            .as_ref()
+            .and_then(|r| r.defaults.get(role))
+            .and_then(|d| d.get(res))
+            .or_else(|| self.resources.defaults.get(role).and_then(|d| d.get(res)))
+    }
+
+    /// The cap for a resource, if any.
+    pub fn max_request(&self, res: ResourceName) -> Option<&Quantity> {
+        self.resources.max.as_ref().and_then(|m| m.get(res))
+    }
+
+    /// A short, stable hash of the policy's content, for metrics and logs.
+    pub fn content_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(&json);
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
