@@ -24,7 +24,9 @@ pub enum AdmissionError {
     #[error("body is not a valid AdmissionReview: {0}")]
     Invalid(String),
     /// Another apiVersion or kind.
-    #[error("unsupported {0}; runner-fence serves admission.k8s.io/v1 AdmissionReview only (set admissionReviewVersions: [v1])")]
+    #[error(
+        "unsupported {0}; runner-fence serves admission.k8s.io/v1 AdmissionReview only (set admissionReviewVersions: [v1])"
+    )]
     Unsupported(String),
     /// No `request`.
     #[error("AdmissionReview has no request")]

@@ -61,7 +61,11 @@ impl Evaluation {
 }
 
 /// Runs an AdmissionReview through `/mutate` and then `/validate`.
-pub fn evaluate(policy: &Policy, review: &Value, nodes: Option<&NodeSnapshot>) -> Result<Evaluation> {
+pub fn evaluate(
+    policy: &Policy,
+    review: &Value,
+    nodes: Option<&NodeSnapshot>,
+) -> Result<Evaluation> {
     let body = serde_json::to_vec(review).map_err(|e| Error::Input(e.to_string()))?;
     let m = admission::handle(policy, Endpoint::Mutate, &body, nodes)
         .map_err(|e| Error::Input(e.to_string()))?;
@@ -81,7 +85,11 @@ pub fn evaluate(policy: &Policy, review: &Value, nodes: Option<&NodeSnapshot>) -
         .map_err(|e| Error::Input(e.to_string()))?;
     Ok(Evaluation {
         matched: m.decision.matched || v.decision.matched,
-        profile: m.decision.profile.clone().or_else(|| v.decision.profile.clone()),
+        profile: m
+            .decision
+            .profile
+            .clone()
+            .or_else(|| v.decision.profile.clone()),
         mutate: m.response,
         validate: v.response,
         pod,
@@ -124,7 +132,10 @@ pub fn parse_document(text: &str) -> std::result::Result<Value, String> {
     }
     serde_saphyr::from_str::<Value>(text).map_err(|e| {
         let s = e.to_string();
-        format!("invalid YAML: {}", s.lines().next().unwrap_or("parse error"))
+        format!(
+            "invalid YAML: {}",
+            s.lines().next().unwrap_or("parse error")
+        )
     })
 }
 
@@ -148,7 +159,11 @@ pub fn to_review(
         "Pod" => {
             let ns = namespace
                 .map(str::to_string)
-                .or_else(|| doc.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from))
+                .or_else(|| {
+                    doc.pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                })
                 .or_else(|| {
                     policy
                         .matching
@@ -167,7 +182,11 @@ pub fn to_review(
             if let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut) {
                 meta.insert("namespace".into(), json!(ns));
             }
-            let old = if operation == "UPDATE" { pod.clone() } else { Value::Null };
+            let old = if operation == "UPDATE" {
+                pod.clone()
+            } else {
+                Value::Null
+            };
             Ok(json!({
                 "apiVersion": admission::API_VERSION,
                 "kind": "AdmissionReview",

@@ -5,8 +5,8 @@
 pub mod admission;
 pub mod cli;
 pub mod engine;
-pub mod eval;
 pub mod error;
+pub mod eval;
 pub mod nodes;
 pub mod policy;
 pub mod quantity;

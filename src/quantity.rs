@@ -90,9 +90,7 @@ impl Quantity {
         let digits = format!("{int_part}{frac_part}");
         let mantissa: i128 = digits.parse().map_err(|_| err("no number"))?;
         let scale = 10i128.pow(frac_part.len() as u32);
-        let value = mantissa
-            .checked_mul(mul)
-            .ok_or_else(|| err("too large"))?;
+        let value = mantissa.checked_mul(mul).ok_or_else(|| err("too large"))?;
         // Kubernetes rounds fractions of the smallest unit up.
         let denom = scale * div;
         let mut nanos = value / denom + i128::from(value % denom != 0);

@@ -20,8 +20,12 @@ pub struct Args {
 /// Reads a node list file for live checks.
 pub fn read_nodes(path: &std::path::Path) -> Result<NodeSnapshot, String> {
     let doc = read_document(path).map_err(|e| e.to_string())?;
-    let list: Vec<NodeInfo> = serde_json::from_value(doc)
-        .map_err(|e| format!("{}: not a list of nodes {{name, labels, taints}}: {e}", path.display()))?;
+    let list: Vec<NodeInfo> = serde_json::from_value(doc).map_err(|e| {
+        format!(
+            "{}: not a list of nodes {{name, labels, taints}}: {e}",
+            path.display()
+        )
+    })?;
     Ok(NodeSnapshot::new(list))
 }
 
@@ -35,7 +39,10 @@ pub fn run(args: Args) -> u8 {
     };
     let operation = args.operation.to_uppercase();
     if operation != "CREATE" && operation != "UPDATE" {
-        eprintln!("error: --operation must be CREATE or UPDATE, got {}", args.operation);
+        eprintln!(
+            "error: --operation must be CREATE or UPDATE, got {}",
+            args.operation
+        );
         return EXIT_BAD_INPUT;
     }
     let nodes = match args.nodes.as_deref().map(read_nodes).transpose() {
@@ -50,7 +57,13 @@ pub fn run(args: Args) -> u8 {
     for (i, input) in args.inputs.iter().enumerate() {
         let name = input.display().to_string();
         let outcome = read_document(input).and_then(|doc| {
-            let review = to_review(doc, args.namespace.as_deref(), &operation, &policy, &format!("eval-{i}"))?;
+            let review = to_review(
+                doc,
+                args.namespace.as_deref(),
+                &operation,
+                &policy,
+                &format!("eval-{i}"),
+            )?;
             evaluate(&policy, &review, nodes.as_ref())
         });
         match outcome {

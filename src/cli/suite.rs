@@ -112,7 +112,11 @@ pub fn load_suite(path: &Path) -> Result<Suite, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let suite: Suite = serde_saphyr::from_str(&text).map_err(|e| {
         let msg = e.to_string();
-        format!("{}: {}", path.display(), msg.lines().next().unwrap_or("invalid suite"))
+        format!(
+            "{}: {}",
+            path.display(),
+            msg.lines().next().unwrap_or("invalid suite")
+        )
     })?;
     if suite.kind != "RunnerPolicyTest" || suite.api_version != policy::API_VERSION {
         return Err(format!(
@@ -166,15 +170,22 @@ fn run_case(
         _ => return Err("give exactly one of input and object".into()),
     };
     let op = case.operation.as_deref().unwrap_or("CREATE").to_uppercase();
-    let review = to_review(doc, case.namespace.as_deref(), &op, policy, &format!("test-{i}"))
-        .map_err(|e| e.to_string())?;
+    let review = to_review(
+        doc,
+        case.namespace.as_deref(),
+        &op,
+        policy,
+        &format!("test-{i}"),
+    )
+    .map_err(|e| e.to_string())?;
     evaluate(policy, &review, nodes).map_err(|e| e.to_string())
 }
 
-fn sorted(mut v: Vec<RuleId>) -> Vec<RuleId> {
+fn sorted(mut v: Vec<RuleId>) -> String {
     v.sort();
     v.dedup();
-    v
+    let ids: Vec<&str> = v.iter().map(|r| r.as_str()).collect();
+    format!("[{}]", ids.join(", "))
 }
 
 /// Compares an evaluation with the expectations; one line per difference.
@@ -189,7 +200,11 @@ pub fn check(exp: &Expect, ev: &Evaluation) -> Vec<String> {
         cmp("matched", m.to_string(), ev.matched.to_string());
     }
     if let Some(p) = &exp.profile {
-        cmp("profile", p.clone(), ev.profile.clone().unwrap_or_else(|| "none".into()));
+        cmp(
+            "profile",
+            p.clone(),
+            ev.profile.clone().unwrap_or_else(|| "none".into()),
+        );
     }
     if let Some(a) = exp.allowed {
         cmp("allowed", a.to_string(), ev.allowed().to_string());
@@ -207,10 +222,10 @@ pub fn check(exp: &Expect, ev: &Evaluation) -> Vec<String> {
         .flat_map(|d| d.audited.iter().map(|v| v.rule))
         .collect();
     if let Some(r) = &exp.rules {
-        cmp("denied rules", format!("{:?}", sorted(r.clone())), format!("{:?}", sorted(denied)));
+        cmp("denied rules", sorted(r.clone()), sorted(denied));
     }
     if let Some(r) = &exp.audit_rules {
-        cmp("audit rules", format!("{:?}", sorted(r.clone())), format!("{:?}", sorted(audited)));
+        cmp("audit rules", sorted(r.clone()), sorted(audited));
     }
     let messages = ev.messages();
     for frag in &exp.messages {
@@ -220,7 +235,11 @@ pub fn check(exp: &Expect, ev: &Evaluation) -> Vec<String> {
                 if messages.is_empty() {
                     "      (none)".to_string()
                 } else {
-                    messages.iter().map(|m| format!("      {m}")).collect::<Vec<_>>().join("\n")
+                    messages
+                        .iter()
+                        .map(|m| format!("      {m}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 }
             ));
         }
@@ -261,7 +280,11 @@ pub fn subset_diff(path: &str, want: &Value, got: &Value, out: &mut Vec<String>)
             }
         }
         (w, g) if w == g => {}
-        (w, g) => out.push(format!("{path}:\n      - expected {}\n      + got      {}", compact(w), compact(g))),
+        (w, g) => out.push(format!(
+            "{path}:\n      - expected {}\n      + got      {}",
+            compact(w),
+            compact(g)
+        )),
     }
 }
 

@@ -5,10 +5,14 @@ use crate::policy::Policy;
 
 /// Is the namespace one of the runner namespaces (`prefix*` entries match prefixes)?
 pub fn namespace_matches(policy: &Policy, namespace: &str) -> bool {
-    policy.matching.namespaces.iter().any(|ns| match ns.strip_suffix('*') {
-        Some(prefix) => namespace.starts_with(prefix),
-        None => ns == namespace,
-    })
+    policy
+        .matching
+        .namespaces
+        .iter()
+        .any(|ns| match ns.strip_suffix('*') {
+            Some(prefix) => namespace.starts_with(prefix),
+            None => ns == namespace,
+        })
 }
 
 /// Does the pod name start with one of the prefixes (any name when there are none)?
@@ -58,9 +62,13 @@ mod tests {
     #[test]
     fn generate_name_is_used_while_name_is_empty() {
         let p = embedded().expect("policy");
-        let pod = view(json!({"metadata": {"name": "", "generateName": "runner-abc-"}, "spec": {"containers": []}}));
+        let pod = view(
+            json!({"metadata": {"name": "", "generateName": "runner-abc-"}, "spec": {"containers": []}}),
+        );
         assert!(pod_matches(&p, &pod));
-        let pod = view(json!({"metadata": {"generateName": "gitlab-runner-7d9-"}, "spec": {"containers": []}}));
+        let pod = view(
+            json!({"metadata": {"generateName": "gitlab-runner-7d9-"}, "spec": {"containers": []}}),
+        );
         assert!(!pod_matches(&p, &pod));
     }
 
@@ -68,14 +76,20 @@ mod tests {
     fn require_and_exclude_labels() {
         let mut p = embedded().expect("policy");
         p.matching.require_labels = vec!["job.runner.gitlab.com/pod".into()];
-        let with = view(json!({"metadata": {"name": "runner-x", "labels": {"job.runner.gitlab.com/pod": "runner-x"}}}));
+        let with = view(
+            json!({"metadata": {"name": "runner-x", "labels": {"job.runner.gitlab.com/pod": "runner-x"}}}),
+        );
         let without = view(json!({"metadata": {"name": "runner-x"}}));
-        let excluded = view(json!({"metadata": {"name": "runner-x", "labels": {"job.runner.gitlab.com/pod": "x", "app": "gitlab-runner"}}}));
+        let excluded = view(
+            json!({"metadata": {"name": "runner-x", "labels": {"job.runner.gitlab.com/pod": "x", "app": "gitlab-runner"}}}),
+        );
         assert!(pod_matches(&p, &with));
         assert!(!pod_matches(&p, &without));
         assert!(!pod_matches(&p, &excluded));
         p.matching.pod_name_prefixes.clear();
-        let any = view(json!({"metadata": {"name": "netshoot", "labels": {"job.runner.gitlab.com/pod": "x"}}}));
+        let any = view(
+            json!({"metadata": {"name": "netshoot", "labels": {"job.runner.gitlab.com/pod": "x"}}}),
+        );
         assert!(pod_matches(&p, &any));
     }
 }

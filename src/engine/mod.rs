@@ -183,7 +183,10 @@ impl Decision {
             return None;
         }
         let msgs: Vec<&str> = self.denials.iter().map(|v| v.message.as_str()).collect();
-        Some(format!("runner-fence denied the job pod: {}", msgs.join("; ")))
+        Some(format!(
+            "runner-fence denied the job pod: {}",
+            msgs.join("; ")
+        ))
     }
 
     /// The rule ids of enforced denials.
@@ -242,7 +245,11 @@ pub fn review(
         (false, _) => {
             return Decision::error(format!(
                 "runner-fence reviews only pods and pods/binding, but was sent {}/{} {}; fix the rules of the webhook configuration",
-                if req.group.is_empty() { "core" } else { req.group },
+                if req.group.is_empty() {
+                    "core"
+                } else {
+                    req.group
+                },
                 req.resource,
                 req.kind
             ));
@@ -294,7 +301,9 @@ pub fn review(
                     let old_profile = resolve_profile(policy, &old);
                     let before = validate::validate_pod(policy, &old_profile, &old, nodes);
                     violations.retain(|v| {
-                        !before.iter().any(|b| b.rule == v.rule && b.subject == v.subject)
+                        !before
+                            .iter()
+                            .any(|b| b.rule == v.rule && b.subject == v.subject)
                     });
                 }
             }
@@ -365,7 +374,8 @@ fn mutated_view(
     };
     let m = mutate::mutate(policy, name, prof, pod);
     let mut patched = raw.clone();
-    json_patch::patch(&mut patched, &m.ops).map_err(|e| format!("internal: patch does not apply: {e}"))?;
+    json_patch::patch(&mut patched, &m.ops)
+        .map_err(|e| format!("internal: patch does not apply: {e}"))?;
     PodView::decode(&patched)
 }
 
@@ -408,11 +418,12 @@ fn review_binding(
         .and_then(|o| o.pointer("/target/name"))
         .and_then(Value::as_str);
     let Some(target) = target else {
-        return Decision::error(format!(
-            "binding of pod {:?} has no target.name",
-            req.name
-        ));
+        return Decision::error(format!("binding of pod {:?} has no target.name", req.name));
     };
-    split_by_mode(policy, validate::validate_binding(policy, target, nodes), &mut d);
+    split_by_mode(
+        policy,
+        validate::validate_binding(policy, target, nodes),
+        &mut d,
+    );
     d
 }

@@ -134,14 +134,16 @@ fn node_affinity(profile: &Profile, pod: &PodView, m: &mut Mutation) {
     }
     let described: Vec<String> = required.iter().map(ToString::to_string).collect();
     let described = described.join(", ");
-    let new_term = || json!({ "matchExpressions": required.iter().map(requirement_json).collect::<Vec<_>>() });
+    let new_term =
+        || json!({ "matchExpressions": required.iter().map(requirement_json).collect::<Vec<_>>() });
     let spec = pod.spec();
     let Some(affinity) = &spec.affinity else {
         m.add(
             &["spec", "affinity"],
             json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [new_term()]}}}),
         );
-        m.changes.push(format!("node affinity requires {described}"));
+        m.changes
+            .push(format!("node affinity requires {described}"));
         return;
     };
     let Some(na) = &affinity.node_affinity else {
@@ -149,7 +151,8 @@ fn node_affinity(profile: &Profile, pod: &PodView, m: &mut Mutation) {
             &["spec", "affinity", "nodeAffinity"],
             json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [new_term()]}}),
         );
-        m.changes.push(format!("node affinity requires {described}"));
+        m.changes
+            .push(format!("node affinity requires {described}"));
         return;
     };
     const REQ: &str = "requiredDuringSchedulingIgnoredDuringExecution";
@@ -160,7 +163,8 @@ fn node_affinity(profile: &Profile, pod: &PodView, m: &mut Mutation) {
                 &["spec", "affinity", "nodeAffinity", REQ, "nodeSelectorTerms"],
                 json!([new_term()]),
             );
-            m.changes.push(format!("node affinity requires {described}"));
+            m.changes
+                .push(format!("node affinity requires {described}"));
             return;
         }
         None => {
@@ -168,7 +172,8 @@ fn node_affinity(profile: &Profile, pod: &PodView, m: &mut Mutation) {
                 &["spec", "affinity", "nodeAffinity", REQ],
                 json!({"nodeSelectorTerms": [new_term()]}),
             );
-            m.changes.push(format!("node affinity requires {described}"));
+            m.changes
+                .push(format!("node affinity requires {described}"));
             return;
         }
     };
@@ -185,11 +190,21 @@ fn node_affinity(profile: &Profile, pod: &PodView, m: &mut Mutation) {
         }
         touched += 1;
         let idx = i.to_string();
-        let base = ["spec", "affinity", "nodeAffinity", REQ, "nodeSelectorTerms", idx.as_str()];
+        let base = [
+            "spec",
+            "affinity",
+            "nodeAffinity",
+            REQ,
+            "nodeSelectorTerms",
+            idx.as_str(),
+        ];
         if term.match_expressions.is_none() {
             let mut path = base.to_vec();
             path.push("matchExpressions");
-            m.add(&path, Value::Array(missing.iter().map(|r| requirement_json(r)).collect()));
+            m.add(
+                &path,
+                Value::Array(missing.iter().map(|r| requirement_json(r)).collect()),
+            );
         } else {
             for r in missing {
                 let mut path = base.to_vec();
@@ -252,12 +267,20 @@ fn pod_labels(profile: &Profile, pod: &PodView, m: &mut Mutation) {
 fn resources(policy: &Policy, profile: &Profile, pod: &PodView, m: &mut Mutation) {
     let spec = pod.spec();
     let groups: [(&str, &[Container], bool); 2] = [
-        ("initContainers", spec.init_containers.as_deref().unwrap_or(&[]), true),
+        (
+            "initContainers",
+            spec.init_containers.as_deref().unwrap_or(&[]),
+            true,
+        ),
         ("containers", &spec.containers, false),
     ];
     for (field, list, init) in groups {
         for (i, c) in list.iter().enumerate() {
-            let role = if init { Role::Init } else { Role::of_container(&c.name) };
+            let role = if init {
+                Role::Init
+            } else {
+                Role::of_container(&c.name)
+            };
             container_resources(policy, profile, field, i, c, role, m);
         }
     }
@@ -290,10 +313,8 @@ fn container_resources(
                         &["spec", field, &idx, "resources", "requests", name],
                         json!(max.as_str()),
                     );
-                    m.changes.push(format!(
-                        "{} request {name} {have} clamped to {max}",
-                        c.name
-                    ));
+                    m.changes
+                        .push(format!("{} request {name} {have} clamped to {max}", c.name));
                 }
             }
             None => {
@@ -327,7 +348,10 @@ fn container_resources(
             &["spec", field, &idx, "resources"],
             json!({ "requests": defaults }),
         ),
-        (Some(_), None) => m.add(&["spec", field, &idx, "resources", "requests"], json!(defaults)),
+        (Some(_), None) => m.add(
+            &["spec", field, &idx, "resources", "requests"],
+            json!(defaults),
+        ),
         (Some(_), Some(_)) => {
             for (k, v) in defaults {
                 m.add(&["spec", field, &idx, "resources", "requests", k], json!(v));

@@ -89,7 +89,10 @@ impl PodView {
             .affinity
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .map(|r| r.node_selector_terms.as_slice())
             .unwrap_or(&[])
     }
@@ -97,9 +100,12 @@ impl PodView {
     /// Every container with its JSON path prefix and whether it is an init container.
     pub fn containers(&self) -> impl Iterator<Item = (String, &Container, bool)> {
         let spec = self.spec();
-        let init = spec.init_containers.iter().flatten().enumerate().map(|(i, c)| {
-            (format!("spec.initContainers[{i}]"), c, true)
-        });
+        let init = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, c)| (format!("spec.initContainers[{i}]"), c, true));
         let main = spec
             .containers
             .iter()

@@ -203,10 +203,12 @@ mod tests {
 
     #[test]
     fn matching_a_node() {
-        let labels: BTreeMap<String, String> =
-            [("workload".to_string(), "gitlab".to_string()), ("n".to_string(), "007".to_string())]
-                .into_iter()
-                .collect();
+        let labels: BTreeMap<String, String> = [
+            ("workload".to_string(), "gitlab".to_string()),
+            ("n".to_string(), "007".to_string()),
+        ]
+        .into_iter()
+        .collect();
         assert!(matches_labels(&labels, &req("workload=gitlab")));
         assert!(!matches_labels(&labels, &req("workload NotIn gitlab")));
         assert!(matches_labels(&labels, &req("zone NotIn a")));

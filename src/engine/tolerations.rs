@@ -41,8 +41,8 @@ impl<'a> Tol<'a> {
     /// Whether this tolerates a protected taint. A taint spec without value or
     /// effect stands for every value or effect, so matching any one counts.
     pub fn tolerates_spec(&self, taint: &TaintSpec) -> bool {
-        let effect_ok = self.effect.is_empty()
-            || taint.effect.is_none_or(|e| e.as_str() == self.effect);
+        let effect_ok =
+            self.effect.is_empty() || taint.effect.is_none_or(|e| e.as_str() == self.effect);
         let key_ok = (self.key.is_empty() && self.exists) || self.key == taint.key;
         let value_ok = self.exists || taint.value.as_deref().is_none_or(|v| v == self.value);
         effect_ok && key_ok && value_ok
@@ -89,7 +89,12 @@ mod tests {
     use crate::policy::TaintEffect;
     use rstest::rstest;
 
-    fn tol(key: Option<&str>, op: Option<&str>, value: Option<&str>, effect: Option<&str>) -> Toleration {
+    fn tol(
+        key: Option<&str>,
+        op: Option<&str>,
+        value: Option<&str>,
+        effect: Option<&str>,
+    ) -> Toleration {
         Toleration {
             key: key.map(String::from),
             operator: op.map(String::from),
@@ -108,14 +113,36 @@ mod tests {
     }
 
     #[rstest]
-    #[case::equal(tol(Some("workload"), Some("Equal"), Some("gitlab"), Some("NoSchedule")), true)]
+    #[case::equal(
+        tol(Some("workload"), Some("Equal"), Some("gitlab"), Some("NoSchedule")),
+        true
+    )]
     #[case::default_operator(tol(Some("workload"), None, Some("gitlab"), Some("NoSchedule")), true)]
-    #[case::other_value(tol(Some("workload"), Some("Equal"), Some("gitlab-runner"), Some("NoSchedule")), false)]
+    #[case::other_value(
+        tol(
+            Some("workload"),
+            Some("Equal"),
+            Some("gitlab-runner"),
+            Some("NoSchedule")
+        ),
+        false
+    )]
     #[case::key_only_exists(tol(Some("workload"), Some("Exists"), None, None), true)]
     #[case::empty_key_exists(tol(None, Some("Exists"), None, None), true)]
-    #[case::other_effect(tol(Some("workload"), Some("Equal"), Some("gitlab"), Some("NoExecute")), false)]
+    #[case::other_effect(
+        tol(Some("workload"), Some("Equal"), Some("gitlab"), Some("NoExecute")),
+        false
+    )]
     #[case::any_effect(tol(Some("workload"), Some("Equal"), Some("gitlab"), None), true)]
-    #[case::other_key(tol(Some("node.kubernetes.io/not-ready"), Some("Exists"), None, Some("NoExecute")), false)]
+    #[case::other_key(
+        tol(
+            Some("node.kubernetes.io/not-ready"),
+            Some("Exists"),
+            None,
+            Some("NoExecute")
+        ),
+        false
+    )]
     fn protected_taint(#[case] t: Toleration, #[case] want: bool) {
         assert_eq!(Tol::of(&t).tolerates_spec(&gitlab_taint()), want, "{t:?}");
         let real = Taint {
@@ -134,7 +161,12 @@ mod tests {
             value: None,
             effect: None,
         };
-        let t = tol(Some("workload"), Some("Equal"), Some("x"), Some("NoExecute"));
+        let t = tol(
+            Some("workload"),
+            Some("Equal"),
+            Some("x"),
+            Some("NoExecute"),
+        );
         assert!(Tol::of(&t).tolerates_spec(&spec));
     }
 }

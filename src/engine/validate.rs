@@ -32,7 +32,13 @@ impl fmt::Display for Violation {
 struct Out(Vec<Violation>);
 
 impl Out {
-    fn push(&mut self, rule: RuleId, path: impl Into<String>, subject: String, what_and_fix: String) {
+    fn push(
+        &mut self,
+        rule: RuleId,
+        path: impl Into<String>,
+        subject: String,
+        what_and_fix: String,
+    ) {
         let path = path.into();
         self.0.push(Violation {
             rule,
@@ -69,7 +75,12 @@ pub fn validate_pod(
             }
         }
         ProfileRef::Unknown(name) => {
-            let known: Vec<&str> = policy.placement.profiles.keys().map(String::as_str).collect();
+            let known: Vec<&str> = policy
+                .placement
+                .profiles
+                .keys()
+                .map(String::as_str)
+                .collect();
             out.push(
                 RuleId::Placement,
                 format!("metadata.labels[{}]", policy.placement.profile_label),
@@ -86,7 +97,11 @@ pub fn validate_pod(
 }
 
 /// Validates a `pods/binding` target node.
-pub fn validate_binding(policy: &Policy, node: &str, nodes: Option<&NodeSnapshot>) -> Vec<Violation> {
+pub fn validate_binding(
+    policy: &Policy,
+    node: &str,
+    nodes: Option<&NodeSnapshot>,
+) -> Vec<Violation> {
     let mut out = Out(Vec::new());
     if let Some(why) = protected_node(policy, node, nodes) {
         out.push(
@@ -115,7 +130,10 @@ fn labels_protected(policy: &Policy, node: &NodeInfo) -> bool {
 }
 
 fn selector_text(reqs: &[Requirement]) -> String {
-    reqs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    reqs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The pod's alternatives: nodeSelector AND each live term, or the nodeSelector alone.
@@ -124,7 +142,11 @@ fn alternatives(pod: &PodView) -> Vec<(String, Vec<Requirement>, Option<usize>)>
     let ns = pod.node_selector();
     let terms = pod.required_terms();
     if terms.is_empty() {
-        let path = if ns.is_empty() { "spec" } else { "spec.nodeSelector" };
+        let path = if ns.is_empty() {
+            "spec"
+        } else {
+            "spec.nodeSelector"
+        };
         return vec![(path.to_string(), ns, None)];
     }
     terms
@@ -182,7 +204,9 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
                     RuleId::ProtectedNodes,
                     format!("{TERMS_PATH}[{i}].matchFields[{j}]"),
                     format!("matchFields {node}"),
-                    format!("names protected GitLab node {node} ({why}); remove the matchFields entry"),
+                    format!(
+                        "names protected GitLab node {node} ({why}); remove the matchFields entry"
+                    ),
                 );
             }
         }
@@ -190,7 +214,12 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
     // Taints: tolerations of protected taints.
     for (i, t) in spec.tolerations.iter().flatten().enumerate() {
         let tol = Tol::of(t);
-        if let Some(taint) = policy.protected_nodes.taints.iter().find(|pt| tol.tolerates_spec(pt)) {
+        if let Some(taint) = policy
+            .protected_nodes
+            .taints
+            .iter()
+            .find(|pt| tol.tolerates_spec(pt))
+        {
             out.push(
                 RuleId::ProtectedNodes,
                 format!("spec.tolerations[{i}]"),
@@ -235,7 +264,12 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
 }
 
 /// Would the scheduler accept this node for the pod (labels, fields, NoSchedule/NoExecute taints)?
-fn schedulable_on(pod: &PodView, alts: &[(String, Vec<Requirement>, Option<usize>)], tols: &[Tol], node: &NodeInfo) -> bool {
+fn schedulable_on(
+    pod: &PodView,
+    alts: &[(String, Vec<Requirement>, Option<usize>)],
+    tols: &[Tol],
+    node: &NodeInfo,
+) -> bool {
     let terms = pod.required_terms();
     let labels_ok = alts.iter().any(|(_, reqs, term)| {
         reqs.iter().all(|r| matches_labels(&node.labels, r))
@@ -278,12 +312,20 @@ fn placement(name: &str, prof: &Profile, pod: &PodView, out: &mut Out) {
         .collect();
     if live.is_empty() {
         let (path, reqs, _) = &alts[0];
-        let conflict = satisfiable(reqs.iter().chain(required)).err().unwrap_or_default();
+        let conflict = satisfiable(reqs.iter().chain(required))
+            .err()
+            .unwrap_or_default();
         let (path, culprit) = match ns.iter().find(|r| r.key == conflict) {
             Some(r) => ("spec.nodeSelector".to_string(), r.to_string()),
             None => (
                 path.clone(),
-                selector_text(&reqs.iter().filter(|r| r.key == conflict).cloned().collect::<Vec<_>>()),
+                selector_text(
+                    &reqs
+                        .iter()
+                        .filter(|r| r.key == conflict)
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                ),
             ),
         };
         out.push(
@@ -321,16 +363,27 @@ fn fargate_compat(policy: &Policy, pod: &PodView, out: &mut Out) {
         .map(|(n, _)| format!(" or use the {n} profile"))
         .unwrap_or_default();
     let spec = pod.spec();
-    let eph = spec.ephemeral_containers.iter().flatten().enumerate().map(|(i, c)| {
-        (
-            format!("spec.ephemeralContainers[{i}]"),
-            c.name.as_str(),
-            c.security_context.as_ref().and_then(|s| s.privileged),
-        )
-    });
+    let eph = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                format!("spec.ephemeralContainers[{i}]"),
+                c.name.as_str(),
+                c.security_context.as_ref().and_then(|s| s.privileged),
+            )
+        });
     let all = pod
         .containers()
-        .map(|(p, c, _)| (p, c.name.as_str(), c.security_context.as_ref().and_then(|s| s.privileged)))
+        .map(|(p, c, _)| {
+            (
+                p,
+                c.name.as_str(),
+                c.security_context.as_ref().and_then(|s| s.privileged),
+            )
+        })
         .chain(eph);
     for (path, cname, privileged) in all {
         if privileged == Some(true) {
@@ -387,9 +440,10 @@ fn resources(policy: &Policy, pod: &PodView, out: &mut Out) {
         if let Some(reqs) = requests {
             for r in ResourceName::ALL {
                 let name = r.as_str();
-                let (Some(max), Some(Ok(have))) =
-                    (policy.max_request(r), reqs.get(name).map(|q| Quantity::parse(&q.0)))
-                else {
+                let (Some(max), Some(Ok(have))) = (
+                    policy.max_request(r),
+                    reqs.get(name).map(|q| Quantity::parse(&q.0)),
+                ) else {
                     continue;
                 };
                 if have > *max {
@@ -406,10 +460,14 @@ fn resources(policy: &Policy, pod: &PodView, out: &mut Out) {
                 }
             }
         }
-        let (Some(reqs), Some(limits)) = (requests, res.limits.as_ref()) else { continue };
+        let (Some(reqs), Some(limits)) = (requests, res.limits.as_ref()) else {
+            continue;
+        };
         for (name, limit) in limits {
-            let (Some(Ok(req)), Ok(lim)) = (reqs.get(name).map(|q| Quantity::parse(&q.0)), Quantity::parse(&limit.0))
-            else {
+            let (Some(Ok(req)), Ok(lim)) = (
+                reqs.get(name).map(|q| Quantity::parse(&q.0)),
+                Quantity::parse(&limit.0),
+            ) else {
                 continue;
             };
             if lim < req {

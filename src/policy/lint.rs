@@ -48,10 +48,17 @@ pub fn lint(p: &Policy) -> Vec<LintWarning> {
             );
         }
         for (i, t) in prof.tolerations.iter().enumerate() {
-            if let Some(taint) = p.protected_nodes.taints.iter().find(|pt| tolerates_spec(t, pt)) {
+            if let Some(taint) = p
+                .protected_nodes
+                .taints
+                .iter()
+                .find(|pt| tolerates_spec(t, pt))
+            {
                 warn(
                     format!("{base}.tolerations[{i}]"),
-                    format!("tolerates the protected taint {taint}; protected-nodes will deny every pod of this profile"),
+                    format!(
+                        "tolerates the protected taint {taint}; protected-nodes will deny every pod of this profile"
+                    ),
                 );
             } else if t.key.as_deref().unwrap_or("").is_empty()
                 && t.operator == Some(TolerationOperator::Exists)
@@ -77,7 +84,10 @@ pub fn lint(p: &Policy) -> Vec<LintWarning> {
         if prof.pod_labels.contains_key(&p.placement.profile_label) {
             warn(
                 format!("{base}.podLabels"),
-                format!("sets the profile label {}; mutation would then change the profile of the pod it patches", p.placement.profile_label),
+                format!(
+                    "sets the profile label {}; mutation would then change the profile of the pod it patches",
+                    p.placement.profile_label
+                ),
             );
         }
         for role in [Role::Build, Role::Helper, Role::Service, Role::Init] {
@@ -89,8 +99,14 @@ pub fn lint(p: &Policy) -> Vec<LintWarning> {
                 if d > max {
                     warn(
                         format!("{base}: {} default {}", role.as_str(), res.as_str()),
-                        format!("{d} is above resources.max.{} {max}: every such container would be {}", res.as_str(),
-                            match p.resources.on_exceed { super::OnExceed::Deny => "denied", super::OnExceed::Clamp => "clamped" }),
+                        format!(
+                            "{d} is above resources.max.{} {max}: every such container would be {}",
+                            res.as_str(),
+                            match p.resources.on_exceed {
+                                super::OnExceed::Deny => "denied",
+                                super::OnExceed::Clamp => "clamped",
+                            }
+                        ),
                     );
                 }
             }

@@ -191,7 +191,11 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
     for (i, r) in pn.match_expressions.iter().enumerate() {
         if let Some(m) = requirement_error(r) {
             errs.push((
-                vec![key("protectedNodes"), key("matchExpressions"), Seg::Index(i)],
+                vec![
+                    key("protectedNodes"),
+                    key("matchExpressions"),
+                    Seg::Index(i),
+                ],
                 m,
             ));
         }
@@ -199,7 +203,12 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
     for (i, t) in pn.taints.iter().enumerate() {
         if t.key.is_empty() {
             errs.push((
-                vec![key("protectedNodes"), key("taints"), Seg::Index(i), key("key")],
+                vec![
+                    key("protectedNodes"),
+                    key("taints"),
+                    Seg::Index(i),
+                    key("key"),
+                ],
                 "taint key must not be empty".into(),
             ));
         }
@@ -235,7 +244,9 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
         if !valid_label_value(name) || name.is_empty() {
             errs.push((
                 base(),
-                format!("profile name {name:?} is not a valid label value (pods select it by label)"),
+                format!(
+                    "profile name {name:?} is not a valid label value (pods select it by label)"
+                ),
             ));
         }
         for (i, r) in prof.required_node_labels.iter().enumerate() {
@@ -310,9 +321,10 @@ fn requirement_error(r: &super::Requirement) -> Option<String> {
         return Some("key must not be empty".into());
     }
     match r.operator {
-        Operator::In | Operator::NotIn if r.values.is_empty() => {
-            Some(format!("operator {} needs at least one value", r.operator.as_str()))
-        }
+        Operator::In | Operator::NotIn if r.values.is_empty() => Some(format!(
+            "operator {} needs at least one value",
+            r.operator.as_str()
+        )),
         Operator::Exists | Operator::DoesNotExist if !r.values.is_empty() => {
             Some(format!("operator {} takes no values", r.operator.as_str()))
         }
@@ -343,23 +355,84 @@ mod tests {
         assert_eq!(p.placement.default, "runner-nodes");
         assert_eq!(p.placement.profiles.len(), 2);
         assert_eq!(p.matching.pod_name_prefixes, vec!["runner-".to_string()]);
-        assert_eq!(p.rule_mode(super::super::RuleId::Resources), super::super::Mode::Audit);
-        assert_eq!(p.rule_mode(super::super::RuleId::Placement), super::super::Mode::Enforce);
+        assert_eq!(
+            p.rule_mode(super::super::RuleId::Resources),
+            super::super::Mode::Audit
+        );
+        assert_eq!(
+            p.rule_mode(super::super::RuleId::Placement),
+            super::super::Mode::Enforce
+        );
     }
 
     #[rstest]
-    #[case::unknown_field("podNamePrefixes: [runner-]", "podNamePrefix: [runner-]", "unknown field `podNamePrefix`", "match")]
-    #[case::bad_quantity("cpu: 500m, memory: 1Gi", "cpu: 2 cores, memory: 1Gi", "invalid quantity \"2 cores\"", "resources.defaults.build.cpu")]
-    #[case::wrong_type("allowNodeName: false", "allowNodeName: sometimes", "boolean", "allowNodeName")]
+    #[case::unknown_field(
+        "podNamePrefixes: [runner-]",
+        "podNamePrefix: [runner-]",
+        "unknown field `podNamePrefix`",
+        "match"
+    )]
+    #[case::bad_quantity(
+        "cpu: 500m, memory: 1Gi",
+        "cpu: 2 cores, memory: 1Gi",
+        "invalid quantity \"2 cores\"",
+        "resources.defaults.build.cpu"
+    )]
+    #[case::wrong_type(
+        "allowNodeName: false",
+        "allowNodeName: sometimes",
+        "boolean",
+        "allowNodeName"
+    )]
     #[case::bad_mode("mode: enforce ", "mode: block ", "block", "mode")]
-    #[case::bad_rule("resources: audit\nmatch", "resource: audit\nmatch", "resource", "rules")]
-    #[case::missing_default("default: runner-nodes", "default: runners", "default profile \"runners\" is not defined; known profiles: fargate, runner-nodes", "placement.default")]
-    #[case::empty_namespaces("namespaces: [gitlab-runner]", "namespaces: []", "at least one runner namespace", "match.namespaces")]
-    #[case::star_namespace("namespaces: [gitlab-runner]", "namespaces: [\"*\"]", "kube-system", "match.namespaces[0]")]
-    #[case::duplicate_profile("    fargate:\n      fargate: true", "    runner-nodes:\n      fargate: true", "duplicate mapping key", "")]
-    #[case::bad_operator("operator: In, values: [gitlab-runner]", "operator: Within, values: [gitlab-runner]", "Within", "")]
-    #[case::in_without_values("{key: workload, operator: In, values: [gitlab-runner]}", "{key: workload, operator: In, values: []}", "needs at least one value", "placement.profiles.runner-nodes.requiredNodeLabels[0]")]
-    #[case::wrong_api_version("runner-fence.dev/v1alpha1", "runner-fence.dev/v2", "must be runner-fence.dev/v1alpha1", "apiVersion")]
+    #[case::bad_rule(
+        "resources: audit\nmatch",
+        "resource: audit\nmatch",
+        "resource",
+        "rules"
+    )]
+    #[case::missing_default(
+        "default: runner-nodes",
+        "default: runners",
+        "default profile \"runners\" is not defined; known profiles: fargate, runner-nodes",
+        "placement.default"
+    )]
+    #[case::empty_namespaces(
+        "namespaces: [gitlab-runner]",
+        "namespaces: []",
+        "at least one runner namespace",
+        "match.namespaces"
+    )]
+    #[case::star_namespace(
+        "namespaces: [gitlab-runner]",
+        "namespaces: [\"*\"]",
+        "kube-system",
+        "match.namespaces[0]"
+    )]
+    #[case::duplicate_profile(
+        "    fargate:\n      fargate: true",
+        "    runner-nodes:\n      fargate: true",
+        "duplicate mapping key",
+        ""
+    )]
+    #[case::bad_operator(
+        "operator: In, values: [gitlab-runner]",
+        "operator: Within, values: [gitlab-runner]",
+        "Within",
+        ""
+    )]
+    #[case::in_without_values(
+        "{key: workload, operator: In, values: [gitlab-runner]}",
+        "{key: workload, operator: In, values: []}",
+        "needs at least one value",
+        "placement.profiles.runner-nodes.requiredNodeLabels[0]"
+    )]
+    #[case::wrong_api_version(
+        "runner-fence.dev/v1alpha1",
+        "runner-fence.dev/v2",
+        "must be runner-fence.dev/v1alpha1",
+        "apiVersion"
+    )]
     fn broken_policies_are_rejected_with_location(
         #[case] from: &str,
         #[case] to: &str,
@@ -367,12 +440,18 @@ mod tests {
         #[case] path: &str,
     ) {
         let src = reference();
-        assert!(src.contains(from), "fixture text {from:?} not in reference policy");
+        assert!(
+            src.contains(from),
+            "fixture text {from:?} not in reference policy"
+        );
         let broken = src.replacen(from, to, 1);
         let err = parse(&broken, "policy.yaml").expect_err("must be rejected");
         let shown = err.to_string();
         assert!(shown.starts_with("policy.yaml:"), "{shown}");
-        assert!(err.line.is_some() && err.column.is_some(), "no location: {shown}");
+        assert!(
+            err.line.is_some() && err.column.is_some(),
+            "no location: {shown}"
+        );
         assert!(shown.contains(message), "{shown} lacks {message}");
         assert!(err.path.contains(path), "path {} lacks {path}", err.path);
         // The reported line holds the offending text (or its parent key).
@@ -384,7 +463,10 @@ mod tests {
     fn location_points_at_the_bad_value() {
         let broken = reference().replacen("cpu: 500m", "cpu: 2 cores", 1);
         let err = parse(&broken, "p.yaml").expect_err("bad quantity");
-        let line = broken.lines().nth(err.line.unwrap_or(1) as usize - 1).unwrap_or("");
+        let line = broken
+            .lines()
+            .nth(err.line.unwrap_or(1) as usize - 1)
+            .unwrap_or("");
         assert!(line.contains("2 cores"), "line {line:?} for {err}");
     }
 
@@ -402,7 +484,11 @@ mod tests {
     #[test]
     fn missing_file_is_named() {
         let err = load_file(Path::new("/nonexistent/policy.yaml")).expect_err("missing");
-        assert!(err.to_string().contains("/nonexistent/policy.yaml: cannot read"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("/nonexistent/policy.yaml: cannot read"),
+            "{err}"
+        );
     }
 
     #[test]

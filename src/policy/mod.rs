@@ -268,7 +268,13 @@ impl fmt::Display for Requirement {
             Operator::Exists | Operator::DoesNotExist => {
                 write!(f, "{} {}", self.key, self.operator.as_str())
             }
-            op => write!(f, "{} {} [{}]", self.key, op.as_str(), self.values.join(", ")),
+            op => write!(
+                f,
+                "{} {} [{}]",
+                self.key,
+                op.as_str(),
+                self.values.join(", ")
+            ),
         }
     }
 }

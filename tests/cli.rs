@@ -1,0 +1,337 @@
+//! The command line: exit codes, output formats and bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{data, fixture_names};
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).current_dir(root()).output().expect("runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+#[test]
+fn eval_json_gives_the_expected_answer_for_every_fixture() {
+    let expected_allowed = |name: &str| {
+        !matches!(
+            name,
+            "job-with-node-selector-overwrite.json"
+                | "job-with-toleration-overwrite.json"
+                | "job-pod-update-adds-toleration.json"
+        )
+    };
+    for name in fixture_names() {
+        let path = data(&name);
+        let o = run(&[
+            "eval",
+            "--policy",
+            "examples/policy.yaml",
+            "--output",
+            "json",
+            path.to_str().unwrap_or(""),
+        ]);
+        let want_code = if expected_allowed(&name) { 0 } else { 1 };
+        assert_eq!(o.status.code(), Some(want_code), "{name}: {}", stderr(&o));
+        let v: Value = serde_json::from_str(&stdout(&o)).expect("json output");
+        for key in ["matched", "profile", "mutate", "validate", "pod"] {
+            assert!(v.get(key).is_some(), "{name}: no {key}");
+        }
+        assert_eq!(v["validate"]["kind"], "AdmissionReview");
+        assert_eq!(
+            v["validate"]["response"]["allowed"],
+            Value::Bool(expected_allowed(&name))
+        );
+        assert_eq!(
+            v["mutate"]["response"]["uid"],
+            common::fixture(&name)["request"]["uid"]
+        );
+    }
+}
+
+#[test]
+fn eval_text_summarises_and_accepts_pod_yaml_on_stdin() {
+    use std::io::Write;
+    let pod = std::fs::read_to_string(root().join("examples/tests/pods/toleration-override.yaml"))
+        .expect("pod");
+    let mut child = bin()
+        .args(["eval", "-"])
+        .current_dir(root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(pod.as_bytes())
+        .expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains("-: job pod, profile runner-nodes: DENIED"),
+        "{out}"
+    );
+    assert!(
+        out.contains("deny: protected-nodes: spec.tolerations[0]"),
+        "{out}"
+    );
+}
+
+#[test]
+fn eval_bad_input_exits_2_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cases = [
+        (
+            write(dir.path(), "broken.json", "{\"kind\": \"Pod\", "),
+            "invalid JSON",
+        ),
+        (
+            write(
+                dir.path(),
+                "deploy.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
+            ),
+            "kind Deployment is not a Pod or an AdmissionReview",
+        ),
+        (
+            write(dir.path(), "nokind.yaml", "metadata: {name: x}\n"),
+            "document has no kind",
+        ),
+        (dir.path().join("missing.yaml"), "missing.yaml"),
+        (
+            write(
+                dir.path(),
+                "review.json",
+                "{\"kind\": \"AdmissionReview\", \"apiVersion\": \"admission.k8s.io/v1\"}",
+            ),
+            "has no request",
+        ),
+    ];
+    for (path, msg) in cases {
+        let o = run(&["eval", path.to_str().unwrap_or("")]);
+        assert_eq!(o.status.code(), Some(2), "{}", path.display());
+        assert!(
+            stderr(&o).contains(msg),
+            "{}: {}",
+            path.display(),
+            stderr(&o)
+        );
+    }
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, vec![b' '; 4 << 20]).expect("write");
+    let o = run(&["eval", big.to_str().unwrap_or("")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("larger than"), "{}", stderr(&o));
+}
+
+#[test]
+fn eval_with_a_broken_policy_exits_2_naming_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = runner_fence::policy::EMBEDDED_POLICY.replacen("cpu: 500m", "cpu: 2 cores", 1);
+    let p = write(dir.path(), "policy.yaml", &src);
+    let o = run(&[
+        "eval",
+        "--policy",
+        p.to_str().unwrap_or(""),
+        data("plain-job.json").to_str().unwrap_or(""),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("policy.yaml:"), "{err}");
+    assert!(err.contains("resources.defaults.build.cpu"), "{err}");
+    assert!(err.contains("invalid quantity \"2 cores\""), "{err}");
+}
+
+#[test]
+fn lint_warns_about_the_reference_fargate_profile_and_passes_a_fixed_policy() {
+    let o = run(&["lint", "examples/policy.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "placement.profiles.fargate.requiredNodeLabels: do not exclude protected nodes"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("runner-nodes.requiredNodeLabels"), "{out}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let fixed = runner_fence::policy::EMBEDDED_POLICY.replacen(
+        "matchExpressions: []",
+        "matchExpressions:\n    - {key: eks.amazonaws.com/compute-type, operator: DoesNotExist}",
+        1,
+    );
+    let p = write(dir.path(), "fixed.yaml", &fixed);
+    let o = run(&["lint", p.to_str().unwrap_or("")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // More lint findings: fargate without podLabels, defaults above max, a protected toleration.
+    let bad = fixed
+        .replacen("      podLabels:\n        use-fargate: \"true\"\n", "", 1)
+        .replacen(
+            "build: {cpu: \"2\", memory: 8Gi}",
+            "build: {cpu: \"8\", memory: 8Gi}",
+            1,
+        )
+        .replacen(
+            "value: gitlab-runner, effect: NoSchedule}",
+            "value: gitlab, effect: NoSchedule}",
+            1,
+        );
+    let p = write(dir.path(), "bad.yaml", &bad);
+    let out = stdout(&run(&["lint", p.to_str().unwrap_or("")]));
+    assert!(out.contains("fargate profile sets no podLabels"), "{out}");
+    assert!(out.contains("8 is above resources.max.cpu 4"), "{out}");
+    assert!(
+        out.contains("tolerates the protected taint workload=gitlab:NoSchedule"),
+        "{out}"
+    );
+    let o = run(&["lint", "/nonexistent.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn schema_accepts_the_reference_policy_and_rejects_unknown_fields() {
+    let o = run(&["schema"]);
+    assert_eq!(o.status.code(), Some(0));
+    let schema: Value = serde_json::from_str(&stdout(&o)).expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    let policy: Value =
+        serde_saphyr::from_str(runner_fence::policy::EMBEDDED_POLICY).expect("yaml");
+    let errors: Vec<String> = validator
+        .iter_errors(&policy)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut bad = policy.clone();
+    bad["match"]["podNamePrefix"] = Value::from("runner-");
+    assert!(!validator.is_valid(&bad));
+    let mut bad = policy;
+    bad["mode"] = Value::from("block");
+    assert!(!validator.is_valid(&bad));
+}
+
+#[test]
+fn test_command_runs_the_example_suite_and_writes_junit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let junit = dir.path().join("report.xml");
+    let o = run(&[
+        "test",
+        "examples/tests",
+        "--junit",
+        junit.to_str().unwrap_or(""),
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let last = out.lines().last().unwrap_or("");
+    assert!(last.ends_with("passed, 0 failed"), "{last}");
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert!(
+        xml.contains("<testsuite name=\"reference-policy\""),
+        "{xml}"
+    );
+    assert!(!xml.contains("<failure"), "{xml}");
+}
+
+#[test]
+fn failing_cases_print_a_diff_and_exit_1() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pods = root().join("examples/tests/pods");
+    let suite = format!(
+        r#"apiVersion: runner-fence.dev/v1alpha1
+kind: RunnerPolicyTest
+cases:
+  - name: wrong expectation
+    input: {pods}/plain-job.yaml
+    expect:
+      allowed: false
+      rules: [node-name]
+      messages: [nothing like this]
+      pod:
+        spec:
+          tolerations: [{{key: workload, value: gitlab}}]
+          restartPolicy: Always
+  - name: right expectation
+    input: {pods}/plain-job.yaml
+    expect: {{allowed: true}}
+"#,
+        pods = pods.display()
+    );
+    write(dir.path(), "x.test.yaml", &suite);
+    let junit = dir.path().join("r.xml");
+    let o = run(&[
+        "test",
+        dir.path().to_str().unwrap_or(""),
+        "--junit",
+        junit.to_str().unwrap_or(""),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(out.contains("FAIL"), "{out}");
+    assert!(out.contains("allowed: expected false, got true"), "{out}");
+    assert!(
+        out.contains("denied rules: expected [node-name], got []"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "pod.spec.restartPolicy:\n      - expected \"Always\"\n      + got      \"Never\""
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("pod.spec.tolerations[0]: expected an item matching"),
+        "{out}"
+    );
+    assert!(
+        out.contains("expected a denial or warning containing \"nothing like this\""),
+        "{out}"
+    );
+    assert_eq!(out.lines().last(), Some("1 passed, 1 failed"));
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert!(
+        xml.contains("failures=\"1\"") && xml.contains("<failure message="),
+        "{xml}"
+    );
+}
+
+#[test]
+fn broken_suites_are_reported() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write(
+        dir.path(),
+        "bad.test.yaml",
+        "apiVersion: runner-fence.dev/v1alpha1\nkind: RunnerPolicyTest\ncases:\n  - name: x\n    expct: {}\n",
+    );
+    let o = run(&["test", dir.path().to_str().unwrap_or("")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("expct"), "{}", stderr(&o));
+    let empty = tempfile::tempdir().expect("tmp");
+    let o = run(&["test", empty.path().to_str().unwrap_or("")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no *.test.yaml suites found"));
+}

@@ -1,0 +1,507 @@
+//! Validation rules on hand-built pods: the satisfiability table and each rule's edges.
+
+mod common;
+
+use common::{reference, reference_with, review_of};
+use rstest::rstest;
+use runner_fence::admission;
+use runner_fence::engine::{Decision, Endpoint, Outcome};
+use runner_fence::nodes::{NodeInfo, NodeSnapshot};
+use runner_fence::policy::{Policy, RuleId};
+use serde_json::{Value, json};
+
+fn pod(spec: Value) -> Value {
+    let mut spec = spec;
+    if spec.get("containers").is_none() {
+        spec["containers"] = json!([{"name": "build", "image": "alpine"}]);
+    }
+    json!({"metadata": {"name": "runner-abc-project-1-concurrent-0-xyz", "namespace": "gitlab-runner"}, "spec": spec})
+}
+
+fn validate(policy: &Policy, p: Value, nodes: Option<&NodeSnapshot>) -> Decision {
+    let body = serde_json::to_vec(&review_of(p, "CREATE")).expect("json");
+    admission::handle(policy, Endpoint::Validate, &body, nodes)
+        .expect("valid review")
+        .decision
+}
+
+fn rules(d: &Decision) -> Vec<RuleId> {
+    let mut r: Vec<RuleId> = d.denials.iter().map(|v| v.rule).collect();
+    r.sort();
+    r.dedup();
+    r
+}
+
+fn terms(terms: Value) -> Value {
+    json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}})
+}
+
+fn expr(key: &str, op: &str, values: &[&str]) -> Value {
+    if values.is_empty() {
+        json!({"key": key, "operator": op})
+    } else {
+        json!({"key": key, "operator": op, "values": values})
+    }
+}
+
+const RUNNER: fn() -> Value = || expr("workload", "In", &["gitlab-runner"]);
+
+/// Does the `protected-nodes` label check deny these scheduling constraints?
+#[rstest]
+#[case::runner_term(json!({"affinity": terms(json!([{"matchExpressions": [RUNNER()]}]))}), false)]
+#[case::no_constraints(json!({}), true)]
+#[case::zone_only(json!({"affinity": terms(json!([{"matchExpressions": [expr("zone", "In", &["a"])]}]))}), true)]
+#[case::one_or_term_reaches(json!({"affinity": terms(json!([
+    {"matchExpressions": [RUNNER()]},
+    {"matchExpressions": [expr("zone", "In", &["a"])]}]))}), true)]
+#[case::both_terms_excluded(json!({"affinity": terms(json!([
+    {"matchExpressions": [RUNNER(), expr("zone", "In", &["a"])]},
+    {"matchExpressions": [RUNNER(), expr("zone", "In", &["b"])]}]))}), false)]
+#[case::not_in_gitlab(json!({"affinity": terms(json!([{"matchExpressions": [expr("workload", "NotIn", &["gitlab"])]}]))}), false)]
+#[case::not_in_other(json!({"affinity": terms(json!([{"matchExpressions": [expr("workload", "NotIn", &["batch"])]}]))}), true)]
+#[case::exists_same_key(json!({"affinity": terms(json!([{"matchExpressions": [expr("workload", "Exists", &[])]}]))}), true)]
+#[case::exists_other_key(json!({"affinity": terms(json!([{"matchExpressions": [expr("gpu", "Exists", &[])]}]))}), true)]
+#[case::does_not_exist(json!({"affinity": terms(json!([{"matchExpressions": [expr("workload", "DoesNotExist", &[])]}]))}), false)]
+#[case::gt_on_other_key(json!({"affinity": terms(json!([{"matchExpressions": [expr("cpus", "Gt", &["8"])]}]))}), true)]
+#[case::node_selector_runner(json!({"nodeSelector": {"workload": "gitlab-runner"}}), false)]
+#[case::node_selector_gitlab(json!({"nodeSelector": {"workload": "gitlab"}}), true)]
+#[case::node_selector_and_term(json!({"nodeSelector": {"workload": "gitlab-runner"},
+    "affinity": terms(json!([{"matchExpressions": [expr("zone", "In", &["a"])]}]))}), false)]
+#[case::match_fields_only(json!({"affinity": terms(json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]))}), true)]
+#[case::match_fields_and_runner(json!({"affinity": terms(json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}], "matchExpressions": [RUNNER()]}]))}), false)]
+#[case::empty_term_matches_nothing(json!({"affinity": terms(json!([{}, {"matchExpressions": [RUNNER()]}]))}), false)]
+fn label_satisfiability(#[case] spec: Value, #[case] reaches: bool) {
+    let d = validate(&reference(), pod(spec.clone()), None);
+    let label_denials: Vec<_> = d
+        .denials
+        .iter()
+        .filter(|v| {
+            v.rule == RuleId::ProtectedNodes
+                && v.message
+                    .contains("protected GitLab nodes (workload=gitlab)")
+        })
+        .collect();
+    assert_eq!(
+        !label_denials.is_empty(),
+        reaches,
+        "{spec}: {:?}",
+        d.message()
+    );
+}
+
+#[test]
+fn or_term_denial_names_the_term() {
+    let spec = json!({"affinity": terms(json!([
+        {"matchExpressions": [RUNNER()]},
+        {"matchExpressions": [expr("zone", "In", &["a"])]}]))});
+    let d = validate(&reference(), pod(spec), None);
+    let msg = d.message().expect("denied");
+    assert!(msg.contains("nodeSelectorTerms[1]"), "{msg}");
+    assert!(!msg.contains("nodeSelectorTerms[0] "), "{msg}");
+}
+
+#[rstest]
+#[case::equal(json!([{"key": "workload", "operator": "Equal", "value": "gitlab", "effect": "NoSchedule"}]), true)]
+#[case::key_only(json!([{"key": "workload", "operator": "Exists"}]), true)]
+#[case::everything(json!([{"operator": "Exists"}]), true)]
+#[case::runner(json!([{"key": "workload", "operator": "Equal", "value": "gitlab-runner", "effect": "NoSchedule"}]), false)]
+#[case::other_effect(json!([{"key": "workload", "operator": "Equal", "value": "gitlab", "effect": "NoExecute"}]), false)]
+#[case::defaults(json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]), false)]
+fn taint_tolerations(#[case] tolerations: Value, #[case] denied: bool) {
+    let spec = json!({"affinity": terms(json!([{"matchExpressions": [RUNNER()]}])), "tolerations": tolerations});
+    let d = validate(&reference(), pod(spec), None);
+    assert_eq!(
+        rules(&d).contains(&RuleId::ProtectedNodes),
+        denied,
+        "{:?}",
+        d.message()
+    );
+    if denied {
+        let msg = d.message().unwrap_or_default();
+        assert!(msg.contains("protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule of protected GitLab nodes"), "{msg}");
+        assert!(
+            msg.contains("remove the KUBERNETES_NODE_TOLERATIONS_* override"),
+            "{msg}"
+        );
+    }
+}
+
+fn cluster() -> NodeSnapshot {
+    let taint = |v: &str| k8s_openapi::api::core::v1::Taint {
+        key: "workload".into(),
+        value: Some(v.into()),
+        effect: "NoSchedule".into(),
+        time_added: None,
+    };
+    NodeSnapshot::new([
+        NodeInfo {
+            name: "gitlab-1".into(),
+            labels: [
+                ("workload".to_string(), "gitlab".to_string()),
+                ("zone".to_string(), "a".to_string()),
+            ]
+            .into(),
+            taints: vec![taint("gitlab")],
+        },
+        NodeInfo {
+            name: "runner-1".into(),
+            labels: [("workload".to_string(), "gitlab-runner".to_string())].into(),
+            taints: vec![taint("gitlab-runner")],
+        },
+        NodeInfo {
+            name: "untainted-gitlab".into(),
+            labels: [
+                ("workload".to_string(), "gitlab".to_string()),
+                ("zone".to_string(), "b".to_string()),
+            ]
+            .into(),
+            taints: vec![],
+        },
+    ])
+}
+
+#[test]
+fn node_names_are_checked_against_the_names_list_and_the_node_cache() {
+    let spec = json!({"nodeName": "gitlab-1", "affinity": terms(json!([{"matchExpressions": [RUNNER()]}]))});
+    // Without the cache, only node-name fires (the name is not listed).
+    let d = validate(&reference(), pod(spec.clone()), None);
+    assert_eq!(rules(&d), vec![RuleId::NodeName]);
+    // The cache knows gitlab-1 carries workload=gitlab.
+    let d = validate(&reference(), pod(spec.clone()), Some(&cluster()));
+    assert_eq!(rules(&d), vec![RuleId::ProtectedNodes, RuleId::NodeName]);
+    // Listed by name, and nodeName allowed: protected-nodes alone.
+    let p = reference_with("names: []", "names: [gitlab-1]");
+    let p = Policy {
+        allow_node_name: true,
+        ..p
+    };
+    let d = validate(&p, pod(spec), None);
+    assert_eq!(rules(&d), vec![RuleId::ProtectedNodes]);
+    let runner = json!({"nodeName": "runner-1", "affinity": terms(json!([{"matchExpressions": [RUNNER()]}]))});
+    let d = validate(&p, pod(runner), Some(&cluster()));
+    assert!(d.allowed(), "{:?}", d.message());
+}
+
+#[test]
+fn live_check_denies_what_real_nodes_allow() {
+    // Protected by a label the static check cannot reason about: only real nodes show the risk.
+    let p = reference_with(
+        "matchLabels:\n    workload: gitlab",
+        "matchLabels:\n    zone: b",
+    );
+    let spec = json!({"affinity": terms(json!([{"matchExpressions": [expr("workload", "In", &["gitlab"])]}]))});
+    let mut no_labels_policy = p.clone();
+    no_labels_policy.protected_nodes.match_labels.clear();
+    no_labels_policy.protected_nodes.names = vec!["untainted-gitlab".into()];
+    let d = validate(&no_labels_policy, pod(spec.clone()), None);
+    assert!(
+        !rules(&d).contains(&RuleId::ProtectedNodes),
+        "{:?}",
+        d.message()
+    );
+    let d = validate(&no_labels_policy, pod(spec), Some(&cluster()));
+    let msg = d.message().expect("denied live");
+    assert!(
+        msg.contains("can be scheduled on protected GitLab node untainted-gitlab"),
+        "{msg}"
+    );
+    // A pod that only fits the tainted runner node is fine.
+    let ok = json!({"affinity": terms(json!([{"matchExpressions": [RUNNER()]}])),
+        "tolerations": [{"key": "workload", "operator": "Equal", "value": "gitlab-runner", "effect": "NoSchedule"}]});
+    let d = validate(&no_labels_policy, pod(ok), Some(&cluster()));
+    assert!(d.allowed(), "{:?}", d.message());
+}
+
+#[test]
+fn bindings_to_protected_nodes_are_denied() {
+    let binding = |node: &str, name: &str| {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Binding"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"}, "subResource": "binding",
+            "name": name, "namespace": "gitlab-runner", "operation": "CREATE",
+            "object": {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}}}})
+    };
+    let p = reference();
+    let run = |r: Value, nodes: Option<&NodeSnapshot>, ep: Endpoint| {
+        admission::handle(&p, ep, &serde_json::to_vec(&r).expect("json"), nodes)
+            .expect("review")
+            .decision
+    };
+    let d = run(
+        binding("gitlab-1", "runner-x"),
+        Some(&cluster()),
+        Endpoint::Validate,
+    );
+    assert_eq!(d.outcome, Outcome::Denied);
+    assert!(d.message().unwrap_or_default().contains(
+        "protected-nodes: target.name binds the job pod to protected GitLab node gitlab-1"
+    ));
+    assert!(
+        run(
+            binding("runner-1", "runner-x"),
+            Some(&cluster()),
+            Endpoint::Validate
+        )
+        .allowed()
+    );
+    // Not a job pod's binding: skipped even on a GitLab node.
+    assert_eq!(
+        run(
+            binding("gitlab-1", "gitlab-runner-abc"),
+            Some(&cluster()),
+            Endpoint::Validate
+        )
+        .outcome,
+        Outcome::Skipped
+    );
+    // /mutate answers bindings with allowed and no patch.
+    let m = run(
+        binding("gitlab-1", "runner-x"),
+        Some(&cluster()),
+        Endpoint::Mutate,
+    );
+    assert!(m.allowed() && m.patch.is_empty());
+}
+
+#[rstest]
+#[case::privileged(json!({"containers": [{"name": "build", "image": "docker", "securityContext": {"privileged": true}}]}), "is privileged")]
+#[case::init_privileged(json!({"containers": [{"name": "build", "image": "a"}], "initContainers": [{"name": "init-permissions", "image": "h", "securityContext": {"privileged": true}}]}), "spec.initContainers[0].securityContext.privileged")]
+#[case::host_network(json!({"hostNetwork": true}), "spec.hostNetwork is true")]
+#[case::host_pid(json!({"hostPID": true}), "spec.hostPID")]
+#[case::host_ipc(json!({"hostIPC": true}), "spec.hostIPC")]
+#[case::host_port(json!({"containers": [{"name": "build", "image": "a", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}), "hostPort")]
+#[case::host_path(json!({"volumes": [{"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}}]}), "spec.volumes[0].hostPath")]
+fn fargate_compat(#[case] spec: Value, #[case] fragment: &str) {
+    // Protected nodes by taint only, so the fargate profile is otherwise clean.
+    let mut p = reference();
+    p.protected_nodes.match_labels.clear();
+    let mut spec = spec;
+    spec["affinity"] = terms(
+        json!([{"matchExpressions": [expr("eks.amazonaws.com/compute-type", "In", &["fargate"])]}]),
+    );
+    let mut pd = pod(spec.clone());
+    pd["metadata"]["labels"] = json!({"runner-fence.dev/profile": "fargate"});
+    let d = validate(&p, pd, None);
+    assert_eq!(rules(&d), vec![RuleId::FargateCompat], "{:?}", d.message());
+    let msg = d.message().unwrap_or_default();
+    assert!(msg.contains(fragment), "{msg}");
+    assert!(msg.contains("Fargate cannot"), "{msg}");
+    // The same pod on the runner-nodes profile is not fargate-compat's business.
+    let mut runner = pod(spec);
+    runner["spec"]["affinity"] = terms(json!([{"matchExpressions": [RUNNER()]}]));
+    let d = validate(&p, runner, None);
+    assert!(!rules(&d).contains(&RuleId::FargateCompat));
+}
+
+#[rstest]
+#[case::over_max(json!({"requests": {"cpu": "4500m"}}), true, "above the maximum 4")]
+#[case::at_max(json!({"requests": {"cpu": "4", "memory": "16Gi"}}), false, "")]
+#[case::decimal_vs_binary(json!({"requests": {"memory": "17G"}}), false, "")]
+#[case::binary_over(json!({"requests": {"memory": "17Gi"}}), true, "memory 17Gi")]
+#[case::limit_below_request(json!({"requests": {"cpu": "1"}, "limits": {"cpu": "500m"}}), true, "limit cpu 500m is below its request 1")]
+#[case::limit_equal(json!({"requests": {"cpu": "1"}, "limits": {"cpu": "1000m"}}), false, "")]
+fn resources_rule(#[case] resources: Value, #[case] denied: bool, #[case] fragment: &str) {
+    let p = reference_with("resources: audit", "resources: enforce");
+    let spec = json!({"affinity": terms(json!([{"matchExpressions": [RUNNER()]}])),
+        "containers": [{"name": "build", "image": "a", "resources": resources}]});
+    let d = validate(&p, pod(spec), None);
+    assert_eq!(
+        rules(&d).contains(&RuleId::Resources),
+        denied,
+        "{:?}",
+        d.message()
+    );
+    assert!(d.message().unwrap_or_default().contains(fragment));
+}
+
+#[test]
+fn clamp_lowers_requests_during_mutation() {
+    let p = reference_with("onExceed: deny", "onExceed: clamp");
+    let spec = json!({"containers": [{"name": "build", "image": "a", "resources": {"requests": {"cpu": "6", "memory": "1Gi"}}}]});
+    let ev = runner_fence::eval::evaluate(&p, &review_of(pod(spec), "CREATE"), None).expect("eval");
+    assert_eq!(
+        ev.pod["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "4"
+    );
+    assert_eq!(
+        ev.pod["spec"]["containers"][0]["resources"]["requests"]["memory"],
+        "1Gi"
+    );
+    assert!(ev.validate_decision.audited.is_empty() && ev.validate_decision.denials.is_empty());
+}
+
+#[test]
+fn defaults_never_exceed_a_containers_own_limit() {
+    let spec = json!({"containers": [{"name": "build", "image": "a", "resources": {"limits": {"memory": "512Mi"}}}]});
+    let ev = runner_fence::eval::evaluate(&reference(), &review_of(pod(spec), "CREATE"), None)
+        .expect("eval");
+    assert_eq!(
+        ev.pod["spec"]["containers"][0]["resources"]["requests"]["memory"],
+        "512Mi"
+    );
+    assert_eq!(
+        ev.pod["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "500m"
+    );
+    assert!(ev.allowed(), "{:?}", ev.messages());
+}
+
+#[test]
+fn placement_requires_the_profile_labels() {
+    // Validation alone (no mutating webhook): a pod without the requirement is denied.
+    let d = validate(
+        &reference(),
+        pod(json!({"nodeSelector": {"workload": "gitlab-runner"}})),
+        None,
+    );
+    assert!(
+        !rules(&d).contains(&RuleId::Placement),
+        "nodeSelector implies the requirement: {:?}",
+        d.message()
+    );
+    let d = validate(
+        &reference(),
+        pod(
+            json!({"affinity": terms(json!([{"matchExpressions": [expr("workload", "In", &["gitlab-runner", "batch"])]}]))}),
+        ),
+        None,
+    );
+    assert!(rules(&d).contains(&RuleId::Placement), "{:?}", d.message());
+    assert!(
+        d.message()
+            .unwrap_or_default()
+            .contains("does not require workload=gitlab-runner of profile runner-nodes")
+    );
+}
+
+#[test]
+fn mutation_ands_into_every_term_and_keeps_match_fields() {
+    let spec = json!({"affinity": terms(json!([
+        {"matchExpressions": [expr("zone", "In", &["a"])]},
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["runner-1"]}]}]))});
+    let ev = runner_fence::eval::evaluate(&reference(), &review_of(pod(spec), "CREATE"), None)
+        .expect("eval");
+    let t = &ev.pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"];
+    assert_eq!(t.as_array().map(Vec::len), Some(2), "no term is added");
+    assert_eq!(
+        t[0]["matchExpressions"],
+        json!([expr("zone", "In", &["a"]), RUNNER()])
+    );
+    assert_eq!(t[1]["matchExpressions"], json!([RUNNER()]));
+    assert_eq!(t[1]["matchFields"][0]["values"], json!(["runner-1"]));
+    assert!(ev.allowed(), "{:?}", ev.messages());
+}
+
+#[test]
+fn non_pod_kinds_and_missing_objects_are_clear_denials() {
+    let p = reference();
+    let mut r = review_of(pod(json!({})), "CREATE");
+    r["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+    r["request"]["resource"] = json!({"group": "apps", "version": "v1", "resource": "deployments"});
+    let d = admission::handle(
+        &p,
+        Endpoint::Validate,
+        &serde_json::to_vec(&r).expect("j"),
+        None,
+    )
+    .expect("review");
+    assert!(!d.decision.allowed());
+    assert_eq!(d.response["response"]["status"]["code"], 400);
+    assert!(
+        d.decision
+            .message()
+            .unwrap_or_default()
+            .contains("only pods and pods/binding")
+    );
+    let mut r = review_of(pod(json!({})), "CREATE");
+    r["request"]["object"] = Value::Null;
+    let d = admission::handle(
+        &p,
+        Endpoint::Mutate,
+        &serde_json::to_vec(&r).expect("j"),
+        None,
+    )
+    .expect("review");
+    assert!(
+        d.decision
+            .message()
+            .unwrap_or_default()
+            .contains("has no object")
+    );
+    let mut r = review_of(pod(json!({})), "CREATE");
+    r["request"]["object"]["spec"]["containers"] = json!("not a list");
+    let d = admission::handle(
+        &p,
+        Endpoint::Mutate,
+        &serde_json::to_vec(&r).expect("j"),
+        None,
+    )
+    .expect("review");
+    assert!(
+        d.decision
+            .message()
+            .unwrap_or_default()
+            .contains("not a valid Pod"),
+        "{:?}",
+        d.decision.message()
+    );
+}
+
+#[test]
+fn update_is_judged_on_what_it_changes() {
+    let p = reference();
+    let old = pod(json!({"nodeName": "gitlab-1"}));
+    let mut new = old.clone();
+    new["metadata"]["labels"] = json!({"x": "y"});
+    let mut r = review_of(new, "UPDATE");
+    r["request"]["oldObject"] = old.clone();
+    let d = admission::handle(
+        &p,
+        Endpoint::Validate,
+        &serde_json::to_vec(&r).expect("j"),
+        None,
+    )
+    .expect("review");
+    assert!(
+        d.decision.allowed(),
+        "pre-existing violations do not block an update: {:?}",
+        d.decision.message()
+    );
+    let mut new = old.clone();
+    new["spec"]["tolerations"] = json!([{"operator": "Exists"}]);
+    let mut r = review_of(new, "UPDATE");
+    r["request"]["oldObject"] = old;
+    let d = admission::handle(
+        &p,
+        Endpoint::Validate,
+        &serde_json::to_vec(&r).expect("j"),
+        None,
+    )
+    .expect("review");
+    assert_eq!(rules(&d.decision), vec![RuleId::ProtectedNodes]);
+    // UPDATE is never mutated.
+    let m = admission::handle(
+        &p,
+        Endpoint::Mutate,
+        &serde_json::to_vec(&r).expect("j"),
+        None,
+    )
+    .expect("review");
+    assert!(m.decision.allowed() && m.decision.patch.is_empty());
+}
+
+#[test]
+fn per_rule_audit_is_reported_while_the_rest_is_enforced() {
+    let p = reference_with("resources: audit", "resources: audit\n  node-name: audit");
+    let d = validate(
+        &p,
+        pod(
+            json!({"nodeName": "somewhere", "affinity": terms(json!([{"matchExpressions": [RUNNER()]}]))}),
+        ),
+        None,
+    );
+    assert!(d.allowed(), "{:?}", d.message());
+    assert_eq!(d.audited.len(), 1);
+    assert!(d.warnings()[0].contains("would deny: node-name"));
+}
