@@ -213,7 +213,8 @@ mod tests {
     #[case("1e3", "1k", Ordering::Equal)]
     #[case("1E3", "1000", Ordering::Equal)]
     #[case("16Gi", "17179869184", Ordering::Equal)]
-    #[case("100n", "1u", Ordering::Greater)]
+    #[case("100n", "1u", Ordering::Less)]
+    #[case("1000n", "1u", Ordering::Equal)]
     #[case("-1", "0", Ordering::Less)]
     #[case("2", "2.0001", Ordering::Less)]
     fn compares_like_kubernetes(#[case] a: &str, #[case] b: &str, #[case] want: Ordering) {
