@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod certs;
 pub mod cli;
 pub mod engine;
 pub mod error;
@@ -10,3 +11,4 @@ pub mod eval;
 pub mod nodes;
 pub mod policy;
 pub mod quantity;
+pub mod server;

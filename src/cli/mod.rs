@@ -36,6 +36,8 @@ pub enum Output {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the webhook (HTTPS /mutate and /validate, admin /healthz /readyz /metrics).
+    Serve(crate::server::ServeArgs),
     /// Run mutate then validate offline on Pods or AdmissionReviews.
     Eval {
         /// Policy file (default: the embedded reference policy).
@@ -82,6 +84,13 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> u8 {
     match cli.command {
+        Command::Serve(args) => match crate::server::serve(args) {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_BAD_INPUT
+            }
+        },
         Command::Eval {
             policy,
             inputs,

@@ -170,7 +170,8 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
         for (path, reqs, _) in &alts {
             if satisfiable(reqs.iter().chain(&protected)).is_ok() {
                 let what = if reqs.is_empty() {
-                    "has no nodeSelector or required node affinity".to_string()
+                    "has no nodeSelector or required node affinity, so nothing keeps the pod off"
+                        .to_string()
                 } else {
                     format!("({}) does not exclude", selector_text(reqs))
                 };

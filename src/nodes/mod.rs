@@ -1,6 +1,8 @@
 //! What runner-fence knows about Nodes: a plain snapshot the pure engine can
 //! read, filled by the node cache when `--node-cache` is on.
 
+pub mod cache;
+
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::Taint;

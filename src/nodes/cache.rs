@@ -1,0 +1,92 @@
+//! The node cache: a watch on Nodes that keeps name, labels and taints.
+//!
+//! Reviews never wait on it: they read whatever snapshot was published last.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use super::{NodeInfo, NodeSnapshot};
+use crate::server::State;
+
+fn info(n: &Node) -> Option<NodeInfo> {
+    Some(NodeInfo {
+        name: n.metadata.name.clone()?,
+        labels: n.metadata.labels.clone().unwrap_or_default(),
+        taints: n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default(),
+    })
+}
+
+/// Watches Nodes until `stop`, publishing snapshots into `state`.
+pub async fn run(state: Arc<State>, stop: watch::Receiver<bool>) {
+    let client = match Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "node cache: no Kubernetes client (kubeconfig or in-cluster); staying not ready");
+            return;
+        }
+    };
+    watch_nodes(Api::<Node>::all(client), state, stop).await;
+}
+
+/// The watch loop, separate from client construction so tests can point it at a fake API.
+pub async fn watch_nodes(api: Api<Node>, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    let mut nodes: HashMap<String, NodeInfo> = HashMap::new();
+    let mut pending: Option<HashMap<String, NodeInfo>> = None;
+    let stream = watcher::watcher(api, watcher::Config::default().page_size(500));
+    tokio::pin!(stream);
+    loop {
+        let next = tokio::select! {
+            n = stream.next() => n,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Some(event) = next else { return };
+        match event {
+            Ok(Event::Init) => pending = Some(HashMap::new()),
+            Ok(Event::InitApply(n)) => {
+                if let (Some(p), Some(i)) = (pending.as_mut(), info(&n)) {
+                    p.insert(i.name.clone(), i);
+                }
+            }
+            Ok(Event::InitDone) => {
+                if let Some(p) = pending.take() {
+                    nodes = p;
+                }
+                state.metrics.node_watch_up.set(1);
+                state.set_nodes(NodeSnapshot::new(nodes.values().cloned()));
+                tracing::info!(nodes = nodes.len(), "node cache synced");
+            }
+            Ok(Event::Apply(n)) => {
+                if let Some(i) = info(&n)
+                    && nodes.get(&i.name) != Some(&i)
+                {
+                    nodes.insert(i.name.clone(), i);
+                    state.set_nodes(NodeSnapshot::new(nodes.values().cloned()));
+                }
+            }
+            Ok(Event::Delete(n)) => {
+                if let Some(name) = n.metadata.name.as_deref()
+                    && nodes.remove(name).is_some()
+                {
+                    state.set_nodes(NodeSnapshot::new(nodes.values().cloned()));
+                }
+            }
+            Err(e) => {
+                // Keep serving from the last snapshot; the watcher retries.
+                state.metrics.node_watch_up.set(0);
+                tracing::warn!(error = %e, "node watch failed; serving the last known nodes");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

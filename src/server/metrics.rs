@@ -1,0 +1,197 @@
+//! Prometheus metrics of the webhook.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a review.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    /// `mutate` or `validate`.
+    pub endpoint: String,
+    /// `allowed`, `denied`, `patched`, `skipped`.
+    pub decision: String,
+    /// `enforce` or `audit` (the policy's mode).
+    pub mode: String,
+    /// First rule that denied or was audited, `none` otherwise.
+    pub rule: String,
+}
+
+/// Labels of one violation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViolationLabels {
+    /// `mutate` or `validate`.
+    pub endpoint: String,
+    /// Rule id.
+    pub rule: String,
+    /// `enforce` (denied) or `audit` (reported).
+    pub mode: String,
+}
+
+/// Labels with just an endpoint.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// `mutate` or `validate`.
+    pub endpoint: String,
+}
+
+/// Labels of a rejected request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BadRequestLabels {
+    /// Path.
+    pub endpoint: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Labels of a reload.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `policy` or `certificate`.
+    pub kind: String,
+    /// `ok` or `failed`.
+    pub result: String,
+}
+
+/// Labels identifying the active policy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// `metadata.name`.
+    pub name: String,
+    /// Content hash.
+    pub hash: String,
+}
+
+type HistogramFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
+
+/// Every metric, registered in one registry.
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    /// Reviews by endpoint, decision, mode, rule.
+    pub reviews: Family<ReviewLabels, Counter>,
+    /// Violations by rule and mode.
+    pub violations: Family<ViolationLabels, Counter>,
+    /// Review latency.
+    pub latency: HistogramFamily,
+    /// Requests answered with a 4xx before review.
+    pub bad_requests: Family<BadRequestLabels, Counter>,
+    /// Policy and certificate reloads.
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// 1 for the active policy.
+    pub policy_info: Family<PolicyLabels, Gauge>,
+    /// Serving certificate `notAfter`, seconds since the epoch.
+    pub cert_expiry: Gauge,
+    /// Nodes in the node cache.
+    pub nodes: Gauge,
+    /// 1 when the node cache's watch is healthy.
+    pub node_watch_up: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("runner_fence");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register("reviews", "Admission reviews answered", reviews.clone());
+        let violations = Family::<ViolationLabels, Counter>::default();
+        registry.register(
+            "violations",
+            "Rule violations found, by rule and mode",
+            violations.clone(),
+        );
+        let latency: HistogramFamily = Family::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_025, 2.0, 16))
+        });
+        registry.register(
+            "review_duration_seconds",
+            "Time to decide a review, body parsing included",
+            latency.clone(),
+        );
+        let bad_requests = Family::<BadRequestLabels, Counter>::default();
+        registry.register(
+            "bad_requests",
+            "Requests rejected before review",
+            bad_requests.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register("reloads", "Policy and certificate reloads", reloads.clone());
+        let policy_info = Family::<PolicyLabels, Gauge>::default();
+        registry.register("policy_info", "The active policy", policy_info.clone());
+        let cert_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate",
+            cert_expiry.clone(),
+        );
+        let nodes = Gauge::default();
+        registry.register("node_cache_nodes", "Nodes in the node cache", nodes.clone());
+        let node_watch_up = Gauge::default();
+        registry.register(
+            "node_cache_watch_up",
+            "1 while the node watch is healthy",
+            node_watch_up.clone(),
+        );
+        Metrics {
+            registry,
+            reviews,
+            violations,
+            latency,
+            bad_requests,
+            reloads,
+            policy_info,
+            cert_expiry,
+            nodes,
+            node_watch_up,
+        }
+    }
+
+    /// Counts a reload.
+    pub fn reload(&self, kind: &str, ok: bool) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                kind: kind.into(),
+                result: if ok { "ok" } else { "failed" }.into(),
+            })
+            .inc();
+    }
+
+    /// Marks the active policy.
+    pub fn set_policy(&self, name: &str, hash: &str) {
+        self.policy_info.clear();
+        self.policy_info
+            .get_or_create(&PolicyLabels {
+                name: name.into(),
+                hash: hash.into(),
+            })
+            .set(1);
+    }
+
+    /// Counts a request rejected before review.
+    pub fn bad_request(&self, endpoint: &str, reason: &str) {
+        self.bad_requests
+            .get_or_create(&BadRequestLabels {
+                endpoint: endpoint.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

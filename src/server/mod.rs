@@ -1,0 +1,468 @@
+//! `runner-fence serve`: the webhook (SPEC §8).
+//!
+//! One TLS listener for `/mutate` and `/validate`, one plain admin listener,
+//! a poller that reloads policy and certificate files, and a drain on SIGTERM.
+
+pub mod metrics;
+pub mod routes;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use base64::Engine as _;
+use clap::{Args, ValueEnum};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::error::{Error, Result};
+use crate::nodes::NodeSnapshot;
+use crate::policy::{self, Policy};
+use metrics::Metrics;
+use tls::{CertFiles, Resolver};
+
+/// Log formats.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `serve`; each also reads a `RUNNER_FENCE_*` variable.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Policy file (default: the embedded reference policy). Reloaded when it changes.
+    #[arg(long, env = "RUNNER_FENCE_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Serving certificate (PEM). Without it a self-signed one is generated.
+    #[arg(long, env = "RUNNER_FENCE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serving key (PEM).
+    #[arg(long, env = "RUNNER_FENCE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (apiserver → webhook authentication).
+    #[arg(long, env = "RUNNER_FENCE_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Where to write the generated CA bundle (only without --tls-cert).
+    #[arg(long, env = "RUNNER_FENCE_CA_OUT")]
+    pub ca_out: Option<PathBuf>,
+    /// Webhook address.
+    #[arg(long, env = "RUNNER_FENCE_ADDR", default_value = "127.0.0.1:8443")]
+    pub addr: SocketAddr,
+    /// Admin address (/healthz, /readyz, /metrics).
+    #[arg(
+        long,
+        env = "RUNNER_FENCE_ADMIN_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub admin_addr: SocketAddr,
+    /// Watch Nodes (kubeconfig or in-cluster) for name- and live-based protection.
+    #[arg(long, env = "RUNNER_FENCE_NODE_CACHE")]
+    pub node_cache: bool,
+    /// How long SIGTERM waits for in-flight reviews.
+    #[arg(long, env = "RUNNER_FENCE_DRAIN_SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
+    /// How often policy and certificate files are checked for changes, in milliseconds.
+    #[arg(long, env = "RUNNER_FENCE_RELOAD_INTERVAL_MS", default_value_t = 2000)]
+    pub reload_interval_ms: u64,
+    /// Reviews processed at once; more wait.
+    #[arg(long, env = "RUNNER_FENCE_MAX_CONCURRENCY", default_value_t = 512)]
+    pub max_concurrency: usize,
+    /// Log format.
+    #[arg(
+        long,
+        env = "RUNNER_FENCE_LOG_FORMAT",
+        value_enum,
+        default_value = "plain"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Shared state of a running server.
+pub struct State {
+    /// The active policy.
+    pub policy: ArcSwap<Policy>,
+    /// The node cache's latest snapshot (None when disabled or not synced yet).
+    pub nodes: ArcSwapOption<NodeSnapshot>,
+    /// Metrics.
+    pub metrics: Metrics,
+    node_cache_enabled: bool,
+    nodes_synced: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl State {
+    /// State serving `policy`.
+    pub fn new(policy: Policy, node_cache_enabled: bool) -> Self {
+        let metrics = Metrics::new();
+        metrics.set_policy(&policy.metadata.name, &policy.content_hash());
+        State {
+            policy: ArcSwap::from_pointee(policy),
+            nodes: ArcSwapOption::empty(),
+            metrics,
+            node_cache_enabled,
+            nodes_synced: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Why `/readyz` fails; empty when ready.
+    pub fn not_ready_reasons(&self) -> Vec<&'static str> {
+        let mut r = Vec::new();
+        if self.shutting_down.load(Ordering::SeqCst) {
+            r.push("shutting down");
+        }
+        if self.node_cache_enabled && !self.nodes_synced.load(Ordering::SeqCst) {
+            r.push("node cache not synced");
+        }
+        r
+    }
+
+    /// Publishes a node snapshot; the first one makes the server ready.
+    pub fn set_nodes(&self, snapshot: NodeSnapshot) {
+        self.metrics.nodes.set(snapshot.len() as i64);
+        self.nodes.store(Some(Arc::new(snapshot)));
+        self.nodes_synced.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts the drain: `/readyz` turns 503.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Sets up `tracing` in the chosen format (RUST_LOG filters, default info).
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Plain => builder.try_init(),
+    };
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// A server that is bound and ready to run.
+pub struct Server {
+    /// Shared state (for tests and the node cache).
+    pub state: Arc<State>,
+    /// Where the webhook listens.
+    pub addr: SocketAddr,
+    /// Where the admin server listens.
+    pub admin_addr: SocketAddr,
+    /// The CA that signed a generated certificate, PEM (None with --tls-cert).
+    pub generated_ca: Option<String>,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    acceptor: TlsAcceptor,
+    resolver: Arc<Resolver>,
+    args: ServeArgs,
+}
+
+impl Server {
+    /// Loads policy and certificate and binds both listeners.
+    pub async fn bind(args: ServeArgs) -> Result<Server> {
+        let policy = match &args.policy {
+            Some(p) => policy::load_file(p)?,
+            None => policy::embedded()?,
+        };
+        let state = Arc::new(State::new(policy, args.node_cache));
+        let (key, expiry, generated_ca) = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let (k, e) = tls::load(&CertFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })?;
+                (k, e, None)
+            }
+            _ => {
+                let g = crate::certs::generate(
+                    &["localhost".into(), "127.0.0.1".into(), "::1".into()],
+                    365,
+                )?;
+                let (k, e) = tls::certified_key(
+                    g.cert_pem.as_bytes(),
+                    g.key_pem.as_bytes(),
+                    std::path::Path::new("<generated certificate>"),
+                    std::path::Path::new("<generated key>"),
+                )?;
+                (k, e, Some(g.ca_pem))
+            }
+        };
+        if let Some(e) = expiry {
+            state.metrics.cert_expiry.set(e);
+        }
+        let resolver = Arc::new(Resolver::new(key));
+        let config = tls::server_config(resolver.clone(), args.client_ca.as_deref())?;
+        let listener = TcpListener::bind(args.addr)
+            .await
+            .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", args.addr)))?;
+        let admin_listener = TcpListener::bind(args.admin_addr)
+            .await
+            .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", args.admin_addr)))?;
+        Ok(Server {
+            addr: listener
+                .local_addr()
+                .map_err(|e| Error::Other(e.to_string()))?,
+            admin_addr: admin_listener
+                .local_addr()
+                .map_err(|e| Error::Other(e.to_string()))?,
+            state,
+            generated_ca,
+            listener,
+            admin_listener,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            resolver,
+            args,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight reviews.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) -> Result<()> {
+        let Server {
+            state,
+            listener,
+            admin_listener,
+            acceptor,
+            resolver,
+            args,
+            ..
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let reloader = tokio::spawn(reload_loop(
+            state.clone(),
+            resolver,
+            args.clone(),
+            stop_rx.clone(),
+        ));
+        let node_task = if args.node_cache {
+            Some(tokio::spawn(crate::nodes::cache::run(
+                state.clone(),
+                stop_rx.clone(),
+            )))
+        } else {
+            None
+        };
+        let admin = {
+            let mut stop = stop_rx.clone();
+            let app = routes::admin_router(state.clone());
+            tokio::spawn(async move {
+                let _ = axum::serve(admin_listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+            })
+        };
+        let app = routes::admission_router(state.clone()).layer(
+            tower::limit::ConcurrencyLimitLayer::new(args.max_concurrency.max(1)),
+        );
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _peer)) = accepted else { continue };
+                    let acceptor = acceptor.clone();
+                    let svc = TowerToHyperService::new(app.clone());
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let _ = stream.set_nodelay(true);
+                        // A client that never finishes its handshake must not hold a task forever.
+                        let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let mut builder = auto::Builder::new(TokioExecutor::new());
+                        builder
+                            .http1()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(Duration::from_secs(10))
+                            .keep_alive(true);
+                        builder
+                            .http2()
+                            .timer(TokioTimer::new())
+                            .keep_alive_interval(Duration::from_secs(30));
+                        let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                        let _ = watcher.watch(conn).await;
+                    });
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        state.begin_shutdown();
+        tracing::info!(
+            drain_seconds = args.drain_seconds,
+            "shutting down: not ready, draining in-flight reviews"
+        );
+        drop(listener);
+        let drained =
+            tokio::time::timeout(Duration::from_secs(args.drain_seconds), graceful.shutdown())
+                .await;
+        if drained.is_err() {
+            tracing::warn!("drain time exceeded; closing remaining connections");
+        }
+        let _ = stop_tx.send(true);
+        let _ = admin.await;
+        reloader.abort();
+        if let Some(t) = node_task {
+            t.abort();
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Re-reads policy and certificate files when their content changes. Polling
+/// (rather than inotify) also sees Kubernetes' atomic `..data` symlink swap.
+async fn reload_loop(
+    state: Arc<State>,
+    resolver: Arc<Resolver>,
+    args: ServeArgs,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = Duration::from_millis(args.reload_interval_ms.max(50));
+    let mut policy_seen = args
+        .policy
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .map(|b| digest(&b));
+    let cert_files = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(CertFiles {
+            cert: c.clone(),
+            key: k.clone(),
+        }),
+        _ => None,
+    };
+    let read_pair = |f: &CertFiles| -> Option<[u8; 32]> {
+        let mut b = std::fs::read(&f.cert).ok()?;
+        b.extend(std::fs::read(&f.key).ok()?);
+        Some(digest(&b))
+    };
+    let mut cert_seen = cert_files.as_ref().and_then(read_pair);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Some(path) = &args.policy
+            && let Ok(bytes) = std::fs::read(path)
+        {
+            let d = digest(&bytes);
+            if policy_seen != Some(d) {
+                policy_seen = Some(d);
+                let parsed = String::from_utf8(bytes)
+                    .map_err(|_| format!("{}: not UTF-8", path.display()))
+                    .and_then(|t| {
+                        policy::parse(&t, &path.display().to_string()).map_err(|e| e.to_string())
+                    });
+                match parsed {
+                    Ok(p) => {
+                        let hash = p.content_hash();
+                        state.metrics.set_policy(&p.metadata.name, &hash);
+                        state.policy.store(Arc::new(p));
+                        state.metrics.reload("policy", true);
+                        tracing::info!(policy = %path.display(), hash, "policy reloaded");
+                    }
+                    Err(e) => {
+                        state.metrics.reload("policy", false);
+                        tracing::error!(error = %e, "policy reload failed; keeping the previous policy");
+                    }
+                }
+            }
+        }
+        if let Some(files) = &cert_files
+            && let Some(d) = read_pair(files)
+            && cert_seen != Some(d)
+        {
+            cert_seen = Some(d);
+            match tls::load(files) {
+                Ok((key, expiry)) => {
+                    resolver.swap(key);
+                    if let Some(e) = expiry {
+                        state.metrics.cert_expiry.set(e);
+                    }
+                    state.metrics.reload("certificate", true);
+                    tracing::info!(cert = %files.cert.display(), "certificate reloaded");
+                }
+                Err(e) => {
+                    state.metrics.reload("certificate", false);
+                    tracing::error!(error = %e, "certificate reload failed; keeping the previous certificate");
+                }
+            }
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `runner-fence serve`.
+pub fn serve(args: ServeArgs) -> Result<()> {
+    init_logging(args.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start runtime: {e}")))?;
+    rt.block_on(async move {
+        let ca_out = args.ca_out.clone();
+        let server = Server::bind(args).await?;
+        if let Some(ca) = &server.generated_ca {
+            let path = ca_out.unwrap_or_else(|| std::env::temp_dir().join("runner-fence-ca.crt"));
+            std::fs::write(&path, ca).map_err(|e| Error::io(&path, e))?;
+            println!("runner-fence: serving a generated self-signed certificate for localhost, 127.0.0.1 and ::1");
+            println!("runner-fence: CA certificate written to {}", path.display());
+            println!(
+                "runner-fence: caBundle: {}",
+                base64::engine::general_purpose::STANDARD.encode(ca)
+            );
+        }
+        println!(
+            "runner-fence: webhook on https://{} (/mutate, /validate), admin on http://{} (/healthz, /readyz, /metrics)",
+            server.addr, server.admin_addr
+        );
+        tracing::info!(addr = %server.addr, admin = %server.admin_addr, "serving");
+        server.run(shutdown_signal()).await
+    })
+}

@@ -1,0 +1,187 @@
+//! HTTP routes: `/mutate` and `/validate` on the webhook port, `/healthz`,
+//! `/readyz` and `/metrics` on the admin port.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State as AxState};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::State;
+use super::metrics::{EndpointLabels, ReviewLabels, ViolationLabels};
+use crate::admission::{self, AdmissionError};
+use crate::engine::Endpoint;
+
+/// The apiserver's own request size limit.
+pub const MAX_BODY_BYTES: usize = 3 << 20;
+
+/// The admission router (served over TLS).
+pub fn admission_router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The admin router (plain HTTP, for probes and Prometheus).
+pub fn admin_router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(AxState(s): AxState<Arc<State>>) -> Response {
+    let missing = s.not_ready_reasons();
+    if missing.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", missing.join(", ")),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(AxState(s): AxState<Arc<State>>) -> Response {
+    if let Some(n) = s.nodes.load_full() {
+        s.metrics.nodes.set(n.len() as i64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn mutate(s: AxState<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
+    review(&s.0, Endpoint::Mutate, &headers, &body)
+}
+
+async fn validate(s: AxState<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
+    review(&s.0, Endpoint::Validate, &headers, &body)
+}
+
+fn bad(
+    s: &State,
+    endpoint: Endpoint,
+    status: StatusCode,
+    reason: &str,
+    message: String,
+) -> Response {
+    s.metrics.bad_request(endpoint.as_str(), reason);
+    tracing::warn!(endpoint = endpoint.as_str(), reason, %message, "rejected request");
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Response {
+    let started = Instant::now();
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let is_json = ctype
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return bad(
+            s,
+            endpoint,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type",
+            format!("content type must be application/json, got {ctype:?}"),
+        );
+    }
+    let policy = s.policy.load();
+    let nodes = s.nodes.load();
+    let reviewed = match admission::handle(&policy, endpoint, body, nodes.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = match e {
+                AdmissionError::Invalid(_) => "invalid-json",
+                AdmissionError::Unsupported(_) => "unsupported-version",
+                AdmissionError::NoRequest => "no-request",
+            };
+            return bad(s, endpoint, StatusCode::BAD_REQUEST, reason, e.to_string());
+        }
+    };
+    let d = &reviewed.decision;
+    let mode = policy.mode.to_string();
+    let rule = d
+        .denials
+        .first()
+        .or(d.audited.first())
+        .map(|v| v.rule.as_str())
+        .unwrap_or("none");
+    s.metrics
+        .reviews
+        .get_or_create(&ReviewLabels {
+            endpoint: endpoint.as_str().into(),
+            decision: d.outcome.as_str().into(),
+            mode: mode.clone(),
+            rule: rule.into(),
+        })
+        .inc();
+    for (list, m) in [(&d.denials, "enforce"), (&d.audited, "audit")] {
+        for v in list {
+            s.metrics
+                .violations
+                .get_or_create(&ViolationLabels {
+                    endpoint: endpoint.as_str().into(),
+                    rule: v.rule.as_str().into(),
+                    mode: m.into(),
+                })
+                .inc();
+        }
+    }
+    let elapsed = started.elapsed();
+    s.metrics
+        .latency
+        .get_or_create(&EndpointLabels {
+            endpoint: endpoint.as_str().into(),
+        })
+        .observe(elapsed.as_secs_f64());
+    let req = &reviewed.request;
+    let span = tracing::info_span!(
+        "review",
+        uid = req.uid(),
+        endpoint = endpoint.as_str(),
+        namespace = req.namespace(),
+        pod = %req.display_name(),
+        operation = req.operation(),
+        dry_run = req.dry_run(),
+        profile = d.profile.as_deref().unwrap_or(""),
+        decision = d.outcome.as_str(),
+        rule,
+        latency_us = elapsed.as_micros() as u64,
+    );
+    let _enter = span.enter();
+    if d.allowed() {
+        tracing::info!(
+            warnings = d.audited.len(),
+            patch_ops = d.patch.len(),
+            "reviewed"
+        );
+    } else {
+        tracing::info!(message = d.message().unwrap_or_default(), "denied");
+    }
+    let body = serde_json::to_vec(&reviewed.response).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
