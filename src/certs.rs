@@ -51,7 +51,12 @@ pub fn generate(names: &[String], validity_days: u32) -> Result<Generated> {
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    // ClientAuth too, so the same generator can issue the apiserver's client
+    // certificate for `--client-ca` setups.
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     params.not_before = now - time::Duration::minutes(5);
     params.not_after = until;
     let key = KeyPair::generate().map_err(tls_err("serving key"))?;
