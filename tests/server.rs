@@ -212,7 +212,7 @@ struct Running {
 async fn start(args: ServeArgs) -> Running {
     let server = Server::bind(args).await.expect("bind");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let r = Running {
+    Running {
         addr: server.addr,
         stop: Some(tx),
         state: server.state.clone(),
@@ -223,8 +223,7 @@ async fn start(args: ServeArgs) -> Running {
                 })
                 .await;
         }),
-    };
-    r
+    }
 }
 
 fn client(ca_pem: &str, http2: bool, identity: Option<&str>) -> reqwest::Client {
