@@ -1,0 +1,162 @@
+//! The node cache against an HTTP-level fake of the Nodes list/watch API on 127.0.0.1.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State as AxState};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use k8s_openapi::api::core::v1::Node;
+use runner_fence::nodes::cache::watch_nodes;
+use runner_fence::server::State;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, mpsc};
+
+fn node(name: &str, workload: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "resourceVersion": "1", "labels": {"workload": workload}},
+        "spec": {"taints": [{"key": "workload", "value": workload, "effect": "NoSchedule"}]}})
+}
+
+struct Fake {
+    events: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    broken: AtomicBool,
+}
+
+async fn nodes(
+    AxState(f): AxState<Arc<Fake>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if f.broken.load(Ordering::SeqCst) {
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down").into_response();
+    }
+    if q.get("watch").map(String::as_str) == Some("true")
+        || q.get("watch").map(String::as_str) == Some("1")
+    {
+        let Some(rx) = f.events.lock().await.take() else {
+            // Later watches: hold the connection open with nothing to say.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            return "".into_response();
+        };
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|l| (Ok::<_, std::io::Error>(l + "\n"), rx))
+        });
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from_stream(stream))
+            .unwrap_or_default();
+    }
+    let list = json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "10"},
+        "items": [node("gitlab-1", "gitlab"), node("runner-1", "gitlab-runner")]});
+    axum::Json(list).into_response()
+}
+
+async fn wait_for(state: &State, what: &str, pred: impl Fn(&State) -> bool) {
+    for _ in 0..200 {
+        if pred(state) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn node_cache_lists_watches_and_survives_a_broken_watch() {
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let fake = Arc::new(Fake {
+        events: Mutex::new(Some(rx)),
+        broken: AtomicBool::new(false),
+    });
+    let app = Router::new()
+        .route("/api/v1/nodes", get(nodes))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
+    let client = kube::Client::try_from(config).expect("client");
+    let state = Arc::new(State::new(common::reference(), true));
+    assert!(
+        !state.not_ready_reasons().is_empty(),
+        "not ready before sync"
+    );
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(watch_nodes(
+        kube::Api::<Node>::all(client),
+        state.clone(),
+        stop_rx,
+    ));
+
+    wait_for(&state, "initial sync", |s| {
+        s.nodes.load().as_ref().is_some_and(|n| n.len() == 2)
+    })
+    .await;
+    assert!(state.not_ready_reasons().is_empty(), "ready after sync");
+    let snap = state.nodes.load_full().expect("snapshot");
+    let g = snap.get("gitlab-1").expect("gitlab-1");
+    assert_eq!(g.labels.get("workload").map(String::as_str), Some("gitlab"));
+    assert_eq!(g.taints[0].value.as_deref(), Some("gitlab"));
+
+    // Watch events: a node joins, another leaves.
+    tx.send(json!({"type": "ADDED", "object": node("gitlab-2", "gitlab")}).to_string())
+        .expect("send");
+    tx.send(json!({"type": "DELETED", "object": node("runner-1", "gitlab-runner")}).to_string())
+        .expect("send");
+    wait_for(&state, "watch events", |s| {
+        s.nodes
+            .load()
+            .as_ref()
+            .is_some_and(|n| n.get("gitlab-2").is_some() && n.get("runner-1").is_none())
+    })
+    .await;
+    // The engine sees the new node: a nodeName on it is a protected-nodes denial.
+    let policy = common::reference();
+    let pod = json!({"metadata": {"name": "runner-x", "namespace": "gitlab-runner"},
+        "spec": {"nodeName": "gitlab-2", "containers": [{"name": "build", "image": "a"}]}});
+    let body = serde_json::to_vec(&common::review_of(pod, "CREATE")).expect("json");
+    let snap = state.nodes.load_full();
+    let d = runner_fence::admission::handle(
+        &policy,
+        runner_fence::engine::Endpoint::Validate,
+        &body,
+        snap.as_deref(),
+    )
+    .expect("review")
+    .decision;
+    assert!(
+        d.message()
+            .unwrap_or_default()
+            .contains("names protected GitLab node gitlab-2"),
+        "{:?}",
+        d.message()
+    );
+
+    // The API goes away: the cache keeps its last state and says the watch is down.
+    fake.broken.store(true, Ordering::SeqCst);
+    drop(tx);
+    wait_for(&state, "watch down", |s| {
+        s.metrics
+            .encode()
+            .contains("runner_fence_node_cache_watch_up 0")
+    })
+    .await;
+    let snap = state.nodes.load_full().expect("snapshot kept");
+    assert_eq!(snap.len(), 2);
+    assert!(snap.get("gitlab-2").is_some());
+    assert!(
+        state.not_ready_reasons().is_empty(),
+        "a lost watch does not make the webhook unready"
+    );
+}
