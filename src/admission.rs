@@ -139,11 +139,7 @@ pub fn decide(
     nodes: Option<&NodeSnapshot>,
 ) -> Decision {
     let Some(operation) = Operation::parse(&req.operation) else {
-        return Decision {
-            outcome: engine::Outcome::Denied,
-            error: Some(format!("unknown operation {:?}", req.operation)),
-            ..skipped_decision()
-        };
+        return Decision::error(format!("unknown operation {:?}", req.operation));
     };
     // The resource names what the object is; tolerate reviews (hand-written
     // ones in `eval`) that give only the kind.
@@ -164,20 +160,6 @@ pub fn decide(
         old_object: req.old_object.as_ref(),
     };
     engine::review(policy, endpoint, &r, nodes)
-}
-
-fn skipped_decision() -> Decision {
-    Decision {
-        outcome: engine::Outcome::Skipped,
-        matched: false,
-        profile: None,
-        denials: Vec::new(),
-        audited: Vec::new(),
-        error: None,
-        patch: Vec::new(),
-        would_patch: Vec::new(),
-        changes: Vec::new(),
-    }
 }
 
 /// The AdmissionReview response for a decision.

@@ -147,7 +147,8 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn skipped() -> Self {
+    /// A request that is not a job pod: allowed, untouched.
+    pub fn skipped() -> Self {
         Decision {
             outcome: Outcome::Skipped,
             matched: false,
@@ -161,7 +162,8 @@ impl Decision {
         }
     }
 
-    fn error(message: String) -> Self {
+    /// A request that could not be understood: denied with `message`.
+    pub fn error(message: String) -> Self {
         Decision {
             outcome: Outcome::Denied,
             error: Some(message),
