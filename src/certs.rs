@@ -10,10 +10,33 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use crate::error::{Error, Result};
 
+/// Key algorithms for generated certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyType {
+    /// ECDSA P-256 (the default; what kube-apiserver and every client speak).
+    EcdsaP256,
+    /// ECDSA P-384.
+    EcdsaP384,
+    /// Ed25519 (TLS 1.3 clients only).
+    Ed25519,
+}
+
+impl KeyType {
+    fn algorithm(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyType::Ed25519 => &rcgen::PKCS_ED25519,
+        }
+    }
+}
+
 /// A CA and a serving certificate signed by it, PEM encoded.
 pub struct Generated {
     /// The CA certificate (the webhook configurations' `caBundle`, base64-encoded).
     pub ca_pem: String,
+    /// The CA's private key (keep it to issue the next serving certificate).
+    pub ca_key_pem: String,
     /// The serving certificate.
     pub cert_pem: String,
     /// The serving certificate's private key.
@@ -26,6 +49,14 @@ fn tls_err(what: &str) -> impl Fn(rcgen::Error) -> Error + '_ {
 
 /// Generates a CA and a serving certificate for `names` (DNS names or IP addresses).
 pub fn generate(names: &[String], validity_days: u32) -> Result<Generated> {
+    generate_with(names, validity_days, KeyType::EcdsaP256)
+}
+
+/// [`generate`] with a chosen key type.
+pub fn generate_with(names: &[String], validity_days: u32, key_type: KeyType) -> Result<Generated> {
+    if names.is_empty() {
+        return Err(Error::Tls("a certificate needs at least one name".into()));
+    }
     let now = time::OffsetDateTime::now_utc();
     let until = now + time::Duration::days(i64::from(validity_days.max(1)));
 
@@ -37,7 +68,8 @@ pub fn generate(names: &[String], validity_days: u32) -> Result<Generated> {
     ca_params.distinguished_name = dn;
     ca_params.not_before = now - time::Duration::minutes(5);
     ca_params.not_after = until;
-    let ca_key = KeyPair::generate().map_err(tls_err("CA key"))?;
+    let ca_key = KeyPair::generate_for(key_type.algorithm()).map_err(tls_err("CA key"))?;
+    let ca_key_pem = ca_key.serialize_pem();
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(tls_err("CA certificate"))?;
 
     let mut params = CertificateParams::new(names.to_vec()).map_err(tls_err("serving names"))?;
@@ -59,12 +91,13 @@ pub fn generate(names: &[String], validity_days: u32) -> Result<Generated> {
     ];
     params.not_before = now - time::Duration::minutes(5);
     params.not_after = until;
-    let key = KeyPair::generate().map_err(tls_err("serving key"))?;
+    let key = KeyPair::generate_for(key_type.algorithm()).map_err(tls_err("serving key"))?;
     let cert = params
         .signed_by(&key, &ca)
         .map_err(tls_err("serving certificate"))?;
     Ok(Generated {
         ca_pem: ca.pem(),
+        ca_key_pem,
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
@@ -101,6 +134,50 @@ pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
     Some(x.validity().not_after.timestamp())
 }
 
+/// The names a webhook Service is reached by.
+pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
+    vec![
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+        format!("{service}.{namespace}"),
+        service.to_string(),
+    ]
+}
+
+/// Writes a file, private (0600) when `secret`.
+fn write_file(path: &Path, contents: &str, secret: bool) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut f = opts.open(path).map_err(|e| Error::io(path, e))?;
+    #[cfg(unix)]
+    if secret {
+        // An existing file keeps its mode on open; tighten it explicitly.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(path, e))?;
+    }
+    f.write_all(contents.as_bytes())
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Writes `ca.crt`, `ca.key`, `tls.crt`, `tls.key` and `ca-bundle.txt` into `dir`.
+pub fn write_dir(dir: &Path, g: &Generated) -> Result<()> {
+    use base64::Engine as _;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_file(&dir.join("ca.crt"), &g.ca_pem, false)?;
+    write_file(&dir.join("ca.key"), &g.ca_key_pem, true)?;
+    write_file(&dir.join("tls.crt"), &g.cert_pem, false)?;
+    write_file(&dir.join("tls.key"), &g.key_pem, true)?;
+    let bundle = base64::engine::general_purpose::STANDARD.encode(&g.ca_pem);
+    write_file(&dir.join("ca-bundle.txt"), &format!("{bundle}\n"), false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +190,39 @@ mod tests {
         let exp = not_after(&chain[0]).expect("notAfter");
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         assert!(exp > now + 29 * 86400 && exp < now + 31 * 86400);
+    }
+
+    #[test]
+    fn writes_private_keys_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        for kt in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Ed25519] {
+            let g = generate_with(&service_names("runner-fence", "runner-fence"), 10, kt)
+                .expect("generate");
+            write_dir(dir.path(), &g).expect("write");
+        }
+        for (f, mode) in [
+            ("ca.key", 0o600),
+            ("tls.key", 0o600),
+            ("tls.crt", 0o644),
+            ("ca.crt", 0o644),
+        ] {
+            let m = std::fs::metadata(dir.path().join(f))
+                .expect("file")
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(m, mode, "{f}");
+        }
+        let pem = std::fs::read(dir.path().join("tls.crt")).expect("crt");
+        let chain = parse_chain(&pem, Path::new("tls.crt")).expect("chain");
+        let (_, x) = x509_parser::parse_x509_certificate(chain[0].as_ref()).expect("x509");
+        let sans = format!("{:?}", x.subject_alternative_name());
+        assert!(
+            sans.contains("runner-fence.runner-fence.svc")
+                && sans.contains("runner-fence.runner-fence.svc.cluster.local"),
+            "{sans}"
+        );
     }
 
     #[test]

@@ -11,4 +11,5 @@ pub mod eval;
 pub mod nodes;
 pub mod policy;
 pub mod quantity;
+pub mod render;
 pub mod server;

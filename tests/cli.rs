@@ -335,3 +335,72 @@ fn broken_suites_are_reported() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no *.test.yaml suites found"));
 }
+
+#[test]
+fn certs_generate_writes_a_usable_set() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("certs");
+    let o = run(&[
+        "certs",
+        "generate",
+        "--service",
+        "rf",
+        "--namespace",
+        "sec",
+        "--out",
+        out.to_str().unwrap_or(""),
+        "--validity-days",
+        "30",
+        "--san",
+        "rf.example.com",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("rf.sec.svc, rf.sec.svc.cluster.local"),
+        "{}",
+        stdout(&o)
+    );
+    for f in ["ca.crt", "ca.key", "tls.crt", "tls.key", "ca-bundle.txt"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    // The files serve: the server loads them and the bundle decodes to the CA.
+    let cert = std::fs::read(out.join("tls.crt")).expect("crt");
+    let key = std::fs::read(out.join("tls.key")).expect("key");
+    runner_fence::server::tls::certified_key(
+        &cert,
+        &key,
+        Path::new("tls.crt"),
+        Path::new("tls.key"),
+    )
+    .expect("usable pair");
+    use base64::Engine as _;
+    let bundle = std::fs::read_to_string(out.join("ca-bundle.txt")).expect("bundle");
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(bundle.trim())
+        .expect("base64");
+    assert_eq!(ca, std::fs::read(out.join("ca.crt")).expect("ca"));
+    let o = run(&["certs", "generate", "--out", "/proc/no-such-dir/x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("/proc/no-such-dir"), "{}", stderr(&o));
+}
+
+#[test]
+fn render_runner_config_is_toml_for_the_policy() {
+    let o = run(&[
+        "render",
+        "runner-config",
+        "--policy",
+        "examples/policy.yaml",
+        "--profile",
+        "fargate",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t: toml::Table = stdout(&o).parse().expect("TOML");
+    assert_eq!(
+        t["runners"]["kubernetes"]["pod_labels"]["use-fargate"].as_str(),
+        Some("true")
+    );
+    let o = run(&["render", "runner-config", "--profile", "gpu"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown profile \"gpu\""));
+}

@@ -74,6 +74,50 @@ enum Command {
     },
     /// Print the JSON Schema of the policy format.
     Schema,
+    /// Certificates for the webhook.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Render configuration that matches the policy.
+    #[command(subcommand)]
+    Render(RenderCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCommand {
+    /// Generate a CA and a serving certificate for the webhook Service.
+    Generate {
+        /// Service name.
+        #[arg(long, default_value = "runner-fence")]
+        service: String,
+        /// Service namespace.
+        #[arg(long, default_value = "runner-fence")]
+        namespace: String,
+        /// Output directory (ca.crt, ca.key, tls.crt, tls.key, ca-bundle.txt).
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        validity_days: u32,
+        /// Key algorithm.
+        #[arg(long, value_enum, default_value = "ecdsa-p256")]
+        key_type: crate::certs::KeyType,
+        /// Extra subject alternative names (DNS names or IPs).
+        #[arg(long = "san")]
+        extra_sans: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RenderCommand {
+    /// The [runners.kubernetes] config.toml fragment matching a policy profile.
+    RunnerConfig {
+        /// Policy file (default: the embedded reference policy).
+        #[arg(long, env = "RUNNER_FENCE_POLICY")]
+        policy: Option<PathBuf>,
+        /// Profile (default: the policy's default profile).
+        #[arg(long)]
+        profile: Option<String>,
+    },
 }
 
 /// Parses arguments and runs the verb.
@@ -108,6 +152,56 @@ fn run(cli: Cli) -> u8 {
         }),
         Command::Test { paths, junit } => suite::run(&paths, junit.as_deref()),
         Command::Lint { file } => lint(&file),
+        Command::Certs(CertsCommand::Generate {
+            service,
+            namespace,
+            out,
+            validity_days,
+            key_type,
+            extra_sans,
+        }) => {
+            let mut names = crate::certs::service_names(&service, &namespace);
+            names.extend(extra_sans);
+            match crate::certs::generate_with(&names, validity_days, key_type)
+                .and_then(|g| crate::certs::write_dir(&out, &g))
+            {
+                Ok(()) => {
+                    println!(
+                        "wrote {d}/ca.crt, ca.key, tls.crt, tls.key and ca-bundle.txt for {} (valid {validity_days} days)",
+                        names.join(", "),
+                        d = out.display()
+                    );
+                    println!(
+                        "caBundle: {}/ca-bundle.txt; keep ca.key to issue the next serving certificate",
+                        out.display()
+                    );
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_BAD_INPUT
+                }
+            }
+        }
+        Command::Render(RenderCommand::RunnerConfig { policy, profile }) => {
+            let p = match load_policy(policy.as_deref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            match crate::render::runner_config(&p, profile.as_deref()) {
+                Ok(s) => {
+                    print!("{s}");
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_BAD_INPUT
+                }
+            }
+        }
         Command::Schema => {
             println!("{}", schema_json());
             EXIT_OK

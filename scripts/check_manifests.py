@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Safety properties of the rendered runner-fence manifests.
+
+Usage: check_manifests.py RENDERED_DIR REPO_ROOT
+RENDERED_DIR holds self-signed.yaml, cert-manager.yaml and audit.yaml, each the
+output of `kubectl kustomize` for that overlay. The matchConditions are evaluated
+with a real CEL implementation against the shared GitLab job pod fixtures, so the
+check proves which pods the apiserver would send to the webhook at all.
+"""
+import base64
+import json
+import pathlib
+import sys
+
+import celpy
+import yaml
+
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+
+
+def load(path):
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def one(docs, kind, name=None):
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    check(len(found) == 1, f"exactly one {kind} {name or ''} (found {len(found)})")
+    return found[0] if found else {}
+
+
+def namespace_selected(selector, ns):
+    """Evaluates a namespaceSelector against a namespace's automatic name label."""
+    labels = {"kubernetes.io/metadata.name": ns}
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        has, val = e["key"] in labels, labels.get(e["key"])
+        op, vals = e["operator"], e.get("values") or []
+        ok = {"In": has and val in vals, "NotIn": not has or val not in vals,
+              "Exists": has, "DoesNotExist": not has}[op]
+        if not ok:
+            return False
+    return True
+
+
+def cel_programs(webhook):
+    env = celpy.Environment()
+    return [(c["name"], env.program(env.compile(c["expression"]))) for c in webhook.get("matchConditions") or []]
+
+
+def sent_to_webhook(webhook, review):
+    """Would the apiserver call this webhook for this AdmissionReview request?"""
+    req = review["request"]
+    resource = req["resource"]["resource"] + ("/" + req["subResource"] if req.get("subResource") else "")
+    rule_ok = any(resource in r["resources"] and req["operation"] in r["operations"] for r in webhook["rules"])
+    if not rule_ok or not namespace_selected(webhook["namespaceSelector"], req["namespace"]):
+        return False
+    obj = celpy.json_to_cel(req["object"])
+    return all(bool(p.evaluate({"object": obj})) for _, p in cel_programs(webhook))
+
+
+def check_webhooks(docs, overlay, fixtures, audit):
+    mwc = one(docs, "MutatingWebhookConfiguration")
+    vwc = one(docs, "ValidatingWebhookConfiguration")
+    if not mwc or not vwc:
+        return
+    check(mwc["metadata"]["name"] < "0500-amazon-eks-fargate-mutation.amazonaws.com",
+          f"{overlay}: mutating configuration must sort before EKS's Fargate mutation")
+    want_policy = "Ignore" if audit else "Fail"
+    for cfg, kind in ((mwc, "mutating"), (vwc, "validating")):
+        for w in cfg["webhooks"]:
+            where = f"{overlay}: {kind} webhook {w['name']}"
+            check(w["sideEffects"] == "None", f"{where}: sideEffects None")
+            check(w["admissionReviewVersions"] == ["v1"], f"{where}: admissionReviewVersions [v1]")
+            check(0 < w["timeoutSeconds"] <= 5, f"{where}: timeoutSeconds <= 5")
+            check(w["failurePolicy"] == want_policy, f"{where}: failurePolicy {want_policy}")
+            svc = w["clientConfig"].get("service", {})
+            check(svc.get("namespace") == "runner-fence" and svc.get("name") == "runner-fence",
+                  f"{where}: points at the runner-fence Service")
+            check(svc.get("path") == ("/mutate" if kind == "mutating" else "/validate"), f"{where}: path")
+            sel = w["namespaceSelector"]
+            for ns in ("runner-fence", "kube-system", "default", "gitlab"):
+                check(not namespace_selected(sel, ns), f"{where}: namespace {ns} must not be selected")
+            check(namespace_selected(sel, "gitlab-runner"), f"{where}: gitlab-runner selected")
+            check(len(w.get("matchConditions") or []) >= 1, f"{where}: matchConditions pre-filter")
+            if overlay == "cert-manager":
+                ann = cfg["metadata"].get("annotations", {})
+                check(ann.get("cert-manager.io/inject-ca-from") == "runner-fence/runner-fence-serving",
+                      f"{where}: cert-manager CA injection")
+            else:
+                pem = base64.b64decode(w["clientConfig"].get("caBundle", "")).decode()
+                check(pem.startswith("-----BEGIN CERTIFICATE-----"), f"{where}: caBundle is a PEM CA")
+        resources = sorted(r for rule in cfg["webhooks"][0]["rules"] for r in rule["resources"])
+        if kind == "mutating":
+            check(cfg["webhooks"][0].get("reinvocationPolicy") == "IfNeeded", f"{overlay}: reinvocationPolicy IfNeeded")
+            check(resources == ["pods"], f"{overlay}: mutating rules cover pods only")
+            ops = sorted(o for rule in cfg["webhooks"][0]["rules"] for o in rule["operations"])
+            check(ops == ["CREATE"], f"{overlay}: mutating is CREATE only")
+        else:
+            check(resources == ["pods", "pods/binding"], f"{overlay}: validating covers pods and pods/binding")
+
+    # Which fixtures reach the webhooks at all: only runner job pods.
+    jobs = {"plain-job.json", "job-with-services.json", "job-with-aliased-service.json", "fargate-job.json",
+            "kaniko-build-job.json", "dind-privileged-job.json", "job-with-node-selector-overwrite.json",
+            "job-with-toleration-overwrite.json", "job-pod-update.json", "job-pod-update-adds-toleration.json"}
+    for name, review in fixtures.items():
+        op = review["request"]["operation"]
+        for cfg, kind in ((mwc, "mutating"), (vwc, "validating")):
+            sent = sent_to_webhook(cfg["webhooks"][0], review)
+            expected = name in jobs and (kind == "validating" or op == "CREATE")
+            check(sent == expected, f"{overlay}: {kind} webhook {'gets' if sent else 'skips'} {name}")
+    # A binding of a job pod reaches the validating webhook; a binding of another pod does not.
+    for pod, want in (("runner-abc-project-1-concurrent-0-xyz", True), ("gitlab-runner-7d9f8b6c5d-q8kzv", False)):
+        review = {"request": {"resource": {"resource": "pods"}, "subResource": "binding", "operation": "CREATE",
+                              "namespace": "gitlab-runner",
+                              "object": {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
+                                         "target": {"kind": "Node", "name": "n1"}}}}
+        check(sent_to_webhook(vwc["webhooks"][0], review) == want, f"{overlay}: binding of {pod}")
+    # A generateName pod (name still empty) with the runner prefix is caught.
+    gen = {"request": {"resource": {"resource": "pods"}, "operation": "CREATE", "namespace": "gitlab-runner",
+                       "object": {"metadata": {"generateName": "runner-x-"}}}}
+    check(sent_to_webhook(mwc["webhooks"][0], gen), f"{overlay}: generateName job pod reaches the webhook")
+
+
+def check_deployment(docs, overlay):
+    d = one(docs, "Deployment", "runner-fence")
+    if not d:
+        return
+    spec, pod = d["spec"], d["spec"]["template"]["spec"]
+    check(spec["replicas"] >= 2, f"{overlay}: at least 2 replicas")
+    keys = {c["topologyKey"] for c in pod.get("topologySpreadConstraints", [])}
+    check({"kubernetes.io/hostname", "topology.kubernetes.io/zone"} <= keys, f"{overlay}: spread over nodes and zones")
+    check(not pod.get("tolerations"), f"{overlay}: the webhook tolerates nothing")
+    exprs = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    for term in exprs:
+        e = {(x["key"], x["operator"]): x.get("values") for x in term.get("matchExpressions", [])}
+        check("gitlab-runner" in (e.get(("workload", "NotIn")) or []), f"{overlay}: never on runner nodes")
+        check("fargate" in (e.get(("eks.amazonaws.com/compute-type", "NotIn")) or []), f"{overlay}: never on Fargate")
+    psc = pod["securityContext"]
+    check(psc.get("runAsNonRoot") is True and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+          f"{overlay}: pod non-root with RuntimeDefault seccomp")
+    for c in pod["containers"]:
+        sc = c["securityContext"]
+        check(sc.get("readOnlyRootFilesystem") is True, f"{overlay}: read-only root filesystem")
+        check(sc.get("allowPrivilegeEscalation") is False, f"{overlay}: no privilege escalation")
+        check(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{overlay}: all capabilities dropped")
+        check(sc.get("runAsNonRoot") is True, f"{overlay}: container non-root")
+        check(c["resources"].get("requests") and c["resources"].get("limits"), f"{overlay}: requests and limits")
+        for probe in ("readinessProbe", "livenessProbe"):
+            check(c.get(probe, {}).get("httpGet", {}).get("port") == "admin", f"{overlay}: {probe} on the admin port")
+        check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", f"{overlay}: readiness on /readyz")
+        for m in c.get("volumeMounts", []):
+            check("subPath" not in m, f"{overlay}: {m['name']} mounted without subPath (live reload)")
+    vols = {v["name"]: v for v in pod["volumes"]}
+    check(vols.get("policy", {}).get("configMap", {}).get("name") == "runner-fence-policy", f"{overlay}: policy ConfigMap volume")
+    check(vols.get("tls", {}).get("secret", {}).get("secretName") == "runner-fence-tls", f"{overlay}: TLS Secret volume")
+    pdb = one(docs, "PodDisruptionBudget", "runner-fence")
+    check(pdb.get("spec", {}).get("minAvailable") == 1, f"{overlay}: PDB keeps one replica")
+    role = one(docs, "ClusterRole", "runner-fence")
+    rules = role.get("rules", [])
+    check(rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}],
+          f"{overlay}: ClusterRole is nodes get/list/watch only")
+    check(not [d for d in docs if d["kind"] in ("Role", "RoleBinding")], f"{overlay}: no other roles")
+
+
+def main():
+    rendered, root = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+    fixtures = {p.name: json.loads(p.read_text()) for p in sorted((root / "tests/data").glob("*.json"))}
+    reference = (root / "examples/policy.yaml").read_text()
+    for overlay in ("self-signed", "cert-manager", "audit"):
+        docs = load(rendered / f"{overlay}.yaml")
+        audit = overlay == "audit"
+        check_webhooks(docs, overlay, fixtures, audit)
+        check_deployment(docs, overlay)
+        cm = one(docs, "ConfigMap", "runner-fence-policy")
+        policy = cm.get("data", {}).get("policy.yaml", "")
+        if audit:
+            check(policy == reference.replace("mode: enforce ", "mode: audit   ", 1), "audit: policy is the reference in audit mode")
+        else:
+            check(policy == reference, f"{overlay}: ConfigMap policy is examples/policy.yaml")
+        if overlay != "cert-manager":
+            secret = one(docs, "Secret", "runner-fence-tls")
+            check(set(secret.get("data", {})) >= {"tls.crt", "tls.key"}, f"{overlay}: TLS Secret has tls.crt and tls.key")
+        else:
+            cert = one(docs, "Certificate", "runner-fence-serving")
+            check(cert.get("spec", {}).get("secretName") == "runner-fence-tls", "cert-manager: serving Certificate fills runner-fence-tls")
+            check("runner-fence.runner-fence.svc" in cert.get("spec", {}).get("dnsNames", []), "cert-manager: Service DNS name")
+    if failures:
+        for f in failures:
+            print(f"FAIL {f}")
+        print(f"0 passed, {len(failures)} failed")
+        sys.exit(1)
+    print("manifest safety checks passed")
+
+
+if __name__ == "__main__":
+    main()

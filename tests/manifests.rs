@@ -1,0 +1,81 @@
+//! Deployment files that must stay in step with the code (no cluster or kubectl needed;
+//! `scripts/check-deploy.sh` renders and validates the overlays in CI).
+
+use std::path::PathBuf;
+
+fn read(rel: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn the_deployed_policy_is_the_reference_policy() {
+    assert_eq!(
+        read("manifests/base/policy.yaml"),
+        read("examples/policy.yaml")
+    );
+    let audit = read("manifests/overlays/audit/policy.yaml");
+    assert_eq!(
+        audit,
+        read("examples/policy.yaml").replacen("mode: enforce ", "mode: audit   ", 1)
+    );
+    let p = runner_fence::policy::parse(&audit, "audit/policy.yaml").expect("audit policy loads");
+    assert_eq!(p.mode, runner_fence::policy::Mode::Audit);
+}
+
+#[test]
+fn every_manifest_is_yaml() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    let mut stack = vec![root];
+    let mut n = 0;
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n != "certs") {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|x| x == "yaml") {
+                let text = std::fs::read_to_string(&p).expect("read");
+                let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                assert!(!docs.is_empty(), "{}", p.display());
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 12, "found {n} manifest files");
+}
+
+#[test]
+fn webhook_names_and_ordering() {
+    let text = read("manifests/base/webhooks.yaml");
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("yaml");
+    let mwc = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .expect("mwc");
+    let name = mwc["metadata"]["name"].as_str().expect("name");
+    assert!(
+        name < "0500-amazon-eks-fargate-mutation.amazonaws.com",
+        "{name}"
+    );
+    for d in &docs {
+        for w in d["webhooks"].as_array().expect("webhooks") {
+            // Audit annotation keys get the webhook name as prefix; it must be a DNS name of 3+ labels.
+            assert!(
+                w["name"]
+                    .as_str()
+                    .is_some_and(|n| n.split('.').count() >= 3)
+            );
+        }
+    }
+}
+
+#[test]
+fn dockerfile_runs_serve_as_non_root() {
+    let d = read("Dockerfile");
+    assert!(d.contains("ENTRYPOINT [\"runner-fence\", \"serve\"]"));
+    assert!(d.contains("USER 65532:65532"));
+    assert!(d.contains("distroless/static"));
+}
