@@ -1,1 +1,200 @@
-fn main() {}
+//! Engine benchmarks: mutate + validate on realistic job pods, no I/O.
+//! Run: cargo bench --bench engine
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use runner_fence::admission;
+use runner_fence::engine::pod::PodView;
+use runner_fence::engine::{Endpoint, Operation, review_decoded};
+use runner_fence::nodes::{NodeInfo, NodeSnapshot};
+use runner_fence::policy;
+use serde_json::{Value, json};
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The decoded AdmissionRequest, as the server holds it after reading the body.
+fn request(review: &Value) -> admission::RequestIn {
+    admission::parse_review(&serde_json::to_vec(review).expect("json")).expect("review")
+}
+
+/// The review after the apiserver applied the mutation patch.
+fn patched(p: &policy::Policy, review: &Value) -> Value {
+    let m = admission::decide(p, Endpoint::Mutate, &request(review), None);
+    let mut out = review.clone();
+    if let Some(obj) = out.pointer_mut("/request/object") {
+        let _ = json_patch::patch(obj, &m.patch);
+    }
+    out
+}
+
+/// A job pod with `n` containers (build, helper, services).
+fn wide_pod(n: usize) -> Value {
+    let mut review = fixture("plain-job.json");
+    let template = review["request"]["object"]["spec"]["containers"][1].clone();
+    let mut containers = vec![review["request"]["object"]["spec"]["containers"][0].clone()];
+    for i in 1..n {
+        let mut c = template.clone();
+        c["name"] = json!(if i == 1 {
+            "helper".to_string()
+        } else {
+            format!("svc-{i}")
+        });
+        containers.push(c);
+    }
+    review["request"]["object"]["spec"]["containers"] = json!(containers);
+    review
+}
+
+fn nodes(n: usize) -> NodeSnapshot {
+    NodeSnapshot::new((0..n).map(|i| {
+        NodeInfo {
+            name: format!("ip-10-0-{}-{}.eu-west-1.compute.internal", i / 250, i % 250),
+            labels: [
+                (
+                    "workload".to_string(),
+                    if i % 100 == 0 {
+                        "gitlab"
+                    } else {
+                        "gitlab-runner"
+                    }
+                    .to_string(),
+                ),
+                (
+                    "topology.kubernetes.io/zone".to_string(),
+                    format!("eu-west-1{}", ["a", "b", "c"][i % 3]),
+                ),
+            ]
+            .into(),
+            taints: vec![k8s_openapi::api::core::v1::Taint {
+                key: "workload".into(),
+                value: Some(
+                    if i % 100 == 0 {
+                        "gitlab"
+                    } else {
+                        "gitlab-runner"
+                    }
+                    .into(),
+                ),
+                effect: "NoSchedule".into(),
+                time_added: None,
+            }],
+        }
+    }))
+}
+
+/// Mutate then validate the patched pod: both webhooks' engine work for one pod.
+fn mutate_then_validate(
+    p: &policy::Policy,
+    m: &admission::RequestIn,
+    v: &admission::RequestIn,
+    nodes: Option<&NodeSnapshot>,
+) -> bool {
+    let a = admission::decide(p, Endpoint::Mutate, m, nodes);
+    let b = admission::decide(p, Endpoint::Validate, v, nodes);
+    a.allowed() && b.allowed()
+}
+
+fn benches(c: &mut Criterion) {
+    let p = policy::embedded().expect("policy");
+    let mut g = c.benchmark_group("engine");
+    let cases = [
+        ("typical", fixture("job-with-services.json")), // build, helper, init, two services
+        ("plain", fixture("plain-job.json")),
+        (
+            "deny-tolerations",
+            fixture("job-with-toleration-overwrite.json"),
+        ),
+        (
+            "deny-node-selector",
+            fixture("job-with-node-selector-overwrite.json"),
+        ),
+        ("10-containers", wide_pod(10)),
+        ("100-containers", wide_pod(100)),
+    ];
+    for (name, review) in &cases {
+        let m = request(review);
+        let v = request(&patched(&p, review));
+        g.bench_function(format!("mutate+validate/{name}"), |b| {
+            b.iter(|| mutate_then_validate(&p, black_box(&m), black_box(&v), None))
+        });
+    }
+    let typical = &cases[0].1;
+    let m = request(typical);
+    let v = request(&patched(&p, typical));
+    g.bench_function("mutate/typical", |b| {
+        b.iter(|| admission::decide(&p, Endpoint::Mutate, black_box(&m), None))
+    });
+    g.bench_function("validate/typical", |b| {
+        b.iter(|| admission::decide(&p, Endpoint::Validate, black_box(&v), None))
+    });
+    // The split: decoding the pod from the request's JSON text, and the rules on the decoded pod.
+    let (mraw, vraw) = (m.object().expect("object"), v.object().expect("object"));
+    g.bench_function("decode/typical", |b| {
+        b.iter(|| PodView::decode(black_box(mraw)).map(|p| p.spec.is_some()))
+    });
+    let (mpod, vpod) = (
+        PodView::decode(mraw).expect("pod"),
+        PodView::decode(vraw).expect("pod"),
+    );
+    g.bench_function("logic/mutate+validate/typical", |b| {
+        b.iter(|| {
+            let a = review_decoded(
+                &p,
+                Endpoint::Mutate,
+                Operation::Create,
+                black_box(&mpod),
+                mraw,
+                None,
+                None,
+            );
+            let c = review_decoded(
+                &p,
+                Endpoint::Validate,
+                Operation::Create,
+                black_box(&vpod),
+                vraw,
+                None,
+                None,
+            );
+            (a.outcome, c.outcome)
+        })
+    });
+    let skipped = request(&fixture("runner-manager-pod.json"));
+    g.bench_function("validate/skipped", |b| {
+        b.iter(|| admission::decide(&p, Endpoint::Validate, black_box(&skipped), None))
+    });
+    for n in [500, 5000] {
+        let cluster = nodes(n);
+        g.bench_function(format!("validate/typical-{n}-nodes"), |b| {
+            b.iter(|| admission::decide(&p, Endpoint::Validate, black_box(&v), Some(&cluster)))
+        });
+    }
+    // Whole body in, AdmissionReview bytes out: JSON parsing and response included.
+    let body = serde_json::to_vec(typical).expect("json");
+    g.bench_function("handle/mutate-typical", |b| {
+        b.iter(|| {
+            admission::handle(&p, Endpoint::Mutate, black_box(&body), None)
+                .map(|r| serde_json::to_vec(&r.response).map(|v| v.len()))
+        })
+    });
+    let vbody = serde_json::to_vec(&patched(&p, typical)).expect("json");
+    g.bench_function("handle/validate-typical", |b| {
+        b.iter(|| {
+            admission::handle(&p, Endpoint::Validate, black_box(&vbody), None)
+                .map(|r| serde_json::to_vec(&r.response).map(|v| v.len()))
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = engine_benches;
+    config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(3)).warm_up_time(std::time::Duration::from_secs(1));
+    targets = benches
+}
+criterion_main!(engine_benches);

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::engine::{self, Decision, Endpoint, Operation, Request};
@@ -73,10 +74,11 @@ pub struct RequestIn {
     #[serde(default)]
     namespace: Option<String>,
     operation: String,
+    // Kept as text: the engine decodes only the fields it needs from it.
     #[serde(default)]
-    object: Option<Value>,
+    object: Option<Box<RawValue>>,
     #[serde(default)]
-    old_object: Option<Value>,
+    old_object: Option<Box<RawValue>>,
     #[serde(default)]
     dry_run: Option<bool>,
 }
@@ -96,9 +98,9 @@ impl RequestIn {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => self
                 .object
-                .as_ref()
-                .and_then(|o| o.pointer("/metadata/generateName"))
-                .and_then(Value::as_str)
+                .as_deref()
+                .and_then(|o| crate::engine::pod::MetaOnly::decode(o).ok())
+                .and_then(|m| m.metadata.generate_name)
                 .map(|g| format!("{g}*"))
                 .unwrap_or_default(),
         }
@@ -111,9 +113,9 @@ impl RequestIn {
     pub fn dry_run(&self) -> bool {
         self.dry_run.unwrap_or(false)
     }
-    /// `request.object`
-    pub fn object(&self) -> Option<&Value> {
-        self.object.as_ref()
+    /// `request.object`, as JSON text.
+    pub fn object(&self) -> Option<&RawValue> {
+        self.object.as_deref()
     }
 }
 
@@ -156,8 +158,8 @@ pub fn decide(
         operation,
         namespace: req.namespace(),
         name: req.name.as_deref().unwrap_or(""),
-        object: req.object.as_ref(),
-        old_object: req.old_object.as_ref(),
+        object: req.object.as_deref(),
+        old_object: req.old_object.as_deref(),
     };
     engine::review(policy, endpoint, &r, nodes)
 }

@@ -195,6 +195,7 @@ fn args() -> ServeArgs {
         addr: "127.0.0.1:0".parse().expect("addr"),
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         node_cache: false,
+        nodes_file: None,
         drain_seconds: 5,
         reload_interval_ms: 50,
         max_concurrency: 64,

@@ -6,7 +6,6 @@ use serde_json::Value;
 
 use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Output, load_policy};
 use crate::eval::{Evaluation, evaluate, read_document, to_review};
-use crate::nodes::{NodeInfo, NodeSnapshot};
 
 pub struct Args {
     pub policy: Option<PathBuf>,
@@ -15,18 +14,6 @@ pub struct Args {
     pub operation: String,
     pub nodes: Option<PathBuf>,
     pub output: Output,
-}
-
-/// Reads a node list file for live checks.
-pub fn read_nodes(path: &std::path::Path) -> Result<NodeSnapshot, String> {
-    let doc = read_document(path).map_err(|e| e.to_string())?;
-    let list: Vec<NodeInfo> = serde_json::from_value(doc).map_err(|e| {
-        format!(
-            "{}: not a list of nodes {{name, labels, taints}}: {e}",
-            path.display()
-        )
-    })?;
-    Ok(NodeSnapshot::new(list))
 }
 
 pub fn run(args: Args) -> u8 {
@@ -45,7 +32,12 @@ pub fn run(args: Args) -> u8 {
         );
         return EXIT_BAD_INPUT;
     }
-    let nodes = match args.nodes.as_deref().map(read_nodes).transpose() {
+    let nodes = match args
+        .nodes
+        .as_deref()
+        .map(crate::nodes::read_file)
+        .transpose()
+    {
         Ok(n) => n,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,5 +1,7 @@
 //! Which requests concern job pods (SPEC §2).
 
+use super::pod::MetaView;
+#[cfg(test)]
 use super::pod::PodView;
 use crate::policy::Policy;
 
@@ -23,7 +25,7 @@ pub fn name_matches(policy: &Policy, name: &str) -> bool {
 
 /// Name, required labels and exclusions; the namespace is checked separately
 /// because it comes from the request, not the object.
-pub fn pod_matches(policy: &Policy, pod: &PodView) -> bool {
+pub fn pod_matches(policy: &Policy, pod: &MetaView) -> bool {
     let labels = pod.labels();
     name_matches(policy, pod.match_name())
         && policy
@@ -55,8 +57,8 @@ mod tests {
         assert!(!namespace_matches(&p, "ci-jo"));
     }
 
-    fn view(v: serde_json::Value) -> PodView {
-        PodView::decode(&v).expect("pod")
+    fn view(v: serde_json::Value) -> MetaView {
+        PodView::from_value(&v).expect("pod").metadata
     }
 
     #[test]

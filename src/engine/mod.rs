@@ -13,7 +13,9 @@ pub mod validate;
 use std::collections::BTreeMap;
 
 use json_patch::PatchOperation;
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::nodes::NodeSnapshot;
 use crate::policy::{Mode, Policy, RuleId};
@@ -92,10 +94,10 @@ pub struct Request<'a> {
     pub namespace: &'a str,
     /// `request.name` (empty for generateName pods at CREATE).
     pub name: &'a str,
-    /// `request.object`
-    pub object: Option<&'a Value>,
+    /// `request.object`, as the JSON text the apiserver sent.
+    pub object: Option<&'a RawValue>,
     /// `request.oldObject`
-    pub old_object: Option<&'a Value>,
+    pub old_object: Option<&'a RawValue>,
 }
 
 /// The engine's verdict on one request.
@@ -269,37 +271,60 @@ pub fn review(
             req.name
         ));
     };
+    // One pass over the JSON text: decoding is most of a review's cost.
     let pod = match PodView::decode(object) {
         Ok(p) => p,
         Err(e) => return Decision::error(e),
     };
-    if !matching::pod_matches(policy, &pod) {
+    if !matching::pod_matches(policy, &pod.metadata) {
         return Decision::skipped();
     }
-    let profile = resolve_profile(policy, &pod);
+    review_decoded(
+        policy,
+        endpoint,
+        req.operation,
+        &pod,
+        object,
+        req.old_object,
+        nodes,
+    )
+}
+
+/// The engine after decoding: a job pod in a runner namespace, its raw text
+/// (for audit mode's mutated view) and, for UPDATE, the stored pod's text.
+pub fn review_decoded(
+    policy: &Policy,
+    endpoint: Endpoint,
+    operation: Operation,
+    pod: &PodView,
+    object: &RawValue,
+    old_object: Option<&RawValue>,
+    nodes: Option<&NodeSnapshot>,
+) -> Decision {
+    let profile = resolve_profile(policy, pod);
     let mut d = Decision {
         matched: true,
         profile: Some(profile_name(&profile).to_string()),
         ..Decision::skipped()
     };
-    match (endpoint, req.operation) {
-        (Endpoint::Mutate, Operation::Create) => mutate_step(policy, &profile, &pod, &mut d),
+    match (endpoint, operation) {
+        (Endpoint::Mutate, Operation::Create) => mutate_step(policy, &profile, pod, &mut d),
         // Mutation is for CREATE only: pods are mostly immutable afterwards.
         (Endpoint::Mutate, _) => d.outcome = Outcome::Allowed,
         (Endpoint::Validate, op) => {
             let mut violations = if policy.mode == Mode::Audit && op == Operation::Create {
                 // Audit judges the pod as enforce mode's mutation would have left it.
-                match mutated_view(policy, &profile, &pod, object) {
+                match mutated_view(policy, &profile, pod, object) {
                     Ok(mutated) => validate::validate_pod(policy, &profile, &mutated, nodes),
                     Err(e) => return Decision::error(e),
                 }
             } else {
-                validate::validate_pod(policy, &profile, &pod, nodes)
+                validate::validate_pod(policy, &profile, pod, nodes)
             };
             if op == Operation::Update {
                 // Only what this update introduces: an operator's label edit on
                 // a pod admitted under an older policy must not be blocked.
-                if let Some(old) = req.old_object.and_then(|o| PodView::decode(o).ok()) {
+                if let Some(old) = old_object.and_then(|o| PodView::decode(o).ok()) {
                     let old_profile = resolve_profile(policy, &old);
                     let before = validate::validate_pod(policy, &old_profile, &old, nodes);
                     violations.retain(|v| {
@@ -369,16 +394,32 @@ fn mutated_view(
     policy: &Policy,
     profile: &ProfileRef<'_>,
     pod: &PodView,
-    raw: &Value,
+    raw: &RawValue,
 ) -> Result<PodView, String> {
     let ProfileRef::Known(name, prof) = profile else {
         return PodView::decode(raw);
     };
     let m = mutate::mutate(policy, name, prof, pod);
-    let mut patched = raw.clone();
+    if m.ops.is_empty() {
+        return PodView::decode(raw);
+    }
+    let mut patched: Value =
+        serde_json::from_str(raw.get()).map_err(|e| format!("object is not valid JSON: {e}"))?;
     json_patch::patch(&mut patched, &m.ops)
         .map_err(|e| format!("internal: patch does not apply: {e}"))?;
-    PodView::decode(&patched)
+    PodView::from_value(&patched)
+}
+
+#[derive(Deserialize)]
+struct BindingView {
+    #[serde(default)]
+    target: Option<BindingTarget>,
+}
+
+#[derive(Deserialize)]
+struct BindingTarget {
+    #[serde(default)]
+    name: Option<String>,
 }
 
 fn split_by_mode(policy: &Policy, violations: Vec<Violation>, d: &mut Decision) {
@@ -417,14 +458,16 @@ fn review_binding(
     }
     let target = req
         .object
-        .and_then(|o| o.pointer("/target/name"))
-        .and_then(Value::as_str);
+        .and_then(|o| serde_json::from_str::<BindingView>(o.get()).ok())
+        .and_then(|b| b.target)
+        .and_then(|t| t.name)
+        .filter(|n| !n.is_empty());
     let Some(target) = target else {
         return Decision::error(format!("binding of pod {:?} has no target.name", req.name));
     };
     split_by_mode(
         policy,
-        validate::validate_binding(policy, target, nodes),
+        validate::validate_binding(policy, &target, nodes),
         &mut d,
     );
     d

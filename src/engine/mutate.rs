@@ -9,10 +9,9 @@ use std::collections::BTreeMap;
 
 use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use jsonptr::PointerBuf;
-use k8s_openapi::api::core::v1::Container;
 use serde_json::{Map, Value, json};
 
-use super::pod::{PodView, term_requirements};
+use super::pod::{ContainerView, PodView, term_requirements};
 use super::tolerations::Tol;
 use crate::policy::{
     OnExceed, Policy, Profile, Requirement, ResourceName, Role, TolerationOperator, TolerationSpec,
@@ -266,7 +265,7 @@ fn pod_labels(profile: &Profile, pod: &PodView, m: &mut Mutation) {
 
 fn resources(policy: &Policy, profile: &Profile, pod: &PodView, m: &mut Mutation) {
     let spec = pod.spec();
-    let groups: [(&str, &[Container], bool); 2] = [
+    let groups: [(&str, &[ContainerView], bool); 2] = [
         (
             "initContainers",
             spec.init_containers.as_deref().unwrap_or(&[]),
@@ -291,7 +290,7 @@ fn container_resources(
     profile: &Profile,
     field: &str,
     index: usize,
-    c: &Container,
+    c: &ContainerView,
     role: Role,
     m: &mut Mutation,
 ) {

@@ -1,12 +1,18 @@
 //! The parts of a Pod (and Binding) the engine reads, decoded with
-//! k8s-openapi types. `managedFields`, `status` and unknown fields are never
-//! decoded: they are not the engine's business and the patch never touches them.
+//! k8s-openapi types straight from the request's JSON text.
+//!
+//! Only the fields the rules look at are decoded; everything else (env,
+//! volume mounts, `managedFields`, `status`, fields unknown to k8s-openapi) is
+//! skipped without allocating, and the patch never touches it.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, NodeSelectorTerm, PodSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, ContainerPort, HostPathVolumeSource, NodeSelectorTerm, ResourceRequirements,
+    SecurityContext, Toleration,
+};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::policy::{Operator, Requirement};
 
@@ -20,9 +26,6 @@ pub struct MetaView {
     /// `metadata.generateName`.
     #[serde(default)]
     pub generate_name: Option<String>,
-    /// `metadata.namespace`.
-    #[serde(default)]
-    pub namespace: Option<String>,
     /// `metadata.labels`.
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
@@ -31,46 +34,132 @@ pub struct MetaView {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// A container, as far as placement, resources and Fargate are concerned.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerView {
+    /// `name` (decides the role: build, helper, service).
+    #[serde(default)]
+    pub name: String,
+    /// `resources`.
+    #[serde(default)]
+    pub resources: Option<ResourceRequirements>,
+    /// `securityContext`.
+    #[serde(default)]
+    pub security_context: Option<SecurityContext>,
+    /// `ports`.
+    #[serde(default)]
+    pub ports: Option<Vec<ContainerPort>>,
+}
+
+/// A volume: only whether it is a hostPath matters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeView {
+    /// `name`.
+    #[serde(default)]
+    pub name: String,
+    /// `hostPath`.
+    #[serde(default)]
+    pub host_path: Option<HostPathVolumeSource>,
+}
+
+/// The pod spec fields the rules read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecView {
+    /// `nodeSelector`.
+    #[serde(default)]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// `affinity`.
+    #[serde(default)]
+    pub affinity: Option<Affinity>,
+    /// `tolerations`.
+    #[serde(default)]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// `nodeName`.
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// `containers`.
+    #[serde(default)]
+    pub containers: Vec<ContainerView>,
+    /// `initContainers`.
+    #[serde(default)]
+    pub init_containers: Option<Vec<ContainerView>>,
+    /// `ephemeralContainers`.
+    #[serde(default)]
+    pub ephemeral_containers: Option<Vec<ContainerView>>,
+    /// `hostNetwork`.
+    #[serde(default)]
+    pub host_network: Option<bool>,
+    /// `hostPID`.
+    #[serde(default, rename = "hostPID")]
+    pub host_pid: Option<bool>,
+    /// `hostIPC`.
+    #[serde(default, rename = "hostIPC")]
+    pub host_ipc: Option<bool>,
+    /// `volumes`.
+    #[serde(default)]
+    pub volumes: Option<Vec<VolumeView>>,
+}
+
 /// A pod as the engine sees it.
 #[derive(Debug, Default, Deserialize)]
 pub struct PodView {
     /// Metadata subset.
     #[serde(default)]
     pub metadata: MetaView,
-    /// The typed spec.
+    /// Spec subset.
     #[serde(default)]
-    pub spec: Option<PodSpec>,
+    pub spec: Option<SpecView>,
+}
+
+/// Only the metadata, for matching before the spec is decoded.
+#[derive(Debug, Default, Deserialize)]
+pub struct MetaOnly {
+    /// Metadata subset.
+    #[serde(default)]
+    pub metadata: MetaView,
+}
+
+fn decode_err(e: serde_json::Error) -> String {
+    format!("object is not a valid Pod: {e}")
 }
 
 impl PodView {
-    /// Decodes a pod from the raw object without copying it.
-    pub fn decode(raw: &Value) -> Result<Self, String> {
-        if !raw.is_object() {
+    /// Decodes a pod from the request's JSON text.
+    pub fn decode(raw: &RawValue) -> Result<Self, String> {
+        let text = raw.get();
+        if !text.trim_start().starts_with('{') {
             return Err("object is not a JSON object".into());
         }
-        PodView::deserialize(raw).map_err(|e| format!("object is not a valid Pod: {e}"))
+        serde_json::from_str(text).map_err(decode_err)
+    }
+
+    /// Decodes a pod from a JSON value (audit mode, after applying a patch).
+    pub fn from_value(v: &serde_json::Value) -> Result<Self, String> {
+        if !v.is_object() {
+            return Err("object is not a JSON object".into());
+        }
+        PodView::deserialize(v).map_err(decode_err)
     }
 
     /// The name to match prefixes against: the name, or generateName while it is empty.
     pub fn match_name(&self) -> &str {
-        match self.metadata.name.as_deref() {
-            Some(n) if !n.is_empty() => n,
-            _ => self.metadata.generate_name.as_deref().unwrap_or(""),
-        }
+        self.metadata.match_name()
     }
 
     /// Pod labels (empty when none).
     pub fn labels(&self) -> &BTreeMap<String, String> {
-        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
-        self.metadata.labels.as_ref().unwrap_or(&EMPTY)
+        self.metadata.labels()
     }
 
     /// The spec, or an empty one.
-    pub fn spec(&self) -> &PodSpec {
-        static EMPTY: std::sync::OnceLock<PodSpec> = std::sync::OnceLock::new();
+    pub fn spec(&self) -> &SpecView {
+        static EMPTY: std::sync::OnceLock<SpecView> = std::sync::OnceLock::new();
         self.spec
             .as_ref()
-            .unwrap_or_else(|| EMPTY.get_or_init(PodSpec::default))
+            .unwrap_or_else(|| EMPTY.get_or_init(SpecView::default))
     }
 
     /// `spec.nodeSelector` as requirements.
@@ -98,7 +187,7 @@ impl PodView {
     }
 
     /// Every container with its JSON path prefix and whether it is an init container.
-    pub fn containers(&self) -> impl Iterator<Item = (String, &Container, bool)> {
+    pub fn containers(&self) -> impl Iterator<Item = (String, &ContainerView, bool)> {
         let spec = self.spec();
         let init = spec
             .init_containers
@@ -112,6 +201,32 @@ impl PodView {
             .enumerate()
             .map(|(i, c)| (format!("spec.containers[{i}]"), c, false));
         init.chain(main)
+    }
+}
+
+impl MetaView {
+    /// The name, or generateName while the name is empty.
+    pub fn match_name(&self) -> &str {
+        match self.name.as_deref() {
+            Some(n) if !n.is_empty() => n,
+            _ => self.generate_name.as_deref().unwrap_or(""),
+        }
+    }
+
+    /// Labels (empty when none).
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.labels.as_ref().unwrap_or(&EMPTY)
+    }
+}
+
+impl MetaOnly {
+    /// Decodes only `metadata` from the request's JSON text.
+    pub fn decode(raw: &RawValue) -> Result<Self, String> {
+        if !raw.get().trim_start().starts_with('{') {
+            return Err("object is not a JSON object".into());
+        }
+        serde_json::from_str(raw.get()).map_err(decode_err)
     }
 }
 

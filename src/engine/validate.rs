@@ -6,7 +6,7 @@ use super::pod::{PodView, TERMS_PATH, fields_match, term_node_names, term_requir
 use super::selector::{implies, matches_labels, satisfiable};
 use super::tolerations::Tol;
 use crate::nodes::{NodeInfo, NodeSnapshot};
-use crate::policy::{Policy, Profile, Requirement, ResourceName, RuleId};
+use crate::policy::{Operator, Policy, Profile, Requirement, ResourceName, RuleId};
 use crate::quantity::Quantity;
 
 /// One broken rule.
@@ -239,16 +239,36 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
         return;
     }
     let tols: Vec<Tol> = spec.tolerations.iter().flatten().map(Tol::of).collect();
-    let mut reachable: Vec<&str> = nodes
+    let sel = policy.protected_nodes.label_requirements();
+    let is_protected =
+        |n: &NodeInfo| !sel.is_empty() && sel.iter().all(|r| matches_labels(&n.labels, r));
+    // Protected nodes are few: reach them through the label index when the
+    // selector has an `In`, and through the names list.
+    let by_label: Vec<&NodeInfo> = match sel.iter().find(|r| r.operator == Operator::In) {
+        Some(r) => r
+            .values
+            .iter()
+            .flat_map(|v| nodes.with_label(&r.key, v))
+            .filter(|n| is_protected(n))
+            .collect(),
+        None => nodes.iter().filter(|n| is_protected(n)).collect(),
+    };
+    let by_name = policy
+        .protected_nodes
+        .names
         .iter()
-        .filter(|n| protected_node(policy, &n.name, Some(nodes)).is_some())
+        .filter_map(|n| nodes.get(n));
+    let mut reachable: Vec<&str> = by_label
+        .into_iter()
+        .chain(by_name)
         .filter(|n| schedulable_on(pod, &alts, &tols, n))
         .map(|n| n.name.as_str())
         .collect();
+    reachable.sort_unstable();
+    reachable.dedup();
     if reachable.is_empty() {
         return;
     }
-    reachable.sort_unstable();
     let shown: Vec<&str> = reachable.iter().take(3).copied().collect();
     let more = reachable.len().saturating_sub(shown.len());
     out.push(
@@ -369,23 +389,18 @@ fn fargate_compat(policy: &Policy, pod: &PodView, out: &mut Out) {
         .iter()
         .flatten()
         .enumerate()
-        .map(|(i, c)| {
-            (
-                format!("spec.ephemeralContainers[{i}]"),
-                c.name.as_str(),
-                c.security_context.as_ref().and_then(|s| s.privileged),
-            )
-        });
+        .map(|(i, c)| (format!("spec.ephemeralContainers[{i}]"), c));
     let all = pod
         .containers()
-        .map(|(p, c, _)| {
+        .map(|(p, c, _)| (p, c))
+        .chain(eph)
+        .map(|(p, c)| {
             (
                 p,
                 c.name.as_str(),
                 c.security_context.as_ref().and_then(|s| s.privileged),
             )
-        })
-        .chain(eph);
+        });
     for (path, cname, privileged) in all {
         if privileged == Some(true) {
             out.push(

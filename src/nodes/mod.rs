@@ -21,18 +21,38 @@ pub struct NodeInfo {
     pub taints: Vec<Taint>,
 }
 
-/// An immutable view of the cluster's nodes at one moment.
+/// An immutable view of the cluster's nodes at one moment, indexed by label
+/// so that finding GitLab's few nodes among thousands of runner nodes is cheap.
 #[derive(Clone, Debug, Default)]
 pub struct NodeSnapshot {
     nodes: HashMap<String, NodeInfo>,
+    by_label: HashMap<(String, String), Vec<String>>,
 }
 
 impl NodeSnapshot {
     /// A snapshot of these nodes.
     pub fn new(nodes: impl IntoIterator<Item = NodeInfo>) -> Self {
-        NodeSnapshot {
-            nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
+        let nodes: HashMap<String, NodeInfo> =
+            nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
+        let mut by_label: HashMap<(String, String), Vec<String>> = HashMap::new();
+        for n in nodes.values() {
+            for (k, v) in &n.labels {
+                by_label
+                    .entry((k.clone(), v.clone()))
+                    .or_default()
+                    .push(n.name.clone());
+            }
         }
+        NodeSnapshot { nodes, by_label }
+    }
+
+    /// Nodes carrying the label `key=value`.
+    pub fn with_label<'a>(&'a self, key: &str, value: &str) -> impl Iterator<Item = &'a NodeInfo> {
+        self.by_label
+            .get(&(key.to_string(), value.to_string()))
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.nodes.get(n))
     }
 
     /// A node by name.
@@ -54,4 +74,17 @@ impl NodeSnapshot {
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
+}
+
+/// Reads a YAML/JSON list of `{name, labels, taints}`: a static node view for
+/// `eval --nodes`, test suites and `serve --nodes-file` (offline testing, benchmarks).
+pub fn read_file(path: &std::path::Path) -> Result<NodeSnapshot, String> {
+    let doc = crate::eval::read_document(path).map_err(|e| e.to_string())?;
+    let list: Vec<NodeInfo> = serde_json::from_value(doc).map_err(|e| {
+        format!(
+            "{}: not a list of nodes {{name, labels, taints}}: {e}",
+            path.display()
+        )
+    })?;
+    Ok(NodeSnapshot::new(list))
 }

@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// Watch Nodes (kubeconfig or in-cluster) for name- and live-based protection.
     #[arg(long, env = "RUNNER_FENCE_NODE_CACHE")]
     pub node_cache: bool,
+    /// A static node list instead of the watch (offline testing and benchmarks).
+    #[arg(long, env = "RUNNER_FENCE_NODES_FILE", conflicts_with = "node_cache")]
+    pub nodes_file: Option<PathBuf>,
     /// How long SIGTERM waits for in-flight reviews.
     #[arg(long, env = "RUNNER_FENCE_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,
@@ -184,6 +187,9 @@ impl Server {
             None => policy::embedded()?,
         };
         let state = Arc::new(State::new(policy, args.node_cache));
+        if let Some(path) = &args.nodes_file {
+            state.set_nodes(crate::nodes::read_file(path).map_err(Error::Input)?);
+        }
         let (key, expiry, generated_ca) = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => {
                 let (k, e) = tls::load(&CertFiles {
