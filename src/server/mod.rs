@@ -280,7 +280,10 @@ impl Server {
         let app = routes::admission_router(state.clone()).layer(
             tower::limit::ConcurrencyLimitLayer::new(args.max_concurrency.max(1)),
         );
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // Every connection is tracked from the moment it is accepted, so the
+        // drain also waits for ones still in their TLS handshake.
+        let tracker = tokio_util::task::TaskTracker::new();
+        let (drain_tx, drain_rx) = watch::channel(false);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -288,31 +291,7 @@ impl Server {
                     let Ok((stream, _peer)) = accepted else { continue };
                     let acceptor = acceptor.clone();
                     let svc = TowerToHyperService::new(app.clone());
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let _ = stream.set_nodelay(true);
-                        // A client that never finishes its handshake must not hold a task forever.
-                        let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        };
-                        let mut builder = auto::Builder::new(TokioExecutor::new());
-                        builder
-                            .http1()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(Duration::from_secs(10))
-                            .keep_alive(true);
-                        builder
-                            .http2()
-                            .timer(TokioTimer::new())
-                            .keep_alive_interval(Duration::from_secs(30));
-                        let conn = builder.serve_connection(TokioIo::new(tls), svc);
-                        let _ = watcher.watch(conn).await;
-                    });
+                    tracker.spawn(serve_connection(stream, acceptor, svc, drain_rx.clone()));
                 }
                 _ = &mut shutdown => break,
             }
@@ -323,9 +302,10 @@ impl Server {
             "shutting down: not ready, draining in-flight reviews"
         );
         drop(listener);
+        let _ = drain_tx.send(true);
+        tracker.close();
         let drained =
-            tokio::time::timeout(Duration::from_secs(args.drain_seconds), graceful.shutdown())
-                .await;
+            tokio::time::timeout(Duration::from_secs(args.drain_seconds), tracker.wait()).await;
         if drained.is_err() {
             tracing::warn!("drain time exceeded; closing remaining connections");
         }
@@ -338,6 +318,53 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// How long a connection may still bring its first request once the drain started:
+/// a client whose connection was accepted just before SIGTERM is answered, not reset.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+type AdmissionService = TowerToHyperService<axum::Router>;
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+    svc: AdmissionService,
+    mut drain: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    // A client that never finishes its handshake must not hold a task forever.
+    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30));
+    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = drain.wait_for(|d| *d) => {}
+    }
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = tokio::time::sleep(DRAIN_GRACE) => {}
+    }
+    // Finish what is in flight, accept nothing more on this connection.
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }
 
 /// Re-reads policy and certificate files when their content changes. Polling

@@ -1,0 +1,367 @@
+//! Chaos tests on 127.0.0.1, bounded in time: reloads and rotation under load,
+//! SIGTERM under load, idle and slow-loris connections next to real traffic.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::fixture;
+use runner_fence::server::{LogFormat, ServeArgs, Server};
+use tokio::io::AsyncWriteExt;
+
+fn args() -> ServeArgs {
+    ServeArgs {
+        policy: None,
+        tls_cert: None,
+        tls_key: None,
+        client_ca: None,
+        ca_out: None,
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        node_cache: false,
+        nodes_file: None,
+        drain_seconds: 5,
+        reload_interval_ms: 50,
+        max_concurrency: 256,
+        log_format: LogFormat::Plain,
+    }
+}
+
+fn client(cas: &[&str], keep_alive: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .timeout(Duration::from_secs(10));
+    for ca in cas {
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("ca"));
+    }
+    if !keep_alive {
+        b = b.pool_max_idle_per_host(0);
+    }
+    b.build().expect("client")
+}
+
+fn body() -> Vec<u8> {
+    serde_json::to_vec(&fixture("job-with-services.json")).expect("json")
+}
+
+/// Outcome counters of a load run.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicUsize,
+    bad_status: AtomicUsize,
+    connect_err: AtomicUsize,
+    other_err: AtomicUsize,
+}
+
+async fn load(
+    c: reqwest::Client,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    body: Arc<Vec<u8>>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let r = c
+            .post(format!("https://localhost:{port}/validate"))
+            .header("content-type", "application/json")
+            .body(body.as_ref().clone())
+            .send()
+            .await;
+        match r {
+            Ok(resp) if resp.status() == reqwest::StatusCode::OK => {
+                let v: serde_json::Value = match resp.json().await {
+                    Ok(v) => v,
+                    Err(_) => {
+                        tally.other_err.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
+                };
+                if v["response"]["allowed"].is_boolean() {
+                    tally.ok.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    tally.bad_status.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            Ok(_) => {
+                tally.bad_status.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) if e.is_connect() => {
+                tally.connect_err.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(_) => {
+                tally.other_err.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Publishes a new version the way the kubelet updates a mounted Secret or
+/// ConfigMap: a new directory, then an atomic rename of the `..data` symlink.
+fn publish(dir: &Path, version: usize, files: &[(&str, &str)]) {
+    let v = dir.join(format!("..v{version}"));
+    std::fs::create_dir_all(&v).expect("dir");
+    for (name, text) in files {
+        std::fs::write(v.join(name), text).expect("write");
+    }
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..v{version}"), &tmp).expect("link");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap");
+    for (name, _) in files {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).expect("link");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_and_rotation_under_load_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let names = ["localhost".to_string()];
+    let certs: Vec<_> = (0..3)
+        .map(|_| runner_fence::certs::generate(&names, 1).expect("certs"))
+        .collect();
+    let cert_files = |g: &runner_fence::certs::Generated| -> Vec<(&'static str, String)> {
+        vec![
+            ("tls.crt", g.cert_pem.clone()),
+            ("tls.key", g.key_pem.clone()),
+        ]
+    };
+    let secret_dir = dir.path().join("tls");
+    let config_dir = dir.path().join("policy");
+    let files0 = cert_files(&certs[0]);
+    publish(
+        &secret_dir,
+        0,
+        &files0
+            .iter()
+            .map(|(n, t)| (*n, t.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    publish(
+        &config_dir,
+        0,
+        &[("policy.yaml", runner_fence::policy::EMBEDDED_POLICY)],
+    );
+    let policy = config_dir.join("policy.yaml");
+    let mut a = args();
+    a.policy = Some(policy.clone());
+    a.tls_cert = Some(secret_dir.join("tls.crt"));
+    a.tls_key = Some(secret_dir.join("tls.key"));
+    let server = Server::bind(a).await.expect("bind");
+    let port = server.addr.port();
+    let state = server.state.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+
+    let cas: Vec<&str> = certs.iter().map(|c| c.ca_pem.as_str()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let body = Arc::new(body());
+    let mut workers = Vec::new();
+    for i in 0..8 {
+        // Half keep their connections, half reconnect every time (and so see new certificates).
+        let c = client(&cas, i % 2 == 0);
+        workers.push(tokio::spawn(load(
+            c,
+            port,
+            stop.clone(),
+            tally.clone(),
+            body.clone(),
+        )));
+    }
+    let audit = runner_fence::policy::EMBEDDED_POLICY.replacen("mode: enforce ", "mode: audit ", 1);
+    for round in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let text = if round % 2 == 0 {
+            audit.as_str()
+        } else {
+            runner_fence::policy::EMBEDDED_POLICY
+        };
+        publish(&config_dir, round + 1, &[("policy.yaml", text)]);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let files = cert_files(&certs[1 + round % 2]);
+        publish(
+            &secret_dir,
+            round + 1,
+            &files
+                .iter()
+                .map(|(n, t)| (*n, t.as_str()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let ok = tally.ok.load(Ordering::SeqCst);
+    assert!(ok > 50, "only {ok} reviews");
+    assert_eq!(
+        tally.bad_status.load(Ordering::SeqCst),
+        0,
+        "error responses"
+    );
+    assert_eq!(tally.other_err.load(Ordering::SeqCst), 0, "lost requests");
+    assert_eq!(
+        tally.connect_err.load(Ordering::SeqCst),
+        0,
+        "refused connections"
+    );
+    let metrics = state.metrics.encode();
+    assert!(!metrics.contains("result=\"failed\""), "{metrics}");
+    assert!(
+        metrics.contains("runner_fence_reloads_total{kind=\"policy\",result=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("runner_fence_reloads_total{kind=\"certificate\",result=\"ok\"}"),
+        "{metrics}"
+    );
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops")
+        .expect("joins")
+        .expect("ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_completes_every_accepted_request() {
+    let server = Server::bind(args()).await.expect("bind");
+    let ca = server.generated_ca.clone().expect("ca");
+    let port = server.addr.port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let body = Arc::new(body());
+    // A new connection per request: after shutdown starts, a request is either
+    // answered in full or never accepted (connection refused), nothing in between.
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(load(
+                client(&[&ca], false),
+                port,
+                stop.clone(),
+                tally.clone(),
+                body.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = tally.ok.load(Ordering::SeqCst);
+    let _ = tx.send(());
+    let exited = tokio::time::timeout(Duration::from_secs(10), task).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    assert!(exited.is_ok(), "the server exits within the drain time");
+    assert!(before > 10, "load was running ({before})");
+    assert_eq!(tally.bad_status.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        tally.other_err.load(Ordering::SeqCst),
+        0,
+        "a request was cut off mid-flight"
+    );
+    assert!(
+        tally.connect_err.load(Ordering::SeqCst) > 0,
+        "new connections are refused after SIGTERM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_loris_connections_do_not_starve_real_requests() {
+    let server = Server::bind(args()).await.expect("bind");
+    let ca = server.generated_ca.clone().expect("ca");
+    let addr = server.addr;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    // 1,000 TCP connections that never start TLS.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("idle connect"),
+        );
+    }
+    // 50 slow-loris clients: TLS, then a request header one byte at a time.
+    let mut roots = rustls::RootCertStore::empty();
+    for c in runner_fence::certs::parse_chain(ca.as_bytes(), Path::new("ca")).expect("ca") {
+        roots.add(c).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut loris = Vec::new();
+    for _ in 0..50 {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        let stop = stop.clone();
+        loris.push(tokio::spawn(async move {
+            for b in b"POST /validate HTTP/1.1\r\nhost: localhost\r\nx-slow: "
+                .iter()
+                .cycle()
+            {
+                if stop.load(Ordering::SeqCst) || tls.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                let _ = tls.flush().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+    // Real requests still get quick answers.
+    let c = client(&[&ca], true);
+    let body = body();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let started = Instant::now();
+        let resp = c
+            .post(format!("https://localhost:{}/mutate", addr.port()))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(resp.status(), reqwest::StatusCode::OK);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "slowest real request took {slowest:?}"
+    );
+    stop.store(true, Ordering::SeqCst);
+    for l in loris {
+        let _ = l.await;
+    }
+    drop(idle);
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops")
+        .expect("joins")
+        .expect("ok");
+}
