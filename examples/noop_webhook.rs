@@ -3,7 +3,11 @@
 //! certificate, h1 and h2). It parses the AdmissionReview the way a typical
 //! kube-rs webhook does and answers `allowed: true`.
 //!
-//! cargo run --release --example noop_webhook -- 127.0.0.1:19443 /tmp/noop-ca.crt
+//! cargo run --release --example noop_webhook -- 127.0.0.1:19443 /tmp/noop-ca.crt [dynamic|raw]
+//!
+//! `dynamic` (default) decodes the object into a kube `DynamicObject`, as the
+//! kube-rs admission example does; `raw` only checks that the object is valid
+//! JSON and keeps it as text, the cheapest parse a webhook can do.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +23,35 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+
+#[derive(serde::Deserialize)]
+struct RawReview<'a> {
+    #[serde(borrow)]
+    request: RawRequest<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawRequest<'a> {
+    uid: String,
+    #[serde(borrow, default)]
+    #[allow(dead_code)]
+    object: Option<&'a serde_json::value::RawValue>,
+}
+
+async fn review_raw(body: Bytes) -> Response {
+    match serde_json::from_slice::<RawReview>(&body) {
+        Ok(r) => {
+            let out = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "response": {"uid": r.request.uid, "allowed": true}});
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::to_vec(&out).unwrap_or_default(),
+            )
+                .into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
 
 async fn review(body: Bytes) -> Response {
     let parsed: Result<AdmissionReview<DynamicObject>, _> = serde_json::from_slice(&body);
@@ -55,10 +88,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let resolver = Arc::new(runner_fence::server::tls::Resolver::new(key));
     let config = runner_fence::server::tls::server_config(resolver, None)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let app = Router::new()
-        .route("/validate", post(review))
-        .route("/mutate", post(review))
-        .layer(DefaultBodyLimit::max(3 << 20));
+    let raw = args.next().as_deref() == Some("raw");
+    let app = if raw {
+        Router::new()
+            .route("/validate", post(review_raw))
+            .route("/mutate", post(review_raw))
+    } else {
+        Router::new()
+            .route("/validate", post(review))
+            .route("/mutate", post(review))
+    }
+    .layer(DefaultBodyLimit::max(3 << 20));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("noop webhook on https://{addr}, CA in {ca_out}");
     loop {

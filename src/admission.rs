@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::engine::pod::PodView;
 use crate::engine::{self, Decision, Endpoint, Operation, Request};
 use crate::nodes::NodeSnapshot;
 use crate::policy::Policy;
@@ -36,10 +37,10 @@ pub enum AdmissionError {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn {
+struct ReviewIn<R> {
     api_version: Option<String>,
     kind: Option<String>,
-    request: Option<RequestIn>,
+    request: Option<R>,
 }
 
 #[derive(Deserialize, Default)]
@@ -58,7 +59,8 @@ struct Gvr {
     resource: String,
 }
 
-/// The fields of `request` runner-fence reads.
+/// The fields of `request` runner-fence reads, with the object decoded in the
+/// same pass (reading the body twice cost more than all the rules together).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestIn {
@@ -74,7 +76,33 @@ pub struct RequestIn {
     #[serde(default)]
     namespace: Option<String>,
     operation: String,
-    // Kept as text: the engine decodes only the fields it needs from it.
+    #[serde(default)]
+    object: Option<PodView>,
+    #[serde(default)]
+    old_object: Option<PodView>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+    #[serde(skip)]
+    object_error: Option<String>,
+}
+
+/// The same request with the objects left undecoded: the fallback that still
+/// knows the uid when an object is not a valid Pod.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LenientRequest {
+    uid: String,
+    #[serde(default)]
+    kind: Gvk,
+    #[serde(default)]
+    resource: Gvr,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: String,
     #[serde(default)]
     object: Option<Box<RawValue>>,
     #[serde(default)]
@@ -98,9 +126,8 @@ impl RequestIn {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => self
                 .object
-                .as_deref()
-                .and_then(|o| crate::engine::pod::MetaOnly::decode(o).ok())
-                .and_then(|m| m.metadata.generate_name)
+                .as_ref()
+                .and_then(|o| o.metadata.generate_name.as_ref())
                 .map(|g| format!("{g}*"))
                 .unwrap_or_default(),
         }
@@ -113,24 +140,61 @@ impl RequestIn {
     pub fn dry_run(&self) -> bool {
         self.dry_run.unwrap_or(false)
     }
-    /// `request.object`, as JSON text.
-    pub fn object(&self) -> Option<&RawValue> {
-        self.object.as_deref()
+    /// `request.object`, decoded.
+    pub fn object(&self) -> Option<&PodView> {
+        self.object.as_ref()
     }
 }
 
-/// Decodes an AdmissionReview body.
-pub fn parse_review(body: &[u8]) -> Result<RequestIn, AdmissionError> {
-    let review: ReviewIn =
-        serde_json::from_slice(body).map_err(|e| AdmissionError::Invalid(e.to_string()))?;
-    let api_version = review.api_version.unwrap_or_default();
-    let kind = review.kind.unwrap_or_default();
+fn check_envelope(api_version: Option<String>, kind: Option<String>) -> Result<(), AdmissionError> {
+    let api_version = api_version.unwrap_or_default();
+    let kind = kind.unwrap_or_default();
     if api_version != API_VERSION || kind != "AdmissionReview" {
         return Err(AdmissionError::Unsupported(format!(
             "apiVersion {api_version:?} kind {kind:?}"
         )));
     }
-    review.request.ok_or(AdmissionError::NoRequest)
+    Ok(())
+}
+
+/// Decodes an AdmissionReview body.
+pub fn parse_review(body: &[u8]) -> Result<RequestIn, AdmissionError> {
+    if let Ok(review) = serde_json::from_slice::<ReviewIn<RequestIn>>(body) {
+        check_envelope(review.api_version, review.kind)?;
+        return review.request.ok_or(AdmissionError::NoRequest);
+    }
+    // Slow path, only for bodies the typed pass rejected: tell a broken
+    // envelope (400) from a broken object (a denial the user can read).
+    let review: ReviewIn<LenientRequest> =
+        serde_json::from_slice(body).map_err(|e| AdmissionError::Invalid(e.to_string()))?;
+    check_envelope(review.api_version, review.kind)?;
+    let r = review.request.ok_or(AdmissionError::NoRequest)?;
+    let decode = |o: &Option<Box<RawValue>>| -> Result<Option<PodView>, String> {
+        o.as_deref()
+            .map(|raw| PodView::decode(raw.get()))
+            .transpose()
+    };
+    let (object, e1) = match decode(&r.object) {
+        Ok(o) => (o, None),
+        Err(e) => (None, Some(e)),
+    };
+    let (old_object, e2) = match decode(&r.old_object) {
+        Ok(o) => (o, None),
+        Err(e) => (None, Some(format!("oldObject: {e}"))),
+    };
+    Ok(RequestIn {
+        uid: r.uid,
+        kind: r.kind,
+        resource: r.resource,
+        sub_resource: r.sub_resource,
+        name: r.name,
+        namespace: r.namespace,
+        operation: r.operation,
+        object,
+        old_object,
+        dry_run: r.dry_run,
+        object_error: e1.or(e2),
+    })
 }
 
 /// Runs the engine on a decoded request.
@@ -158,8 +222,9 @@ pub fn decide(
         operation,
         namespace: req.namespace(),
         name: req.name.as_deref().unwrap_or(""),
-        object: req.object.as_deref(),
-        old_object: req.old_object.as_deref(),
+        object: req.object.as_ref(),
+        old_object: req.old_object.as_ref(),
+        object_error: req.object_error.as_deref(),
     };
     engine::review(policy, endpoint, &r, nodes)
 }

@@ -3,11 +3,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod kubeclient;
 pub mod nodes;
 pub mod policy;
 pub mod quantity;

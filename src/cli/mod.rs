@@ -74,6 +74,21 @@ enum Command {
     },
     /// Print the JSON Schema of the policy format.
     Schema,
+    /// Scan a live cluster: job pods on protected nodes, pods the policy would deny or patch.
+    Audit {
+        /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Kubeconfig context.
+        #[arg(long)]
+        context: Option<String>,
+        /// Policy file (default: the embedded reference policy).
+        #[arg(long, env = "RUNNER_FENCE_POLICY")]
+        policy: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Certificates for the webhook.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -202,6 +217,12 @@ fn run(cli: Cli) -> u8 {
                 }
             }
         }
+        Command::Audit {
+            kubeconfig,
+            context,
+            policy,
+            output,
+        } => audit(kubeconfig, context, policy, output),
         Command::Schema => {
             println!("{}", schema_json());
             EXIT_OK
@@ -214,6 +235,54 @@ pub fn load_policy(path: Option<&std::path::Path>) -> Result<Policy, policy::Loa
     match path {
         Some(p) => policy::load_file(p),
         None => policy::embedded(),
+    }
+}
+
+fn audit(
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
+    policy: Option<PathBuf>,
+    output: Output,
+) -> u8 {
+    let p = match load_policy(policy.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let report = rt.block_on(async {
+        let client = crate::kubeclient::client(kubeconfig.as_deref(), context.as_deref()).await?;
+        crate::audit::collect(client, &p).await
+    });
+    match report {
+        Ok(r) => {
+            match output {
+                Output::Json => {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
+                }
+                Output::Text => print!("{}", crate::audit::table(&r)),
+            }
+            if r.has_violations() {
+                EXIT_DENIED
+            } else {
+                EXIT_OK
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_BAD_INPUT
+        }
     }
 }
 

@@ -13,9 +13,6 @@ pub mod validate;
 use std::collections::BTreeMap;
 
 use json_patch::PatchOperation;
-use serde::Deserialize;
-use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::nodes::NodeSnapshot;
 use crate::policy::{Mode, Policy, RuleId};
@@ -94,10 +91,12 @@ pub struct Request<'a> {
     pub namespace: &'a str,
     /// `request.name` (empty for generateName pods at CREATE).
     pub name: &'a str,
-    /// `request.object`, as the JSON text the apiserver sent.
-    pub object: Option<&'a RawValue>,
-    /// `request.oldObject`
-    pub old_object: Option<&'a RawValue>,
+    /// `request.object`, decoded.
+    pub object: Option<&'a PodView>,
+    /// `request.oldObject`, decoded.
+    pub old_object: Option<&'a PodView>,
+    /// Why `object` could not be decoded, if it could not.
+    pub object_error: Option<&'a str>,
 }
 
 /// The engine's verdict on one request.
@@ -264,41 +263,29 @@ pub fn review(
     {
         return Decision::skipped();
     }
-    let Some(object) = req.object else {
+    if let Some(e) = req.object_error {
+        return Decision::error(e.to_string());
+    }
+    let Some(pod) = req.object else {
         return Decision::error(format!(
             "{} request for pod {:?} has no object",
             req.operation.as_str(),
             req.name
         ));
     };
-    // One pass over the JSON text: decoding is most of a review's cost.
-    let pod = match PodView::decode(object) {
-        Ok(p) => p,
-        Err(e) => return Decision::error(e),
-    };
     if !matching::pod_matches(policy, &pod.metadata) {
         return Decision::skipped();
     }
-    review_decoded(
-        policy,
-        endpoint,
-        req.operation,
-        &pod,
-        object,
-        req.old_object,
-        nodes,
-    )
+    review_decoded(policy, endpoint, req.operation, pod, req.old_object, nodes)
 }
 
-/// The engine after decoding: a job pod in a runner namespace, its raw text
-/// (for audit mode's mutated view) and, for UPDATE, the stored pod's text.
+/// The engine on a job pod in a runner namespace (and, for UPDATE, the stored pod).
 pub fn review_decoded(
     policy: &Policy,
     endpoint: Endpoint,
     operation: Operation,
     pod: &PodView,
-    object: &RawValue,
-    old_object: Option<&RawValue>,
+    old_object: Option<&PodView>,
     nodes: Option<&NodeSnapshot>,
 ) -> Decision {
     let profile = resolve_profile(policy, pod);
@@ -314,7 +301,7 @@ pub fn review_decoded(
         (Endpoint::Validate, op) => {
             let mut violations = if policy.mode == Mode::Audit && op == Operation::Create {
                 // Audit judges the pod as enforce mode's mutation would have left it.
-                match mutated_view(policy, &profile, pod, object) {
+                match mutated_view(policy, &profile, pod) {
                     Ok(mutated) => validate::validate_pod(policy, &profile, &mutated, nodes),
                     Err(e) => return Decision::error(e),
                 }
@@ -324,9 +311,9 @@ pub fn review_decoded(
             if op == Operation::Update {
                 // Only what this update introduces: an operator's label edit on
                 // a pod admitted under an older policy must not be blocked.
-                if let Some(old) = old_object.and_then(|o| PodView::decode(o).ok()) {
-                    let old_profile = resolve_profile(policy, &old);
-                    let before = validate::validate_pod(policy, &old_profile, &old, nodes);
+                if let Some(old) = old_object {
+                    let old_profile = resolve_profile(policy, old);
+                    let before = validate::validate_pod(policy, &old_profile, old, nodes);
                     violations.retain(|v| {
                         !before
                             .iter()
@@ -394,32 +381,19 @@ fn mutated_view(
     policy: &Policy,
     profile: &ProfileRef<'_>,
     pod: &PodView,
-    raw: &RawValue,
 ) -> Result<PodView, String> {
     let ProfileRef::Known(name, prof) = profile else {
-        return PodView::decode(raw);
+        return Ok(pod.clone());
     };
     let m = mutate::mutate(policy, name, prof, pod);
     if m.ops.is_empty() {
-        return PodView::decode(raw);
+        return Ok(pod.clone());
     }
-    let mut patched: Value =
-        serde_json::from_str(raw.get()).map_err(|e| format!("object is not valid JSON: {e}"))?;
-    json_patch::patch(&mut patched, &m.ops)
+    // The view holds every field the patch touches, at the same paths.
+    let mut v = serde_json::to_value(pod).map_err(|e| format!("internal: {e}"))?;
+    json_patch::patch(&mut v, &m.ops)
         .map_err(|e| format!("internal: patch does not apply: {e}"))?;
-    PodView::from_value(&patched)
-}
-
-#[derive(Deserialize)]
-struct BindingView {
-    #[serde(default)]
-    target: Option<BindingTarget>,
-}
-
-#[derive(Deserialize)]
-struct BindingTarget {
-    #[serde(default)]
-    name: Option<String>,
+    PodView::from_value(&v)
 }
 
 fn split_by_mode(policy: &Policy, violations: Vec<Violation>, d: &mut Decision) {
@@ -458,9 +432,8 @@ fn review_binding(
     }
     let target = req
         .object
-        .and_then(|o| serde_json::from_str::<BindingView>(o.get()).ok())
-        .and_then(|b| b.target)
-        .and_then(|t| t.name)
+        .and_then(|o| o.target.as_ref())
+        .map(|t| t.name.clone())
         .filter(|n| !n.is_empty());
     let Some(target) = target else {
         return Decision::error(format!("binding of pod {:?} has no target.name", req.name));

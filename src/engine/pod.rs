@@ -1,5 +1,5 @@
 //! The parts of a Pod (and Binding) the engine reads, decoded with
-//! k8s-openapi types straight from the request's JSON text.
+//! k8s-openapi types in the same pass that reads the AdmissionReview.
 //!
 //! Only the fields the rules look at are decoded; everything else (env,
 //! volume mounts, `managedFields`, `status`, fields unknown to k8s-openapi) is
@@ -11,115 +11,118 @@ use k8s_openapi::api::core::v1::{
     Affinity, ContainerPort, HostPathVolumeSource, NodeSelectorTerm, ResourceRequirements,
     SecurityContext, Toleration,
 };
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{Operator, Requirement};
 
 /// Pod metadata fields used for matching and mutation.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetaView {
     /// `metadata.name` (empty at CREATE for generateName pods).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `metadata.generateName`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generate_name: Option<String>,
     /// `metadata.labels`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
     /// `metadata.annotations`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// A container, as far as placement, resources and Fargate are concerned.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerView {
     /// `name` (decides the role: build, helper, service).
     #[serde(default)]
     pub name: String,
     /// `resources`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// `securityContext`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
     /// `ports`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<ContainerPort>>,
 }
 
 /// A volume: only whether it is a hostPath matters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeView {
     /// `name`.
     #[serde(default)]
     pub name: String,
     /// `hostPath`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<HostPathVolumeSource>,
 }
 
 /// The pod spec fields the rules read.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SpecView {
     /// `nodeSelector`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
     /// `affinity`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
     /// `tolerations`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
     /// `nodeName`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
     /// `containers`.
     #[serde(default)]
     pub containers: Vec<ContainerView>,
     /// `initContainers`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_containers: Option<Vec<ContainerView>>,
     /// `ephemeralContainers`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ephemeral_containers: Option<Vec<ContainerView>>,
     /// `hostNetwork`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_network: Option<bool>,
     /// `hostPID`.
-    #[serde(default, rename = "hostPID")]
+    #[serde(default, rename = "hostPID", skip_serializing_if = "Option::is_none")]
     pub host_pid: Option<bool>,
     /// `hostIPC`.
-    #[serde(default, rename = "hostIPC")]
+    #[serde(default, rename = "hostIPC", skip_serializing_if = "Option::is_none")]
     pub host_ipc: Option<bool>,
     /// `volumes`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<VolumeView>>,
 }
 
-/// A pod as the engine sees it.
-#[derive(Debug, Default, Deserialize)]
+/// A pod as the engine sees it (or, for `pods/binding`, a Binding: then only
+/// `metadata` and `target` are set).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 pub struct PodView {
     /// Metadata subset.
     #[serde(default)]
     pub metadata: MetaView,
     /// Spec subset.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<SpecView>,
+    /// A Binding's target node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<BindingTarget>,
 }
 
-/// Only the metadata, for matching before the spec is decoded.
-#[derive(Debug, Default, Deserialize)]
-pub struct MetaOnly {
-    /// Metadata subset.
+/// `target` of a Binding.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+pub struct BindingTarget {
+    /// Node name.
     #[serde(default)]
-    pub metadata: MetaView,
+    pub name: String,
 }
 
 fn decode_err(e: serde_json::Error) -> String {
@@ -127,9 +130,8 @@ fn decode_err(e: serde_json::Error) -> String {
 }
 
 impl PodView {
-    /// Decodes a pod from the request's JSON text.
-    pub fn decode(raw: &RawValue) -> Result<Self, String> {
-        let text = raw.get();
+    /// Decodes a pod from JSON text.
+    pub fn decode(text: &str) -> Result<Self, String> {
         if !text.trim_start().starts_with('{') {
             return Err("object is not a JSON object".into());
         }
@@ -217,16 +219,6 @@ impl MetaView {
     pub fn labels(&self) -> &BTreeMap<String, String> {
         static EMPTY: BTreeMap<String, String> = BTreeMap::new();
         self.labels.as_ref().unwrap_or(&EMPTY)
-    }
-}
-
-impl MetaOnly {
-    /// Decodes only `metadata` from the request's JSON text.
-    pub fn decode(raw: &RawValue) -> Result<Self, String> {
-        if !raw.get().trim_start().starts_with('{') {
-            return Err("object is not a JSON object".into());
-        }
-        serde_json::from_str(raw.get()).map_err(decode_err)
     }
 }
 

@@ -11,49 +11,49 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReviewLabels {
     /// `mutate` or `validate`.
-    pub endpoint: String,
+    pub endpoint: &'static str,
     /// `allowed`, `denied`, `patched`, `skipped`.
-    pub decision: String,
+    pub decision: &'static str,
     /// `enforce` or `audit` (the policy's mode).
-    pub mode: String,
+    pub mode: &'static str,
     /// First rule that denied or was audited, `none` otherwise.
-    pub rule: String,
+    pub rule: &'static str,
 }
 
 /// Labels of one violation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ViolationLabels {
     /// `mutate` or `validate`.
-    pub endpoint: String,
+    pub endpoint: &'static str,
     /// Rule id.
-    pub rule: String,
+    pub rule: &'static str,
     /// `enforce` (denied) or `audit` (reported).
-    pub mode: String,
+    pub mode: &'static str,
 }
 
 /// Labels with just an endpoint.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
     /// `mutate` or `validate`.
-    pub endpoint: String,
+    pub endpoint: &'static str,
 }
 
 /// Labels of a rejected request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BadRequestLabels {
     /// Path.
-    pub endpoint: String,
+    pub endpoint: &'static str,
     /// Why.
-    pub reason: String,
+    pub reason: &'static str,
 }
 
 /// Labels of a reload.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     /// `policy` or `certificate`.
-    pub kind: String,
+    pub kind: &'static str,
     /// `ok` or `failed`.
-    pub result: String,
+    pub result: &'static str,
 }
 
 /// Labels identifying the active policy.
@@ -156,11 +156,11 @@ impl Metrics {
     }
 
     /// Counts a reload.
-    pub fn reload(&self, kind: &str, ok: bool) {
+    pub fn reload(&self, kind: &'static str, ok: bool) {
         self.reloads
             .get_or_create(&ReloadLabels {
-                kind: kind.into(),
-                result: if ok { "ok" } else { "failed" }.into(),
+                kind,
+                result: if ok { "ok" } else { "failed" },
             })
             .inc();
     }
@@ -177,12 +177,9 @@ impl Metrics {
     }
 
     /// Counts a request rejected before review.
-    pub fn bad_request(&self, endpoint: &str, reason: &str) {
+    pub fn bad_request(&self, endpoint: &'static str, reason: &'static str) {
         self.bad_requests
-            .get_or_create(&BadRequestLabels {
-                endpoint: endpoint.into(),
-                reason: reason.into(),
-            })
+            .get_or_create(&BadRequestLabels { endpoint, reason })
             .inc();
     }
 

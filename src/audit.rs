@@ -1,0 +1,467 @@
+//! `runner-fence audit`: where job pods run today, and what the policy would
+//! do to them. Collection talks to the API server; the findings come from the
+//! same engine the webhook runs.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, ObjectList};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::engine::matching;
+use crate::engine::pod::MetaView;
+use crate::error::{Error, Result};
+use crate::eval::evaluate;
+use crate::nodes::{NodeInfo, NodeSnapshot};
+use crate::policy::Policy;
+
+const PAGE: u32 = 500;
+
+/// A protected node as seen in the cluster.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProtectedNode {
+    /// Node name.
+    pub name: String,
+    /// Why it is protected.
+    pub reason: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its taints, as `key=value:effect`.
+    pub taints: Vec<String>,
+}
+
+/// A job pod and what runner-fence makes of it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobPod {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Node it runs on, if scheduled.
+    pub node: Option<String>,
+    /// Whether that node is a protected (GitLab) node.
+    pub on_protected_node: bool,
+    /// Profile the policy resolves.
+    pub profile: Option<String>,
+    /// Whether creating it today would be denied (enforce mode).
+    pub would_deny: bool,
+    /// Whether creating it today would be patched.
+    pub would_patch: bool,
+    /// Denial messages and audit warnings.
+    pub messages: Vec<String>,
+    /// What the patch would change.
+    pub changes: Vec<String>,
+}
+
+/// One webhook of a runner-fence configuration.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WebhookInfo {
+    /// `mutating` or `validating`.
+    pub kind: String,
+    /// Configuration name.
+    pub configuration: String,
+    /// Webhook name.
+    pub webhook: String,
+    /// `Fail` or `Ignore`.
+    pub failure_policy: String,
+    /// Whether a caBundle is set (or injected).
+    pub ca_bundle: bool,
+}
+
+/// Everything `audit` found.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    /// The policy's mode.
+    pub mode: String,
+    /// Protected nodes.
+    pub protected_nodes: Vec<ProtectedNode>,
+    /// Nodes seen in all.
+    pub nodes_seen: usize,
+    /// Job pods in the runner namespaces.
+    pub job_pods: Vec<JobPod>,
+    /// runner-fence's own webhooks.
+    pub webhooks: Vec<WebhookInfo>,
+}
+
+impl Report {
+    /// Job pods on protected nodes: what runner-fence exists to prevent.
+    pub fn on_protected(&self) -> impl Iterator<Item = &JobPod> {
+        self.job_pods.iter().filter(|p| p.on_protected_node)
+    }
+
+    /// Whether anything is wrong: a job pod on a protected node, or one the policy would deny.
+    pub fn has_violations(&self) -> bool {
+        self.job_pods
+            .iter()
+            .any(|p| p.on_protected_node || p.would_deny)
+    }
+}
+
+struct Progress {
+    on: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            on: std::io::stderr().is_terminal(),
+        }
+    }
+    fn show(&self, what: &str, n: usize) {
+        if self.on {
+            let mut e = std::io::stderr();
+            let _ = write!(e, "\r\x1b[2Klisting {what}: {n}");
+            let _ = e.flush();
+        }
+    }
+    fn done(&self) {
+        if self.on {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+    }
+}
+
+async fn list_all<K>(api: &Api<K>, what: &str, progress: &Progress) -> Result<Vec<K>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + Resource,
+{
+    let mut out = Vec::new();
+    let mut lp = ListParams::default().limit(PAGE);
+    loop {
+        let page: ObjectList<K> = api
+            .list(&lp)
+            .await
+            .map_err(|e| Error::Other(format!("listing {what}: {e}")))?;
+        out.extend(page.items);
+        progress.show(what, out.len());
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = ListParams::default().limit(PAGE).continue_token(&c),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+fn node_info(n: &Node) -> Option<NodeInfo> {
+    Some(NodeInfo {
+        name: n.metadata.name.clone()?,
+        labels: n.metadata.labels.clone().unwrap_or_default(),
+        taints: n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default(),
+    })
+}
+
+/// Why a node is protected, if it is.
+pub fn protected_reason(policy: &Policy, node: &NodeInfo) -> Option<String> {
+    if policy.protected_nodes.names.iter().any(|n| *n == node.name) {
+        return Some("listed in protectedNodes.names".into());
+    }
+    let sel = policy.protected_nodes.label_requirements();
+    (!sel.is_empty()
+        && sel
+            .iter()
+            .all(|r| crate::engine::selector::matches_labels(&node.labels, r)))
+    .then(|| {
+        let s: Vec<String> = sel.iter().map(ToString::to_string).collect();
+        format!("labels match {}", s.join(", "))
+    })
+}
+
+/// Evaluates collected objects: pure, so it is tested without a cluster.
+pub fn analyze(
+    policy: &Policy,
+    nodes: &[NodeInfo],
+    pods: &[Value],
+    webhooks: Vec<WebhookInfo>,
+) -> Report {
+    let snapshot = NodeSnapshot::new(nodes.iter().cloned());
+    let protected: Vec<ProtectedNode> = nodes
+        .iter()
+        .filter_map(|n| {
+            protected_reason(policy, n).map(|reason| ProtectedNode {
+                name: n.name.clone(),
+                reason,
+                labels: n.labels.clone(),
+                taints: n
+                    .taints
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}={}:{}",
+                            t.key,
+                            t.value.as_deref().unwrap_or(""),
+                            t.effect
+                        )
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    let mut job_pods = Vec::new();
+    for pod in pods {
+        let ns = pod
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let Ok(meta) = MetaView::deserialize_from(pod) else {
+            continue;
+        };
+        if !matching::namespace_matches(policy, ns) || !matching::pod_matches(policy, &meta) {
+            continue;
+        }
+        let node = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map(String::from);
+        let on_protected = node
+            .as_ref()
+            .is_some_and(|n| protected.iter().any(|p| p.name == *n));
+        // Judge the pod as if it were created now. The scheduler's nodeName and
+        // the pod's status are not the job's doing.
+        let mut object = pod.clone();
+        if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("nodeName");
+        }
+        if let Some(o) = object.as_object_mut() {
+            o.remove("status");
+        }
+        let review = json!({
+            "apiVersion": crate::admission::API_VERSION,
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "audit",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "name": meta.name.clone().unwrap_or_default(),
+                "namespace": ns,
+                "operation": "CREATE",
+                "object": object,
+                "dryRun": true,
+            }
+        });
+        let Ok(ev) = evaluate(policy, &review, Some(&snapshot)) else {
+            continue;
+        };
+        // What enforce mode would deny, even when the policy is in audit mode.
+        let would_deny = !ev.allowed()
+            || ev.validate_decision.audited.iter().any(|_| true)
+            || ev.mutate_decision.audited.iter().any(|_| true);
+        let mut changes = ev.mutate_decision.changes.clone();
+        changes.extend(ev.mutate_decision.would_patch.iter().cloned());
+        job_pods.push(JobPod {
+            namespace: ns.to_string(),
+            name: meta.match_name().to_string(),
+            node,
+            on_protected_node: on_protected,
+            profile: ev.profile.clone(),
+            would_deny,
+            would_patch: !changes.is_empty(),
+            messages: ev.messages(),
+            changes,
+        });
+    }
+    job_pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    Report {
+        mode: policy.mode.to_string(),
+        protected_nodes: protected,
+        nodes_seen: nodes.len(),
+        job_pods,
+        webhooks,
+    }
+}
+
+fn is_ours(name: &str, service: Option<&str>) -> bool {
+    name.contains("runner-fence") || service.is_some_and(|s| s.contains("runner-fence"))
+}
+
+/// Lists nodes, pods and webhook configurations and analyzes them.
+pub async fn collect(client: Client, policy: &Policy) -> Result<Report> {
+    let progress = Progress::new();
+    let nodes: Vec<NodeInfo> = list_all(&Api::<Node>::all(client.clone()), "nodes", &progress)
+        .await?
+        .iter()
+        .filter_map(node_info)
+        .collect();
+    // Exact namespaces are listed one by one; prefixes need a cluster-wide list.
+    let exact: Vec<&String> = policy
+        .matching
+        .namespaces
+        .iter()
+        .filter(|n| !n.ends_with('*'))
+        .collect();
+    let mut pods: Vec<Pod> = Vec::new();
+    if exact.len() == policy.matching.namespaces.len() {
+        for ns in exact {
+            pods.extend(
+                list_all(
+                    &Api::<Pod>::namespaced(client.clone(), ns),
+                    "pods",
+                    &progress,
+                )
+                .await?,
+            );
+        }
+    } else {
+        pods = list_all(&Api::<Pod>::all(client.clone()), "pods", &progress).await?;
+    }
+    let pods: Vec<Value> = pods
+        .iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect();
+    let mut webhooks = Vec::new();
+    let mwcs = list_all(
+        &Api::<MutatingWebhookConfiguration>::all(client.clone()),
+        "mutating webhook configurations",
+        &progress,
+    )
+    .await?;
+    for c in &mwcs {
+        let cname = c.metadata.name.clone().unwrap_or_default();
+        let injected = c
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("cert-manager.io/inject-ca-from"));
+        for w in c.webhooks.iter().flatten() {
+            let svc = w.client_config.service.as_ref().map(|s| s.name.as_str());
+            if is_ours(&cname, svc) || is_ours(&w.name, None) {
+                webhooks.push(WebhookInfo {
+                    kind: "mutating".into(),
+                    configuration: cname.clone(),
+                    webhook: w.name.clone(),
+                    failure_policy: w.failure_policy.clone().unwrap_or_else(|| "Fail".into()),
+                    ca_bundle: injected || w.client_config.ca_bundle.is_some(),
+                });
+            }
+        }
+    }
+    let vwcs = list_all(
+        &Api::<ValidatingWebhookConfiguration>::all(client),
+        "validating webhook configurations",
+        &progress,
+    )
+    .await?;
+    for c in &vwcs {
+        let cname = c.metadata.name.clone().unwrap_or_default();
+        let injected = c
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("cert-manager.io/inject-ca-from"));
+        for w in c.webhooks.iter().flatten() {
+            let svc = w.client_config.service.as_ref().map(|s| s.name.as_str());
+            if is_ours(&cname, svc) || is_ours(&w.name, None) {
+                webhooks.push(WebhookInfo {
+                    kind: "validating".into(),
+                    configuration: cname.clone(),
+                    webhook: w.name.clone(),
+                    failure_policy: w.failure_policy.clone().unwrap_or_else(|| "Fail".into()),
+                    ca_bundle: injected || w.client_config.ca_bundle.is_some(),
+                });
+            }
+        }
+    }
+    progress.done();
+    Ok(analyze(policy, &nodes, &pods, webhooks))
+}
+
+fn cut(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let t: String = s.chars().take(n.saturating_sub(1)).collect();
+        format!("{t}…")
+    }
+}
+
+/// The report as terminal tables.
+pub fn table(r: &Report) -> String {
+    let mut o = String::new();
+    o.push_str(&format!(
+        "PROTECTED NODES ({} of {} nodes)\n",
+        r.protected_nodes.len(),
+        r.nodes_seen
+    ));
+    o.push_str(&format!("  {:<45} {:<30} {}\n", "NAME", "WHY", "TAINTS"));
+    for n in &r.protected_nodes {
+        o.push_str(&format!(
+            "  {:<45} {:<30} {}\n",
+            cut(&n.name, 45),
+            cut(&n.reason, 30),
+            cut(&n.taints.join(","), 40)
+        ));
+    }
+    let on: Vec<&JobPod> = r.on_protected().collect();
+    o.push_str(&format!("\nJOB PODS ON PROTECTED NODES ({})\n", on.len()));
+    for p in &on {
+        o.push_str(&format!(
+            "  {}/{} on {}\n",
+            p.namespace,
+            cut(&p.name, 60),
+            p.node.as_deref().unwrap_or("?")
+        ));
+    }
+    o.push_str(&format!(
+        "\nJOB PODS ({}; policy mode {})\n  {:<16} {:<52} {:<13} {:<6} {:<6} {}\n",
+        r.job_pods.len(),
+        r.mode,
+        "NAMESPACE",
+        "POD",
+        "PROFILE",
+        "DENY",
+        "PATCH",
+        "WHY"
+    ));
+    for p in &r.job_pods {
+        let why = p
+            .messages
+            .first()
+            .cloned()
+            .or_else(|| p.changes.first().cloned())
+            .unwrap_or_default();
+        o.push_str(&format!(
+            "  {:<16} {:<52} {:<13} {:<6} {:<6} {}\n",
+            cut(&p.namespace, 16),
+            cut(&p.name, 52),
+            cut(p.profile.as_deref().unwrap_or(""), 13),
+            if p.would_deny { "yes" } else { "no" },
+            if p.would_patch { "yes" } else { "no" },
+            cut(
+                why.trim_start_matches("runner-fence denied the job pod: "),
+                70
+            )
+        ));
+    }
+    o.push_str(&format!("\nRUNNER-FENCE WEBHOOKS ({})\n", r.webhooks.len()));
+    for w in &r.webhooks {
+        o.push_str(&format!(
+            "  {:<11} {:<22} {:<32} failurePolicy={:<6} caBundle={}\n",
+            w.kind,
+            cut(&w.configuration, 22),
+            cut(&w.webhook, 32),
+            w.failure_policy,
+            if w.ca_bundle { "set" } else { "MISSING" }
+        ));
+    }
+    if r.webhooks.is_empty() {
+        o.push_str("  none found: job pods are not guarded\n");
+    }
+    o
+}
+
+impl MetaView {
+    /// Decodes `metadata` from a pod as JSON.
+    pub fn deserialize_from(pod: &Value) -> std::result::Result<MetaView, String> {
+        crate::engine::pod::PodView::from_value(pod).map(|p| p.metadata)
+    }
+}

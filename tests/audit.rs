@@ -1,0 +1,229 @@
+//! `runner-fence audit` against an HTTP-level fake of the Kubernetes API on 127.0.0.1.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use common::{fixture, reference};
+use serde_json::{Value, json};
+
+fn node(name: &str, workload: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"workload": workload}},
+        "spec": {"taints": [{"key": "workload", "value": workload, "effect": "NoSchedule"}]}})
+}
+
+fn scheduled(fixture_name: &str, node: &str) -> Value {
+    let mut pod = fixture(fixture_name)["request"]["object"].clone();
+    pod["spec"]["nodeName"] = json!(node);
+    pod["metadata"]["namespace"] = json!("gitlab-runner");
+    if pod["metadata"]["name"].as_str().unwrap_or("").is_empty() {
+        pod["metadata"]["name"] = json!("gitlab-runner-7d9f8b6c5d-q8kzv");
+    }
+    pod
+}
+
+#[derive(Default)]
+struct Calls {
+    node_pages: AtomicUsize,
+}
+
+fn list(kind: &str, items: Vec<Value>, cont: Option<&str>) -> axum::Json<Value> {
+    axum::Json(json!({"apiVersion": "v1", "kind": kind,
+        "metadata": {"resourceVersion": "7", "continue": cont.unwrap_or("")}, "items": items}))
+}
+
+async fn nodes(
+    State(c): State<Arc<Calls>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> axum::Json<Value> {
+    c.node_pages.fetch_add(1, Ordering::SeqCst);
+    // Two pages, to prove the continue token is followed.
+    match q.get("continue").map(String::as_str) {
+        Some("page2") => list("NodeList", vec![node("runner-1", "gitlab-runner")], None),
+        _ => list("NodeList", vec![node("gitlab-1", "gitlab")], Some("page2")),
+    }
+}
+
+async fn pods() -> axum::Json<Value> {
+    list(
+        "PodList",
+        vec![
+            scheduled("plain-job.json", "runner-1"),
+            scheduled("job-with-toleration-overwrite.json", "gitlab-1"),
+            scheduled("runner-manager-pod.json", "gitlab-1"),
+        ],
+        None,
+    )
+}
+
+async fn mwcs() -> axum::Json<Value> {
+    list(
+        "MutatingWebhookConfigurationList",
+        vec![
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "0100-runner-fence"},
+            "webhooks": [{"name": "pods.mutate.runner-fence.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "failurePolicy": "Fail", "clientConfig": {"service": {"name": "runner-fence", "namespace": "runner-fence", "path": "/mutate"}, "caBundle": "Zm9v"}}]}),
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "0500-amazon-eks-fargate-mutation.amazonaws.com"},
+            "webhooks": [{"name": "0500-amazon-eks-fargate-mutation.amazonaws.com", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "clientConfig": {"url": "https://127.0.0.1:23443/mutate"}}]}),
+        ],
+        None,
+    )
+}
+
+async fn vwcs() -> axum::Json<Value> {
+    list(
+        "ValidatingWebhookConfigurationList",
+        vec![
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "runner-fence"},
+            "webhooks": [{"name": "pods.validate.runner-fence.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "failurePolicy": "Ignore", "clientConfig": {"service": {"name": "runner-fence", "namespace": "runner-fence", "path": "/validate"}}}]}),
+        ],
+        None,
+    )
+}
+
+async fn fake_api() -> (std::net::SocketAddr, Arc<Calls>) {
+    let calls = Arc::new(Calls::default());
+    let app = Router::new()
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/namespaces/gitlab-runner/pods", get(pods))
+        .route(
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+            get(mwcs),
+        )
+        .route(
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+            get(vwcs),
+        )
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, calls)
+}
+
+#[tokio::test]
+async fn audit_finds_job_pods_on_gitlab_nodes_and_what_the_policy_would_do() {
+    let (addr, calls) = fake_api().await;
+    let client = kube::Client::try_from(kube::Config::new(
+        format!("http://{addr}").parse().expect("url"),
+    ))
+    .expect("client");
+    let r = runner_fence::audit::collect(client, &reference())
+        .await
+        .expect("audit");
+    assert_eq!(
+        calls.node_pages.load(Ordering::SeqCst),
+        2,
+        "paged node list"
+    );
+    assert_eq!(r.nodes_seen, 2);
+    assert_eq!(r.protected_nodes.len(), 1);
+    assert_eq!(r.protected_nodes[0].name, "gitlab-1");
+    assert_eq!(
+        r.protected_nodes[0].taints,
+        vec!["workload=gitlab:NoSchedule".to_string()]
+    );
+    // The runner manager is not a job pod, even on a GitLab node.
+    assert_eq!(r.job_pods.len(), 2, "{:?}", r.job_pods);
+    let bad = r
+        .job_pods
+        .iter()
+        .find(|p| p.name.contains("concurrent-3"))
+        .expect("toleration pod");
+    assert!(bad.on_protected_node && bad.would_deny);
+    assert!(
+        bad.messages
+            .iter()
+            .any(|m| m.contains("spec.tolerations[0] tolerates workload=gitlab:NoSchedule")),
+        "{:?}",
+        bad.messages
+    );
+    let ok = r
+        .job_pods
+        .iter()
+        .find(|p| p.name.contains("concurrent-0"))
+        .expect("plain pod");
+    assert!(!ok.on_protected_node && !ok.would_deny, "{:?}", ok.messages);
+    assert!(ok.would_patch && ok.changes.iter().any(|c| c.contains("node affinity")));
+    assert_eq!(r.on_protected().count(), 1);
+    assert!(r.has_violations());
+    // Only runner-fence's own webhooks, with their failure policies.
+    assert_eq!(r.webhooks.len(), 2, "{:?}", r.webhooks);
+    assert!(
+        r.webhooks
+            .iter()
+            .any(|w| w.kind == "mutating" && w.failure_policy == "Fail" && w.ca_bundle)
+    );
+    assert!(
+        r.webhooks
+            .iter()
+            .any(|w| w.kind == "validating" && w.failure_policy == "Ignore" && !w.ca_bundle)
+    );
+    let table = runner_fence::audit::table(&r);
+    assert!(table.contains("JOB PODS ON PROTECTED NODES (1)"), "{table}");
+    assert!(table.contains("caBundle=MISSING"), "{table}");
+}
+
+#[tokio::test]
+async fn audit_command_exit_codes_and_json() {
+    let (addr, _) = fake_api().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"http://{addr}\"}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: u}}}}]\ncurrent-context: fake\n"
+        ),
+    )
+    .expect("write");
+    let bin = env!("CARGO_BIN_EXE_runner-fence");
+    let kc = kubeconfig.to_str().unwrap_or("").to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["audit", "--kubeconfig", &kc, "--output", "json"])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["protected_nodes"][0]["name"], "gitlab-1");
+    assert_eq!(v["job_pods"].as_array().map(Vec::len), Some(2));
+    // An unreachable API server is a clear error, exit 2.
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Config\nclusters: [{name: x, cluster: {server: \"http://127.0.0.1:1\"}}]\nusers: [{name: u, user: {}}]\ncontexts: [{name: x, context: {cluster: x, user: u}}]\ncurrent-context: x\n").expect("write");
+    let bad = bad.to_str().unwrap_or("").to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["audit", "--kubeconfig", &bad])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listing nodes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
