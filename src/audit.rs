@@ -162,7 +162,7 @@ fn node_info(n: &Node) -> Option<NodeInfo> {
 
 /// Why a node is protected, if it is.
 pub fn protected_reason(policy: &Policy, node: &NodeInfo) -> Option<String> {
-    if policy.protected_nodes.names.iter().any(|n| *n == node.name) {
+    if policy.protected_nodes.names.contains(&node.name) {
         return Some("listed in protectedNodes.names".into());
     }
     let sel = policy.protected_nodes.label_requirements();
@@ -254,8 +254,8 @@ pub fn analyze(
         };
         // What enforce mode would deny, even when the policy is in audit mode.
         let would_deny = !ev.allowed()
-            || ev.validate_decision.audited.iter().any(|_| true)
-            || ev.mutate_decision.audited.iter().any(|_| true);
+            || !ev.validate_decision.audited.is_empty()
+            || !ev.mutate_decision.audited.is_empty();
         let mut changes = ev.mutate_decision.changes.clone();
         changes.extend(ev.mutate_decision.would_patch.iter().cloned());
         job_pods.push(JobPod {
