@@ -132,6 +132,17 @@ fn benches(c: &mut Criterion) {
     g.bench_function("validate/typical", |b| {
         b.iter(|| admission::decide(&p, Endpoint::Validate, black_box(&v), None))
     });
+    // Policy size: 50 extra profiles and 50 extra protected-node names.
+    let mut big = p.clone();
+    for i in 0..50 {
+        let mut prof = big.placement.profiles["runner-nodes"].clone();
+        prof.pod_labels.insert("team".into(), format!("t{i}"));
+        big.placement.profiles.insert(format!("team-{i}"), prof);
+        big.protected_nodes.names.push(format!("gitlab-node-{i}"));
+    }
+    g.bench_function("mutate+validate/typical-big-policy", |b| {
+        b.iter(|| mutate_then_validate(&big, black_box(&m), black_box(&v), None))
+    });
     // The split: decoding the pod from the request's JSON text, and the rules on the decoded pod.
     let text = serde_json::to_string(&typical["request"]["object"]).expect("json");
     g.bench_function("decode/typical", |b| {

@@ -199,10 +199,14 @@ impl Server {
                 (k, e, None)
             }
             _ => {
-                let g = crate::certs::generate(
-                    &["localhost".into(), "127.0.0.1".into(), "::1".into()],
-                    365,
-                )?;
+                let mut names: Vec<String> =
+                    vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+                // Also the address it listens on, so a non-loopback test setup verifies.
+                let ip = args.addr.ip();
+                if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+                    names.push(ip.to_string());
+                }
+                let g = crate::certs::generate(&names, 365)?;
                 let (k, e) = tls::certified_key(
                     g.cert_pem.as_bytes(),
                     g.key_pem.as_bytes(),
