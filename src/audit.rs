@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, ObjectList};
@@ -148,18 +148,6 @@ where
     Ok(out)
 }
 
-fn node_info(n: &Node) -> Option<NodeInfo> {
-    Some(NodeInfo {
-        name: n.metadata.name.clone()?,
-        labels: n.metadata.labels.clone().unwrap_or_default(),
-        taints: n
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .unwrap_or_default(),
-    })
-}
-
 /// Why a node is protected, if it is.
 pub fn protected_reason(policy: &Policy, node: &NodeInfo) -> Option<String> {
     if policy.protected_nodes.names.contains(&node.name) {
@@ -284,13 +272,39 @@ fn is_ours(name: &str, service: Option<&str>) -> bool {
     name.contains("runner-fence") || service.is_some_and(|s| s.contains("runner-fence"))
 }
 
+/// runner-fence's webhooks among one configuration's (name, clientConfig, failurePolicy).
+fn ours<'a>(
+    kind: &str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    hooks: impl Iterator<Item = (&'a String, &'a WebhookClientConfig, &'a Option<String>)>,
+) -> Vec<WebhookInfo> {
+    let cname = meta.name.clone().unwrap_or_default();
+    let injected = meta
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("cert-manager.io/inject-ca-from"));
+    hooks
+        .filter(|(name, cc, _)| {
+            let svc = cc.service.as_ref().map(|s| s.name.as_str());
+            is_ours(&cname, svc) || is_ours(name, None)
+        })
+        .map(|(name, cc, fp)| WebhookInfo {
+            kind: kind.into(),
+            configuration: cname.clone(),
+            webhook: name.clone(),
+            failure_policy: fp.clone().unwrap_or_else(|| "Fail".into()),
+            ca_bundle: injected || cc.ca_bundle.is_some(),
+        })
+        .collect()
+}
+
 /// Lists nodes, pods and webhook configurations and analyzes them.
 pub async fn collect(client: Client, policy: &Policy) -> Result<Report> {
     let progress = Progress::new();
     let nodes: Vec<NodeInfo> = list_all(&Api::<Node>::all(client.clone()), "nodes", &progress)
         .await?
         .iter()
-        .filter_map(node_info)
+        .filter_map(NodeInfo::from_node)
         .collect();
     // Exact namespaces are listed one by one; prefixes need a cluster-wide list.
     let exact: Vec<&String> = policy
@@ -326,24 +340,12 @@ pub async fn collect(client: Client, policy: &Policy) -> Result<Report> {
     )
     .await?;
     for c in &mwcs {
-        let cname = c.metadata.name.clone().unwrap_or_default();
-        let injected = c
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key("cert-manager.io/inject-ca-from"));
-        for w in c.webhooks.iter().flatten() {
-            let svc = w.client_config.service.as_ref().map(|s| s.name.as_str());
-            if is_ours(&cname, svc) || is_ours(&w.name, None) {
-                webhooks.push(WebhookInfo {
-                    kind: "mutating".into(),
-                    configuration: cname.clone(),
-                    webhook: w.name.clone(),
-                    failure_policy: w.failure_policy.clone().unwrap_or_else(|| "Fail".into()),
-                    ca_bundle: injected || w.client_config.ca_bundle.is_some(),
-                });
-            }
-        }
+        let hooks = c
+            .webhooks
+            .iter()
+            .flatten()
+            .map(|w| (&w.name, &w.client_config, &w.failure_policy));
+        webhooks.extend(ours("mutating", &c.metadata, hooks));
     }
     let vwcs = list_all(
         &Api::<ValidatingWebhookConfiguration>::all(client),
@@ -352,24 +354,12 @@ pub async fn collect(client: Client, policy: &Policy) -> Result<Report> {
     )
     .await?;
     for c in &vwcs {
-        let cname = c.metadata.name.clone().unwrap_or_default();
-        let injected = c
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key("cert-manager.io/inject-ca-from"));
-        for w in c.webhooks.iter().flatten() {
-            let svc = w.client_config.service.as_ref().map(|s| s.name.as_str());
-            if is_ours(&cname, svc) || is_ours(&w.name, None) {
-                webhooks.push(WebhookInfo {
-                    kind: "validating".into(),
-                    configuration: cname.clone(),
-                    webhook: w.name.clone(),
-                    failure_policy: w.failure_policy.clone().unwrap_or_else(|| "Fail".into()),
-                    ca_bundle: injected || w.client_config.ca_bundle.is_some(),
-                });
-            }
-        }
+        let hooks = c
+            .webhooks
+            .iter()
+            .flatten()
+            .map(|w| (&w.name, &w.client_config, &w.failure_policy));
+        webhooks.extend(ours("validating", &c.metadata, hooks));
     }
     progress.done();
     Ok(analyze(policy, &nodes, &pods, webhooks))

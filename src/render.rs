@@ -11,15 +11,9 @@ use crate::policy::{Policy, ResourceName, Role, TolerationOperator};
 pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, String> {
     let name = profile.unwrap_or(&policy.placement.default);
     let Some(prof) = policy.placement.profiles.get(name) else {
-        let known: Vec<&str> = policy
-            .placement
-            .profiles
-            .keys()
-            .map(String::as_str)
-            .collect();
         return Err(format!(
             "unknown profile {name:?}; known profiles: {}",
-            known.join(", ")
+            policy.known_profiles()
         ));
     };
     let mut k = Table::new();

@@ -9,25 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::fixture;
-use runner_fence::server::{LogFormat, ServeArgs, Server};
+use runner_fence::server::{ServeArgs, Server};
 use tokio::io::AsyncWriteExt;
 
 fn args() -> ServeArgs {
-    ServeArgs {
-        policy: None,
-        tls_cert: None,
-        tls_key: None,
-        client_ca: None,
-        ca_out: None,
-        addr: "127.0.0.1:0".parse().expect("addr"),
-        admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        node_cache: false,
-        nodes_file: None,
-        drain_seconds: 5,
-        reload_interval_ms: 50,
-        max_concurrency: 256,
-        log_format: LogFormat::Plain,
-    }
+    common::serve_args()
 }
 
 fn client(cas: &[&str], keep_alive: bool) -> reqwest::Client {

@@ -14,7 +14,7 @@ use rstest::rstest;
 use runner_fence::admission;
 use runner_fence::engine::Endpoint;
 use runner_fence::server::routes::{admin_router, admission_router};
-use runner_fence::server::{LogFormat, ServeArgs, Server, State};
+use runner_fence::server::{ServeArgs, Server, State};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -186,21 +186,7 @@ async fn readiness_flips_on_shutdown_and_waits_for_the_node_cache() {
 // ---- real TLS on 127.0.0.1 ----
 
 fn args() -> ServeArgs {
-    ServeArgs {
-        policy: None,
-        tls_cert: None,
-        tls_key: None,
-        client_ca: None,
-        ca_out: None,
-        addr: "127.0.0.1:0".parse().expect("addr"),
-        admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        node_cache: false,
-        nodes_file: None,
-        drain_seconds: 5,
-        reload_interval_ms: 50,
-        max_concurrency: 64,
-        log_format: LogFormat::Plain,
-    }
+    common::serve_args()
 }
 
 struct Running {

@@ -75,19 +75,13 @@ pub fn validate_pod(
             }
         }
         ProfileRef::Unknown(name) => {
-            let known: Vec<&str> = policy
-                .placement
-                .profiles
-                .keys()
-                .map(String::as_str)
-                .collect();
             out.push(
                 RuleId::Placement,
                 format!("metadata.labels[{}]", policy.placement.profile_label),
                 format!("unknown profile {name}"),
                 format!(
                     "names unknown profile {name:?}; known profiles: {}",
-                    known.join(", ")
+                    policy.known_profiles()
                 ),
             );
         }

@@ -15,18 +15,6 @@ use tokio::sync::watch;
 use super::{NodeInfo, NodeSnapshot};
 use crate::server::State;
 
-fn info(n: &Node) -> Option<NodeInfo> {
-    Some(NodeInfo {
-        name: n.metadata.name.clone()?,
-        labels: n.metadata.labels.clone().unwrap_or_default(),
-        taints: n
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .unwrap_or_default(),
-    })
-}
-
 /// Watches Nodes until `stop`, publishing snapshots into `state`.
 pub async fn run(state: Arc<State>, stop: watch::Receiver<bool>) {
     let client = match Client::try_default().await {
@@ -54,7 +42,7 @@ pub async fn watch_nodes(api: Api<Node>, state: Arc<State>, mut stop: watch::Rec
         match event {
             Ok(Event::Init) => pending = Some(HashMap::new()),
             Ok(Event::InitApply(n)) => {
-                if let (Some(p), Some(i)) = (pending.as_mut(), info(&n)) {
+                if let (Some(p), Some(i)) = (pending.as_mut(), NodeInfo::from_node(&n)) {
                     p.insert(i.name.clone(), i);
                 }
             }
@@ -67,7 +55,7 @@ pub async fn watch_nodes(api: Api<Node>, state: Arc<State>, mut stop: watch::Rec
                 tracing::info!(nodes = nodes.len(), "node cache synced");
             }
             Ok(Event::Apply(n)) => {
-                if let Some(i) = info(&n)
+                if let Some(i) = NodeInfo::from_node(&n)
                     && nodes.get(&i.name) != Some(&i)
                 {
                     nodes.insert(i.name.clone(), i);

@@ -21,6 +21,21 @@ pub struct NodeInfo {
     pub taints: Vec<Taint>,
 }
 
+impl NodeInfo {
+    /// The parts of a Node runner-fence keeps; None for a Node without a name.
+    pub fn from_node(n: &k8s_openapi::api::core::v1::Node) -> Option<NodeInfo> {
+        Some(NodeInfo {
+            name: n.metadata.name.clone()?,
+            labels: n.metadata.labels.clone().unwrap_or_default(),
+            taints: n
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.clone())
+                .unwrap_or_default(),
+        })
+    }
+}
+
 /// An immutable view of the cluster's nodes at one moment, indexed by label
 /// so that finding GitLab's few nodes among thousands of runner nodes is cheap.
 #[derive(Clone, Debug, Default)]

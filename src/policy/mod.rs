@@ -533,6 +533,12 @@ pub enum OnExceed {
 }
 
 impl Policy {
+    /// The profile names, for messages: `fargate, runner-nodes`.
+    pub fn known_profiles(&self) -> String {
+        let names: Vec<&str> = self.placement.profiles.keys().map(String::as_str).collect();
+        names.join(", ")
+    }
+
     /// The mode a rule runs in.
     pub fn rule_mode(&self, rule: RuleId) -> Mode {
         self.rules.get(&rule).copied().unwrap_or(self.mode)

@@ -69,3 +69,22 @@ pub fn review_of(pod: Value, operation: &str) -> Value {
         }
     })
 }
+
+/// `serve` flags for in-process servers on 127.0.0.1 with ephemeral ports.
+pub fn serve_args() -> runner_fence::server::ServeArgs {
+    runner_fence::server::ServeArgs {
+        policy: None,
+        tls_cert: None,
+        tls_key: None,
+        client_ca: None,
+        ca_out: None,
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        node_cache: false,
+        nodes_file: None,
+        drain_seconds: 5,
+        reload_interval_ms: 50,
+        max_concurrency: 256,
+        log_format: runner_fence::server::LogFormat::Plain,
+    }
+}
