@@ -82,6 +82,7 @@ fn affinity() -> impl Strategy<Value = Option<Value>> {
         Just(Some(json!({}))),
         Just(Some(json!({"nodeAffinity": {}}))),
         Just(Some(json!({"podAntiAffinity": {"x-unknown": 1}}))),
+        Just(Some(json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{}]}}}))),
         proptest::collection::vec(proptest::collection::vec(safe_expr(), 0..3), 1..3).prop_map(|terms| {
             let terms: Vec<Value> = terms
                 .into_iter()

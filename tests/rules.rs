@@ -90,6 +90,31 @@ fn label_satisfiability(#[case] spec: Value, #[case] reaches: bool) {
 }
 
 #[test]
+fn terms_that_match_nothing_are_a_placement_denial_not_a_panic() {
+    for terms_json in [
+        json!([{}]),
+        json!([{"matchExpressions": [expr("workload", "Bogus", &["x"])]}]),
+    ] {
+        let d = validate(
+            &reference(),
+            pod(json!({"affinity": terms(terms_json.clone())})),
+            None,
+        );
+        assert_eq!(
+            rules(&d),
+            vec![RuleId::Placement],
+            "{terms_json}: {:?}",
+            d.message()
+        );
+        assert!(
+            d.message()
+                .unwrap_or_default()
+                .contains("has no term that can match any node")
+        );
+    }
+}
+
+#[test]
 fn or_term_denial_names_the_term() {
     let spec = json!({"affinity": terms(json!([
         {"matchExpressions": [RUNNER()]},

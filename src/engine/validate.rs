@@ -325,8 +325,20 @@ fn placement(name: &str, prof: &Profile, pod: &PodView, out: &mut Out) {
         .iter()
         .filter(|(_, reqs, _)| satisfiable(reqs.iter().chain(required)).is_ok())
         .collect();
+    let Some((path, reqs, _)) = alts.first() else {
+        // Every required term is empty or uses an unknown operator: Kubernetes
+        // matches no node with such terms.
+        out.push(
+            RuleId::Placement,
+            TERMS_PATH,
+            "no usable nodeSelectorTerm".into(),
+            format!(
+                "has no term that can match any node, so the pod could never be scheduled; give every term matchExpressions requiring {req_text}"
+            ),
+        );
+        return;
+    };
     if live.is_empty() {
-        let (path, reqs, _) = &alts[0];
         let conflict = satisfiable(reqs.iter().chain(required))
             .err()
             .unwrap_or_default();
