@@ -92,7 +92,9 @@ impl Quantity {
         let scale = 10i128.pow(frac_part.len() as u32);
         let value = mantissa.checked_mul(mul).ok_or_else(|| err("too large"))?;
         // Kubernetes rounds fractions of the smallest unit up.
-        let denom = scale * div;
+        let denom = scale
+            .checked_mul(div)
+            .ok_or_else(|| err("too many digits"))?;
         let mut nanos = value / denom + i128::from(value % denom != 0);
         if nanos > LIMIT {
             return Err(err("too large"));
@@ -231,9 +233,24 @@ mod tests {
     #[case("1e99")]
     #[case("99999999999999999999999999999999999")]
     #[case(".")]
+    #[case("0.000000000000000000000000000001e-18")]
+    #[case("１")]
     fn rejects_garbage(#[case] s: &str) {
         let e = Quantity::parse(s).expect_err(s);
         assert!(e.to_string().contains("invalid quantity"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,40}") {
+            let _ = Quantity::parse(&s);
+        }
+
+        #[test]
+        fn numbers_round_trip(n in 0u64..1_000_000_000, suffix in proptest::sample::select(vec!["", "m", "k", "Mi", "Gi"])) {
+            let q = Quantity::parse(&format!("{n}{suffix}"));
+            proptest::prop_assert!(q.is_ok());
+        }
     }
 
     #[test]
