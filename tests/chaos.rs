@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::fixture;
-use runner_fence::server::{ServeArgs, Server};
+use runner_fence::server::ServeArgs;
 use tokio::io::AsyncWriteExt;
 
 fn args() -> ServeArgs {
@@ -140,13 +140,9 @@ async fn reloads_and_rotation_under_load_lose_nothing() {
     a.policy = Some(policy.clone());
     a.tls_cert = Some(secret_dir.join("tls.crt"));
     a.tls_key = Some(secret_dir.join("tls.key"));
-    let server = Server::bind(a).await.expect("bind");
+    let server = common::start(a).await;
     let port = server.addr.port();
     let state = server.state.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
 
     let cas: Vec<&str> = certs.iter().map(|c| c.ca_pem.as_str()).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -212,23 +208,14 @@ async fn reloads_and_rotation_under_load_lose_nothing() {
         metrics.contains("runner_fence_reloads_total{kind=\"certificate\",result=\"ok\"}"),
         "{metrics}"
     );
-    let _ = tx.send(());
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("stops")
-        .expect("joins")
-        .expect("ok");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_completes_every_accepted_request() {
-    let server = Server::bind(args()).await.expect("bind");
-    let ca = server.generated_ca.clone().expect("ca");
+    let mut server = common::start(args()).await;
+    let ca = server.ca();
     let port = server.addr.port();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let body = Arc::new(body());
@@ -247,14 +234,14 @@ async fn sigterm_under_load_completes_every_accepted_request() {
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = tally.ok.load(Ordering::SeqCst);
-    let _ = tx.send(());
-    let exited = tokio::time::timeout(Duration::from_secs(10), task).await;
+    server.signal_stop();
+    let exited = server.join(Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::SeqCst);
     for w in workers {
         w.await.expect("worker");
     }
-    assert!(exited.is_ok(), "the server exits within the drain time");
+    assert!(exited, "the server exits within the drain time");
     assert!(before > 10, "load was running ({before})");
     assert_eq!(tally.bad_status.load(Ordering::SeqCst), 0);
     assert_eq!(
@@ -270,13 +257,9 @@ async fn sigterm_under_load_completes_every_accepted_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_loris_connections_do_not_starve_real_requests() {
-    let server = Server::bind(args()).await.expect("bind");
-    let ca = server.generated_ca.clone().expect("ca");
+    let server = common::start(args()).await;
+    let ca = server.ca();
     let addr = server.addr;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
     // 1,000 TCP connections that never start TLS.
     let mut idle = Vec::new();
     for _ in 0..1000 {
@@ -344,10 +327,5 @@ async fn idle_and_slow_loris_connections_do_not_starve_real_requests() {
         let _ = l.await;
     }
     drop(idle);
-    let _ = tx.send(());
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("stops")
-        .expect("joins")
-        .expect("ok");
+    server.stop().await;
 }

@@ -25,6 +25,10 @@ fn validate(policy: &Policy, p: Value, nodes: Option<&NodeSnapshot>) -> Decision
         .decision
 }
 
+fn handle(p: &Policy, ep: Endpoint, review: &Value) -> admission::Reviewed {
+    admission::handle(p, ep, &serde_json::to_vec(review).expect("json"), None).expect("review")
+}
+
 fn rules(d: &Decision) -> Vec<RuleId> {
     let mut r: Vec<RuleId> = d.denials.iter().map(|v| v.rule).collect();
     r.sort();
@@ -424,13 +428,7 @@ fn non_pod_kinds_and_missing_objects_are_clear_denials() {
     let mut r = review_of(pod(json!({})), "CREATE");
     r["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
     r["request"]["resource"] = json!({"group": "apps", "version": "v1", "resource": "deployments"});
-    let d = admission::handle(
-        &p,
-        Endpoint::Validate,
-        &serde_json::to_vec(&r).expect("j"),
-        None,
-    )
-    .expect("review");
+    let d = handle(&p, Endpoint::Validate, &r);
     assert!(!d.decision.allowed());
     assert_eq!(d.response["response"]["status"]["code"], 400);
     assert!(
@@ -441,13 +439,7 @@ fn non_pod_kinds_and_missing_objects_are_clear_denials() {
     );
     let mut r = review_of(pod(json!({})), "CREATE");
     r["request"]["object"] = Value::Null;
-    let d = admission::handle(
-        &p,
-        Endpoint::Mutate,
-        &serde_json::to_vec(&r).expect("j"),
-        None,
-    )
-    .expect("review");
+    let d = handle(&p, Endpoint::Mutate, &r);
     assert!(
         d.decision
             .message()
@@ -456,13 +448,7 @@ fn non_pod_kinds_and_missing_objects_are_clear_denials() {
     );
     let mut r = review_of(pod(json!({})), "CREATE");
     r["request"]["object"]["spec"]["containers"] = json!("not a list");
-    let d = admission::handle(
-        &p,
-        Endpoint::Mutate,
-        &serde_json::to_vec(&r).expect("j"),
-        None,
-    )
-    .expect("review");
+    let d = handle(&p, Endpoint::Mutate, &r);
     assert!(
         d.decision
             .message()
@@ -481,13 +467,7 @@ fn update_is_judged_on_what_it_changes() {
     new["metadata"]["labels"] = json!({"x": "y"});
     let mut r = review_of(new, "UPDATE");
     r["request"]["oldObject"] = old.clone();
-    let d = admission::handle(
-        &p,
-        Endpoint::Validate,
-        &serde_json::to_vec(&r).expect("j"),
-        None,
-    )
-    .expect("review");
+    let d = handle(&p, Endpoint::Validate, &r);
     assert!(
         d.decision.allowed(),
         "pre-existing violations do not block an update: {:?}",
@@ -497,22 +477,10 @@ fn update_is_judged_on_what_it_changes() {
     new["spec"]["tolerations"] = json!([{"operator": "Exists"}]);
     let mut r = review_of(new, "UPDATE");
     r["request"]["oldObject"] = old;
-    let d = admission::handle(
-        &p,
-        Endpoint::Validate,
-        &serde_json::to_vec(&r).expect("j"),
-        None,
-    )
-    .expect("review");
+    let d = handle(&p, Endpoint::Validate, &r);
     assert_eq!(rules(&d.decision), vec![RuleId::ProtectedNodes]);
     // UPDATE is never mutated.
-    let m = admission::handle(
-        &p,
-        Endpoint::Mutate,
-        &serde_json::to_vec(&r).expect("j"),
-        None,
-    )
-    .expect("review");
+    let m = handle(&p, Endpoint::Mutate, &r);
     assert!(m.decision.allowed() && m.decision.patch.is_empty());
 }
 

@@ -14,7 +14,7 @@ use rstest::rstest;
 use runner_fence::admission;
 use runner_fence::engine::Endpoint;
 use runner_fence::server::routes::{admin_router, admission_router};
-use runner_fence::server::{ServeArgs, Server, State};
+use runner_fence::server::{ServeArgs, State};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -189,30 +189,6 @@ fn args() -> ServeArgs {
     common::serve_args()
 }
 
-struct Running {
-    addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    state: Arc<State>,
-}
-
-async fn start(args: ServeArgs) -> Running {
-    let server = Server::bind(args).await.expect("bind");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    Running {
-        addr: server.addr,
-        stop: Some(tx),
-        state: server.state.clone(),
-        task: tokio::spawn(async move {
-            let _ = server
-                .run(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        }),
-    }
-}
-
 fn client(ca_pem: &str, http2: bool, identity: Option<&str>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
@@ -245,17 +221,9 @@ async fn post_fixture(
 
 #[tokio::test]
 async fn tls_http1_and_http2_with_a_generated_certificate() {
-    let server = Server::bind(args()).await.expect("bind");
-    let ca = server.generated_ca.clone().expect("generated CA");
-    let (addr, admin, state) = (server.addr, server.admin_addr, server.state.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = server
-            .run(async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
+    let r = common::start(args()).await;
+    let ca = r.ca();
+    let (addr, admin, state) = (r.addr, r.admin, r.state.clone());
     for http2 in [false, true] {
         let c = client(&ca, http2, None);
         let resp = post_fixture(
@@ -304,11 +272,7 @@ async fn tls_http1_and_http2_with_a_generated_certificate() {
         "{metrics}"
     );
     drop(state);
-    let _ = tx.send(());
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("stops")
-        .expect("joins");
+    r.stop().await;
 }
 
 fn write_pair(dir: &Path, g: &runner_fence::certs::Generated) {
@@ -332,7 +296,7 @@ async fn certificate_rotation_through_a_data_symlink_swap() {
     let mut a = args();
     a.tls_cert = Some(dir.path().join("tls.crt"));
     a.tls_key = Some(dir.path().join("tls.key"));
-    let r = start(a).await;
+    let r = common::start(a).await;
     let port = r.addr.port();
     assert!(
         post_fixture(
@@ -399,17 +363,7 @@ async fn certificate_rotation_through_a_data_symlink_swap() {
         metrics.contains("runner_fence_reloads_total{kind=\"certificate\",result=\"failed\"} 1"),
         "{metrics}"
     );
-    stop(r).await;
-}
-
-async fn stop(mut r: Running) {
-    if let Some(tx) = r.stop.take() {
-        let _ = tx.send(());
-    }
-    tokio::time::timeout(Duration::from_secs(10), r.task)
-        .await
-        .expect("stops")
-        .expect("joins");
+    r.stop().await;
 }
 
 #[tokio::test]
@@ -419,18 +373,10 @@ async fn policy_reload_good_then_broken() {
     std::fs::write(&path, runner_fence::policy::EMBEDDED_POLICY).expect("write");
     let mut a = args();
     a.policy = Some(path.clone());
-    let server = Server::bind(a).await.expect("bind");
-    let ca = server.generated_ca.clone().expect("ca");
-    let port = server.addr.port();
-    let state = server.state.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = server
-            .run(async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
+    let r = common::start(a).await;
+    let ca = r.ca();
+    let port = r.addr.port();
+    let state = r.state.clone();
     let c = client(&ca, false, None);
     let allowed = |c: reqwest::Client| async move {
         let v: Value = post_fixture(&c, port, "/validate", "job-with-toleration-overwrite.json")
@@ -472,11 +418,7 @@ async fn policy_reload_good_then_broken() {
         metrics.contains("runner_fence_reloads_total{kind=\"policy\",result=\"failed\"} 1"),
         "{metrics}"
     );
-    let _ = tx.send(());
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("stops")
-        .expect("joins");
+    r.stop().await;
 }
 
 #[tokio::test]
@@ -487,17 +429,9 @@ async fn mtls_accepts_known_clients_and_rejects_others() {
     std::fs::write(dir.path().join("client-ca.crt"), &client_pair.ca_pem).expect("write");
     let mut a = args();
     a.client_ca = Some(dir.path().join("client-ca.crt"));
-    let server = Server::bind(a).await.expect("bind");
-    let ca = server.generated_ca.clone().expect("ca");
-    let port = server.addr.port();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = server
-            .run(async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
+    let r = common::start(a).await;
+    let ca = r.ca();
+    let port = r.addr.port();
     let identity = format!("{}{}", client_pair.cert_pem, client_pair.key_pem);
     let with_cert = post_fixture(
         &client(&ca, false, Some(&identity)),
@@ -532,27 +466,15 @@ async fn mtls_accepts_known_clients_and_rejects_others() {
     );
     let ok = with_cert.expect("a client with a certificate from the client CA is accepted");
     assert_eq!(ok.status(), reqwest::StatusCode::OK);
-    let _ = tx.send(());
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("stops")
-        .expect("joins");
+    r.stop().await;
 }
 
 #[tokio::test]
 async fn shutdown_finishes_an_in_flight_review() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = Server::bind(args()).await.expect("bind");
-    let ca = server.generated_ca.clone().expect("ca");
-    let (addr, admin) = (server.addr, server.admin_addr);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = server
-            .run(async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
+    let mut server = common::start(args()).await;
+    let ca = server.ca();
+    let (addr, admin) = (server.addr, server.admin);
     // A raw TLS client that sends half a request, then waits.
     let mut roots = rustls::RootCertStore::empty();
     for c in runner_fence::certs::parse_chain(ca.as_bytes(), Path::new("ca")).expect("ca") {
@@ -578,7 +500,7 @@ async fn shutdown_finishes_an_in_flight_review() {
     tls.write_all(&body[..body.len() / 2]).await.expect("half");
     tls.flush().await.expect("flush");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let _ = tx.send(());
+    server.signal_stop();
     // Readiness turns 503 while the review is still in flight.
     let mut unready = false;
     for _ in 0..50 {
@@ -612,8 +534,8 @@ async fn shutdown_finishes_an_in_flight_review() {
     let text = String::from_utf8_lossy(&resp);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("\"patchType\":\"JSONPatch\""), "{text}");
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("exits after the drain")
-        .expect("joins");
+    assert!(
+        server.join(Duration::from_secs(10)).await,
+        "exits after the drain"
+    );
 }

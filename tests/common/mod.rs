@@ -88,3 +88,66 @@ pub fn serve_args() -> runner_fence::server::ServeArgs {
         log_format: runner_fence::server::LogFormat::Plain,
     }
 }
+
+/// An in-process runner-fence server on 127.0.0.1.
+pub struct Running {
+    /// Webhook address.
+    pub addr: std::net::SocketAddr,
+    /// Admin address.
+    pub admin: std::net::SocketAddr,
+    /// The generated CA (None with --tls-cert).
+    pub ca: Option<String>,
+    /// Shared state (metrics, readiness).
+    pub state: std::sync::Arc<runner_fence::server::State>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<runner_fence::error::Result<()>>,
+}
+
+/// Binds and runs a server until [`Running::stop`].
+pub async fn start(args: runner_fence::server::ServeArgs) -> Running {
+    let server = runner_fence::server::Server::bind(args)
+        .await
+        .expect("bind");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    Running {
+        addr: server.addr,
+        admin: server.admin_addr,
+        ca: server.generated_ca.clone(),
+        state: server.state.clone(),
+        stop: Some(tx),
+        task: tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        })),
+    }
+}
+
+impl Running {
+    /// The generated CA, which these tests always use.
+    pub fn ca(&self) -> String {
+        self.ca.clone().expect("generated CA")
+    }
+
+    /// Sends the shutdown signal (SIGTERM's effect) without waiting.
+    pub fn signal_stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits for the server to exit after [`Running::signal_stop`]; false on timeout.
+    pub async fn join(self, within: std::time::Duration) -> bool {
+        matches!(
+            tokio::time::timeout(within, self.task).await,
+            Ok(Ok(Ok(())))
+        )
+    }
+
+    /// Signals shutdown and asserts a clean exit within 10 s.
+    pub async fn stop(mut self) {
+        self.signal_stop();
+        assert!(
+            self.join(std::time::Duration::from_secs(10)).await,
+            "server did not stop cleanly"
+        );
+    }
+}
