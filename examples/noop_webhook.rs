@@ -18,8 +18,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
@@ -112,13 +111,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             else {
                 return;
             };
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .keep_alive(true);
-            builder.http2().timer(TokioTimer::new());
+            let builder = runner_fence::server::http_builder();
             let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
         });
     }

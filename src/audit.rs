@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::engine::matching;
-use crate::engine::pod::MetaView;
+use crate::engine::pod::PodView;
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
 use crate::nodes::{NodeInfo, NodeSnapshot};
@@ -200,7 +200,7 @@ pub fn analyze(
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
             .unwrap_or("");
-        let Ok(meta) = MetaView::deserialize_from(pod) else {
+        let Ok(meta) = PodView::from_value(pod).map(|p| p.metadata) else {
             continue;
         };
         if !matching::namespace_matches(policy, ns) || !matching::pod_matches(policy, &meta) {
@@ -447,11 +447,4 @@ pub fn table(r: &Report) -> String {
         o.push_str("  none found: job pods are not guarded\n");
     }
     o
-}
-
-impl MetaView {
-    /// Decodes `metadata` from a pod as JSON.
-    pub fn deserialize_from(pod: &Value) -> std::result::Result<MetaView, String> {
-        crate::engine::pod::PodView::from_value(pod).map(|p| p.metadata)
-    }
 }

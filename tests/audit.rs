@@ -104,13 +104,7 @@ async fn fake_api() -> (std::net::SocketAddr, Arc<Calls>) {
             get(vwcs),
         )
         .with_state(calls.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = common::serve_fake(app).await;
     (addr, calls)
 }
 

@@ -270,24 +270,10 @@ async fn idle_and_slow_loris_connections_do_not_starve_real_requests() {
         );
     }
     // 50 slow-loris clients: TLS, then a request header one byte at a time.
-    let mut roots = rustls::RootCertStore::empty();
-    for c in runner_fence::certs::parse_chain(ca.as_bytes(), Path::new("ca")).expect("ca") {
-        roots.add(c).expect("root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let stop = Arc::new(AtomicBool::new(false));
     let mut loris = Vec::new();
     for _ in 0..50 {
-        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        let mut tls = common::raw_tls(addr, &ca).await;
         let stop = stop.clone();
         loris.push(tokio::spawn(async move {
             for b in b"POST /validate HTTP/1.1\r\nhost: localhost\r\nx-slow: "

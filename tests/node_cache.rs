@@ -78,13 +78,7 @@ async fn node_cache_lists_watches_and_survives_a_broken_watch() {
     let app = Router::new()
         .route("/api/v1/nodes", get(nodes))
         .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = common::serve_fake(app).await;
     let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
     let client = kube::Client::try_from(config).expect("client");
     let state = Arc::new(State::new(common::reference(), true));

@@ -476,21 +476,7 @@ async fn shutdown_finishes_an_in_flight_review() {
     let ca = server.ca();
     let (addr, admin) = (server.addr, server.admin);
     // A raw TLS client that sends half a request, then waits.
-    let mut roots = rustls::RootCertStore::empty();
-    for c in runner_fence::certs::parse_chain(ca.as_bytes(), Path::new("ca")).expect("ca") {
-        roots.add(c).expect("root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let mut tls = connector.connect(name, tcp).await.expect("handshake");
+    let mut tls = common::raw_tls(addr, &ca).await;
     let body = serde_json::to_vec(&fixture("plain-job.json")).expect("json");
     let head = format!(
         "POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",

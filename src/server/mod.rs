@@ -330,6 +330,22 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 type AdmissionService = TowerToHyperService<axum::Router>;
 
+/// The HTTP/1.1 + HTTP/2 connection settings, shared with the benchmark's
+/// no-op baseline so both are measured with the same setup.
+pub fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30));
+    builder
+}
+
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     acceptor: TlsAcceptor,
@@ -346,16 +362,7 @@ async fn serve_connection(
         }
         Err(_) => return,
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30));
+    let builder = http_builder();
     let conn = builder.serve_connection(TokioIo::new(tls), svc);
     tokio::pin!(conn);
     tokio::select! {

@@ -151,3 +151,40 @@ impl Running {
         );
     }
 }
+
+/// Serves `app` on an ephemeral 127.0.0.1 port (fake Kubernetes APIs).
+pub async fn serve_fake(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// A raw TLS connection to `addr` that trusts `ca_pem`, for clients that must
+/// control every byte they send (slow-loris, half-sent requests).
+pub async fn raw_tls(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in
+        runner_fence::certs::parse_chain(ca_pem.as_bytes(), std::path::Path::new("ca")).expect("ca")
+    {
+        roots.add(c).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    connector.connect(name, tcp).await.expect("handshake")
+}
