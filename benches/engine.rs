@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use runner_fence::admission;
 use runner_fence::engine::pod::PodView;
-use runner_fence::engine::{Endpoint, Operation, review_decoded};
+use runner_fence::engine::{Context, Endpoint, Operation, review_decoded};
 use runner_fence::nodes::{NodeInfo, NodeSnapshot};
 use runner_fence::policy;
 use serde_json::{Value, json};
@@ -149,6 +149,10 @@ fn benches(c: &mut Criterion) {
         b.iter(|| PodView::decode(black_box(&text)).map(|p| p.spec.is_some()))
     });
     let (mpod, vpod) = (m.object().expect("object"), v.object().expect("object"));
+    let ctx = Context {
+        namespace: "gitlab-runner",
+        nodes: None,
+    };
     g.bench_function("logic/mutate+validate/typical", |b| {
         b.iter(|| {
             let a = review_decoded(
@@ -157,7 +161,7 @@ fn benches(c: &mut Criterion) {
                 Operation::Create,
                 black_box(mpod),
                 None,
-                None,
+                ctx,
             );
             let c = review_decoded(
                 &p,
@@ -165,12 +169,13 @@ fn benches(c: &mut Criterion) {
                 Operation::Create,
                 black_box(vpod),
                 None,
-                None,
+                ctx,
             );
             (a.outcome, c.outcome)
         })
     });
-    let skipped = request(&fixture("runner-manager-pod.json"));
+    // Out of scope: a job pod in a namespace the policy does not cover.
+    let skipped = request(&fixture("job-pod-other-namespace.json"));
     g.bench_function("validate/skipped", |b| {
         b.iter(|| admission::decide(&p, Endpoint::Validate, black_box(&skipped), None))
     });

@@ -61,8 +61,9 @@ def sent_to_webhook(webhook, review):
     rule_ok = any(resource in r["resources"] and req["operation"] in r["operations"] for r in webhook["rules"])
     if not rule_ok or not namespace_selected(webhook["namespaceSelector"], req["namespace"]):
         return False
-    obj = celpy.json_to_cel(req["object"])
-    return all(bool(p.evaluate({"object": obj})) for _, p in cel_programs(webhook))
+    activation = {"object": celpy.json_to_cel(req["object"]),
+                  "request": celpy.json_to_cel({"namespace": req["namespace"], "operation": req["operation"]})}
+    return all(bool(p.evaluate(activation)) for _, p in cel_programs(webhook))
 
 
 def check_webhooks(docs, overlay, fixtures, audit):
@@ -88,7 +89,10 @@ def check_webhooks(docs, overlay, fixtures, audit):
             for ns in ("runner-fence", "kube-system", "default", "gitlab"):
                 check(not namespace_selected(sel, ns), f"{where}: namespace {ns} must not be selected")
             check(namespace_selected(sel, "gitlab-runner"), f"{where}: gitlab-runner selected")
-            check(len(w.get("matchConditions") or []) >= 1, f"{where}: matchConditions pre-filter")
+            # Scope is the namespace only: no objectSelector, no condition on the object.
+            check(not w.get("objectSelector"), f"{where}: no objectSelector (labels are the attacker's)")
+            for c in w.get("matchConditions") or []:
+                check("object." not in c["expression"], f"{where}: matchCondition {c['name']} must not read the object")
             if overlay == "cert-manager":
                 ann = cfg["metadata"].get("annotations", {})
                 check(ann.get("cert-manager.io/inject-ca-from") == "runner-fence/runner-fence-serving",
@@ -103,29 +107,33 @@ def check_webhooks(docs, overlay, fixtures, audit):
             ops = sorted(o for rule in cfg["webhooks"][0]["rules"] for o in rule["operations"])
             check(ops == ["CREATE"], f"{overlay}: mutating is CREATE only")
         else:
-            check(resources == ["pods", "pods/binding"], f"{overlay}: validating covers pods and pods/binding")
+            check(resources == ["bindings", "pods", "pods/binding", "pods/ephemeralcontainers"],
+                  f"{overlay}: validating covers pods, pods/binding, bindings and pods/ephemeralcontainers")
 
-    # Which fixtures reach the webhooks at all: only runner job pods.
-    jobs = {"plain-job.json", "job-with-services.json", "job-with-aliased-service.json", "fargate-job.json",
-            "kaniko-build-job.json", "dind-privileged-job.json", "job-with-node-selector-overwrite.json",
-            "job-with-toleration-overwrite.json", "job-pod-update.json", "job-pod-update-adds-toleration.json"}
+    # Which fixtures reach the webhooks: every pod in the runner namespace, whatever its name or labels.
     for name, review in fixtures.items():
         op = review["request"]["operation"]
+        in_scope = review["request"]["namespace"] == "gitlab-runner"
         for cfg, kind in ((mwc, "mutating"), (vwc, "validating")):
             sent = sent_to_webhook(cfg["webhooks"][0], review)
-            expected = name in jobs and (kind == "validating" or op == "CREATE")
+            expected = in_scope and (kind == "validating" or op == "CREATE")
             check(sent == expected, f"{overlay}: {kind} webhook {'gets' if sent else 'skips'} {name}")
-    # A binding of a job pod reaches the validating webhook; a binding of another pod does not.
-    for pod, want in (("runner-abc-project-1-concurrent-0-xyz", True), ("gitlab-runner-7d9f8b6c5d-q8kzv", False)):
-        review = {"request": {"resource": {"resource": "pods"}, "subResource": "binding", "operation": "CREATE",
-                              "namespace": "gitlab-runner",
-                              "object": {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
-                                         "target": {"kind": "Node", "name": "n1"}}}}
-        check(sent_to_webhook(vwc["webhooks"][0], review) == want, f"{overlay}: binding of {pod}")
-    # A generateName pod (name still empty) with the runner prefix is caught.
-    gen = {"request": {"resource": {"resource": "pods"}, "operation": "CREATE", "namespace": "gitlab-runner",
-                       "object": {"metadata": {"generateName": "runner-x-"}}}}
-    check(sent_to_webhook(mwc["webhooks"][0], gen), f"{overlay}: generateName job pod reaches the webhook")
+    # Bindings (both paths) and ephemeral containers reach the validating webhook, whatever the pod's name.
+    for pod in ("runner-abc-project-1-concurrent-0-xyz", "gitlab-runner-7d9f8b6c5d-q8kzv", "netshoot"):
+        for resource, sub in (("pods", "binding"), ("bindings", None)):
+            review = {"request": {"resource": {"resource": resource}, "operation": "CREATE", "namespace": "gitlab-runner",
+                                  "object": {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
+                                             "target": {"kind": "Node", "name": "n1"}}}}
+            if sub:
+                review["request"]["subResource"] = sub
+            check(sent_to_webhook(vwc["webhooks"][0], review), f"{overlay}: {resource} {sub or ''} of {pod}")
+        eph = {"request": {"resource": {"resource": "pods"}, "subResource": "ephemeralcontainers", "operation": "UPDATE",
+                           "namespace": "gitlab-runner", "object": {"metadata": {"name": pod}}}}
+        check(sent_to_webhook(vwc["webhooks"][0], eph), f"{overlay}: ephemeral containers of {pod}")
+    # Outside the runner namespaces nothing is sent.
+    other = {"request": {"resource": {"resource": "pods"}, "operation": "CREATE", "namespace": "default",
+                         "object": {"metadata": {"name": "runner-x"}}}}
+    check(not sent_to_webhook(mwc["webhooks"][0], other), f"{overlay}: default namespace is not sent")
 
 
 def check_deployment(docs, overlay):

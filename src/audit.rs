@@ -9,17 +9,18 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams, ObjectList};
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::engine::matching;
 use crate::engine::pod::PodView;
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
 use crate::nodes::{NodeInfo, NodeSnapshot};
 use crate::policy::Policy;
+use crate::render::webhooks::{Gap, Kind, LiveWebhook, coverage_gaps};
 
 const PAGE: u32 = 500;
 
@@ -87,6 +88,9 @@ pub struct Report {
     pub job_pods: Vec<JobPod>,
     /// runner-fence's own webhooks.
     pub webhooks: Vec<WebhookInfo>,
+    /// What the policy covers that the live webhook configurations do not send,
+    /// and fail-open webhooks while the policy enforces.
+    pub coverage_gaps: Vec<Gap>,
 }
 
 impl Report {
@@ -95,11 +99,14 @@ impl Report {
         self.job_pods.iter().filter(|p| p.on_protected_node)
     }
 
-    /// Whether anything is wrong: a job pod on a protected node, or one the policy would deny.
+    /// Whether anything is wrong: a job pod on a protected node, one the policy
+    /// would deny, or a request the cluster does not send to runner-fence.
     pub fn has_violations(&self) -> bool {
-        self.job_pods
-            .iter()
-            .any(|p| p.on_protected_node || p.would_deny)
+        !self.coverage_gaps.is_empty()
+            || self
+                .job_pods
+                .iter()
+                .any(|p| p.on_protected_node || p.would_deny)
     }
 }
 
@@ -153,12 +160,8 @@ pub fn protected_reason(policy: &Policy, node: &NodeInfo) -> Option<String> {
     if policy.protected_nodes.names.contains(&node.name) {
         return Some("listed in protectedNodes.names".into());
     }
-    let sel = policy.protected_nodes.label_requirements();
-    (!sel.is_empty()
-        && sel
-            .iter()
-            .all(|r| crate::engine::selector::matches_labels(&node.labels, r)))
-    .then(|| {
+    crate::engine::validate::labels_protected(policy, node).then(|| {
+        let sel = policy.protected_nodes.label_requirements();
         let s: Vec<String> = sel.iter().map(ToString::to_string).collect();
         format!("labels match {}", s.join(", "))
     })
@@ -169,8 +172,10 @@ pub fn analyze(
     policy: &Policy,
     nodes: &[NodeInfo],
     pods: &[Value],
-    webhooks: Vec<WebhookInfo>,
+    webhooks: Vec<(WebhookInfo, LiveWebhook)>,
 ) -> Report {
+    let live: Vec<LiveWebhook> = webhooks.iter().map(|(_, l)| l.clone()).collect();
+    let webhooks: Vec<WebhookInfo> = webhooks.into_iter().map(|(i, _)| i).collect();
     let snapshot = NodeSnapshot::new(nodes.iter().cloned());
     let protected: Vec<ProtectedNode> = nodes
         .iter()
@@ -200,12 +205,13 @@ pub fn analyze(
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
             .unwrap_or("");
+        // Every pod in a runner namespace is in scope, whatever its name or labels.
+        if !policy.matching.covers(ns) {
+            continue;
+        }
         let Ok(meta) = PodView::from_value(pod).map(|p| p.metadata) else {
             continue;
         };
-        if !matching::namespace_matches(policy, ns) || !matching::pod_matches(policy, &meta) {
-            continue;
-        }
         let node = pod
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
@@ -265,6 +271,7 @@ pub fn analyze(
         nodes_seen: nodes.len(),
         job_pods,
         webhooks,
+        coverage_gaps: coverage_gaps(policy, &live),
     }
 }
 
@@ -272,28 +279,54 @@ fn is_ours(name: &str, service: Option<&str>) -> bool {
     name.contains("runner-fence") || service.is_some_and(|s| s.contains("runner-fence"))
 }
 
-/// runner-fence's webhooks among one configuration's (name, clientConfig, failurePolicy).
+/// The scope-deciding fields of one webhook, whichever its kind.
+struct Hook<'a> {
+    name: &'a String,
+    client: &'a WebhookClientConfig,
+    failure_policy: &'a Option<String>,
+    rules: &'a Option<Vec<k8s_openapi::api::admissionregistration::v1::RuleWithOperations>>,
+    namespace_selector: &'a Option<LabelSelector>,
+    object_selector: &'a Option<LabelSelector>,
+    match_conditions: &'a Option<Vec<k8s_openapi::api::admissionregistration::v1::MatchCondition>>,
+}
+
+/// runner-fence's webhooks among one configuration's.
 fn ours<'a>(
-    kind: &str,
+    kind: Kind,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    hooks: impl Iterator<Item = (&'a String, &'a WebhookClientConfig, &'a Option<String>)>,
-) -> Vec<WebhookInfo> {
+    hooks: impl Iterator<Item = Hook<'a>>,
+) -> Vec<(WebhookInfo, LiveWebhook)> {
     let cname = meta.name.clone().unwrap_or_default();
     let injected = meta
         .annotations
         .as_ref()
         .is_some_and(|a| a.contains_key("cert-manager.io/inject-ca-from"));
     hooks
-        .filter(|(name, cc, _)| {
-            let svc = cc.service.as_ref().map(|s| s.name.as_str());
-            is_ours(&cname, svc) || is_ours(name, None)
+        .filter(|h| {
+            let svc = h.client.service.as_ref().map(|s| s.name.as_str());
+            is_ours(&cname, svc) || is_ours(h.name, None)
         })
-        .map(|(name, cc, fp)| WebhookInfo {
-            kind: kind.into(),
-            configuration: cname.clone(),
-            webhook: name.clone(),
-            failure_policy: fp.clone().unwrap_or_else(|| "Fail".into()),
-            ca_bundle: injected || cc.ca_bundle.is_some(),
+        .map(|h| {
+            let failure_policy = h.failure_policy.clone().unwrap_or_else(|| "Fail".into());
+            (
+                WebhookInfo {
+                    kind: kind.as_str().into(),
+                    configuration: cname.clone(),
+                    webhook: h.name.clone(),
+                    failure_policy: failure_policy.clone(),
+                    ca_bundle: injected || h.client.ca_bundle.is_some(),
+                },
+                LiveWebhook {
+                    kind,
+                    configuration: cname.clone(),
+                    name: h.name.clone(),
+                    failure_policy,
+                    rules: h.rules.clone().unwrap_or_default(),
+                    namespace_selector: h.namespace_selector.clone(),
+                    object_selector: h.object_selector.clone(),
+                    match_conditions: h.match_conditions.clone().unwrap_or_default(),
+                },
+            )
         })
         .collect()
 }
@@ -340,12 +373,16 @@ pub async fn collect(client: Client, policy: &Policy) -> Result<Report> {
     )
     .await?;
     for c in &mwcs {
-        let hooks = c
-            .webhooks
-            .iter()
-            .flatten()
-            .map(|w| (&w.name, &w.client_config, &w.failure_policy));
-        webhooks.extend(ours("mutating", &c.metadata, hooks));
+        let hooks = c.webhooks.iter().flatten().map(|w| Hook {
+            name: &w.name,
+            client: &w.client_config,
+            failure_policy: &w.failure_policy,
+            rules: &w.rules,
+            namespace_selector: &w.namespace_selector,
+            object_selector: &w.object_selector,
+            match_conditions: &w.match_conditions,
+        });
+        webhooks.extend(ours(Kind::Mutating, &c.metadata, hooks));
     }
     let vwcs = list_all(
         &Api::<ValidatingWebhookConfiguration>::all(client),
@@ -354,12 +391,16 @@ pub async fn collect(client: Client, policy: &Policy) -> Result<Report> {
     )
     .await?;
     for c in &vwcs {
-        let hooks = c
-            .webhooks
-            .iter()
-            .flatten()
-            .map(|w| (&w.name, &w.client_config, &w.failure_policy));
-        webhooks.extend(ours("validating", &c.metadata, hooks));
+        let hooks = c.webhooks.iter().flatten().map(|w| Hook {
+            name: &w.name,
+            client: &w.client_config,
+            failure_policy: &w.failure_policy,
+            rules: &w.rules,
+            namespace_selector: &w.namespace_selector,
+            object_selector: &w.object_selector,
+            match_conditions: &w.match_conditions,
+        });
+        webhooks.extend(ours(Kind::Validating, &c.metadata, hooks));
     }
     progress.done();
     Ok(analyze(policy, &nodes, &pods, webhooks))
@@ -445,6 +486,28 @@ pub fn table(r: &Report) -> String {
     }
     if r.webhooks.is_empty() {
         o.push_str("  none found: job pods are not guarded\n");
+    }
+    o.push_str(&format!(
+        "\nCOVERAGE GAPS ({}): what the policy covers that the cluster does not send to runner-fence\n",
+        r.coverage_gaps.len()
+    ));
+    for g in &r.coverage_gaps {
+        let scope = [g.namespace.as_str(), g.request.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        o.push_str(&format!(
+            "  {:<11} {:<40} {}\n",
+            g.webhook.as_str(),
+            if scope.is_empty() {
+                "-".to_string()
+            } else {
+                cut(&scope, 40)
+            },
+            g.reason
+        ));
     }
     o
 }

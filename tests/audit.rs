@@ -64,10 +64,8 @@ async fn mwcs() -> axum::Json<Value> {
     list(
         "MutatingWebhookConfigurationList",
         vec![
-            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": "0100-runner-fence"},
-            "webhooks": [{"name": "pods.mutate.runner-fence.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
-                "failurePolicy": "Fail", "clientConfig": {"service": {"name": "runner-fence", "namespace": "runner-fence", "path": "/mutate"}, "caBundle": "Zm9v"}}]}),
+            // The mutating configuration exactly as `render webhooks` generates it.
+            generated_mutating(),
             json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
             "metadata": {"name": "0500-amazon-eks-fargate-mutation.amazonaws.com"},
             "webhooks": [{"name": "0500-amazon-eks-fargate-mutation.amazonaws.com", "admissionReviewVersions": ["v1"], "sideEffects": "None",
@@ -83,11 +81,28 @@ async fn vwcs() -> axum::Json<Value> {
         vec![
             json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": "runner-fence"},
+            // Hand-broken the old way: a pod-name filter, no bindings or ephemeral
+            // containers, fail-open.
             "webhooks": [{"name": "pods.validate.runner-fence.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
-                "failurePolicy": "Ignore", "clientConfig": {"service": {"name": "runner-fence", "namespace": "runner-fence", "path": "/validate"}}}]}),
+                "failurePolicy": "Ignore", "clientConfig": {"service": {"name": "runner-fence", "namespace": "runner-fence", "path": "/validate"}},
+                "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]},
+                          {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/binding"]}],
+                "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["gitlab-runner"]}]},
+                "matchConditions": [{"name": "runner-job-pod-name", "expression": "object.metadata.name.startsWith('runner-')"}]}]}),
         ],
         None,
     )
+}
+
+fn generated_mutating() -> Value {
+    use runner_fence::render::webhooks::{Options, configurations};
+    let mut opts = Options::service("runner-fence", "runner-fence");
+    opts.ca_bundle = Some(b"-----BEGIN CERTIFICATE-----\n".to_vec());
+    let (m, _) = configurations(&reference(), &opts).expect("render");
+    let mut v = serde_json::to_value(m).expect("json");
+    v["apiVersion"] = json!("admissionregistration.k8s.io/v1");
+    v["kind"] = json!("MutatingWebhookConfiguration");
+    v
 }
 
 async fn fake_api() -> (std::net::SocketAddr, Arc<Calls>) {
@@ -130,8 +145,14 @@ async fn audit_finds_job_pods_on_gitlab_nodes_and_what_the_policy_would_do() {
         r.protected_nodes[0].taints,
         vec!["workload=gitlab:NoSchedule".to_string()]
     );
-    // The runner manager is not a job pod, even on a GitLab node.
-    assert_eq!(r.job_pods.len(), 2, "{:?}", r.job_pods);
+    // Every pod in the runner namespace is in scope: the runner manager too.
+    assert_eq!(r.job_pods.len(), 3, "{:?}", r.job_pods);
+    let manager = r
+        .job_pods
+        .iter()
+        .find(|p| p.name.starts_with("gitlab-runner-"))
+        .expect("manager pod");
+    assert!(manager.on_protected_node, "{manager:?}");
     let bad = r
         .job_pods
         .iter()
@@ -152,7 +173,7 @@ async fn audit_finds_job_pods_on_gitlab_nodes_and_what_the_policy_would_do() {
         .expect("plain pod");
     assert!(!ok.on_protected_node && !ok.would_deny, "{:?}", ok.messages);
     assert!(ok.would_patch && ok.changes.iter().any(|c| c.contains("node affinity")));
-    assert_eq!(r.on_protected().count(), 1);
+    assert_eq!(r.on_protected().count(), 2);
     assert!(r.has_violations());
     // Only runner-fence's own webhooks, with their failure policies.
     assert_eq!(r.webhooks.len(), 2, "{:?}", r.webhooks);
@@ -167,8 +188,30 @@ async fn audit_finds_job_pods_on_gitlab_nodes_and_what_the_policy_would_do() {
             .any(|w| w.kind == "validating" && w.failure_policy == "Ignore" && !w.ca_bundle)
     );
     let table = runner_fence::audit::table(&r);
-    assert!(table.contains("JOB PODS ON PROTECTED NODES (1)"), "{table}");
+    assert!(table.contains("JOB PODS ON PROTECTED NODES (2)"), "{table}");
     assert!(table.contains("caBundle=MISSING"), "{table}");
+    // Coverage: the generated mutating webhook has no gap; the hand-broken
+    // validating one misses bindings, ephemeral containers and every pod whose
+    // name the filter rejects, and fails open.
+    let gaps = &r.coverage_gaps;
+    assert!(
+        gaps.iter()
+            .all(|g| g.webhook == runner_fence::render::webhooks::Kind::Validating),
+        "{gaps:?}"
+    );
+    for want in [
+        "bindings CREATE",
+        "pods/ephemeralcontainers UPDATE",
+        "pods CREATE",
+    ] {
+        assert!(gaps.iter().any(|g| g.request == want), "{want}: {gaps:?}");
+    }
+    assert!(
+        gaps.iter()
+            .any(|g| g.reason.contains("failurePolicy: Ignore")),
+        "{gaps:?}"
+    );
+    assert!(table.contains("COVERAGE GAPS"), "{table}");
 }
 
 #[tokio::test]
@@ -201,7 +244,11 @@ async fn audit_command_exit_codes_and_json() {
     );
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["protected_nodes"][0]["name"], "gitlab-1");
-    assert_eq!(v["job_pods"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["job_pods"].as_array().map(Vec::len), Some(3));
+    assert!(
+        v["coverage_gaps"].as_array().is_some_and(|g| !g.is_empty()),
+        "{v}"
+    );
     // An unreachable API server is a clear error, exit 2.
     let bad = dir.path().join("bad");
     std::fs::write(&bad, "apiVersion: v1\nkind: Config\nclusters: [{name: x, cluster: {server: \"http://127.0.0.1:1\"}}]\nusers: [{name: u, user: {}}]\ncontexts: [{name: x, context: {cluster: x, user: u}}]\ncurrent-context: x\n").expect("write");

@@ -42,6 +42,8 @@ fn eval_json_gives_the_expected_answer_for_every_fixture() {
             "job-with-node-selector-overwrite.json"
                 | "job-with-toleration-overwrite.json"
                 | "job-pod-update-adds-toleration.json"
+                // The manager is fenced too, and this one asks for GitLab's nodes.
+                | "runner-manager-pod.json"
         )
     };
     for name in fixture_names() {
@@ -169,26 +171,28 @@ fn eval_with_a_broken_policy_exits_2_naming_file_line_and_column() {
 }
 
 #[test]
-fn lint_warns_about_the_reference_fargate_profile_and_passes_a_fixed_policy() {
+fn lint_passes_the_reference_and_rejects_a_profile_that_reaches_protected_nodes() {
     let o = run(&["lint", "examples/policy.yaml"]);
-    assert_eq!(o.status.code(), Some(1));
-    let out = stdout(&o);
-    assert!(
-        out.contains(
-            "placement.profiles.fargate.requiredNodeLabels: do not exclude protected nodes"
-        ),
-        "{out}"
-    );
-    assert!(!out.contains("runner-nodes.requiredNodeLabels"), "{out}");
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    // The old reference policy: protected nodes did not exclude Fargate, so the
+    // fargate profile's pods could satisfy them. Now a load error, not a warning.
     let dir = tempfile::tempdir().expect("tmp");
-    let fixed = runner_fence::policy::EMBEDDED_POLICY.replacen(
-        "matchExpressions: []",
-        "matchExpressions:\n    - {key: eks.amazonaws.com/compute-type, operator: DoesNotExist}",
+    let old = runner_fence::policy::EMBEDDED_POLICY.replacen(
+        "operator: NotIn, values: [fargate]}",
+        "operator: Exists}",
         1,
     );
-    let p = write(dir.path(), "fixed.yaml", &fixed);
+    let p = write(dir.path(), "old.yaml", &old);
     let o = run(&["lint", p.to_str().unwrap_or("")]);
-    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains(
+            "placement.profiles.fargate.requiredNodeLabels: do not exclude protected nodes"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let fixed = runner_fence::policy::EMBEDDED_POLICY.to_string();
     // More lint findings: fargate without podLabels, defaults above max, a protected toleration.
     let bad = fixed
         .replacen("      podLabels:\n        use-fargate: \"true\"\n", "", 1)
@@ -204,7 +208,10 @@ fn lint_warns_about_the_reference_fargate_profile_and_passes_a_fixed_policy() {
         );
     let p = write(dir.path(), "bad.yaml", &bad);
     let out = stdout(&run(&["lint", p.to_str().unwrap_or("")]));
-    assert!(out.contains("fargate profile sets no podLabels"), "{out}");
+    assert!(
+        out.contains("no fargate.selectors entry selects this Fargate profile"),
+        "{out}"
+    );
     assert!(out.contains("8 is above resources.max.cpu 4"), "{out}");
     assert!(
         out.contains("tolerates the protected taint workload=gitlab:NoSchedule"),

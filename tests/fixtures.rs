@@ -60,8 +60,10 @@ fn s(v: &str) -> Option<String> {
 #[case::node_selector_override("job-with-node-selector-overwrite.json", true, true, false, &[RuleId::Placement])]
 #[case::toleration_override("job-with-toleration-overwrite.json", true, true, false, &[RuleId::ProtectedNodes])]
 #[case::other_namespace("job-pod-other-namespace.json", false, false, true, &[])]
-#[case::runner_manager("runner-manager-pod.json", false, false, true, &[])]
-#[case::unrelated("unrelated-pod-same-namespace.json", false, false, true, &[])]
+// Every pod in the runner namespace is fenced: the manager (whose fixture asks for
+// GitLab's nodes) and an operator's debug pod included.
+#[case::runner_manager("runner-manager-pod.json", true, true, false, &[RuleId::Placement])]
+#[case::unrelated("unrelated-pod-same-namespace.json", true, true, true, &[])]
 #[case::update_annotation("job-pod-update.json", true, false, true, &[])]
 #[case::update_adds_toleration("job-pod-update-adds-toleration.json", true, false, false, &[RuleId::ProtectedNodes])]
 fn fixture_decisions(
@@ -107,15 +109,35 @@ fn fixture_decisions(
     }
 }
 
+#[test]
+fn the_fargate_fixture_gets_the_fargate_profile_by_its_label() {
+    let ev = evaluate(&reference(), &fixture("fargate-job.json"), None).expect("evaluates");
+    assert_eq!(ev.profile.as_deref(), Some("fargate"));
+    assert!(ev.allowed(), "{:?}", ev.messages());
+    let terms = ev
+        .pod
+        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(Value::as_array)
+        .expect("terms");
+    let want =
+        json!({"key": "eks.amazonaws.com/compute-type", "operator": "In", "values": ["fargate"]});
+    assert!(terms.iter().all(|t| {
+        t["matchExpressions"]
+            .as_array()
+            .is_some_and(|e| e.contains(&want))
+    }));
+    assert_eq!(ev.pod["metadata"]["labels"]["use-fargate"], "true");
+}
+
 #[rstest]
 #[case("plain-job.json")]
 #[case("job-with-services.json")]
 #[case("job-with-aliased-service.json")]
-#[case("fargate-job.json")]
 #[case("kaniko-build-job.json")]
 #[case("dind-privileged-job.json")]
 #[case("job-with-node-selector-overwrite.json")]
 #[case("job-with-toleration-overwrite.json")]
+#[case("unrelated-pod-same-namespace.json")]
 fn patched_job_pods_are_placed_on_runner_nodes(#[case] name: &str) {
     let policy = reference();
     let ev = evaluate(&policy, &fixture(name), None).expect("evaluates");

@@ -48,6 +48,25 @@ fn every_manifest_is_yaml() {
 }
 
 #[test]
+fn the_shipped_webhook_configurations_are_generated_from_the_policy() {
+    // `runner-fence render webhooks` output for the reference policy; regenerate with
+    //   cargo run -- render webhooks > manifests/base/webhooks.yaml
+    let policy = runner_fence::policy::embedded().expect("policy");
+    let opts = runner_fence::render::webhooks::Options::service("runner-fence", "runner-fence");
+    let want = runner_fence::render::webhooks::render_yaml(&policy, &opts).expect("render");
+    assert!(
+        read("manifests/base/webhooks.yaml") == want,
+        "manifests/base/webhooks.yaml differs from `runner-fence render webhooks`; regenerate it"
+    );
+    // And the CLI prints exactly that.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+        .args(["render", "webhooks"])
+        .output()
+        .expect("runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
+
+#[test]
 fn webhook_names_and_ordering() {
     let text = read("manifests/base/webhooks.yaml");
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("yaml");

@@ -5,7 +5,7 @@ mod common;
 use common::{reference, reference_with, review_of};
 use rstest::rstest;
 use runner_fence::admission;
-use runner_fence::engine::{Decision, Endpoint, Outcome};
+use runner_fence::engine::{Cause, Decision, Endpoint, Outcome};
 use runner_fence::nodes::{NodeInfo, NodeSnapshot};
 use runner_fence::policy::{Policy, RuleId};
 use serde_json::{Value, json};
@@ -81,8 +81,7 @@ fn label_satisfiability(#[case] spec: Value, #[case] reaches: bool) {
         .iter()
         .filter(|v| {
             v.rule == RuleId::ProtectedNodes
-                && v.message
-                    .contains("protected GitLab nodes (workload=gitlab)")
+                && matches!(v.cause, Cause::ReachesProtectedLabels { .. })
         })
         .collect();
     assert_eq!(
@@ -214,13 +213,10 @@ fn node_names_are_checked_against_the_names_list_and_the_node_cache() {
 #[test]
 fn live_check_denies_what_real_nodes_allow() {
     // Protected by a label the static check cannot reason about: only real nodes show the risk.
-    let p = reference_with(
-        "matchLabels:\n    workload: gitlab",
-        "matchLabels:\n    zone: b",
-    );
     let spec = json!({"affinity": terms(json!([{"matchExpressions": [expr("workload", "In", &["gitlab"])]}]))});
-    let mut no_labels_policy = p.clone();
+    let mut no_labels_policy = reference();
     no_labels_policy.protected_nodes.match_labels.clear();
+    no_labels_policy.protected_nodes.match_expressions.clear();
     no_labels_policy.protected_nodes.names = vec!["untainted-gitlab".into()];
     let d = validate(&no_labels_policy, pod(spec.clone()), None);
     assert!(
@@ -273,7 +269,7 @@ fn bindings_to_protected_nodes_are_denied() {
         )
         .allowed()
     );
-    // Not a job pod's binding: skipped even on a GitLab node.
+    // Whatever the pod is called: a binding carries no labels, and names exempt nothing.
     assert_eq!(
         run(
             binding("gitlab-1", "gitlab-runner-abc"),
@@ -281,6 +277,19 @@ fn bindings_to_protected_nodes_are_denied() {
             Endpoint::Validate
         )
         .outcome,
+        Outcome::Denied
+    );
+    // The legacy `bindings` resource is the same request by another path.
+    let mut legacy = binding("gitlab-1", "netshoot");
+    legacy["request"]["resource"]["resource"] = json!("bindings");
+    legacy["request"]["subResource"] = Value::Null;
+    let d = run(legacy.clone(), Some(&cluster()), Endpoint::Validate);
+    assert_eq!(d.outcome, Outcome::Denied, "{:?}", d.message());
+    assert_eq!(d.denials[0].rule, RuleId::ProtectedNodes);
+    // Outside the runner namespaces a binding is none of runner-fence's business.
+    legacy["request"]["namespace"] = json!("default");
+    assert_eq!(
+        run(legacy, Some(&cluster()), Endpoint::Validate).outcome,
         Outcome::Skipped
     );
     // /mutate answers bindings with allowed and no patch.
@@ -435,7 +444,7 @@ fn non_pod_kinds_and_missing_objects_are_clear_denials() {
         d.decision
             .message()
             .unwrap_or_default()
-            .contains("only pods and pods/binding")
+            .contains("only pods, pods/binding, bindings and pods/ephemeralcontainers")
     );
     let mut r = review_of(pod(json!({})), "CREATE");
     r["request"]["object"] = Value::Null;

@@ -112,7 +112,7 @@ fn print_summary(name: &str, ev: &Evaluation) {
     }
     for d in [&ev.mutate_decision, &ev.validate_decision] {
         for v in &d.denials {
-            println!("  deny: {}", v.message);
+            println!("  deny: {v}");
         }
         if let Some(e) = &d.error {
             println!("  deny: {e}");

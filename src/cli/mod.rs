@@ -133,6 +133,40 @@ enum RenderCommand {
         #[arg(long)]
         profile: Option<String>,
     },
+    /// The Mutating/ValidatingWebhookConfiguration scoped by the policy's namespaces.
+    Webhooks(WebhooksArgs),
+}
+
+/// `render webhooks` flags.
+#[derive(clap::Args, Debug)]
+struct WebhooksArgs {
+    /// Policy file (default: the embedded reference policy).
+    #[arg(long, env = "RUNNER_FENCE_POLICY")]
+    policy: Option<PathBuf>,
+    /// Service name the apiserver calls (ignored with --url).
+    #[arg(long, default_value = "runner-fence")]
+    service: String,
+    /// The webhook's own namespace: the Service's, and never reviewed.
+    #[arg(long, default_value = "runner-fence")]
+    namespace: String,
+    /// Service port.
+    #[arg(long, default_value_t = 443)]
+    port: i32,
+    /// Call the webhook at this URL base instead of a Service (e.g. https://127.0.0.1:18443).
+    #[arg(long)]
+    url: Option<String>,
+    /// PEM CA bundle file to put in caBundle (omit when cert-manager or kustomize injects it).
+    #[arg(long)]
+    ca_bundle: Option<PathBuf>,
+    /// failurePolicy of the mutating webhook.
+    #[arg(long, value_enum, default_value = "fail")]
+    mutate_failure_policy: crate::render::webhooks::FailurePolicy,
+    /// failurePolicy of the validating webhook.
+    #[arg(long, value_enum, default_value = "fail")]
+    validate_failure_policy: crate::render::webhooks::FailurePolicy,
+    /// timeoutSeconds of both webhooks (1-5).
+    #[arg(long, default_value_t = 5)]
+    timeout_seconds: i32,
 }
 
 /// Parses arguments and runs the verb.
@@ -217,6 +251,7 @@ fn run(cli: Cli) -> u8 {
                 }
             }
         }
+        Command::Render(RenderCommand::Webhooks(args)) => render_webhooks(args),
         Command::Audit {
             kubeconfig,
             context,
@@ -278,6 +313,70 @@ fn audit(
             } else {
                 EXIT_OK
             }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+fn render_webhooks(a: WebhooksArgs) -> u8 {
+    use crate::render::webhooks::{Client, Options, render_yaml};
+    let p = match load_policy(a.policy.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let ca_bundle = match a.ca_bundle.as_deref().map(std::fs::read).transpose() {
+        Ok(ca) => ca,
+        Err(e) => {
+            eprintln!(
+                "error: --ca-bundle {}: {e}",
+                a.ca_bundle
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display()
+            );
+            return EXIT_BAD_INPUT;
+        }
+    };
+    if let Some(ca) = &ca_bundle
+        && !String::from_utf8_lossy(ca).contains("-----BEGIN CERTIFICATE-----")
+    {
+        eprintln!("error: --ca-bundle is not a PEM certificate bundle");
+        return EXIT_BAD_INPUT;
+    }
+    let client = match a.url {
+        Some(base) if base.starts_with("https://") => Client::Url {
+            base,
+            namespace: a.namespace,
+        },
+        Some(base) => {
+            eprintln!(
+                "error: --url {base:?} must start with https:// (the apiserver calls webhooks over TLS only)"
+            );
+            return EXIT_BAD_INPUT;
+        }
+        None => Client::Service {
+            name: a.service,
+            namespace: a.namespace,
+            port: a.port,
+        },
+    };
+    let opts = Options {
+        client,
+        ca_bundle,
+        mutate_failure_policy: a.mutate_failure_policy,
+        validate_failure_policy: a.validate_failure_policy,
+        timeout_seconds: a.timeout_seconds,
+    };
+    match render_yaml(&p, &opts) {
+        Ok(y) => {
+            print!("{y}");
+            EXIT_OK
         }
         Err(e) => {
             eprintln!("error: {e}");

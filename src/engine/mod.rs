@@ -3,7 +3,6 @@
 //! No I/O, no clock, no globals: the server, `eval` and `test` all call
 //! [`review`], so what CI tests is what the cluster runs.
 
-pub mod matching;
 pub mod mutate;
 pub mod pod;
 pub mod selector;
@@ -18,7 +17,7 @@ use crate::nodes::NodeSnapshot;
 use crate::policy::{Mode, Policy, RuleId};
 pub use mutate::{Mutation, PROFILE_ANNOTATION};
 use pod::PodView;
-pub use validate::{ProfileRef, Violation};
+pub use validate::{Cause, Context, FargateIssue, NodeRef, ProfileRef, ProtectedBy, Violation};
 
 /// Which webhook is asking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,7 +184,7 @@ impl Decision {
         if self.denials.is_empty() {
             return None;
         }
-        let msgs: Vec<&str> = self.denials.iter().map(|v| v.message.as_str()).collect();
+        let msgs: Vec<String> = self.denials.iter().map(ToString::to_string).collect();
         Some(format!(
             "runner-fence denied the job pod: {}",
             msgs.join("; ")
@@ -204,7 +203,7 @@ impl Decision {
         let mut w: Vec<String> = self
             .audited
             .iter()
-            .map(|v| format!("runner-fence audit: would deny: {}", v.message))
+            .map(|v| format!("runner-fence audit: would deny: {v}"))
             .collect();
         if !self.would_patch.is_empty() {
             w.push(format!(
@@ -219,7 +218,7 @@ impl Decision {
     pub fn audit_annotations(&self) -> BTreeMap<String, String> {
         let mut a = BTreeMap::new();
         if !self.audited.is_empty() {
-            let msgs: Vec<&str> = self.audited.iter().map(|v| v.message.as_str()).collect();
+            let msgs: Vec<String> = self.audited.iter().map(ToString::to_string).collect();
             a.insert("would-deny".to_string(), msgs.join("; "));
         }
         if !self.would_patch.is_empty() {
@@ -233,34 +232,38 @@ impl Decision {
 }
 
 /// Reviews one admission request.
+///
+/// Scope is the namespace alone (SPEC §2): every pod, binding and ephemeral
+/// container in a runner namespace is reviewed, whatever its name or labels.
 pub fn review(
     policy: &Policy,
     endpoint: Endpoint,
     req: &Request<'_>,
     nodes: Option<&NodeSnapshot>,
 ) -> Decision {
-    let is_pods = req.group.is_empty() && req.resource == "pods";
-    match (is_pods, req.sub_resource) {
-        (true, "") => {}
-        (true, "binding") => return review_binding(policy, endpoint, req, nodes),
-        // Other pod subresources (status, ephemeralcontainers, eviction...) are not placement.
-        (true, _) => return Decision::skipped(),
-        (false, _) => {
+    let core = req.group.is_empty();
+    let target = match (core, req.resource, req.sub_resource) {
+        (true, "pods", "") => Target::Pod,
+        (true, "pods", "binding") | (true, "bindings", "") => Target::Binding,
+        (true, "pods", "ephemeralcontainers") => Target::Pod,
+        // Other pod subresources (status, eviction, exec...) cannot change placement.
+        (true, "pods", _) => return Decision::skipped(),
+        _ => {
             return Decision::error(format!(
-                "runner-fence reviews only pods and pods/binding, but was sent {}/{} {}; fix the rules of the webhook configuration",
-                if req.group.is_empty() {
-                    "core"
-                } else {
-                    req.group
-                },
+                "runner-fence reviews only pods, pods/binding, bindings and pods/ephemeralcontainers, but was sent {}/{} {}; fix the rules of the webhook configuration",
+                if core { "core" } else { req.group },
                 req.resource,
                 req.kind
             ));
         }
+    };
+    if !policy.matching.covers(req.namespace) {
+        return Decision::skipped();
     }
-    if !matches!(req.operation, Operation::Create | Operation::Update)
-        || !matching::namespace_matches(policy, req.namespace)
-    {
+    if target == Target::Binding {
+        return review_binding(policy, endpoint, req, nodes);
+    }
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
         return Decision::skipped();
     }
     if let Some(e) = req.object_error {
@@ -273,52 +276,59 @@ pub fn review(
             req.name
         ));
     };
-    if !matching::pod_matches(policy, &pod.metadata) {
-        return Decision::skipped();
-    }
-    review_decoded(policy, endpoint, req.operation, pod, req.old_object, nodes)
+    let ctx = Context {
+        namespace: req.namespace,
+        nodes,
+    };
+    review_decoded(policy, endpoint, req.operation, pod, req.old_object, ctx)
 }
 
-/// The engine on a job pod in a runner namespace (and, for UPDATE, the stored pod).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Pod,
+    Binding,
+}
+
+/// The engine on a pod in a runner namespace (and, for UPDATE, the stored pod).
 pub fn review_decoded(
     policy: &Policy,
     endpoint: Endpoint,
     operation: Operation,
     pod: &PodView,
     old_object: Option<&PodView>,
-    nodes: Option<&NodeSnapshot>,
+    ctx: Context<'_>,
 ) -> Decision {
-    let profile = resolve_profile(policy, pod);
+    let profile = resolve_profile(policy, ctx.namespace, pod);
     let mut d = Decision {
         matched: true,
-        profile: Some(profile_name(&profile).to_string()),
+        profile: Some(profile.name().to_string()),
         ..Decision::skipped()
     };
     match (endpoint, operation) {
-        (Endpoint::Mutate, Operation::Create) => mutate_step(policy, &profile, pod, &mut d),
+        (Endpoint::Mutate, Operation::Create) => mutate_step(policy, &profile, pod, ctx, &mut d),
         // Mutation is for CREATE only: pods are mostly immutable afterwards.
         (Endpoint::Mutate, _) => d.outcome = Outcome::Allowed,
         (Endpoint::Validate, op) => {
             let mut violations = if policy.mode == Mode::Audit && op == Operation::Create {
                 // Audit judges the pod as enforce mode's mutation would have left it.
                 match mutated_view(policy, &profile, pod) {
-                    Ok(mutated) => validate::validate_pod(policy, &profile, &mutated, nodes),
+                    Ok(mutated) => {
+                        let profile = resolve_profile(policy, ctx.namespace, &mutated);
+                        validate::validate_pod(policy, &profile, &mutated, ctx)
+                    }
                     Err(e) => return Decision::error(e),
                 }
             } else {
-                validate::validate_pod(policy, &profile, pod, nodes)
+                validate::validate_pod(policy, &profile, pod, ctx)
             };
             if op == Operation::Update {
-                // Only what this update introduces: an operator's label edit on
-                // a pod admitted under an older policy must not be blocked.
+                // Only what this update introduces, compared as data (rule, path,
+                // cause): an operator's label edit on a pod admitted under an older
+                // policy must not be blocked, and rewording never changes a decision.
                 if let Some(old) = old_object {
-                    let old_profile = resolve_profile(policy, old);
-                    let before = validate::validate_pod(policy, &old_profile, old, nodes);
-                    violations.retain(|v| {
-                        !before
-                            .iter()
-                            .any(|b| b.rule == v.rule && b.subject == v.subject)
-                    });
+                    let old_profile = resolve_profile(policy, ctx.namespace, old);
+                    let before = validate::validate_pod(policy, &old_profile, old, ctx);
+                    violations.retain(|v| !before.contains(v));
                 }
             }
             split_by_mode(policy, violations, &mut d);
@@ -327,36 +337,55 @@ pub fn review_decoded(
     d
 }
 
-fn profile_name<'a>(p: &ProfileRef<'a>) -> &'a str {
-    match p {
-        ProfileRef::Known(n, _) | ProfileRef::Unknown(n) => n,
-    }
-}
-
-/// The profile named by the pod's label, or the default.
-pub fn resolve_profile<'a>(policy: &'a Policy, pod: &'a PodView) -> ProfileRef<'a> {
-    let name = pod
-        .labels()
+/// The pod's profile (SPEC §3.1): the profile label, else the first profile
+/// (by name) whose selector matches the pod's labels, else the default. Labels
+/// only choose among profiles; a profile the namespace may not use is reported.
+pub fn resolve_profile<'a>(
+    policy: &'a Policy,
+    namespace: &str,
+    pod: &'a PodView,
+) -> ProfileRef<'a> {
+    let labels = pod.labels();
+    let name = labels
         .get(&policy.placement.profile_label)
         .map(String::as_str)
+        .or_else(|| {
+            policy
+                .placement
+                .profiles
+                .iter()
+                .find(|(_, p)| {
+                    p.selector.as_ref().is_some_and(|s| {
+                        !s.is_empty()
+                            && s.requirements()
+                                .all(|r| selector::matches_labels(labels, &r))
+                    })
+                })
+                .map(|(n, _)| n.as_str())
+        })
         .unwrap_or(&policy.placement.default);
     match policy.placement.profiles.get_key_value(name) {
-        Some((n, p)) => ProfileRef::Known(n, p),
+        Some((n, p)) if p.allowed_in(namespace) => ProfileRef::Known(n, p),
+        Some((n, _)) => ProfileRef::NotAllowed(n),
         None => ProfileRef::Unknown(name),
     }
 }
 
-fn mutate_step(policy: &Policy, profile: &ProfileRef<'_>, pod: &PodView, d: &mut Decision) {
-    let (name, prof) = match profile {
-        ProfileRef::Known(n, p) => (*n, *p),
-        ProfileRef::Unknown(_) => {
-            let v = validate::validate_pod(policy, profile, pod, None)
-                .into_iter()
-                .filter(|v| v.rule == RuleId::Placement)
-                .collect();
-            split_by_mode(policy, v, d);
-            return;
-        }
+fn mutate_step(
+    policy: &Policy,
+    profile: &ProfileRef<'_>,
+    pod: &PodView,
+    ctx: Context<'_>,
+    d: &mut Decision,
+) {
+    let ProfileRef::Known(name, prof) = profile else {
+        // Unknown or not allowed here: nothing to inject; say why at once.
+        let v = validate::validate_pod(policy, profile, pod, Context { nodes: None, ..ctx })
+            .into_iter()
+            .filter(|v| v.rule == RuleId::Placement)
+            .collect();
+        split_by_mode(policy, v, d);
+        return;
     };
     let m = mutate::mutate(policy, name, prof, pod);
     if m.ops.is_empty() {
@@ -410,16 +439,16 @@ fn split_by_mode(policy: &Policy, violations: Vec<Violation>, d: &mut Decision) 
     };
 }
 
+/// `pods/binding` and the legacy `bindings` resource: a Binding names the pod
+/// (`request.name`) and the node; labels are not available, so every binding
+/// in a runner namespace is checked.
 fn review_binding(
     policy: &Policy,
     endpoint: Endpoint,
     req: &Request<'_>,
     nodes: Option<&NodeSnapshot>,
 ) -> Decision {
-    if req.operation != Operation::Create
-        || !matching::namespace_matches(policy, req.namespace)
-        || !matching::name_matches(policy, req.name)
-    {
+    if req.operation != Operation::Create {
         return Decision::skipped();
     }
     let mut d = Decision {
@@ -429,6 +458,9 @@ fn review_binding(
     if endpoint == Endpoint::Mutate {
         d.outcome = Outcome::Allowed;
         return d;
+    }
+    if let Some(e) = req.object_error {
+        return Decision::error(e.to_string());
     }
     let target = req
         .object

@@ -100,6 +100,9 @@ pub struct SpecView {
     /// `volumes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<VolumeView>>,
+    /// Pod-level `resources` (Kubernetes 1.32+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 /// A pod as the engine sees it (or, for `pods/binding`, a Binding: then only

@@ -6,55 +6,385 @@ use super::pod::{PodView, TERMS_PATH, fields_match, term_node_names, term_requir
 use super::selector::{implies, matches_labels, satisfiable};
 use super::tolerations::Tol;
 use crate::nodes::{NodeInfo, NodeSnapshot};
-use crate::policy::{Operator, Policy, Profile, Requirement, ResourceName, RuleId};
+use k8s_openapi::api::core::v1::ResourceRequirements;
+
+use crate::policy::{Operator, Policy, Profile, Requirement, ResourceName, RuleId, TaintSpec};
 use crate::quantity::Quantity;
 
-/// One broken rule.
+/// One broken rule: which rule, where, and the typed cause. The wording is
+/// produced only when it is shown ([`fmt::Display`]), so rewording a message
+/// never changes a decision (UPDATE compares violations as data).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// The rule id.
     pub rule: RuleId,
     /// Field path, e.g. `spec.tolerations[2]`.
     pub path: String,
-    /// What is offending, without positions: stable when a list is reordered,
-    /// so an UPDATE can tell old violations from new ones.
-    pub subject: String,
-    /// Full message: `rule: path what; fix`.
-    pub message: String,
+    /// What is wrong, as data.
+    pub cause: Cause,
+}
+
+/// Why a node counts as protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtectedBy {
+    /// Listed in `protectedNodes.names`.
+    Name,
+    /// The node cache shows labels matching `protectedNodes`.
+    Labels,
+}
+
+/// Why a container or pod cannot run on Fargate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FargateIssue {
+    /// A privileged container (ephemeral ones included).
+    Privileged {
+        /// Container name.
+        container: String,
+    },
+    /// `hostNetwork`, `hostPID` or `hostIPC`.
+    HostNamespace {
+        /// The spec field.
+        flag: &'static str,
+    },
+    /// A `hostPort`.
+    HostPort {
+        /// Container name.
+        container: String,
+        /// The container port.
+        port: i32,
+    },
+    /// A `hostPath` volume.
+    HostPath {
+        /// Volume name.
+        volume: String,
+    },
+}
+
+/// The typed cause of a violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// The pod's constraints (empty: none) can be met by a node with the protected labels.
+    ReachesProtectedLabels {
+        /// The alternative's requirements.
+        constraints: Vec<Requirement>,
+        /// The protected nodes' label selector.
+        protected: Vec<Requirement>,
+    },
+    /// nodeName, a matchFields entry or a binding names a protected node.
+    NamesProtectedNode {
+        /// The node.
+        node: String,
+        /// Why it is protected.
+        by: ProtectedBy,
+        /// What names it.
+        via: NodeRef,
+    },
+    /// A toleration tolerates a protected taint.
+    ToleratesProtectedTaint {
+        /// The toleration, described.
+        toleration: String,
+        /// Whether it is an `Exists` toleration (wider than it looks).
+        exists: bool,
+        /// The protected taint.
+        taint: TaintSpec,
+    },
+    /// Real protected nodes whose labels match and whose taints are tolerated.
+    SchedulableOnProtected {
+        /// Node names, sorted.
+        nodes: Vec<String>,
+    },
+    /// `spec.nodeName` is set.
+    NodeNameSet {
+        /// The node.
+        node: String,
+    },
+    /// The profile label names a profile the policy does not define.
+    UnknownProfile {
+        /// The name asked for.
+        name: String,
+        /// Profiles the namespace may use.
+        allowed: Vec<String>,
+    },
+    /// The profile exists but this namespace may not use it.
+    ProfileNotAllowed {
+        /// The profile.
+        name: String,
+        /// The pod's namespace.
+        namespace: String,
+        /// Profiles the namespace may use.
+        allowed: Vec<String>,
+    },
+    /// No required nodeSelectorTerm can match any node.
+    NoUsableTerm {
+        /// The profile's requirements.
+        required: Vec<Requirement>,
+    },
+    /// A constraint contradicts the profile's requirements.
+    ConflictsWithProfile {
+        /// The offending requirements.
+        culprit: Vec<Requirement>,
+        /// Profile name.
+        profile: String,
+        /// The profile's requirements.
+        required: Vec<Requirement>,
+    },
+    /// An alternative lacks one of the profile's requirements.
+    MissingRequirement {
+        /// The requirement.
+        requirement: Requirement,
+        /// Profile name.
+        profile: String,
+    },
+    /// Something Fargate cannot run on a pod EKS sends to Fargate.
+    Fargate {
+        /// What.
+        issue: FargateIssue,
+        /// A non-Fargate profile to suggest, if any.
+        alternative: Option<String>,
+    },
+    /// A request above `resources.max`.
+    RequestAboveMax {
+        /// Container name; `None` for the pod-level `spec.resources`.
+        container: Option<String>,
+        /// cpu or memory.
+        resource: &'static str,
+        /// The request.
+        request: Quantity,
+        /// The cap.
+        max: Quantity,
+    },
+    /// A limit below its request.
+    LimitBelowRequest {
+        /// Container name; `None` for the pod-level `spec.resources`.
+        container: Option<String>,
+        /// Resource name.
+        resource: String,
+        /// The limit.
+        limit: Quantity,
+        /// The request.
+        request: Quantity,
+    },
+}
+
+/// What names a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRef {
+    /// `spec.nodeName`
+    NodeName,
+    /// A `matchFields` entry.
+    MatchFields,
+    /// A `pods/binding` or `bindings` target.
+    Binding,
 }
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        write!(f, "{}: {} ", self.rule, self.path)?;
+        match &self.cause {
+            Cause::ReachesProtectedLabels {
+                constraints,
+                protected,
+            } => {
+                let sel = selector_text(protected);
+                if constraints.is_empty() {
+                    write!(
+                        f,
+                        "has no nodeSelector or required node affinity, so nothing keeps the pod off"
+                    )?;
+                } else {
+                    write!(f, "({}) does not exclude", selector_text(constraints))?;
+                }
+                write!(
+                    f,
+                    " protected GitLab nodes ({sel}); require a label those nodes lack (the mutating webhook adds the profile's), and remove any KUBERNETES_NODE_SELECTOR_* override"
+                )
+            }
+            Cause::NamesProtectedNode { node, by, via } => {
+                let why = match by {
+                    ProtectedBy::Name => "listed in protectedNodes.names",
+                    ProtectedBy::Labels => "its labels match protectedNodes",
+                };
+                match via {
+                    NodeRef::NodeName => write!(
+                        f,
+                        "names protected GitLab node {node} ({why}); remove spec.nodeName"
+                    ),
+                    NodeRef::MatchFields => write!(
+                        f,
+                        "names protected GitLab node {node} ({why}); remove the matchFields entry"
+                    ),
+                    NodeRef::Binding => write!(
+                        f,
+                        "binds the job pod to protected GitLab node {node} ({why}); job pods must run on runner nodes or Fargate"
+                    ),
+                }
+            }
+            Cause::ToleratesProtectedTaint {
+                toleration,
+                exists,
+                taint,
+            } => {
+                write!(f, "tolerates {taint} of protected GitLab nodes")?;
+                if *exists {
+                    write!(f, " (it tolerates {toleration})")?;
+                }
+                write!(f, "; remove the KUBERNETES_NODE_TOLERATIONS_* override")
+            }
+            Cause::SchedulableOnProtected { nodes } => {
+                let shown: Vec<&str> = nodes.iter().take(3).map(String::as_str).collect();
+                let more = nodes.len().saturating_sub(shown.len());
+                write!(
+                    f,
+                    "can be scheduled on protected GitLab node{} {}",
+                    if nodes.len() > 1 { "s" } else { "" },
+                    shown.join(", ")
+                )?;
+                if more > 0 {
+                    write!(f, " and {more} more")?;
+                }
+                write!(
+                    f,
+                    " (labels match and taints are tolerated); require a label those nodes lack"
+                )
+            }
+            Cause::NodeNameSet { node } => write!(
+                f,
+                "is set to {node}; job pods must be placed by the scheduler, remove spec.nodeName (or set allowNodeName: true in the policy)"
+            ),
+            Cause::UnknownProfile { name, allowed } => write!(
+                f,
+                "names unknown profile {name:?}; allowed profiles: {}",
+                allowed.join(", ")
+            ),
+            Cause::ProfileNotAllowed {
+                name,
+                namespace,
+                allowed,
+            } => write!(
+                f,
+                "asks for profile {name:?}, which pods in namespace {namespace} may not use; allowed profiles: {}",
+                allowed.join(", ")
+            ),
+            Cause::NoUsableTerm { required } => write!(
+                f,
+                "has no term that can match any node, so the pod could never be scheduled; give every term matchExpressions requiring {}",
+                selector_text(required)
+            ),
+            Cause::ConflictsWithProfile {
+                culprit,
+                profile,
+                required,
+            } => write!(
+                f,
+                "{} conflicts with profile {profile} (requires {}), so the pod could never be scheduled; remove the KUBERNETES_NODE_SELECTOR_* override or choose another profile",
+                selector_text(culprit),
+                selector_text(required)
+            ),
+            Cause::MissingRequirement {
+                requirement,
+                profile,
+            } => write!(
+                f,
+                "does not require {requirement} of profile {profile}; register the runner-fence mutating webhook or add the requirement to the runner's affinity"
+            ),
+            Cause::Fargate { issue, alternative } => {
+                match issue {
+                    FargateIssue::Privileged { container } => write!(
+                        f,
+                        "({container}) is privileged and Fargate cannot run privileged containers; build images with a rootless builder (kaniko, buildah)"
+                    )?,
+                    FargateIssue::HostNamespace { .. } => write!(
+                        f,
+                        "is true and Fargate cannot run pods in host namespaces; remove it"
+                    )?,
+                    FargateIssue::HostPort { container, .. } => write!(
+                        f,
+                        "({container}) uses a hostPort and Fargate cannot run them; use a Service instead"
+                    )?,
+                    FargateIssue::HostPath { volume } => write!(
+                        f,
+                        "(volume {volume}) is a hostPath volume and Fargate cannot run them; use an emptyDir"
+                    )?,
+                }
+                if let Some(alt) = alternative {
+                    write!(f, " or use the {alt} profile (without the Fargate labels)")?;
+                }
+                Ok(())
+            }
+            Cause::RequestAboveMax {
+                container,
+                resource,
+                request,
+                max,
+            } => {
+                let who = container
+                    .as_deref()
+                    .map(|c| format!("({c}) "))
+                    .unwrap_or_else(|| "(pod-level resources) ".into());
+                write!(
+                    f,
+                    "{who}requests {resource} {request}, above the maximum {max}; lower the job's KUBERNETES_*_{}_REQUEST or the runner's request",
+                    resource.to_uppercase()
+                )
+            }
+            Cause::LimitBelowRequest {
+                container,
+                resource,
+                limit,
+                request,
+            } => {
+                let who = container
+                    .as_deref()
+                    .map(|c| format!("({c}) "))
+                    .unwrap_or_else(|| "(pod-level resources) ".into());
+                write!(
+                    f,
+                    "{who}limit {resource} {limit} is below its request {request}; raise the limit or lower the request"
+                )
+            }
+        }
     }
 }
 
 struct Out(Vec<Violation>);
 
 impl Out {
-    fn push(
-        &mut self,
-        rule: RuleId,
-        path: impl Into<String>,
-        subject: String,
-        what_and_fix: String,
-    ) {
-        let path = path.into();
+    fn push(&mut self, rule: RuleId, path: impl Into<String>, cause: Cause) {
         self.0.push(Violation {
             rule,
-            message: format!("{rule}: {path} {what_and_fix}"),
-            path,
-            subject,
+            path: path.into(),
+            cause,
         });
     }
 }
 
 /// The profile a pod resolved to.
+#[derive(Debug, Clone)]
 pub enum ProfileRef<'a> {
-    /// A defined profile.
+    /// A defined profile the pod's namespace may use.
     Known(&'a str, &'a Profile),
     /// The label named a profile the policy does not define.
     Unknown(&'a str),
+    /// A defined profile that the pod's namespace may not use.
+    NotAllowed(&'a str),
+}
+
+impl<'a> ProfileRef<'a> {
+    /// The profile's name, as asked for.
+    pub fn name(&self) -> &'a str {
+        match self {
+            ProfileRef::Known(n, _) | ProfileRef::Unknown(n) | ProfileRef::NotAllowed(n) => n,
+        }
+    }
+}
+
+/// Where the pod is: what rules need beyond the pod itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    /// The request's namespace.
+    pub namespace: &'a str,
+    /// Live nodes, when the node cache is on.
+    pub nodes: Option<&'a NodeSnapshot>,
 }
 
 /// Runs every rule on a pod.
@@ -62,63 +392,80 @@ pub fn validate_pod(
     policy: &Policy,
     profile: &ProfileRef<'_>,
     pod: &PodView,
-    nodes: Option<&NodeSnapshot>,
+    ctx: Context<'_>,
 ) -> Vec<Violation> {
     let mut out = Out(Vec::new());
-    protected_nodes(policy, pod, nodes, &mut out);
+    protected_nodes(policy, pod, ctx.nodes, &mut out);
     node_name(policy, pod, &mut out);
+    let profile_label = || format!("metadata.labels[{}]", policy.placement.profile_label);
+    let mut fargate_profile = false;
     match profile {
         ProfileRef::Known(name, prof) => {
             placement(name, prof, pod, &mut out);
-            if prof.fargate {
-                fargate_compat(policy, pod, &mut out);
-            }
+            fargate_profile = prof.fargate;
         }
-        ProfileRef::Unknown(name) => {
-            out.push(
-                RuleId::Placement,
-                format!("metadata.labels[{}]", policy.placement.profile_label),
-                format!("unknown profile {name}"),
-                format!(
-                    "names unknown profile {name:?}; known profiles: {}",
-                    policy.known_profiles()
-                ),
-            );
-        }
+        ProfileRef::Unknown(name) => out.push(
+            RuleId::Placement,
+            profile_label(),
+            Cause::UnknownProfile {
+                name: name.to_string(),
+                allowed: policy.allowed_profiles(ctx.namespace),
+            },
+        ),
+        ProfileRef::NotAllowed(name) => out.push(
+            RuleId::Placement,
+            profile_label(),
+            Cause::ProfileNotAllowed {
+                name: name.to_string(),
+                namespace: ctx.namespace.to_string(),
+                allowed: policy.allowed_profiles(ctx.namespace),
+            },
+        ),
+    }
+    // Keyed on what EKS uses (namespace + final labels), whatever the profile.
+    if fargate_profile || policy.fargate_selects(ctx.namespace, pod.labels()) {
+        fargate_compat(policy, ctx.namespace, pod, &mut out);
     }
     resources(policy, pod, &mut out);
     out.0
 }
 
-/// Validates a `pods/binding` target node.
+/// Validates a `pods/binding` or `bindings` target node.
 pub fn validate_binding(
     policy: &Policy,
     node: &str,
     nodes: Option<&NodeSnapshot>,
 ) -> Vec<Violation> {
     let mut out = Out(Vec::new());
-    if let Some(why) = protected_node(policy, node, nodes) {
+    if let Some(by) = protected_node(policy, node, nodes) {
         out.push(
             RuleId::ProtectedNodes,
             "target.name",
-            format!("binding to {node}"),
-            format!("binds the job pod to protected GitLab node {node} ({why}); job pods must run on runner nodes or Fargate"),
+            Cause::NamesProtectedNode {
+                node: node.to_string(),
+                by,
+                via: NodeRef::Binding,
+            },
         );
     }
     out.0
 }
 
-/// Why a node is protected, if it is.
-fn protected_node(policy: &Policy, name: &str, nodes: Option<&NodeSnapshot>) -> Option<String> {
-    let pn = &policy.protected_nodes;
-    if pn.names.iter().any(|n| n == name) {
-        return Some("listed in protectedNodes.names".into());
+/// Why a node is protected, if it is: the one test shared by the rules and `audit`.
+pub fn protected_node(
+    policy: &Policy,
+    name: &str,
+    nodes: Option<&NodeSnapshot>,
+) -> Option<ProtectedBy> {
+    if policy.protected_nodes.names.iter().any(|n| n == name) {
+        return Some(ProtectedBy::Name);
     }
     let node = nodes?.get(name)?;
-    labels_protected(policy, node).then(|| "its labels match protectedNodes".into())
+    labels_protected(policy, node).then_some(ProtectedBy::Labels)
 }
 
-fn labels_protected(policy: &Policy, node: &NodeInfo) -> bool {
+/// Do a node's labels match `protectedNodes`?
+pub fn labels_protected(policy: &Policy, node: &NodeInfo) -> bool {
     let sel = policy.protected_nodes.label_requirements();
     !sel.is_empty() && sel.iter().all(|r| matches_labels(&node.labels, r))
 }
@@ -160,22 +507,15 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
     let alts = alternatives(pod);
     // Labels: could a node carrying the protected labels meet any alternative?
     if !protected.is_empty() {
-        let sel = selector_text(&protected);
         for (path, reqs, _) in &alts {
             if satisfiable(reqs.iter().chain(&protected)).is_ok() {
-                let what = if reqs.is_empty() {
-                    "has no nodeSelector or required node affinity, so nothing keeps the pod off"
-                        .to_string()
-                } else {
-                    format!("({}) does not exclude", selector_text(reqs))
-                };
                 out.push(
                     RuleId::ProtectedNodes,
                     path.clone(),
-                    format!("labels {} reach {sel}", selector_text(reqs)),
-                    format!(
-                        "{what} protected GitLab nodes ({sel}); require a label those nodes lack (the mutating webhook adds the profile's), and remove any KUBERNETES_NODE_SELECTOR_* override"
-                    ),
+                    Cause::ReachesProtectedLabels {
+                        constraints: reqs.clone(),
+                        protected: protected.clone(),
+                    },
                 );
             }
         }
@@ -183,25 +523,29 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
     // Names: nodeName and matchFields.
     let spec = pod.spec();
     if let Some(node) = spec.node_name.as_deref().filter(|n| !n.is_empty())
-        && let Some(why) = protected_node(policy, node, nodes)
+        && let Some(by) = protected_node(policy, node, nodes)
     {
         out.push(
             RuleId::ProtectedNodes,
             "spec.nodeName",
-            format!("nodeName {node}"),
-            format!("names protected GitLab node {node} ({why}); remove spec.nodeName"),
+            Cause::NamesProtectedNode {
+                node: node.to_string(),
+                by,
+                via: NodeRef::NodeName,
+            },
         );
     }
     for (i, term) in pod.required_terms().iter().enumerate() {
         for (j, node) in term_node_names(term) {
-            if let Some(why) = protected_node(policy, node, nodes) {
+            if let Some(by) = protected_node(policy, node, nodes) {
                 out.push(
                     RuleId::ProtectedNodes,
                     format!("{TERMS_PATH}[{i}].matchFields[{j}]"),
-                    format!("matchFields {node}"),
-                    format!(
-                        "names protected GitLab node {node} ({why}); remove the matchFields entry"
-                    ),
+                    Cause::NamesProtectedNode {
+                        node: node.to_string(),
+                        by,
+                        via: NodeRef::MatchFields,
+                    },
                 );
             }
         }
@@ -218,11 +562,11 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
             out.push(
                 RuleId::ProtectedNodes,
                 format!("spec.tolerations[{i}]"),
-                format!("toleration {}", tol.describe()),
-                format!(
-                    "tolerates {taint} of protected GitLab nodes{}; remove the KUBERNETES_NODE_TOLERATIONS_* override",
-                    if tol.exists { format!(" (it tolerates {})", tol.describe()) } else { String::new() }
-                ),
+                Cause::ToleratesProtectedTaint {
+                    toleration: tol.describe(),
+                    exists: tol.exists,
+                    taint: taint.clone(),
+                },
             );
         }
     }
@@ -233,9 +577,8 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
         return;
     }
     let tols: Vec<Tol> = spec.tolerations.iter().flatten().map(Tol::of).collect();
-    let sel = policy.protected_nodes.label_requirements();
-    let is_protected =
-        |n: &NodeInfo| !sel.is_empty() && sel.iter().all(|r| matches_labels(&n.labels, r));
+    let sel = &protected;
+    let is_protected = |n: &NodeInfo| labels_protected(policy, n);
     // Protected nodes are few: reach them through the label index when the
     // selector has an `In`, and through the names list.
     let by_label: Vec<&NodeInfo> = match sel.iter().find(|r| r.operator == Operator::In) {
@@ -252,30 +595,21 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
         .names
         .iter()
         .filter_map(|n| nodes.get(n));
-    let mut reachable: Vec<&str> = by_label
+    let mut reachable: Vec<String> = by_label
         .into_iter()
         .chain(by_name)
         .filter(|n| schedulable_on(pod, &alts, &tols, n))
-        .map(|n| n.name.as_str())
+        .map(|n| n.name.clone())
         .collect();
     reachable.sort_unstable();
     reachable.dedup();
-    if reachable.is_empty() {
-        return;
+    if !reachable.is_empty() {
+        out.push(
+            RuleId::ProtectedNodes,
+            "spec",
+            Cause::SchedulableOnProtected { nodes: reachable },
+        );
     }
-    let shown: Vec<&str> = reachable.iter().take(3).copied().collect();
-    let more = reachable.len().saturating_sub(shown.len());
-    out.push(
-        RuleId::ProtectedNodes,
-        "spec",
-        format!("schedulable on {}", reachable.join(",")),
-        format!(
-            "can be scheduled on protected GitLab node{} {}{} (labels match and taints are tolerated); require a label those nodes lack",
-            if reachable.len() > 1 { "s" } else { "" },
-            shown.join(", "),
-            if more > 0 { format!(" and {more} more") } else { String::new() }
-        ),
-    );
 }
 
 /// Would the scheduler accept this node for the pod (labels, fields, NoSchedule/NoExecute taints)?
@@ -306,8 +640,9 @@ fn node_name(policy: &Policy, pod: &PodView, out: &mut Out) {
         out.push(
             RuleId::NodeName,
             "spec.nodeName",
-            format!("nodeName {node}"),
-            format!("is set to {node}; job pods must be placed by the scheduler, remove spec.nodeName (or set allowNodeName: true in the policy)"),
+            Cause::NodeNameSet {
+                node: node.to_string(),
+            },
         );
     }
 }
@@ -317,7 +652,6 @@ fn placement(name: &str, prof: &Profile, pod: &PodView, out: &mut Out) {
     if required.is_empty() {
         return;
     }
-    let req_text = selector_text(required);
     let alts = alternatives(pod);
     let ns = pod.node_selector();
     // Constraints that can never be met together with the profile's.
@@ -331,10 +665,9 @@ fn placement(name: &str, prof: &Profile, pod: &PodView, out: &mut Out) {
         out.push(
             RuleId::Placement,
             TERMS_PATH,
-            "no usable nodeSelectorTerm".into(),
-            format!(
-                "has no term that can match any node, so the pod could never be scheduled; give every term matchExpressions requiring {req_text}"
-            ),
+            Cause::NoUsableTerm {
+                required: required.clone(),
+            },
         );
         return;
     };
@@ -343,25 +676,20 @@ fn placement(name: &str, prof: &Profile, pod: &PodView, out: &mut Out) {
             .err()
             .unwrap_or_default();
         let (path, culprit) = match ns.iter().find(|r| r.key == conflict) {
-            Some(r) => ("spec.nodeSelector".to_string(), r.to_string()),
+            Some(r) => ("spec.nodeSelector".to_string(), vec![r.clone()]),
             None => (
                 path.clone(),
-                selector_text(
-                    &reqs
-                        .iter()
-                        .filter(|r| r.key == conflict)
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                ),
+                reqs.iter().filter(|r| r.key == conflict).cloned().collect(),
             ),
         };
         out.push(
             RuleId::Placement,
             path,
-            format!("conflict {culprit}"),
-            format!(
-                "{culprit} conflicts with profile {name} (requires {req_text}), so the pod could never be scheduled; remove the KUBERNETES_NODE_SELECTOR_* override or choose another profile"
-            ),
+            Cause::ConflictsWithProfile {
+                culprit,
+                profile: name.to_string(),
+                required: required.clone(),
+            },
         );
         return;
     }
@@ -371,24 +699,33 @@ fn placement(name: &str, prof: &Profile, pod: &PodView, out: &mut Out) {
                 out.push(
                     RuleId::Placement,
                     path.clone(),
-                    format!("missing {r}"),
-                    format!(
-                        "does not require {r} of profile {name}; register the runner-fence mutating webhook or add the requirement to the runner's affinity"
-                    ),
+                    Cause::MissingRequirement {
+                        requirement: r.clone(),
+                        profile: name.to_string(),
+                    },
                 );
             }
         }
     }
 }
 
-fn fargate_compat(policy: &Policy, pod: &PodView, out: &mut Out) {
-    let alt = policy
+fn fargate_compat(policy: &Policy, namespace: &str, pod: &PodView, out: &mut Out) {
+    let alternative = policy
         .placement
         .profiles
         .iter()
-        .find(|(_, p)| !p.fargate)
-        .map(|(n, _)| format!(" or use the {n} profile"))
-        .unwrap_or_default();
+        .find(|(_, p)| !p.fargate && p.allowed_in(namespace))
+        .map(|(n, _)| n.clone());
+    let mut push = |path: String, issue: FargateIssue| {
+        out.push(
+            RuleId::FargateCompat,
+            path,
+            Cause::Fargate {
+                issue,
+                alternative: alternative.clone(),
+            },
+        )
+    };
     let spec = pod.spec();
     let eph = spec
         .ephemeral_containers
@@ -396,24 +733,13 @@ fn fargate_compat(policy: &Policy, pod: &PodView, out: &mut Out) {
         .flatten()
         .enumerate()
         .map(|(i, c)| (format!("spec.ephemeralContainers[{i}]"), c));
-    let all = pod
-        .containers()
-        .map(|(p, c, _)| (p, c))
-        .chain(eph)
-        .map(|(p, c)| {
-            (
-                p,
-                c.name.as_str(),
-                c.security_context.as_ref().and_then(|s| s.privileged),
-            )
-        });
-    for (path, cname, privileged) in all {
-        if privileged == Some(true) {
-            out.push(
-                RuleId::FargateCompat,
+    for (path, c) in pod.containers().map(|(p, c, _)| (p, c)).chain(eph) {
+        if c.security_context.as_ref().and_then(|s| s.privileged) == Some(true) {
+            push(
                 format!("{path}.securityContext.privileged"),
-                format!("privileged {cname}"),
-                format!("({cname}) is privileged and Fargate cannot run privileged containers; build images with a rootless builder (kaniko, buildah){alt}"),
+                FargateIssue::Privileged {
+                    container: c.name.clone(),
+                },
             );
         }
     }
@@ -423,83 +749,103 @@ fn fargate_compat(policy: &Policy, pod: &PodView, out: &mut Out) {
         ("hostIPC", spec.host_ipc),
     ] {
         if v == Some(true) {
-            out.push(
-                RuleId::FargateCompat,
-                format!("spec.{flag}"),
-                flag.to_string(),
-                format!("is true and Fargate cannot run pods in host namespaces; remove it{alt}"),
-            );
+            push(format!("spec.{flag}"), FargateIssue::HostNamespace { flag });
         }
     }
     for (path, c, _) in pod.containers() {
         for (j, port) in c.ports.iter().flatten().enumerate() {
             if port.host_port.is_some_and(|p| p != 0) {
-                out.push(
-                    RuleId::FargateCompat,
+                push(
                     format!("{path}.ports[{j}].hostPort"),
-                    format!("hostPort {} {}", c.name, port.container_port),
-                    format!("({}) uses a hostPort and Fargate cannot run them; use a Service instead{alt}", c.name),
+                    FargateIssue::HostPort {
+                        container: c.name.clone(),
+                        port: port.container_port,
+                    },
                 );
             }
         }
     }
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         if v.host_path.is_some() {
-            out.push(
-                RuleId::FargateCompat,
+            push(
                 format!("spec.volumes[{i}].hostPath"),
-                format!("hostPath volume {}", v.name),
-                format!("(volume {}) is a hostPath volume and Fargate cannot run them; use an emptyDir{alt}", v.name),
+                FargateIssue::HostPath {
+                    volume: v.name.clone(),
+                },
             );
         }
     }
 }
 
 fn resources(policy: &Policy, pod: &PodView, out: &mut Out) {
-    for (path, c, _) in pod.containers() {
-        let Some(res) = &c.resources else { continue };
-        let requests = res.requests.as_ref();
-        if let Some(reqs) = requests {
-            for r in ResourceName::ALL {
-                let name = r.as_str();
-                let (Some(max), Some(Ok(have))) = (
-                    policy.max_request(r),
-                    reqs.get(name).map(|q| Quantity::parse(&q.0)),
-                ) else {
-                    continue;
-                };
-                if have > *max {
-                    out.push(
-                        RuleId::Resources,
-                        format!("{path}.resources.requests.{name}"),
-                        format!("{} request {name} {have}", c.name),
-                        format!(
-                            "({}) requests {name} {have}, above the maximum {max}; lower the job's KUBERNETES_*_{}_REQUEST or the runner's request",
-                            c.name,
-                            name.to_uppercase()
-                        ),
-                    );
-                }
-            }
-        }
-        let (Some(reqs), Some(limits)) = (requests, res.limits.as_ref()) else {
-            continue;
-        };
-        for (name, limit) in limits {
-            let (Some(Ok(req)), Ok(lim)) = (
+    let pod_level = pod
+        .spec()
+        .resources
+        .as_ref()
+        .map(|r| ("spec".to_string(), None, r));
+    let containers = pod.containers().filter_map(|(path, c, _)| {
+        c.resources
+            .as_ref()
+            .map(|r| (path, Some(c.name.clone()), r))
+    });
+    for (path, container, res) in pod_level.into_iter().chain(containers) {
+        resource_checks(policy, &path, container, res, out);
+    }
+}
+
+/// `resources.max` and limit >= request, for one container or the pod-level resources.
+fn resource_checks(
+    policy: &Policy,
+    path: &str,
+    container: Option<String>,
+    res: &ResourceRequirements,
+    out: &mut Out,
+) {
+    let requests = res.requests.as_ref();
+    if let Some(reqs) = requests {
+        for r in ResourceName::ALL {
+            let name = r.as_str();
+            let (Some(max), Some(Ok(have))) = (
+                policy.max_request(r),
                 reqs.get(name).map(|q| Quantity::parse(&q.0)),
-                Quantity::parse(&limit.0),
             ) else {
                 continue;
             };
-            if lim < req {
+            if have > *max {
                 out.push(
                     RuleId::Resources,
-                    format!("{path}.resources.limits.{name}"),
-                    format!("{} limit {name} {lim} below request {req}", c.name),
-                    format!("({}) limit {name} {lim} is below its request {req}; raise the limit or lower the request", c.name),
+                    format!("{path}.resources.requests.{name}"),
+                    Cause::RequestAboveMax {
+                        container: container.clone(),
+                        resource: name,
+                        request: have,
+                        max: max.clone(),
+                    },
                 );
             }
+        }
+    }
+    let (Some(reqs), Some(limits)) = (requests, res.limits.as_ref()) else {
+        return;
+    };
+    for (name, limit) in limits {
+        let (Some(Ok(req)), Ok(lim)) = (
+            reqs.get(name).map(|q| Quantity::parse(&q.0)),
+            Quantity::parse(&limit.0),
+        ) else {
+            continue;
+        };
+        if lim < req {
+            out.push(
+                RuleId::Resources,
+                format!("{path}.resources.limits.{name}"),
+                Cause::LimitBelowRequest {
+                    container: container.clone(),
+                    resource: name.clone(),
+                    limit: lim,
+                    request: req,
+                },
+            );
         }
     }
 }

@@ -3,7 +3,6 @@
 use std::fmt;
 
 use super::{Policy, ResourceName, Role, TolerationOperator};
-use crate::engine::selector::satisfiable;
 use crate::engine::tolerations::tolerates_spec;
 
 /// One lint finding, with the field path it concerns.
@@ -29,18 +28,6 @@ pub fn lint(p: &Policy) -> Vec<LintWarning> {
 
     for (name, prof) in &p.placement.profiles {
         let base = format!("placement.profiles.{name}");
-        if !protected.is_empty()
-            && satisfiable(protected.iter().chain(&prof.required_node_labels)).is_ok()
-        {
-            let sel: Vec<String> = protected.iter().map(ToString::to_string).collect();
-            warn(
-                format!("{base}.requiredNodeLabels"),
-                format!(
-                    "do not exclude protected nodes ({}): a node carrying those labels also meets this profile, so protected-nodes denies its pods; require a label that protected nodes lack (e.g. workload In [gitlab-runner]) or add a matchExpression such as `eks.amazonaws.com/compute-type DoesNotExist` to protectedNodes",
-                    sel.join(", ")
-                ),
-            );
-        }
         if prof.required_node_labels.is_empty() {
             warn(
                 format!("{base}.requiredNodeLabels"),
@@ -69,16 +56,30 @@ pub fn lint(p: &Policy) -> Vec<LintWarning> {
                 );
             }
         }
-        if prof.fargate && prof.pod_labels.is_empty() {
+        // Fargate is chosen by EKS from namespace + labels: say when the profile
+        // and the mirrored selectors disagree.
+        let namespaces: Vec<&str> = match &prof.namespaces {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => p.matching.namespaces.iter().map(String::as_str).collect(),
+        };
+        let exact: Vec<&str> = namespaces
+            .iter()
+            .copied()
+            .filter(|n| !n.ends_with('*'))
+            .collect();
+        let selected = exact
+            .iter()
+            .any(|ns| p.fargate_selects(ns, &prof.pod_labels));
+        if prof.fargate && !exact.is_empty() && !selected {
             warn(
                 format!("{base}.podLabels"),
-                "fargate profile sets no podLabels, so no Fargate profile selects its pods (e.g. use-fargate: \"true\")".into(),
+                "no fargate.selectors entry selects this Fargate profile's pods (namespace + podLabels), so EKS would not run them on Fargate and they stay Pending; add the labels of the cluster's Fargate profile (e.g. use-fargate: \"true\")".into(),
             );
         }
-        if !prof.fargate && prof.pod_labels.contains_key("use-fargate") {
+        if !prof.fargate && selected {
             warn(
                 format!("{base}.podLabels"),
-                "sets use-fargate but is not `fargate: true`, so fargate-compat does not check its pods".into(),
+                "its podLabels are selected by fargate.selectors, so EKS sends its pods to Fargate, but its requiredNodeLabels are not Fargate's; set `fargate: true` and require eks.amazonaws.com/compute-type In [fargate]".into(),
             );
         }
         if prof.pod_labels.contains_key(&p.placement.profile_label) {
@@ -112,10 +113,10 @@ pub fn lint(p: &Policy) -> Vec<LintWarning> {
             }
         }
     }
-    if p.matching.pod_name_prefixes.is_empty() && !p.matching.exclude.labels.is_empty() {
+    if protected.is_empty() {
         warn(
-            "match.podNamePrefixes".into(),
-            "is empty while exclude.labels is set: pods/binding requests carry no labels, so bindings of excluded pods in the runner namespaces are still checked".into(),
+            "protectedNodes".into(),
+            "has no matchLabels or matchExpressions: profiles cannot be proven to exclude protected nodes by their labels, only names and taints keep pods off; add the label GitLab's nodes carry (e.g. workload: gitlab)".into(),
         );
     }
     if p.protected_nodes.taints.is_empty() {

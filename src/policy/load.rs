@@ -131,6 +131,14 @@ fn keys(parts: &[&str]) -> Vec<Seg> {
     parts.iter().map(|p| key(p)).collect()
 }
 
+/// DNS-1123 label characters (a prefix may end in `-`).
+fn valid_namespace(s: &str) -> bool {
+    s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+}
+
 /// Label values name profiles, so profile names must be valid label values.
 fn valid_label_value(s: &str) -> bool {
     s.len() <= 63
@@ -167,16 +175,19 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
                     "{ns:?} is not a namespace or a prefix ending in `*` (a bare `*` would match kube-system)"
                 ),
             ));
-        }
-    }
-    for (i, prefix) in p.matching.pod_name_prefixes.iter().enumerate() {
-        if prefix.is_empty() {
+        } else if !valid_namespace(body) {
             errs.push((
-                vec![key("match"), key("podNamePrefixes"), Seg::Index(i)],
-                "empty prefix; use an empty list to match every pod".into(),
+                vec![key("match"), key("namespaces"), Seg::Index(i)],
+                format!("{ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63) or such a prefix followed by `*`"),
+            ));
+        } else if super::namespace_pattern_matches(ns, "kube-system") {
+            errs.push((
+                vec![key("match"), key("namespaces"), Seg::Index(i)],
+                format!("{ns:?} covers kube-system, which the webhooks never review; name the runner namespaces"),
             ));
         }
     }
+    errs.extend(removed_exemptions(p));
     let pn = &p.protected_nodes;
     if pn.names.is_empty()
         && pn.match_labels.is_empty()
@@ -213,6 +224,19 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
             ));
         }
     }
+    for (i, sel) in p.fargate.selectors.iter().enumerate() {
+        if sel.namespace.is_empty() {
+            errs.push((
+                vec![
+                    key("fargate"),
+                    key("selectors"),
+                    Seg::Index(i),
+                    key("namespace"),
+                ],
+                "must name the namespace of the EKS Fargate profile selector".into(),
+            ));
+        }
+    }
     if p.placement.profile_label.is_empty() {
         errs.push((
             keys(&["placement", "profileLabel"]),
@@ -224,7 +248,18 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
             keys(&["placement", "profiles"]),
             "must define at least one profile".into(),
         ));
-    } else if !p.placement.profiles.contains_key(&p.placement.default) {
+    } else if let Some(default) = p.placement.profiles.get(&p.placement.default) {
+        for ns in &p.matching.namespaces {
+            if !default.allowed_pattern(ns) {
+                errs.push((
+                    keys(&["placement", "profiles", &p.placement.default, "namespaces"]),
+                    format!("the default profile must be usable in every runner namespace, but {ns:?} is not listed (pods without a profile label there would all be denied)"),
+                ));
+            }
+        }
+    }
+    if !p.placement.profiles.is_empty() && !p.placement.profiles.contains_key(&p.placement.default)
+    {
         errs.push((
             keys(&["placement", "default"]),
             format!(
@@ -248,6 +283,58 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
                     "profile name {name:?} is not a valid label value (pods select it by label)"
                 ),
             ));
+        }
+        if let Some(sel) = &prof.selector {
+            if sel.is_empty() {
+                let mut path = base();
+                path.push(key("selector"));
+                errs.push((path, "is empty and would select every pod; give matchLabels or matchExpressions, or remove it".into()));
+            }
+            for (i, r) in sel.match_expressions.iter().enumerate() {
+                let mut path = base();
+                path.extend([key("selector"), key("matchExpressions"), Seg::Index(i)]);
+                if matches!(r.operator, Operator::Gt | Operator::Lt) {
+                    errs.push((
+                        path,
+                        format!(
+                            "operator {} is not allowed in a label selector",
+                            r.operator.as_str()
+                        ),
+                    ));
+                } else if let Some(m) = requirement_error(r) {
+                    errs.push((path, m));
+                }
+            }
+        }
+        for (i, ns) in prof.namespaces.iter().flatten().enumerate() {
+            if !p
+                .matching
+                .namespaces
+                .iter()
+                .any(|outer| super::pattern_within(ns, outer))
+            {
+                let mut path = base();
+                path.extend([key("namespaces"), Seg::Index(i)]);
+                errs.push((path, format!("{ns:?} is not within match.namespaces; a profile can only be restricted to runner namespaces")));
+            }
+        }
+        let protected = pn.label_requirements();
+        if !protected.is_empty()
+            && crate::engine::selector::satisfiable(
+                protected.iter().chain(&prof.required_node_labels),
+            )
+            .is_ok()
+        {
+            let conflict = protected
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut path = base();
+            path.push(key("requiredNodeLabels"));
+            errs.push((path, format!(
+                "do not exclude protected nodes ({conflict}): a protected node could satisfy this profile, so its pods could reach GitLab's nodes; require a label protected nodes lack (e.g. workload In [gitlab-runner]) or narrow protectedNodes (e.g. eks.amazonaws.com/compute-type NotIn [fargate])"
+            )));
         }
         for (i, r) in prof.required_node_labels.iter().enumerate() {
             if let Some(m) = requirement_error(r) {
@@ -286,6 +373,32 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
     }
     if let Some(max) = &p.resources.max {
         errs.extend(negative(max, keys(&["resources", "max"])));
+    }
+    errs
+}
+
+/// The old exemption fields: each is now a load error that says what to write instead.
+fn removed_exemptions(p: &Policy) -> Vec<(Vec<Seg>, String)> {
+    let m = &p.matching;
+    let mut errs = Vec::new();
+    let fenced = "every pod in match.namespaces is fenced, whatever its name or labels (an attacker writes both)";
+    if m.pod_name_prefixes.is_some() {
+        errs.push((
+            keys(&["match", "podNamePrefixes"]),
+            format!("no longer exempts pods: {fenced}; remove it (job pods are chosen by namespace only)"),
+        ));
+    }
+    if m.require_labels.is_some() {
+        errs.push((
+            keys(&["match", "requireLabels"]),
+            format!("no longer exempts pods: {fenced}; remove it, and to give pods with a label their own profile use placement.profiles.NAME.selector: {{matchExpressions: [{{key: LABEL, operator: Exists}}]}}"),
+        ));
+    }
+    if m.exclude.is_some() {
+        errs.push((
+            keys(&["match", "exclude"]),
+            format!("no longer exempts pods: {fenced}, the runner manager included; remove it, and to give those pods their own profile use placement.profiles.NAME.selector: {{matchLabels: {{...}}}}"),
+        ));
     }
     errs
 }
@@ -354,7 +467,11 @@ mod tests {
         let p = embedded().expect("reference policy");
         assert_eq!(p.placement.default, "runner-nodes");
         assert_eq!(p.placement.profiles.len(), 2);
-        assert_eq!(p.matching.pod_name_prefixes, vec!["runner-".to_string()]);
+        assert!(p.matching.pod_name_prefixes.is_none() && p.matching.exclude.is_none());
+        assert!(p.fargate_selects(
+            "gitlab-runner",
+            &[("use-fargate".to_string(), "true".to_string())].into()
+        ));
         assert_eq!(
             p.rule_mode(super::super::RuleId::Resources),
             super::super::Mode::Audit
@@ -367,10 +484,70 @@ mod tests {
 
     #[rstest]
     #[case::unknown_field(
-        "podNamePrefixes: [runner-]",
-        "podNamePrefix: [runner-]",
-        "unknown field `podNamePrefix`",
-        "match"
+        "allowNodeName: false",
+        "allowNodeNames: false",
+        "unknown field `allowNodeNames`",
+        ""
+    )]
+    #[case::name_prefix_exemption(
+        "namespaces: [gitlab-runner]\n",
+        "namespaces: [gitlab-runner]\n  podNamePrefixes: [runner-]\n",
+        "no longer exempts pods",
+        "match.podNamePrefixes"
+    )]
+    #[case::label_exemption(
+        "namespaces: [gitlab-runner]\n",
+        "namespaces: [gitlab-runner]\n  exclude:\n    labels: {app: gitlab-runner}\n",
+        "placement.profiles.NAME.selector",
+        "match.exclude"
+    )]
+    #[case::require_labels_exemption(
+        "namespaces: [gitlab-runner]\n",
+        "namespaces: [gitlab-runner]\n  requireLabels: [job.runner.gitlab.com/pod]\n",
+        "operator: Exists",
+        "match.requireLabels"
+    )]
+    #[case::profile_reaches_protected_nodes(
+        "{key: workload, operator: In, values: [gitlab-runner]}",
+        "{key: zone, operator: In, values: [a]}",
+        "do not exclude protected nodes",
+        "placement.profiles.runner-nodes.requiredNodeLabels"
+    )]
+    #[case::protected_nodes_include_fargate(
+        "operator: NotIn, values: [fargate]}",
+        "operator: NotIn, values: [auto]}",
+        "do not exclude protected nodes",
+        "placement.profiles.fargate.requiredNodeLabels"
+    )]
+    #[case::profile_outside_runner_namespaces(
+        "      fargate: true\n",
+        "      fargate: true\n      namespaces: [default]\n",
+        "not within match.namespaces",
+        "placement.profiles.fargate.namespaces[0]"
+    )]
+    #[case::default_profile_restricted(
+        "    runner-nodes:\n",
+        "    runner-nodes:\n      namespaces: [other]\n",
+        "default profile must be usable",
+        "placement.profiles.runner-nodes.namespaces"
+    )]
+    #[case::selector_gt(
+        "matchLabels: {use-fargate: \"true\"}",
+        "matchExpressions: [{key: n, operator: Gt, values: [\"1\"]}]",
+        "not allowed in a label selector",
+        "placement.profiles.fargate.selector.matchExpressions[0]"
+    )]
+    #[case::kube_system(
+        "namespaces: [gitlab-runner]",
+        "namespaces: [gitlab-runner, kube-*]",
+        "covers kube-system",
+        "match.namespaces[1]"
+    )]
+    #[case::bad_namespace(
+        "namespaces: [gitlab-runner]",
+        "namespaces: [GitLab_Runner]",
+        "is not a namespace name",
+        "match.namespaces[0]"
     )]
     #[case::bad_quantity(
         "cpu: 500m, memory: 1Gi",
@@ -409,12 +586,7 @@ mod tests {
         "kube-system",
         "match.namespaces[0]"
     )]
-    #[case::duplicate_profile(
-        "    fargate:\n      fargate: true",
-        "    runner-nodes:\n      fargate: true",
-        "duplicate mapping key",
-        ""
-    )]
+    #[case::duplicate_profile("    fargate:\n", "    runner-nodes:\n", "duplicate mapping key", "")]
     #[case::bad_operator(
         "operator: In, values: [gitlab-runner]",
         "operator: Within, values: [gitlab-runner]",

@@ -39,7 +39,7 @@ pub struct Policy {
     /// Per-rule mode overrides.
     #[serde(default)]
     pub rules: BTreeMap<RuleId, Mode>,
-    /// Which pods are job pods.
+    /// Which namespaces are fenced.
     #[serde(rename = "match")]
     pub matching: Match,
     /// GitLab's own nodes that job pods must never reach.
@@ -47,6 +47,9 @@ pub struct Policy {
     /// Allow job pods to set `spec.nodeName` (off: the scheduler must place them).
     #[serde(default)]
     pub allow_node_name: bool,
+    /// The cluster's EKS Fargate profile selectors.
+    #[serde(default)]
+    pub fargate: Fargate,
     /// Where job pods go.
     pub placement: Placement,
     /// Resource defaults and limits.
@@ -128,34 +131,146 @@ impl fmt::Display for RuleId {
     }
 }
 
-/// Job pod matching (SPEC §2).
+/// Scope (SPEC §2): every pod in these namespaces is fenced.
+///
+/// Nothing a pod says about itself (name, labels, owner) can take it out of
+/// scope; labels only choose a profile (`placement.profiles.*.selector`).
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Match {
-    /// Runner namespaces; an entry ending in `*` is a prefix.
+    /// Runner namespaces; an entry ending in `*` is a prefix (`ci-job-*`).
     pub namespaces: Vec<String>,
-    /// Pod name (or generateName) prefixes; empty matches every pod in the namespaces.
-    #[serde(default = "default_prefixes")]
-    pub pod_name_prefixes: Vec<String>,
-    /// Label keys a job pod must carry (e.g. `job.runner.gitlab.com/pod`).
-    #[serde(default)]
-    pub require_labels: Vec<String>,
-    /// Pods to leave alone.
-    #[serde(default)]
-    pub exclude: Exclude,
+    /// Removed: names never exempted safely. Kept only to reject it with advice.
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub pod_name_prefixes: Option<Vec<String>>,
+    /// Removed: a missing label must not exempt a pod. Kept only to reject it with advice.
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub require_labels: Option<Vec<String>>,
+    /// Removed: a label must not exempt a pod. Kept only to reject it with advice.
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub exclude: Option<Exclude>,
 }
 
-fn default_prefixes() -> Vec<String> {
-    vec!["runner-".to_string()]
+impl Match {
+    /// Does `namespace` fall under one of the patterns (`prefix*` entries match prefixes)?
+    pub fn covers(&self, namespace: &str) -> bool {
+        self.namespaces
+            .iter()
+            .any(|pattern| namespace_pattern_matches(pattern, namespace))
+    }
 }
 
-/// Exclusions from matching.
+/// `ns` matches `pattern` exactly, or by prefix when the pattern ends in `*`.
+pub fn namespace_pattern_matches(pattern: &str, ns: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => ns.starts_with(prefix),
+        None => pattern == ns,
+    }
+}
+
+/// Is every namespace `inner` covers also covered by `outer`? (Both exact or `prefix*`.)
+pub fn pattern_within(inner: &str, outer: &str) -> bool {
+    match (inner.strip_suffix('*'), outer.strip_suffix('*')) {
+        (None, _) => namespace_pattern_matches(outer, inner),
+        (Some(i), Some(o)) => i.starts_with(o),
+        (Some(_), None) => false,
+    }
+}
+
+/// The old exemption list (`match.exclude`), only parsed to reject it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Exclude {
-    /// A pod carrying any one of these label pairs is not a job pod.
+    /// Label pairs that used to exempt a pod.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+}
+
+/// The cluster's EKS Fargate profile selectors, mirrored so that
+/// `fargate-compat` applies to every pod EKS would send to Fargate.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Fargate {
+    /// As in the EKS Fargate profile: a pod matching any selector runs on Fargate.
+    #[serde(default)]
+    pub selectors: Vec<FargateSelector>,
+}
+
+/// One EKS Fargate profile selector: a namespace and labels (`*` and `?` wildcards allowed).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FargateSelector {
+    /// Namespace (wildcards `*` and `?` as in EKS).
+    pub namespace: String,
+    /// Labels the pod must carry (values may use wildcards).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl FargateSelector {
+    /// Does EKS send a pod with these labels in `namespace` to Fargate?
+    pub fn selects(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        glob(&self.namespace, namespace)
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| labels.get(k).is_some_and(|have| glob(v, have)))
+    }
+}
+
+/// EKS wildcard matching: `*` any run of characters, `?` one character.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Iterative matcher with single-star backtracking: linear in practice, never recursive.
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// A label selector on the pod's own labels (as in a Kubernetes LabelSelector).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelector {
+    /// Labels the pod must carry.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    /// In, NotIn, Exists, DoesNotExist on the pod's labels.
+    #[serde(default)]
+    pub match_expressions: Vec<Requirement>,
+}
+
+impl LabelSelector {
+    /// The selector as requirements (matchLabels first).
+    pub fn requirements(&self) -> impl Iterator<Item = Requirement> + '_ {
+        self.match_labels
+            .iter()
+            .map(|(k, v)| Requirement::equals(k, v))
+            .chain(self.match_expressions.iter().cloned())
+    }
+
+    /// Whether it selects nothing at all (an empty selector would select every pod).
+    pub fn is_empty(&self) -> bool {
+        self.match_labels.is_empty() && self.match_expressions.is_empty()
+    }
 }
 
 /// GitLab's own nodes.
@@ -189,7 +304,7 @@ impl ProtectedNodes {
 }
 
 /// A taint of protected nodes. Missing `value` or `effect` means "any".
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TaintSpec {
     /// Taint key.
@@ -237,7 +352,7 @@ impl TaintEffect {
     }
 }
 
-/// A node label requirement, as in a nodeSelectorTerm's `matchExpressions`.
+/// A label requirement, as in a nodeSelectorTerm's or a LabelSelector's `matchExpressions`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Requirement {
@@ -344,6 +459,14 @@ fn default_profile_label() -> String {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Profile {
+    /// Pods whose labels match get this profile (when the profile label is absent;
+    /// the first matching profile in name order wins). Chooses a profile, never an exemption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Namespaces (exact or `prefix*`) whose pods may use this profile; all runner
+    /// namespaces when omitted. A pod elsewhere that asks for it is a `placement` denial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
     /// Pods run on EKS Fargate (enables `fargate-compat`).
     #[serde(default)]
     pub fargate: bool,
@@ -532,11 +655,45 @@ pub enum OnExceed {
     Clamp,
 }
 
+impl Profile {
+    /// May pods in `namespace` use this profile?
+    pub fn allowed_in(&self, namespace: &str) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|p| namespace_pattern_matches(p, namespace)))
+    }
+
+    /// May pods in every namespace that `pattern` (exact or `prefix*`) covers use this profile?
+    pub fn allowed_pattern(&self, pattern: &str) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|outer| pattern_within(pattern, outer)))
+    }
+}
+
 impl Policy {
     /// The profile names, for messages: `fargate, runner-nodes`.
     pub fn known_profiles(&self) -> String {
         let names: Vec<&str> = self.placement.profiles.keys().map(String::as_str).collect();
         names.join(", ")
+    }
+
+    /// The profiles pods in `namespace` may use, by name.
+    pub fn allowed_profiles(&self, namespace: &str) -> Vec<String> {
+        self.placement
+            .profiles
+            .iter()
+            .filter(|(_, p)| p.allowed_in(namespace))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Would EKS run a pod with these (final) labels in `namespace` on Fargate?
+    pub fn fargate_selects(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.fargate
+            .selectors
+            .iter()
+            .any(|s| s.selects(namespace, labels))
     }
 
     /// The mode a rule runs in.

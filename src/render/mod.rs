@@ -1,0 +1,8 @@
+//! Configuration generated from the policy: one implementation each, so the
+//! runner's config.toml, the webhook configurations and what `audit` checks
+//! can never drift from what the engine enforces.
+
+mod runner_config;
+pub mod webhooks;
+
+pub use runner_config::runner_config;

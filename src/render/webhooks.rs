@@ -1,0 +1,720 @@
+//! `render webhooks`: the Mutating/ValidatingWebhookConfiguration whose scope
+//! is derived from the policy (SPEC §7, §9).
+//!
+//! Scope is the namespace and nothing else: a namespaceSelector on the
+//! automatic `kubernetes.io/metadata.name` label for exact names, and a
+//! `matchConditions` CEL test on `request.namespace` that also covers `prefix*`
+//! entries (a label selector cannot match a name prefix, and the runner creates
+//! `namespace_per_job` namespaces without labels). Nothing looks at the pod's
+//! name, labels or owner: those are the attacker's to write.
+//!
+//! `audit` compares the live configurations with [`configurations`] through
+//! [`coverage_gaps`], so the cluster can be checked against the same source.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+    ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+
+use crate::policy::{Mode, Policy, namespace_pattern_matches};
+
+/// Name of the MutatingWebhookConfiguration. Mutating webhooks run in the
+/// order of their configurations' names; EKS's Fargate profile matching is
+/// `0500-amazon-eks-fargate-mutation.amazonaws.com`, so an injected
+/// `use-fargate` label must exist before it runs.
+pub const MUTATING_NAME: &str = "0100-runner-fence";
+/// Name of the ValidatingWebhookConfiguration.
+pub const VALIDATING_NAME: &str = "runner-fence";
+/// The mutating webhook's name (audit annotation keys are prefixed with it).
+pub const MUTATING_WEBHOOK: &str = "pods.mutate.runner-fence.dev";
+/// The validating webhook's name.
+pub const VALIDATING_WEBHOOK: &str = "pods.validate.runner-fence.dev";
+/// The matchCondition that scopes both webhooks to the runner namespaces.
+pub const SCOPE_CONDITION: &str = "runner-namespaces";
+/// Never reviewed: the control plane's own namespace.
+pub const KUBE_SYSTEM: &str = "kube-system";
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Where the apiserver reaches the webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// An in-cluster Service (the manifests and chart).
+    Service {
+        /// Service name.
+        name: String,
+        /// Service namespace (also the webhook's own, excluded from review).
+        namespace: String,
+        /// Service port.
+        port: i32,
+    },
+    /// A URL base such as `https://127.0.0.1:18443` (`/mutate`, `/validate` appended).
+    Url {
+        /// The base URL.
+        base: String,
+        /// The webhook's own namespace, excluded from review.
+        namespace: String,
+    },
+}
+
+impl Client {
+    fn own_namespace(&self) -> &str {
+        match self {
+            Client::Service { namespace, .. } | Client::Url { namespace, .. } => namespace,
+        }
+    }
+
+    fn config(&self, path: &str, ca_bundle: Option<&[u8]>) -> WebhookClientConfig {
+        let (service, url) = match self {
+            Client::Service {
+                name,
+                namespace,
+                port,
+            } => (
+                Some(ServiceReference {
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                    path: Some(path.to_string()),
+                    port: Some(*port),
+                }),
+                None,
+            ),
+            Client::Url { base, .. } => {
+                (None, Some(format!("{}{path}", base.trim_end_matches('/'))))
+            }
+        };
+        WebhookClientConfig {
+            ca_bundle: ca_bundle.map(|b| ByteString(b.to_vec())),
+            service,
+            url,
+        }
+    }
+}
+
+/// `Fail` or `Ignore`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailurePolicy {
+    /// The request fails when the webhook cannot be reached.
+    Fail,
+    /// The request goes on without the webhook.
+    Ignore,
+}
+
+impl FailurePolicy {
+    fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Fail => "Fail",
+            FailurePolicy::Ignore => "Ignore",
+        }
+    }
+}
+
+/// Everything `render webhooks` needs besides the policy.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Service or URL.
+    pub client: Client,
+    /// PEM CA bundle the apiserver trusts for the webhook (none: injected later).
+    pub ca_bundle: Option<Vec<u8>>,
+    /// failurePolicy of the mutating webhook.
+    pub mutate_failure_policy: FailurePolicy,
+    /// failurePolicy of the validating webhook.
+    pub validate_failure_policy: FailurePolicy,
+    /// timeoutSeconds (1-5; the apiserver allows up to 30, a job pod should not wait).
+    pub timeout_seconds: i32,
+}
+
+impl Options {
+    /// The shipped manifests: Service `runner-fence/runner-fence:443`, `Fail`, 5 s.
+    pub fn service(name: &str, namespace: &str) -> Self {
+        Options {
+            client: Client::Service {
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+                port: 443,
+            },
+            ca_bundle: None,
+            mutate_failure_policy: FailurePolicy::Fail,
+            validate_failure_policy: FailurePolicy::Fail,
+            timeout_seconds: 5,
+        }
+    }
+}
+
+/// Why the configurations cannot be rendered for this policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// The policy covers a namespace the webhooks must never review.
+    #[error(
+        "match.namespaces entry {pattern:?} covers {namespace}, which the webhooks exclude (the webhook's own namespace and kube-system are never reviewed, so the fence could not hold there); run runner-fence in another namespace or narrow the entry"
+    )]
+    CoversExcluded {
+        /// The policy entry.
+        pattern: String,
+        /// The excluded namespace.
+        namespace: String,
+    },
+    /// timeoutSeconds out of range.
+    #[error("timeoutSeconds must be between 1 and 5, got {0}")]
+    Timeout(i32),
+}
+
+/// What one webhook must be sent: (resource incl. subresource, operation).
+pub fn required_mutating() -> &'static [(&'static str, &'static str)] {
+    &[("pods", "CREATE")]
+}
+
+/// What the validating webhook must be sent.
+pub fn required_validating() -> &'static [(&'static str, &'static str)] {
+    &[
+        ("pods", "CREATE"),
+        ("pods", "UPDATE"),
+        ("pods/binding", "CREATE"),
+        ("pods/ephemeralcontainers", "UPDATE"),
+        ("bindings", "CREATE"),
+    ]
+}
+
+/// The rules that send `required` (grouped by resource set with the same operations).
+fn rules(required: &[(&str, &str)]) -> Vec<RuleWithOperations> {
+    let mut by_resource: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (res, op) in required {
+        by_resource.entry(res).or_default().push(op.to_string());
+    }
+    let mut by_ops: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+    for (res, ops) in by_resource {
+        by_ops.entry(ops).or_default().push(res.to_string());
+    }
+    by_ops
+        .into_iter()
+        .map(|(operations, resources)| RuleWithOperations {
+            api_groups: Some(vec![String::new()]),
+            api_versions: Some(vec!["v1".into()]),
+            operations: Some(operations),
+            resources: Some(resources),
+            scope: Some("Namespaced".into()),
+        })
+        .collect()
+}
+
+/// A CEL string literal.
+fn cel_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// The CEL test on `request.namespace` for the policy's namespaces.
+pub fn scope_expression(policy: &Policy) -> String {
+    let mut exact = Vec::new();
+    let mut parts = Vec::new();
+    for ns in &policy.matching.namespaces {
+        match ns.strip_suffix('*') {
+            Some(prefix) => parts.push(format!(
+                "request.namespace.startsWith({})",
+                cel_string(prefix)
+            )),
+            None => exact.push(cel_string(ns)),
+        }
+    }
+    if !exact.is_empty() {
+        parts.insert(0, format!("request.namespace in [{}]", exact.join(", ")));
+    }
+    parts.join(" || ")
+}
+
+/// The matchConditions both webhooks carry.
+pub fn match_conditions(policy: &Policy) -> Vec<MatchCondition> {
+    vec![MatchCondition {
+        name: SCOPE_CONDITION.into(),
+        expression: scope_expression(policy),
+    }]
+}
+
+/// The namespaceSelector: exact names when there are only exact names, every
+/// namespace (but the excluded ones) when prefixes need the CEL test.
+pub fn namespace_selector(policy: &Policy, own_namespace: &str) -> LabelSelector {
+    let mut exprs = Vec::new();
+    let names = &policy.matching.namespaces;
+    if names.iter().all(|n| !n.ends_with('*')) {
+        exprs.push(LabelSelectorRequirement {
+            key: NAME_LABEL.into(),
+            operator: "In".into(),
+            values: Some(names.clone()),
+        });
+    }
+    exprs.push(LabelSelectorRequirement {
+        key: NAME_LABEL.into(),
+        operator: "NotIn".into(),
+        values: Some(vec![own_namespace.to_string(), KUBE_SYSTEM.to_string()]),
+    });
+    LabelSelector {
+        match_expressions: Some(exprs),
+        match_labels: None,
+    }
+}
+
+fn check(policy: &Policy, opts: &Options) -> Result<(), RenderError> {
+    if !(1..=5).contains(&opts.timeout_seconds) {
+        return Err(RenderError::Timeout(opts.timeout_seconds));
+    }
+    for excluded in [opts.client.own_namespace(), KUBE_SYSTEM] {
+        if let Some(p) = policy
+            .matching
+            .namespaces
+            .iter()
+            .find(|p| namespace_pattern_matches(p, excluded))
+        {
+            return Err(RenderError::CoversExcluded {
+                pattern: p.clone(),
+                namespace: excluded.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Both configurations for a policy.
+pub fn configurations(
+    policy: &Policy,
+    opts: &Options,
+) -> Result<(MutatingWebhookConfiguration, ValidatingWebhookConfiguration), RenderError> {
+    check(policy, opts)?;
+    let own = opts.client.own_namespace();
+    let ca = opts.ca_bundle.as_deref();
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.to_string()),
+        labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/name".to_string(),
+            "runner-fence".to_string(),
+        )])),
+        ..ObjectMeta::default()
+    };
+    let mutating = MutatingWebhookConfiguration {
+        metadata: meta(MUTATING_NAME),
+        webhooks: Some(vec![MutatingWebhook {
+            name: MUTATING_WEBHOOK.into(),
+            admission_review_versions: vec!["v1".into()],
+            side_effects: "None".into(),
+            timeout_seconds: Some(opts.timeout_seconds),
+            failure_policy: Some(opts.mutate_failure_policy.as_str().into()),
+            match_policy: Some("Equivalent".into()),
+            reinvocation_policy: Some("IfNeeded".into()),
+            client_config: opts.client.config("/mutate", ca),
+            rules: Some(rules(required_mutating())),
+            namespace_selector: Some(namespace_selector(policy, own)),
+            object_selector: None,
+            match_conditions: Some(match_conditions(policy)),
+        }]),
+    };
+    let validating = ValidatingWebhookConfiguration {
+        metadata: meta(VALIDATING_NAME),
+        webhooks: Some(vec![ValidatingWebhook {
+            name: VALIDATING_WEBHOOK.into(),
+            admission_review_versions: vec!["v1".into()],
+            side_effects: "None".into(),
+            timeout_seconds: Some(opts.timeout_seconds),
+            failure_policy: Some(opts.validate_failure_policy.as_str().into()),
+            match_policy: Some("Equivalent".into()),
+            client_config: opts.client.config("/validate", ca),
+            rules: Some(rules(required_validating())),
+            namespace_selector: Some(namespace_selector(policy, own)),
+            object_selector: None,
+            match_conditions: Some(match_conditions(policy)),
+        }]),
+    };
+    Ok((mutating, validating))
+}
+
+/// Both configurations as one YAML stream (`---` separated), with a header.
+pub fn render_yaml(policy: &Policy, opts: &Options) -> Result<String, RenderError> {
+    let (m, v) = configurations(policy, opts)?;
+    // k8s-openapi's Serialize omits apiVersion/kind for nested use; add them.
+    let with_kind = |value: serde_json::Value, kind: &str| {
+        let mut map = serde_json::Map::new();
+        map.insert(
+            "apiVersion".into(),
+            "admissionregistration.k8s.io/v1".into(),
+        );
+        map.insert("kind".into(), kind.into());
+        if let serde_json::Value::Object(o) = value {
+            map.extend(
+                o.into_iter()
+                    .filter(|(k, _)| k != "apiVersion" && k != "kind"),
+            );
+        }
+        serde_json::Value::Object(map)
+    };
+    let docs = [
+        with_kind(
+            serde_json::to_value(&m).unwrap_or_default(),
+            "MutatingWebhookConfiguration",
+        ),
+        with_kind(
+            serde_json::to_value(&v).unwrap_or_default(),
+            "ValidatingWebhookConfiguration",
+        ),
+    ];
+    let mut out = format!(
+        "# Generated by `runner-fence render webhooks` from policy {:?}; do not edit by hand.\n\
+         # Scope is the namespace only: never the pod's name, labels or owner.\n",
+        policy.metadata.name
+    );
+    for d in docs {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&d).unwrap_or_default());
+    }
+    Ok(out)
+}
+
+/// A live webhook of runner-fence's, reduced to what decides its scope.
+#[derive(Clone, Debug)]
+pub struct LiveWebhook {
+    /// `mutating` or `validating`.
+    pub kind: Kind,
+    /// Configuration name.
+    pub configuration: String,
+    /// Webhook name.
+    pub name: String,
+    /// failurePolicy (`Fail` when unset, as the apiserver defaults it).
+    pub failure_policy: String,
+    /// Rules.
+    pub rules: Vec<RuleWithOperations>,
+    /// namespaceSelector.
+    pub namespace_selector: Option<LabelSelector>,
+    /// objectSelector.
+    pub object_selector: Option<LabelSelector>,
+    /// matchConditions.
+    pub match_conditions: Vec<MatchCondition>,
+}
+
+/// Which of the two webhooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The mutating webhook.
+    Mutating,
+    /// The validating webhook.
+    Validating,
+}
+
+impl Kind {
+    /// `mutating` or `validating`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Mutating => "mutating",
+            Kind::Validating => "validating",
+        }
+    }
+}
+
+/// One thing the cluster does not send to runner-fence although the policy covers it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Gap {
+    /// Which webhook.
+    pub webhook: Kind,
+    /// Namespace pattern of the policy (exact or `prefix*`); empty for whole-webhook findings.
+    pub namespace: String,
+    /// `resource[/subresource] OPERATION`, or empty.
+    pub request: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn rule_covers(rule: &RuleWithOperations, resource: &str, op: &str) -> bool {
+    let any = |list: &Option<Vec<String>>, want: &str| {
+        list.iter().flatten().any(|x| x == want || x == "*")
+    };
+    let res_ok = rule.resources.iter().flatten().any(|r| {
+        r == resource
+            || r == "*/*"
+            || (r == "*" && !resource.contains('/'))
+            || resource
+                .split_once('/')
+                .is_some_and(|(main, _)| r == &format!("{main}/*"))
+    });
+    any(&rule.api_groups, "")
+        && any(&rule.api_versions, "v1")
+        && any(&rule.operations, op)
+        && res_ok
+        && rule
+            .scope
+            .as_deref()
+            .is_none_or(|s| s == "*" || s == "Namespaced")
+}
+
+/// Does a namespaceSelector select a namespace that carries only its automatic
+/// name label? (The runner creates `namespace_per_job` namespaces unlabelled,
+/// so a selector that needs any other label leaves them out.)
+fn selects_bare_namespace(sel: Option<&LabelSelector>, ns: &str) -> bool {
+    let Some(sel) = sel else { return true };
+    let labels = BTreeMap::from([(NAME_LABEL.to_string(), ns.to_string())]);
+    sel.match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v))
+        && sel.match_expressions.iter().flatten().all(|e| {
+            let have = labels.get(&e.key);
+            let values = e.values.as_deref().unwrap_or(&[]);
+            match e.operator.as_str() {
+                "In" => have.is_some_and(|h| values.contains(h)),
+                "NotIn" => have.is_none_or(|h| !values.contains(h)),
+                "Exists" => have.is_some(),
+                "DoesNotExist" => have.is_none(),
+                _ => false,
+            }
+        })
+}
+
+/// A namespace name that stands for a policy pattern (a prefix gets a suffix).
+fn probe_namespace(pattern: &str) -> String {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => format!("{prefix}probe"),
+        None => pattern.to_string(),
+    }
+}
+
+/// Everything the policy covers that the live webhooks would not be sent, and
+/// every fail-open webhook while the policy enforces.
+pub fn coverage_gaps(policy: &Policy, live: &[LiveWebhook]) -> Vec<Gap> {
+    let want_conditions = match_conditions(policy);
+    let mut gaps = Vec::new();
+    for (kind, required) in [
+        (Kind::Mutating, required_mutating()),
+        (Kind::Validating, required_validating()),
+    ] {
+        let hooks: Vec<&LiveWebhook> = live.iter().filter(|w| w.kind == kind).collect();
+        if hooks.is_empty() {
+            gaps.push(Gap {
+                webhook: kind,
+                namespace: String::new(),
+                request: String::new(),
+                reason: format!("no {} webhook of runner-fence is registered", kind.as_str()),
+            });
+            continue;
+        }
+        for w in &hooks {
+            if policy.mode == Mode::Enforce && w.failure_policy == "Ignore" {
+                gaps.push(Gap {
+                    webhook: kind,
+                    namespace: String::new(),
+                    request: String::new(),
+                    reason: format!(
+                        "{}/{} has failurePolicy: Ignore while the policy enforces: an outage opens the fence",
+                        w.configuration, w.name
+                    ),
+                });
+            }
+        }
+        // A webhook whose filters are exactly the generated ones, or absent.
+        let sound_filters = |w: &LiveWebhook| {
+            w.object_selector.as_ref().is_none_or(|s| {
+                s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+                    && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
+            }) && (w.match_conditions.is_empty() || w.match_conditions == want_conditions)
+        };
+        for pattern in &policy.matching.namespaces {
+            let ns = probe_namespace(pattern);
+            for (resource, op) in required {
+                let sent = hooks.iter().any(|w| {
+                    w.rules.iter().any(|r| rule_covers(r, resource, op))
+                        && selects_bare_namespace(w.namespace_selector.as_ref(), &ns)
+                        && sound_filters(w)
+                });
+                if sent {
+                    continue;
+                }
+                let reason = hooks
+                    .iter()
+                    .map(|w| {
+                        if !w.rules.iter().any(|r| rule_covers(r, resource, op)) {
+                            "no rule sends it".to_string()
+                        } else if !selects_bare_namespace(w.namespace_selector.as_ref(), &ns) {
+                            "the namespaceSelector does not select the namespace (by its name label alone)".to_string()
+                        } else if !w.match_conditions.is_empty() && w.match_conditions != want_conditions {
+                            "matchConditions differ from the ones generated for this policy and may filter it out".to_string()
+                        } else {
+                            "an objectSelector filters on the pod's labels, which the attacker writes".to_string()
+                        }
+                    })
+                    .next()
+                    .unwrap_or_default();
+                gaps.push(Gap {
+                    webhook: kind,
+                    namespace: pattern.clone(),
+                    request: format!("{resource} {op}"),
+                    reason,
+                });
+            }
+        }
+    }
+    gaps
+}
+
+/// The generated configurations as [`LiveWebhook`]s (what a correct cluster holds).
+pub fn as_live(
+    m: &MutatingWebhookConfiguration,
+    v: &ValidatingWebhookConfiguration,
+) -> Vec<LiveWebhook> {
+    let cname = |meta: &ObjectMeta| meta.name.clone().unwrap_or_default();
+    let mut out: Vec<LiveWebhook> = m
+        .webhooks
+        .iter()
+        .flatten()
+        .map(|w| LiveWebhook {
+            kind: Kind::Mutating,
+            configuration: cname(&m.metadata),
+            name: w.name.clone(),
+            failure_policy: w.failure_policy.clone().unwrap_or_else(|| "Fail".into()),
+            rules: w.rules.clone().unwrap_or_default(),
+            namespace_selector: w.namespace_selector.clone(),
+            object_selector: w.object_selector.clone(),
+            match_conditions: w.match_conditions.clone().unwrap_or_default(),
+        })
+        .collect();
+    out.extend(v.webhooks.iter().flatten().map(|w| LiveWebhook {
+        kind: Kind::Validating,
+        configuration: cname(&v.metadata),
+        name: w.name.clone(),
+        failure_policy: w.failure_policy.clone().unwrap_or_else(|| "Fail".into()),
+        rules: w.rules.clone().unwrap_or_default(),
+        namespace_selector: w.namespace_selector.clone(),
+        object_selector: w.object_selector.clone(),
+        match_conditions: w.match_conditions.clone().unwrap_or_default(),
+    }));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::embedded;
+
+    fn policy_with(namespaces: &[&str]) -> Policy {
+        let mut p = embedded().expect("policy");
+        p.matching.namespaces = namespaces.iter().map(|s| s.to_string()).collect();
+        p
+    }
+
+    #[test]
+    fn exact_and_prefix_scope() {
+        let p = policy_with(&["gitlab-runner", "ci-job-*"]);
+        assert_eq!(
+            scope_expression(&p),
+            "request.namespace in ['gitlab-runner'] || request.namespace.startsWith('ci-job-')"
+        );
+        // A prefix needs every namespace sent, so the selector only excludes.
+        let sel = namespace_selector(&p, "runner-fence");
+        let exprs = sel.match_expressions.expect("exprs");
+        assert_eq!(exprs.len(), 1);
+        assert_eq!(exprs[0].operator, "NotIn");
+        let exact = namespace_selector(&policy_with(&["gitlab-runner"]), "runner-fence");
+        assert_eq!(exact.match_expressions.expect("exprs")[0].operator, "In");
+    }
+
+    #[test]
+    fn generated_configurations_have_no_gaps() {
+        for ns in [&["gitlab-runner"][..], &["gitlab-runner", "ci-job-*"]] {
+            let p = policy_with(ns);
+            let (m, v) = configurations(&p, &Options::service("runner-fence", "runner-fence"))
+                .expect("render");
+            assert_eq!(coverage_gaps(&p, &as_live(&m, &v)), vec![]);
+        }
+    }
+
+    #[test]
+    fn every_kind_of_hand_edit_is_a_gap() {
+        let p = policy_with(&["gitlab-runner", "ci-job-*"]);
+        let (m, v) =
+            configurations(&p, &Options::service("runner-fence", "runner-fence")).expect("render");
+        let live = as_live(&m, &v);
+        let gaps_after = |edit: &dyn Fn(&mut Vec<LiveWebhook>)| {
+            let mut l = live.clone();
+            edit(&mut l);
+            coverage_gaps(&p, &l)
+        };
+        // Validating webhook loses the bindings rule.
+        let g = gaps_after(&|l| {
+            l[1].rules
+                .retain(|r| !r.resources.iter().flatten().any(|x| x == "bindings"))
+        });
+        assert!(
+            g.iter()
+                .any(|g| g.request == "bindings CREATE" && g.namespace == "gitlab-runner"),
+            "{g:?}"
+        );
+        // A namespace selector that needs a label the runner's namespaces lack.
+        let g = gaps_after(&|l| {
+            l[0].namespace_selector = Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([("runner-fence".into(), "enabled".into())])),
+                match_expressions: None,
+            })
+        });
+        assert!(
+            g.iter()
+                .any(|g| g.webhook == Kind::Mutating && g.namespace == "ci-job-*"),
+            "{g:?}"
+        );
+        // A name filter in matchConditions (the old hole).
+        let g = gaps_after(&|l| {
+            l[1].match_conditions.push(MatchCondition {
+                name: "runner-job-pod-name".into(),
+                expression: "object.metadata.name.startsWith('runner-')".into(),
+            })
+        });
+        assert!(
+            g.iter().any(|g| g.reason.contains("matchConditions")),
+            "{g:?}"
+        );
+        // An objectSelector on the pod's labels.
+        let g = gaps_after(&|l| {
+            l[1].object_selector = Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([("app".into(), "job".into())])),
+                match_expressions: None,
+            })
+        });
+        assert!(
+            g.iter().any(|g| g.reason.contains("objectSelector")),
+            "{g:?}"
+        );
+        // Fail-open while enforcing.
+        let g = gaps_after(&|l| l[0].failure_policy = "Ignore".into());
+        assert!(
+            g.iter().any(|g| g.reason.contains("failurePolicy: Ignore")),
+            "{g:?}"
+        );
+        // No validating webhook at all.
+        let g = gaps_after(&|l| l.retain(|w| w.kind == Kind::Mutating));
+        assert!(
+            g.iter()
+                .any(|g| g.webhook == Kind::Validating && g.reason.contains("no validating")),
+            "{g:?}"
+        );
+    }
+
+    #[test]
+    fn excluded_namespaces_cannot_be_in_scope() {
+        let p = policy_with(&["runner-*"]);
+        let err = configurations(&p, &Options::service("runner-fence", "runner-fence"))
+            .expect_err("covers own namespace");
+        assert!(err.to_string().contains("runner-fence"), "{err}");
+    }
+
+    #[test]
+    fn cel_strings_are_escaped() {
+        assert_eq!(cel_string("a'b\\c"), "'a\\'b\\\\c'");
+    }
+}
