@@ -729,3 +729,36 @@ impl Policy {
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eks_wildcards() {
+        for (p, t, want) in [
+            ("gitlab-runner", "gitlab-runner", true),
+            ("gitlab-runner", "gitlab-runner-2", false),
+            ("ci-job-*", "ci-job-42", true),
+            ("ci-job-*", "ci-job-", true),
+            ("ci-job-*", "ci-jo", false),
+            ("*-runner", "gitlab-runner", true),
+            ("ci-?", "ci-a", true),
+            ("ci-?", "ci-ab", false),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("*", "", true),
+        ] {
+            assert_eq!(glob(p, t), want, "{p} ~ {t}");
+        }
+    }
+
+    #[test]
+    fn pattern_containment() {
+        assert!(pattern_within("ci-job-1", "ci-job-*"));
+        assert!(pattern_within("ci-job-a*", "ci-job-*"));
+        assert!(!pattern_within("ci-*", "ci-job-*"));
+        assert!(!pattern_within("ci-job-*", "ci-job-1"));
+        assert!(pattern_within("gitlab-runner", "gitlab-runner"));
+    }
+}

@@ -17,9 +17,11 @@ pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, S
         ));
     };
     let mut k = Table::new();
-    if let Some(first) = policy
-        .matching
+    // The first exact runner namespace this profile may be used in.
+    if let Some(first) = prof
         .namespaces
+        .as_ref()
+        .unwrap_or(&policy.matching.namespaces)
         .iter()
         .find(|n| !n.ends_with('*'))
     {
@@ -47,7 +49,13 @@ pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, S
             Value::String(name.into()),
         );
     }
-    for (key, v) in &prof.pod_labels {
+    // The labels of the profile's selector choose it too; podLabels are injected anyway.
+    for (key, v) in prof
+        .selector
+        .iter()
+        .flat_map(|s| &s.match_labels)
+        .chain(&prof.pod_labels)
+    {
         labels.insert(key.clone(), Value::String(v.clone()));
     }
     if !labels.is_empty() {
@@ -109,7 +117,8 @@ pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, S
     let mut out = format!(
         "# GitLab Runner [runners.kubernetes] settings matching runner-fence policy {:?}, profile {name:?}.\n\
          # Merge into the [[runners]] entry of config.toml. Leave node_selector_overwrite_allowed and\n\
-         # node_tolerations_overwrite_allowed unset: runner-fence denies overrides that reach GitLab's nodes.\n",
+         # node_tolerations_overwrite_allowed unset: runner-fence denies overrides that reach GitLab's nodes.\n\
+         # Every pod in the runner namespaces is fenced, the runner manager included: run it on the runner nodes too.\n",
         policy.metadata.name
     );
     if policy.resources.defaults.init.is_some() {
