@@ -107,7 +107,7 @@ def check_webhooks(docs, overlay, fixtures, audit):
             ops = sorted(o for rule in cfg["webhooks"][0]["rules"] for o in rule["operations"])
             check(ops == ["CREATE"], f"{overlay}: mutating is CREATE only")
         else:
-            check(resources == ["bindings", "pods", "pods/binding", "pods/ephemeralcontainers"],
+            check(resources == ["bindings", "pods", "pods/binding", "pods/ephemeralcontainers", "pods/resize"],
                   f"{overlay}: validating covers pods, pods/binding, bindings and pods/ephemeralcontainers")
 
     # Which fixtures reach the webhooks: every pod in the runner namespace, whatever its name or labels.
@@ -134,6 +134,28 @@ def check_webhooks(docs, overlay, fixtures, audit):
     other = {"request": {"resource": {"resource": "pods"}, "operation": "CREATE", "namespace": "default",
                          "object": {"metadata": {"name": "runner-x"}}}}
     check(not sent_to_webhook(mwc["webhooks"][0], other), f"{overlay}: default namespace is not sent")
+
+
+def check_backstop(docs, overlay, audit):
+    """The in-tree backstop is installed, scoped like the webhooks, and denies unless in audit."""
+    vap = one(docs, "ValidatingAdmissionPolicy", "runner-fence-backstop")
+    binding = one(docs, "ValidatingAdmissionPolicyBinding", "runner-fence-backstop")
+    if not vap or not binding:
+        return
+    want = ["Warn", "Audit"] if audit else ["Deny"]
+    check(binding["spec"]["validationActions"] == want, f"{overlay}: backstop validationActions {want}")
+    check(binding["spec"]["policyName"] == "runner-fence-backstop", f"{overlay}: backstop binding names its policy")
+    check(vap["spec"]["failurePolicy"] == "Fail", f"{overlay}: backstop failurePolicy Fail")
+    sel = vap["spec"]["matchConstraints"]["namespaceSelector"]
+    for ns in ("runner-fence", "kube-system", "default"):
+        check(not namespace_selected(sel, ns), f"{overlay}: backstop must not select {ns}")
+    check(namespace_selected(sel, "gitlab-runner"), f"{overlay}: backstop selects gitlab-runner")
+    env = celpy.Environment()
+    for v in vap["spec"]["validations"] + vap["spec"].get("variables", []) + vap["spec"].get("matchConditions", []):
+        try:
+            env.compile(v["expression"])
+        except Exception as e:  # noqa: BLE001 - report which expression
+            check(False, f"{overlay}: backstop CEL does not compile: {e}: {v['expression'][:80]}")
 
 
 def check_deployment(docs, overlay):
@@ -185,6 +207,7 @@ def main():
         docs = load(rendered / f"{overlay}.yaml")
         audit = overlay == "audit"
         check_webhooks(docs, overlay, fixtures, audit)
+        check_backstop(docs, overlay, audit)
         check_deployment(docs, overlay)
         cm = one(docs, "ConfigMap", "runner-fence-policy")
         policy = cm.get("data", {}).get("policy.yaml", "")

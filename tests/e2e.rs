@@ -918,7 +918,101 @@ async fn the_fence_holds_on_a_real_control_plane() {
         "kubectl showed no warning: {stderr}"
     );
 
-    // 7. Not one pod of the runner namespaces was ever bound to a GitLab node with
+    // 7. runner-fence down: the in-tree backstop (`render admission-policy`) alone holds
+    //    the fence. Both webhooks fail open, as the backstop allows.
+    let enforce_policy = d.join("enforce.yaml");
+    std::fs::write(&enforce_policy, policy_text("enforce")).expect("policy");
+    let backstop = Command::new(BIN)
+        .args(["render", "admission-policy", "--policy"])
+        .arg(&enforce_policy)
+        .output()
+        .expect("render admission-policy");
+    kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&String::from_utf8_lossy(&backstop.stdout)),
+    );
+    let fail_open = Command::new(BIN)
+        .args(["render", "webhooks", "--policy"])
+        .arg(&enforce_policy)
+        .args(["--url", &format!("https://127.0.0.1:{port}"), "--ca-bundle"])
+        .arg(certs.join("ca.crt"))
+        .args([
+            "--mutate-failure-policy",
+            "ignore",
+            "--validate-failure-policy",
+            "ignore",
+        ])
+        .output()
+        .expect("render webhooks");
+    kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&String::from_utf8_lossy(&fail_open.stdout)),
+    );
+    drop(webhook);
+    let backstop_denies = |what: &str, pod: Value| {
+        let out = kubectl(&["create", "-f", "-"], Some(&pod.to_string()));
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success() && stderr.contains("runner-fence-backstop"),
+            "{what}: not denied by the backstop: {stderr}"
+        );
+        stderr
+    };
+    // The policy takes a moment to reach the apiserver's admission plugin.
+    wait_for("the backstop to take effect", 30, || {
+        let out = kubectl(
+            &["create", "--dry-run=server", "-f", "-"],
+            Some(&bare("probe", NS, json!({"nodeSelector": {"workload": "gitlab"}})).to_string()),
+        );
+        String::from_utf8_lossy(&out.stderr).contains("runner-fence-backstop")
+    })
+    .await;
+    let msg = backstop_denies(
+        "GitLab selector",
+        bare(
+            "down-1",
+            NS,
+            json!({"nodeSelector": {"workload": "gitlab"}}),
+        ),
+    );
+    assert!(
+        msg.contains("mutating webhook"),
+        "the message says why: {msg}"
+    );
+    backstop_denies(
+        "unmutated job pod",
+        named(fixture_pod("plain-job.json"), "runner-down-2", NS),
+    );
+    let mut placed = runner_fence::eval::evaluate(
+        &policy,
+        &common::review_of(
+            named(fixture_pod("plain-job.json"), "runner-down-ok", NS),
+            "CREATE",
+        ),
+        None,
+    )
+    .expect("offline")
+    .pod;
+    let mut tolerate_all_placed = placed.clone();
+    tolerate_all_placed["metadata"]["name"] = json!("runner-down-3");
+    tolerate_all_placed["spec"]["tolerations"] = json!([{"operator": "Exists"}]);
+    backstop_denies("tolerate-all", tolerate_all_placed);
+    let mut pinned = placed.clone();
+    pinned["metadata"]["name"] = json!("runner-down-4");
+    pinned["spec"]["nodeName"] = json!("gitlab-1");
+    backstop_denies("nodeName", pinned);
+    // A correctly placed pod (as config.toml from `render runner-config` would make it) is admitted.
+    placed["metadata"]["name"] = json!("runner-down-ok");
+    create(&client, &placed)
+        .await
+        .expect("a correctly placed pod while runner-fence is down");
+    let node = wait_scheduled(&client, NS, "runner-down-ok").await;
+    assert!(node.starts_with("runner-"), "scheduled on {node}");
+    println!(
+        "runner-fence down: the backstop denied 4 unsafe pods and admitted a placed one (on {node})"
+    );
+
+    // 8. Not one pod of the runner namespaces was ever bound to a GitLab node with
     //    runner-fence in place.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let bound = bound.lock().expect("lock").clone();
@@ -941,5 +1035,4 @@ async fn the_fence_holds_on_a_real_control_plane() {
         before.len()
     );
     assert!(on_gitlab_after.is_empty(), "{on_gitlab_after:?}");
-    drop(webhook);
 }

@@ -309,6 +309,17 @@ fn pod_level_resources() -> Value {
     r
 }
 
+fn resize() -> Value {
+    let mut old = fixture("plain-job.json")["request"]["object"].clone();
+    old["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "1"}});
+    let mut new = old.clone();
+    new["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "64"}});
+    let mut r = review("gitlab-runner", "UPDATE", new);
+    r["request"]["subResource"] = json!("resize");
+    r["request"]["oldObject"] = old;
+    r
+}
+
 fn gated_update_to_gitlab() -> Value {
     // UPDATE while scheduling-gated: the pod may still gain nodeSelector and tolerations.
     let mut old = fixture("plain-job.json")["request"]["object"].clone();
@@ -382,6 +393,9 @@ use RuleId::{FargateCompat, NodeName, Placement, ProtectedNodes, Resources};
 #[case::legacy_bindings_resource(binding("bindings", None, "netshoot", "gitlab-1"), &[ProtectedNodes])]
 #[case::pods_binding(binding("pods", Some("binding"), "runner-x-project-1-concurrent-0-abc", "gitlab-1"), &[ProtectedNodes])]
 #[case::pod_level_resources_over_max(pod_level_resources(), &[Resources])]
+// A GitLab node that has not registered yet (EKS names are predictable): fail closed.
+#[case::binding_to_a_node_the_cache_does_not_know(binding("pods", Some("binding"), "p1", "ip-10-0-3-77.eu-west-1.compute.internal"), &[ProtectedNodes])]
+#[case::in_place_resize_over_max(resize(), &[Resources])]
 #[case::update_while_gated(gated_update_to_gitlab(), &[ProtectedNodes, Placement])]
 fn attacks_are_denied_with_their_rule(#[case] r: Value, #[case] want: &[RuleId]) {
     let p = policy();

@@ -67,6 +67,19 @@ fn the_shipped_webhook_configurations_are_generated_from_the_policy() {
 }
 
 #[test]
+fn the_shipped_backstop_is_generated_from_the_policy() {
+    // Regenerate with: cargo run -- render admission-policy > manifests/base/admission-policy.yaml
+    let policy = runner_fence::policy::embedded().expect("policy");
+    let want = runner_fence::render::admission_policy::render_yaml(&policy, "runner-fence")
+        .expect("render");
+    assert!(
+        read("manifests/base/admission-policy.yaml") == want,
+        "manifests/base/admission-policy.yaml differs from `runner-fence render admission-policy`; regenerate it"
+    );
+    assert!(read("manifests/base/kustomization.yaml").contains("- admission-policy.yaml"));
+}
+
+#[test]
 fn webhook_names_and_ordering() {
     let text = read("manifests/base/webhooks.yaml");
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("yaml");

@@ -441,10 +441,9 @@ fn non_pod_kinds_and_missing_objects_are_clear_denials() {
     assert!(!d.decision.allowed());
     assert_eq!(d.response["response"]["status"]["code"], 400);
     assert!(
-        d.decision
-            .message()
-            .unwrap_or_default()
-            .contains("only pods, pods/binding, bindings and pods/ephemeralcontainers")
+        d.decision.message().unwrap_or_default().contains(
+            "only pods, pods/binding, bindings, pods/ephemeralcontainers and pods/resize"
+        )
     );
     let mut r = review_of(pod(json!({})), "CREATE");
     r["request"]["object"] = Value::Null;

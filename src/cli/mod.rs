@@ -135,6 +135,15 @@ enum RenderCommand {
     },
     /// The Mutating/ValidatingWebhookConfiguration scoped by the policy's namespaces.
     Webhooks(WebhooksArgs),
+    /// The in-tree backstop: a ValidatingAdmissionPolicy + binding compiled from the policy.
+    AdmissionPolicy {
+        /// Policy file (default: the embedded reference policy).
+        #[arg(long, env = "RUNNER_FENCE_POLICY")]
+        policy: Option<PathBuf>,
+        /// The webhook's own namespace (never reviewed).
+        #[arg(long, default_value = "runner-fence")]
+        namespace: String,
+    },
 }
 
 /// `render webhooks` flags.
@@ -252,6 +261,25 @@ fn run(cli: Cli) -> u8 {
             }
         }
         Command::Render(RenderCommand::Webhooks(args)) => render_webhooks(args),
+        Command::Render(RenderCommand::AdmissionPolicy { policy, namespace }) => {
+            let p = match load_policy(policy.as_deref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            match crate::render::admission_policy::render_yaml(&p, &namespace) {
+                Ok(y) => {
+                    print!("{y}");
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_BAD_INPUT
+                }
+            }
+        }
         Command::Audit {
             kubeconfig,
             context,

@@ -245,12 +245,13 @@ pub fn review(
     let target = match (core, req.resource, req.sub_resource) {
         (true, "pods", "") => Target::Pod,
         (true, "pods", "binding") | (true, "bindings", "") => Target::Binding,
-        (true, "pods", "ephemeralcontainers") => Target::Pod,
+        // Both carry the whole Pod: new containers, or new resources (in-place resize).
+        (true, "pods", "ephemeralcontainers" | "resize") => Target::Pod,
         // Other pod subresources (status, eviction, exec...) cannot change placement.
         (true, "pods", _) => return Decision::skipped(),
         _ => {
             return Decision::error(format!(
-                "runner-fence reviews only pods, pods/binding, bindings and pods/ephemeralcontainers, but was sent {}/{} {}; fix the rules of the webhook configuration",
+                "runner-fence reviews only pods, pods/binding, bindings, pods/ephemeralcontainers and pods/resize, but was sent {}/{} {}; fix the rules of the webhook configuration",
                 if core { "core" } else { req.group },
                 req.resource,
                 req.kind

@@ -31,6 +31,10 @@ pub enum ProtectedBy {
     Name,
     /// The node cache shows labels matching `protectedNodes`.
     Labels,
+    /// The node cache is on but does not know the node: it may be a GitLab node
+    /// that has not registered yet (EKS node names are predictable), so a
+    /// binding to it fails closed; the scheduler retries once the cache has it.
+    Unknown,
 }
 
 /// Why a container or pod cannot run on Fargate.
@@ -203,6 +207,7 @@ impl fmt::Display for Violation {
                 let why = match by {
                     ProtectedBy::Name => "listed in protectedNodes.names",
                     ProtectedBy::Labels => "its labels match protectedNodes",
+                    ProtectedBy::Unknown => "the node cache does not know it, so it may be one",
                 };
                 match via {
                     NodeRef::NodeName => write!(
@@ -460,7 +465,10 @@ pub fn protected_node(
     if policy.protected_nodes.names.iter().any(|n| n == name) {
         return Some(ProtectedBy::Name);
     }
-    let node = nodes?.get(name)?;
+    // With a node cache, a node it does not know counts as protected (fail closed).
+    let Some(node) = nodes?.get(name) else {
+        return Some(ProtectedBy::Unknown);
+    };
     labels_protected(policy, node).then_some(ProtectedBy::Labels)
 }
 

@@ -113,6 +113,16 @@ pub fn lint(p: &Policy) -> Vec<LintWarning> {
             }
         }
     }
+    for (i, ns) in p.matching.namespaces.iter().enumerate() {
+        if super::namespace_pattern_matches(ns, "runner-fence") {
+            warn(
+                format!("match.namespaces[{i}]"),
+                format!(
+                    "{ns:?} covers runner-fence, the webhook's default namespace, which the webhooks never review; `render webhooks` refuses it unless runner-fence runs elsewhere (--namespace)"
+                ),
+            );
+        }
+    }
     if protected.is_empty() {
         warn(
             "protectedNodes".into(),

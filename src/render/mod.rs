@@ -2,6 +2,7 @@
 //! runner's config.toml, the webhook configurations and what `audit` checks
 //! can never drift from what the engine enforces.
 
+pub mod admission_policy;
 mod runner_config;
 pub mod webhooks;
 

@@ -176,6 +176,7 @@ pub fn required_validating() -> &'static [(&'static str, &'static str)] {
         ("pods", "UPDATE"),
         ("pods/binding", "CREATE"),
         ("pods/ephemeralcontainers", "UPDATE"),
+        ("pods/resize", "UPDATE"),
         ("bindings", "CREATE"),
     ]
 }
@@ -271,7 +272,12 @@ fn check(policy: &Policy, opts: &Options) -> Result<(), RenderError> {
     if !(1..=5).contains(&opts.timeout_seconds) {
         return Err(RenderError::Timeout(opts.timeout_seconds));
     }
-    for excluded in [opts.client.own_namespace(), KUBE_SYSTEM] {
+    check_scope(policy, opts.client.own_namespace())
+}
+
+/// The policy must not cover a namespace that is never reviewed.
+pub fn check_scope(policy: &Policy, own_namespace: &str) -> Result<(), RenderError> {
+    for excluded in [own_namespace, KUBE_SYSTEM] {
         if let Some(p) = policy
             .matching
             .namespaces
