@@ -187,6 +187,14 @@ def check_deployment(docs, overlay):
         check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", f"{overlay}: readiness on /readyz")
         for m in c.get("volumeMounts", []):
             check("subPath" not in m, f"{overlay}: {m['name']} mounted without subPath (live reload)")
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        pre = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        delay = int(env.get("RUNNER_FENCE_SHUTDOWN_DELAY_SECONDS") or 10)
+        drain = int(env.get("RUNNER_FENCE_DRAIN_SECONDS") or 10)
+        check(pre > 0, f"{overlay}: a preStop sleep before SIGTERM")
+        check(delay >= c["readinessProbe"]["periodSeconds"], f"{overlay}: shutdown delay covers a readiness period")
+        check(pod.get("terminationGracePeriodSeconds", 30) > pre + delay + drain,
+              f"{overlay}: terminationGracePeriodSeconds exceeds preStop + delay + drain")
     vols = {v["name"]: v for v in pod["volumes"]}
     check(vols.get("policy", {}).get("configMap", {}).get("name") == "runner-fence-policy", f"{overlay}: policy ConfigMap volume")
     check(vols.get("tls", {}).get("secret", {}).get("secretName") == "runner-fence-tls", f"{overlay}: TLS Secret volume")

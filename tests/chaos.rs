@@ -315,3 +315,119 @@ async fn idle_and_slow_loris_connections_do_not_starve_real_requests() {
     drop(idle);
     server.stop().await;
 }
+
+/// Sends the headers and half of a review body on a raw TLS connection, then waits.
+async fn half_sent(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    body: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut tls = common::raw_tls(addr, ca).await;
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.expect("head");
+    tls.write_all(&body[..body.len() / 2]).await.expect("half");
+    tls.flush().await.expect("flush");
+    tls
+}
+
+async fn read_status(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigterm_new_connections_are_accepted_during_the_delay_and_refused_after() {
+    let mut a = args();
+    a.shutdown_delay_seconds = 2;
+    let mut server = common::start(a).await;
+    let ca = server.ca();
+    let addr = server.addr;
+    let admin = server.admin;
+    let body = body();
+    // In flight when SIGTERM arrives: half of the body sent.
+    let mut inflight = half_sent(addr, &ca, &body).await;
+    server.signal_stop();
+    let started = Instant::now();
+    // Not ready at once...
+    let ready = reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    // ...but new connections are still answered during the delay (the apiserver may
+    // still hold this endpoint).
+    let c = client(&[&ca], false);
+    for _ in 0..3 {
+        let resp = c
+            .post(format!("https://localhost:{}/validate", addr.port()))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("a new connection during the delay is answered");
+        assert_eq!(resp.status(), reqwest::StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "still within the delay"
+    );
+    // The in-flight request completes.
+    inflight
+        .write_all(&body[body.len() / 2..])
+        .await
+        .expect("rest of the body");
+    inflight.flush().await.expect("flush");
+    assert_eq!(read_status(&mut inflight).await, "HTTP/1.1 200 OK");
+    // After the delay the listener is closed: new connections are refused.
+    tokio::time::sleep(
+        Duration::from_secs(2).saturating_sub(started.elapsed()) + Duration::from_millis(300),
+    )
+    .await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after the delay"
+    );
+    assert!(
+        server.join(Duration::from_secs(10)).await,
+        "exits within the grace period"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_times_out_without_holding_a_concurrency_permit() {
+    let mut a = args();
+    a.max_concurrency = 1;
+    a.body_timeout_ms = 1500;
+    let server = common::start(a).await;
+    let ca = server.ca();
+    let body = body();
+    // One client stalls mid-body; with a single permit, a real request must still pass.
+    let mut stalled = half_sent(server.addr, &ca, &body).await;
+    let c = client(&[&ca], false);
+    let resp = c
+        .post(format!("https://localhost:{}/mutate", server.addr.port()))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("answered while another body is stalled");
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    // The stalled one is told why once its deadline passes.
+    assert_eq!(
+        read_status(&mut stalled).await,
+        "HTTP/1.1 408 Request Timeout"
+    );
+    server.stop().await;
+}

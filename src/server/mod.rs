@@ -73,13 +73,25 @@ pub struct ServeArgs {
     /// A static node list instead of the watch (offline testing and benchmarks).
     #[arg(long, env = "RUNNER_FENCE_NODES_FILE", conflicts_with = "node_cache")]
     pub nodes_file: Option<PathBuf>,
-    /// How long SIGTERM waits for in-flight reviews.
+    /// After SIGTERM: how long to keep accepting while `/readyz` already says 503, so
+    /// the apiserver stops sending before the listener closes (at least one readiness
+    /// period plus endpoint propagation; the manifests add a preStop sleep).
+    #[arg(
+        long,
+        env = "RUNNER_FENCE_SHUTDOWN_DELAY_SECONDS",
+        default_value_t = 10
+    )]
+    pub shutdown_delay_seconds: u64,
+    /// Then: how long to wait for in-flight reviews once the listener is closed.
     #[arg(long, env = "RUNNER_FENCE_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,
+    /// How long a client may take to send a request body, in milliseconds.
+    #[arg(long, env = "RUNNER_FENCE_BODY_TIMEOUT_MS", default_value_t = 5000)]
+    pub body_timeout_ms: u64,
     /// How often policy and certificate files are checked for changes, in milliseconds.
     #[arg(long, env = "RUNNER_FENCE_RELOAD_INTERVAL_MS", default_value_t = 2000)]
     pub reload_interval_ms: u64,
-    /// Reviews processed at once; more wait.
+    /// Reviews processed at once, across /mutate and /validate; more wait.
     #[arg(long, env = "RUNNER_FENCE_MAX_CONCURRENCY", default_value_t = 512)]
     pub max_concurrency: usize,
     /// Log format.
@@ -281,30 +293,51 @@ impl Server {
                     .await;
             })
         };
-        let app = routes::admission_router(state.clone()).layer(
-            tower::limit::ConcurrencyLimitLayer::new(args.max_concurrency.max(1)),
+        let app = routes::admission_service(
+            state.clone(),
+            args.max_concurrency,
+            Duration::from_millis(args.body_timeout_ms.max(1)),
         );
         // Every connection is tracked from the moment it is accepted, so the
         // drain also waits for ones still in their TLS handshake.
         let tracker = tokio_util::task::TaskTracker::new();
         let (drain_tx, drain_rx) = watch::channel(false);
+        let accept = |stream| {
+            let acceptor = acceptor.clone();
+            let svc = TowerToHyperService::new(app.clone());
+            tracker.spawn(serve_connection(stream, acceptor, svc, drain_rx.clone()));
+        };
+        let mut backoff = AcceptBackoff::default();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, _peer)) = accepted else { continue };
-                    let acceptor = acceptor.clone();
-                    let svc = TowerToHyperService::new(app.clone());
-                    tracker.spawn(serve_connection(stream, acceptor, svc, drain_rx.clone()));
-                }
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => { backoff.reset(); accept(stream) }
+                    Err(e) => backoff.wait(&e).await,
+                },
                 _ = &mut shutdown => break,
             }
         }
+        // Not ready first; keep accepting until the apiserver has stopped sending
+        // (it still holds this endpoint for up to a readiness period), then close.
         state.begin_shutdown();
+        let delay = Duration::from_secs(args.shutdown_delay_seconds);
         tracing::info!(
+            delay_seconds = args.shutdown_delay_seconds,
             drain_seconds = args.drain_seconds,
-            "shutting down: not ready, draining in-flight reviews"
+            "shutting down: not ready; still accepting during the delay, then draining"
         );
+        let until = tokio::time::sleep(delay);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => { backoff.reset(); accept(stream) }
+                    Err(e) => backoff.wait(&e).await,
+                },
+                _ = &mut until => break,
+            }
+        }
         drop(listener);
         let _ = drain_tx.send(true);
         tracker.close();
@@ -321,6 +354,34 @@ impl Server {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Exponential backoff on accept errors (e.g. file descriptors exhausted), so a
+/// persistent error is logged and waited out instead of spinning a core.
+#[derive(Default)]
+struct AcceptBackoff {
+    current: Option<Duration>,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn reset(&mut self) {
+        self.current = None;
+    }
+
+    fn next(&mut self) -> Duration {
+        let d = self.current.map_or(Self::FIRST, |d| (d * 2).min(Self::MAX));
+        self.current = Some(d);
+        d
+    }
+
+    async fn wait(&mut self, e: &std::io::Error) {
+        let d = self.next();
+        tracing::warn!(error = %e, backoff_ms = d.as_millis() as u64, "accept failed; backing off");
+        tokio::time::sleep(d).await;
     }
 }
 
@@ -387,11 +448,6 @@ async fn reload_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let interval = Duration::from_millis(args.reload_interval_ms.max(50));
-    let mut policy_seen = args
-        .policy
-        .as_ref()
-        .and_then(|p| std::fs::read(p).ok())
-        .map(|b| digest(&b));
     let cert_files = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(CertFiles {
             cert: c.clone(),
@@ -399,49 +455,59 @@ async fn reload_loop(
         }),
         _ => None,
     };
-    let read_pair = |f: &CertFiles| -> Option<[u8; 32]> {
-        let mut b = std::fs::read(&f.cert).ok()?;
-        b.extend(std::fs::read(&f.key).ok()?);
-        Some(digest(&b))
+    let mut policy_seen = match &args.policy {
+        Some(p) => file_digest(vec![p.clone()]).await,
+        None => None,
     };
-    let mut cert_seen = cert_files.as_ref().and_then(read_pair);
+    let cert_paths = cert_files
+        .as_ref()
+        .map(|f| vec![f.cert.clone(), f.key.clone()]);
+    let mut cert_seen = match &cert_paths {
+        Some(p) => file_digest(p.clone()).await,
+        None => None,
+    };
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         if let Some(path) = &args.policy
-            && let Ok(bytes) = std::fs::read(path)
+            && let Some(d) = file_digest(vec![path.clone()]).await
+            && policy_seen != Some(d)
         {
-            let d = digest(&bytes);
-            if policy_seen != Some(d) {
-                policy_seen = Some(d);
-                let parsed = String::from_utf8(bytes)
-                    .map_err(|_| format!("{}: not UTF-8", path.display()))
-                    .and_then(|t| {
-                        policy::parse(&t, &path.display().to_string()).map_err(|e| e.to_string())
-                    });
-                match parsed {
-                    Ok(p) => {
-                        let hash = p.content_hash();
-                        state.metrics.set_policy(&p.metadata.name, &hash);
-                        state.policy.store(Arc::new(p));
-                        state.metrics.reload("policy", true);
-                        tracing::info!(policy = %path.display(), hash, "policy reloaded");
-                    }
-                    Err(e) => {
-                        state.metrics.reload("policy", false);
-                        tracing::error!(error = %e, "policy reload failed; keeping the previous policy");
-                    }
+            policy_seen = Some(d);
+            // The same loader as start-up (size cap, errors with file:line:column),
+            // off the async runtime: file reads block.
+            let p = path.clone();
+            let loaded = tokio::task::spawn_blocking(move || policy::load_file(&p))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            match loaded {
+                Ok(p) => {
+                    let hash = p.content_hash();
+                    state.metrics.set_policy(&p.metadata.name, &hash);
+                    state.policy.store(Arc::new(p));
+                    state.metrics.reload("policy", true);
+                    tracing::info!(policy = %path.display(), hash, "policy reloaded");
+                }
+                Err(e) => {
+                    state.metrics.reload("policy", false);
+                    tracing::error!(error = %e, "policy reload failed; keeping the previous policy");
                 }
             }
         }
-        if let Some(files) = &cert_files
-            && let Some(d) = read_pair(files)
+        if let (Some(files), Some(paths)) = (&cert_files, &cert_paths)
+            && let Some(d) = file_digest(paths.clone()).await
             && cert_seen != Some(d)
         {
             cert_seen = Some(d);
-            match tls::load(files) {
+            let f = files.clone();
+            let loaded = tokio::task::spawn_blocking(move || tls::load(&f))
+                .await
+                .map_err(|e| Error::Other(e.to_string()))
+                .and_then(|r| r);
+            match loaded {
                 Ok((key, expiry)) => {
                     resolver.swap(key);
                     if let Some(e) = expiry {
@@ -457,6 +523,21 @@ async fn reload_loop(
             }
         }
     }
+}
+
+/// The digest of the files' contents together, read off the runtime; None when
+/// one cannot be read (a symlink swap in progress: try again next time).
+async fn file_digest(paths: Vec<PathBuf>) -> Option<[u8; 32]> {
+    tokio::task::spawn_blocking(move || {
+        let mut all = Vec::new();
+        for p in &paths {
+            all.extend(std::fs::read(p).ok()?);
+        }
+        Some(digest(&all))
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -2,7 +2,7 @@
 //! `/readyz` and `/metrics` on the admin port.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -10,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower::limit::ConcurrencyLimit;
 
 use super::State;
 use super::metrics::{EndpointLabels, ReviewLabels, ViolationLabels};
@@ -18,6 +19,74 @@ use crate::engine::Endpoint;
 
 /// The apiserver's own request size limit.
 pub const MAX_BODY_BYTES: usize = 3 << 20;
+
+/// What the webhook port serves: the body is read first, within `body_timeout`
+/// and the size cap, *before* a concurrency permit is taken (a slow client must
+/// not hold one), then one limit of `max_concurrency` covers both endpoints.
+pub fn admission_service(
+    state: Arc<State>,
+    max_concurrency: usize,
+    body_timeout: Duration,
+) -> Router {
+    with_body_reader(limited(state, max_concurrency), body_timeout)
+}
+
+/// Both endpoints behind one limit (a layer on the Router would give each route its own).
+fn limited(state: Arc<State>, max_concurrency: usize) -> ConcurrencyLimit<Router> {
+    ConcurrencyLimit::new(admission_router(state), max_concurrency.max(1))
+}
+
+fn with_body_reader(svc: ConcurrencyLimit<Router>, body_timeout: Duration) -> Router {
+    Router::new()
+        .fallback_service(svc)
+        .layer(axum::middleware::from_fn_with_state(
+            body_timeout,
+            read_body,
+        ))
+}
+
+/// Buffers the request body within a deadline and the size cap.
+async fn read_body(
+    AxState(timeout): AxState<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes\n"),
+                )
+                    .into_response()
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}\n"),
+                )
+                    .into_response()
+            }
+        }
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {} ms\n",
+                timeout.as_millis()
+            ),
+        )
+            .into_response(),
+    }
+}
 
 /// The admission router (served over TLS).
 pub fn admission_router(state: Arc<State>) -> Router {
@@ -184,4 +253,46 @@ fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Re
     }
     let body = serde_json::to_vec(&reviewed.response).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Service, ServiceExt};
+
+    fn request(path: &str) -> axum::extract::Request {
+        axum::http::Request::post(path)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from("{}"))
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn one_limit_covers_both_endpoints() {
+        let policy = crate::policy::embedded().expect("policy");
+        let state = Arc::new(State::new(policy, false));
+        let svc = limited(state, 1);
+        // Take the only permit through one clone of the limited service...
+        let mut holder = svc.clone();
+        std::future::poll_fn(|cx| Service::<axum::extract::Request>::poll_ready(&mut holder, cx))
+            .await
+            .expect("permit");
+        let app = with_body_reader(svc, Duration::from_secs(1));
+        // ...and neither endpoint gets through while it is held.
+        for path in ["/mutate", "/validate"] {
+            let waiting = tokio::time::timeout(
+                Duration::from_millis(200),
+                app.clone().oneshot(request(path)),
+            )
+            .await;
+            assert!(waiting.is_err(), "{path} ran without a permit");
+        }
+        drop(holder);
+        let resp = app.oneshot(request("/validate")).await.expect("answered");
+        assert_eq!(
+            resp.status(),
+            StatusCode::BAD_REQUEST,
+            "answered once the permit is free"
+        );
+    }
 }
