@@ -85,6 +85,7 @@ fn policy_text(mode: &str) -> String {
 /// `runner-fence serve` as a child process; killed on drop.
 struct Webhook {
     child: Child,
+    addr: String,
     admin: String,
     log: PathBuf,
 }
@@ -106,7 +107,7 @@ fn free_port() -> u16 {
 impl Webhook {
     fn start(dir: &Path, port: u16, node_kubeconfig: &Path) -> Webhook {
         let admin_port = free_port();
-        let log = dir.join("webhook.log");
+        let log = dir.join(format!("webhook-{port}.log"));
         let child = Command::new(BIN)
             .args(["serve", "--policy"])
             .arg(dir.join("policy.yaml"))
@@ -130,6 +131,7 @@ impl Webhook {
             .expect("runner-fence serve starts");
         let w = Webhook {
             child,
+            addr: format!("127.0.0.1:{port}"),
             admin: format!("127.0.0.1:{admin_port}"),
             log,
         };
@@ -143,6 +145,116 @@ impl Webhook {
             std::thread::sleep(Duration::from_millis(100));
         }
         w
+    }
+}
+
+impl Webhook {
+    /// SIGTERM, as the kubelet sends it, then wait for a clean exit.
+    async fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        let out = Command::new("kill")
+            .args(["-TERM", &pid])
+            .output()
+            .expect("kill");
+        assert!(out.status.success(), "kill -TERM {pid}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "replica exited with {status}; log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica did not exit within the grace period"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A Service stand-in: new connections go round-robin to the replicas whose
+/// `/readyz` answered 200 at the last check (every second, like a readiness
+/// probe feeding endpoints); established connections stay where they are.
+struct Proxy {
+    port: u16,
+    backends: Arc<Mutex<Vec<(String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start() -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let backends: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let ready: Arc<Mutex<Vec<String>>> = Arc::default();
+        let poller = {
+            let (backends, ready) = (backends.clone(), ready.clone());
+            tokio::spawn(async move {
+                loop {
+                    let list = backends.lock().expect("lock").clone();
+                    let ok = tokio::task::spawn_blocking(move || {
+                        list.into_iter()
+                            .filter(|(_, admin)| http_get(admin, "/readyz").0 == 200)
+                            .map(|(addr, _)| addr)
+                            .collect::<Vec<_>>()
+                    })
+                    .await
+                    .unwrap_or_default();
+                    *ready.lock().expect("lock") = ok;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        };
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let pick = {
+                    let r = ready.lock().expect("lock");
+                    next = next.wrapping_add(1);
+                    (!r.is_empty()).then(|| r[next % r.len()].clone())
+                };
+                let Some(backend) = pick else { continue };
+                tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&backend).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            backends,
+            task,
+            poller,
+        }
+    }
+
+    fn add(&self, w: &Webhook) {
+        self.backends
+            .lock()
+            .expect("lock")
+            .push((w.addr.clone(), w.admin.clone()));
+    }
+
+    fn remove(&self, addr: &str) {
+        self.backends
+            .lock()
+            .expect("lock")
+            .retain(|(a, _)| a != addr);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.poller.abort();
     }
 }
 
@@ -530,8 +642,13 @@ async fn the_fence_holds_on_a_real_control_plane() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let port = free_port();
-    let webhook = Webhook::start(d, port, &restricted_kubeconfig(d));
+    // The apiserver reaches the replicas through a Service-like proxy that only
+    // routes new connections to ready replicas (as endpoints do).
+    let proxy = Proxy::start().await;
+    let port = proxy.port;
+    let node_kubeconfig = restricted_kubeconfig(d);
+    let mut webhook = Webhook::start(d, free_port(), &node_kubeconfig);
+    proxy.add(&webhook);
     let (_, metrics) = http_get(&webhook.admin, "/metrics");
     assert!(metrics.contains("runner_fence"), "{metrics}");
 
@@ -558,10 +675,10 @@ async fn the_fence_holds_on_a_real_control_plane() {
     };
     let probe_pod: Pod = serde_json::from_value(probe).expect("pod");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Api::<Pod>::namespaced(client.clone(), NS)
+    while !Api::<Pod>::namespaced(client.clone(), NS)
         .create(&dry, &probe_pod)
         .await
-        .is_ok()
+        .is_err_and(|e| e.to_string().contains("runner-fence denied"))
     {
         assert!(Instant::now() < deadline, "the webhooks never took effect");
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -619,6 +736,82 @@ async fn the_fence_holds_on_a_real_control_plane() {
         );
         println!("{fixture}: admitted, patched, scheduled on {node}");
     }
+
+    // 3b. Rolling restarts under continuous pod creation: not one creation fails.
+    let creations = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let creator = {
+        let (client, creations, failures, done) = (
+            client.clone(),
+            creations.clone(),
+            failures.clone(),
+            done.clone(),
+        );
+        let mut pod = fixture_pod("plain-job.json");
+        if let Some(m) = pod["metadata"].as_object_mut() {
+            m.remove("name");
+        }
+        pod["metadata"]["generateName"] = json!("runner-roll-");
+        pod["metadata"]["namespace"] = json!(NS);
+        pod["metadata"]["labels"]["runner-fence.dev/e2e-roll"] = json!("true");
+        // Gated: the point is admission, not the scheduler's throughput.
+        pod["spec"]["schedulingGates"] = json!([{"name": "example.com/hold"}]);
+        tokio::spawn(async move {
+            use std::sync::atomic::Ordering;
+            let limit = 2000;
+            while !done.load(Ordering::SeqCst) && creations.load(Ordering::SeqCst) < limit {
+                match create(&client, &pod).await {
+                    Ok(_) => {}
+                    Err(e) => failures.lock().expect("lock").push(e),
+                }
+                creations.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        })
+    };
+    for round in 1..=3 {
+        let next = Webhook::start(d, free_port(), &node_kubeconfig);
+        proxy.add(&next);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let old = std::mem::replace(&mut webhook, next);
+        let old_addr = old.addr.clone();
+        old.terminate().await;
+        proxy.remove(&old_addr);
+        println!(
+            "rolling restart {round}: replaced {old_addr} by {}",
+            webhook.addr
+        );
+    }
+    while creations.load(std::sync::atomic::Ordering::SeqCst) < 200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    creator.await.expect("creator");
+    let failed = failures.lock().expect("lock").clone();
+    let total = creations.load(std::sync::atomic::Ordering::SeqCst);
+    println!(
+        "rolling restarts: {total} pod creations through 3 restarts, {} failed",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "creations failed during rolling restarts: {failed:?}"
+    );
+    kubectl_ok(
+        &[
+            "-n",
+            NS,
+            "delete",
+            "pods",
+            "-l",
+            "runner-fence.dev/e2e-roll=true",
+            "--grace-period=0",
+            "--force",
+            "--wait=false",
+        ],
+        None,
+    );
 
     // 4. The attacks, through the API.
     let tolerate_all = json!([{"operator": "Exists"}]);

@@ -1,0 +1,17 @@
+//! Kubernetes quantities: parse never panics; a parsed quantity equals itself
+//! parsed again from its text, and comparison is consistent.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use runner_fence::quantity::Quantity;
+
+fuzz_target!(|data: (&str, &str)| {
+    let (a, b) = data;
+    let (Ok(x), y) = (Quantity::parse(a), Quantity::parse(b)) else { return };
+    let again = Quantity::parse(x.as_str()).expect("a parsed quantity re-parses");
+    assert_eq!(again.nanos(), x.nanos());
+    if let Ok(y) = y {
+        assert_eq!(x.cmp(&y), x.nanos().cmp(&y.nanos()));
+        assert_eq!(x == y, x.nanos() == y.nanos());
+    }
+});
