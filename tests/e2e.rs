@@ -124,6 +124,13 @@ impl Webhook {
                 "--log-format",
                 "json",
             ])
+            // Longer than the proxy's readiness period (5 s) plus a margin.
+            .args([
+                "--shutdown-delay-seconds",
+                &SHUTDOWN_DELAY.to_string(),
+                "--drain-seconds",
+                "5",
+            ])
             .env("KUBECONFIG", node_kubeconfig)
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
             .stderr(Stdio::inherit())
@@ -176,9 +183,20 @@ impl Webhook {
     }
 }
 
+/// How often the proxy checks readiness: the endpoint-propagation lag it models.
+/// 5 s, the readinessProbe periodSeconds of the shipped Deployment: longer than the
+/// apiserver's own retries of a failed webhook call (about 4 s), so a replica that
+/// closes its listener while still listed fails creations.
+const PROBE_PERIOD: Duration = Duration::from_secs(5);
+
+/// The replicas' `--shutdown-delay-seconds`.
+const SHUTDOWN_DELAY: u64 = 7;
+
 /// A Service stand-in: new connections go round-robin to the replicas whose
-/// `/readyz` answered 200 at the last check (every second, like a readiness
-/// probe feeding endpoints); established connections stay where they are.
+/// `/readyz` answered 200 at the last check (every [`PROBE_PERIOD`], like a
+/// readiness probe feeding endpoints); established connections stay where they
+/// are. A replica that closed its listener while still listed is what a rolling
+/// update must never expose: the connection fails, and so does the creation.
 struct Proxy {
     port: u16,
     backends: Arc<Mutex<Vec<(String, String)>>>,
@@ -208,7 +226,7 @@ impl Proxy {
                     .await
                     .unwrap_or_default();
                     *ready.lock().expect("lock") = ok;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(PROBE_PERIOD).await;
                 }
             })
         };
@@ -773,7 +791,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
     for round in 1..=3 {
         let next = Webhook::start(d, free_port(), &node_kubeconfig);
         proxy.add(&next);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(PROBE_PERIOD + Duration::from_millis(500)).await;
         let old = std::mem::replace(&mut webhook, next);
         let old_addr = old.addr.clone();
         old.terminate().await;
