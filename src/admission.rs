@@ -76,9 +76,9 @@ pub struct RequestIn {
     #[serde(default)]
     namespace: Option<String>,
     operation: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::engine::pod::object_only")]
     object: Option<PodView>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::engine::pod::object_only")]
     old_object: Option<PodView>,
     #[serde(default)]
     dry_run: Option<bool>,

@@ -119,6 +119,8 @@ fn review_with(f: impl FnOnce(&mut Value)) -> Vec<u8> {
 #[case::json_charset(post("/validate", "application/json; charset=utf-8", review_with(|_| {})), StatusCode::OK, "\"allowed\"")]
 #[case::no_object(post("/validate", "application/json", review_with(|v| v["request"]["object"] = Value::Null)), StatusCode::OK, "has no object")]
 #[case::not_a_pod(post("/validate", "application/json", review_with(|v| { v["request"]["kind"]["kind"] = "Deployment".into(); v["request"]["resource"]["resource"] = "deployments".into(); v["request"]["resource"]["group"] = "apps".into(); })), StatusCode::OK, "only pods, pods/binding")]
+#[case::object_is_an_array(post("/mutate", "application/json", review_with(|v| v["request"]["object"] = Value::Array(vec![Value::Null]))), StatusCode::OK, "object is not a JSON object")]
+#[case::no_spec(post("/mutate", "application/json", review_with(|v| { v["request"]["object"].as_object_mut().map(|o| o.remove("spec")); })), StatusCode::OK, "has no spec")]
 #[case::garbage_object(post("/mutate", "application/json", review_with(|v| v["request"]["object"]["spec"] = "x".into())), StatusCode::OK, "not a valid Pod")]
 #[tokio::test]
 async fn bad_input_gets_a_clear_answer(

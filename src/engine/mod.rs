@@ -277,6 +277,14 @@ pub fn review(
             req.name
         ));
     };
+    if pod.spec.is_none() {
+        // Every real Pod has one; without it there is nothing to place or patch.
+        return Decision::error(format!(
+            "{} request for pod {:?} has no spec",
+            req.operation.as_str(),
+            req.name
+        ));
+    }
     let ctx = Context {
         namespace: req.namespace,
         nodes,

@@ -113,7 +113,11 @@ pub struct PodView {
     #[serde(default)]
     pub metadata: MetaView,
     /// Spec subset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_only"
+    )]
     pub spec: Option<SpecView>,
     /// A Binding's target node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +130,35 @@ pub struct BindingTarget {
     /// Node name.
     #[serde(default)]
     pub name: String,
+}
+
+/// An optional struct that must be a JSON object (or null): serde's derive would
+/// also accept an array, filling fields by position, which no apiserver sends.
+pub fn object_only<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object or null")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    d.deserialize_option(V(std::marker::PhantomData))
 }
 
 fn decode_err(e: serde_json::Error) -> String {
