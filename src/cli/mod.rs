@@ -242,43 +242,16 @@ fn run(cli: Cli) -> u8 {
             }
         }
         Command::Render(RenderCommand::RunnerConfig { policy, profile }) => {
-            let p = match load_policy(policy.as_deref()) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return EXIT_BAD_INPUT;
-                }
-            };
-            match crate::render::runner_config(&p, profile.as_deref()) {
-                Ok(s) => {
-                    print!("{s}");
-                    EXIT_OK
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    EXIT_BAD_INPUT
-                }
-            }
+            render(policy.as_deref(), |p| {
+                crate::render::runner_config(p, profile.as_deref())
+            })
         }
         Command::Render(RenderCommand::Webhooks(args)) => render_webhooks(args),
         Command::Render(RenderCommand::AdmissionPolicy { policy, namespace }) => {
-            let p = match load_policy(policy.as_deref()) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return EXIT_BAD_INPUT;
-                }
-            };
-            match crate::render::admission_policy::render_yaml(&p, &namespace) {
-                Ok(y) => {
-                    print!("{y}");
-                    EXIT_OK
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    EXIT_BAD_INPUT
-                }
-            }
+            render(policy.as_deref(), |p| {
+                crate::render::admission_policy::render_yaml(p, &namespace)
+                    .map_err(|e| e.to_string())
+            })
         }
         Command::Audit {
             kubeconfig,
@@ -349,15 +322,28 @@ fn audit(
     }
 }
 
-fn render_webhooks(a: WebhooksArgs) -> u8 {
-    use crate::render::webhooks::{Client, Options, render_yaml};
-    let p = match load_policy(a.policy.as_deref()) {
-        Ok(p) => p,
+/// Loads `--policy`, renders something from it and prints it; errors exit 2.
+fn render(
+    policy: Option<&std::path::Path>,
+    f: impl FnOnce(&Policy) -> Result<String, String>,
+) -> u8 {
+    match load_policy(policy)
+        .map_err(|e| e.to_string())
+        .and_then(|p| f(&p))
+    {
+        Ok(text) => {
+            print!("{text}");
+            EXIT_OK
+        }
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
+            EXIT_BAD_INPUT
         }
-    };
+    }
+}
+
+fn render_webhooks(a: WebhooksArgs) -> u8 {
+    use crate::render::webhooks::{Client, Options, render_yaml};
     let ca_bundle = match a.ca_bundle.as_deref().map(std::fs::read).transpose() {
         Ok(ca) => ca,
         Err(e) => {
@@ -401,16 +387,9 @@ fn render_webhooks(a: WebhooksArgs) -> u8 {
         validate_failure_policy: a.validate_failure_policy,
         timeout_seconds: a.timeout_seconds,
     };
-    match render_yaml(&p, &opts) {
-        Ok(y) => {
-            print!("{y}");
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_BAD_INPUT
-        }
-    }
+    render(a.policy.as_deref(), |p| {
+        render_yaml(p, &opts).map_err(|e| e.to_string())
+    })
 }
 
 fn lint(file: &std::path::Path) -> u8 {

@@ -322,10 +322,7 @@ impl fmt::Display for Violation {
                 request,
                 max,
             } => {
-                let who = container
-                    .as_deref()
-                    .map(|c| format!("({c}) "))
-                    .unwrap_or_else(|| "(pod-level resources) ".into());
+                let who = resource_owner(container.as_deref());
                 write!(
                     f,
                     "{who}requests {resource} {request}, above the maximum {max}; lower the job's KUBERNETES_*_{}_REQUEST or the runner's request",
@@ -338,10 +335,7 @@ impl fmt::Display for Violation {
                 limit,
                 request,
             } => {
-                let who = container
-                    .as_deref()
-                    .map(|c| format!("({c}) "))
-                    .unwrap_or_else(|| "(pod-level resources) ".into());
+                let who = resource_owner(container.as_deref());
                 write!(
                     f,
                     "{who}limit {resource} {limit} is below its request {request}; raise the limit or lower the request"
@@ -349,6 +343,11 @@ impl fmt::Display for Violation {
             }
         }
     }
+}
+
+/// `(build) ` for a container, `(pod-level resources) ` for `spec.resources`.
+fn resource_owner(container: Option<&str>) -> String {
+    container.map_or_else(|| "(pod-level resources) ".into(), |c| format!("({c}) "))
 }
 
 struct Out(Vec<Violation>);

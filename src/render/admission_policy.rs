@@ -23,20 +23,7 @@ use crate::policy::{Operator, Policy, Requirement, TaintSpec};
 /// Name of the ValidatingAdmissionPolicy and its binding.
 pub const NAME: &str = "runner-fence-backstop";
 
-/// A CEL string literal.
-fn lit(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
+use super::webhooks::cel_string as lit;
 
 fn list(values: &[String]) -> String {
     let items: Vec<String> = values.iter().map(|v| lit(v)).collect();

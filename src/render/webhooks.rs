@@ -203,8 +203,8 @@ fn rules(required: &[(&str, &str)]) -> Vec<RuleWithOperations> {
         .collect()
 }
 
-/// A CEL string literal.
-fn cel_string(s: &str) -> String {
+/// A CEL string literal (shared with the backstop).
+pub(crate) fn cel_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('\'');
     for c in s.chars() {
