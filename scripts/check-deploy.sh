@@ -39,6 +39,9 @@ for overlay in self-signed cert-manager audit; do
   kubernetes-validate --kubernetes-version 1.33.0 --strict --quiet "$out/$overlay.yaml"
 done
 
+# Opt-in extras (PolicyReport CRD, audit RBAC) against the same schemas.
+kubernetes-validate --kubernetes-version 1.33.0 --strict --quiet manifests/extras/*.yaml
+
 echo "== safety properties"
 python3 scripts/check_manifests.py "$out" .
 

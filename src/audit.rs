@@ -19,7 +19,7 @@ use crate::engine::pod::PodView;
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
 use crate::nodes::{NodeInfo, NodeSnapshot};
-use crate::policy::Policy;
+use crate::policy::{Policy, RuleId};
 use crate::render::webhooks::{Gap, Kind, LiveWebhook, coverage_gaps};
 
 const PAGE: u32 = 500;
@@ -58,6 +58,22 @@ pub struct JobPod {
     pub messages: Vec<String>,
     /// What the patch would change.
     pub changes: Vec<String>,
+    /// The pod's uid, for report references.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Each violation with its rule: enforced (a denial) or only reported (audit mode).
+    pub findings: Vec<Finding>,
+}
+
+/// One rule's verdict on a pod.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Finding {
+    /// The rule.
+    pub rule: RuleId,
+    /// Denied (true) or only reported because the rule or policy audits (false).
+    pub enforced: bool,
+    /// The message.
+    pub message: String,
 }
 
 /// One webhook of a runner-fence configuration.
@@ -250,6 +266,18 @@ pub fn analyze(
         let would_deny = !ev.allowed()
             || !ev.validate_decision.audited.is_empty()
             || !ev.mutate_decision.audited.is_empty();
+        let findings = [&ev.mutate_decision, &ev.validate_decision]
+            .into_iter()
+            .flat_map(|d| {
+                let enforced = d.denials.iter().map(|v| (v, true));
+                enforced.chain(d.audited.iter().map(|v| (v, false)))
+            })
+            .map(|(v, enforced)| Finding {
+                rule: v.rule,
+                enforced,
+                message: v.to_string(),
+            })
+            .collect();
         let mut changes = ev.mutate_decision.changes.clone();
         changes.extend(ev.mutate_decision.would_patch.iter().cloned());
         job_pods.push(JobPod {
@@ -262,6 +290,11 @@ pub fn analyze(
             would_patch: !changes.is_empty(),
             messages: ev.messages(),
             changes,
+            uid: pod
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(String::from),
+            findings,
         });
     }
     job_pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -510,4 +543,115 @@ pub fn table(r: &Report) -> String {
         ));
     }
     o
+}
+
+/// The report as `wgpolicyk8s.io/v1alpha2` PolicyReports, the format Kyverno and
+/// Kubewarden write and Policy Reporter reads: one per runner namespace, one
+/// result per pod and rule (`fail` for what enforce mode denies or a pod already
+/// on a protected node, `warn` for what audit mode reports, `pass` otherwise).
+pub fn policy_reports(r: &Report, policy: &str, timestamp_seconds: i64) -> Vec<Value> {
+    let mut by_ns: BTreeMap<&str, Vec<&JobPod>> = BTreeMap::new();
+    for p in &r.job_pods {
+        by_ns.entry(p.namespace.as_str()).or_default().push(p);
+    }
+    by_ns
+        .into_iter()
+        .map(|(ns, pods)| {
+            let mut results = Vec::new();
+            let mut summary: BTreeMap<&str, u64> = ["pass", "fail", "warn", "error", "skip"]
+                .map(|k| (k, 0))
+                .into();
+            for p in pods {
+                for rule in RuleId::ALL {
+                    let mut messages: Vec<&str> = Vec::new();
+                    let mut fail = false;
+                    let mut warn = false;
+                    if rule == RuleId::ProtectedNodes && p.on_protected_node {
+                        fail = true;
+                    }
+                    for f in p.findings.iter().filter(|f| f.rule == rule) {
+                        messages.push(&f.message);
+                        if f.enforced {
+                            fail = true;
+                        } else {
+                            warn = true;
+                        }
+                    }
+                    let result = if fail {
+                        "fail"
+                    } else if warn {
+                        "warn"
+                    } else {
+                        "pass"
+                    };
+                    *summary.entry(result).or_default() += 1;
+                    let on_node = p
+                        .node
+                        .as_deref()
+                        .filter(|_| rule == RuleId::ProtectedNodes && p.on_protected_node)
+                        .map(|n| format!("runs on protected node {n}"));
+                    let message = on_node
+                        .into_iter()
+                        .chain(messages.iter().map(|m| m.to_string()))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    let mut resource =
+                        json!({"apiVersion": "v1", "kind": "Pod", "name": p.name, "namespace": ns});
+                    if let Some(uid) = &p.uid {
+                        resource["uid"] = json!(uid);
+                    }
+                    results.push(json!({
+                        "policy": policy,
+                        "rule": rule.as_str(),
+                        "result": result,
+                        "severity": match rule {
+                            RuleId::ProtectedNodes | RuleId::NodeName | RuleId::Placement => "high",
+                            RuleId::FargateCompat => "medium",
+                            RuleId::Resources => "low",
+                        },
+                        "category": "runner-fence",
+                        "source": "runner-fence",
+                        "scored": true,
+                        "message": if message.is_empty() { "ok".to_string() } else { message },
+                        "timestamp": {"seconds": timestamp_seconds, "nanos": 0},
+                        "resources": [resource],
+                    }));
+                }
+            }
+            json!({
+                "apiVersion": "wgpolicyk8s.io/v1alpha2",
+                "kind": "PolicyReport",
+                "metadata": {
+                    "name": "runner-fence",
+                    "namespace": ns,
+                    "labels": {"app.kubernetes.io/managed-by": "runner-fence"},
+                },
+                "summary": summary,
+                "results": results,
+            })
+        })
+        .collect()
+}
+
+/// Writes PolicyReports to the cluster (server-side apply, field manager
+/// `runner-fence`); needs the PolicyReport CRD and create/patch on policyreports.
+pub async fn apply_policy_reports(client: Client, reports: &[Value]) -> Result<usize> {
+    use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+    let ar = ApiResource {
+        group: "wgpolicyk8s.io".into(),
+        version: "v1alpha2".into(),
+        api_version: "wgpolicyk8s.io/v1alpha2".into(),
+        kind: "PolicyReport".into(),
+        plural: "policyreports".into(),
+    };
+    let pp = PatchParams::apply("runner-fence").force();
+    for r in reports {
+        let ns = r["metadata"]["namespace"].as_str().unwrap_or("default");
+        let name = r["metadata"]["name"].as_str().unwrap_or("runner-fence");
+        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
+            .patch(name, &pp, &Patch::Apply(r))
+            .await
+            .map_err(|e| Error::Other(format!("writing PolicyReport {ns}/{name}: {e}")))?;
+    }
+    Ok(reports.len())
 }

@@ -268,3 +268,75 @@ async fn audit_command_exit_codes_and_json() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The CRD's schema as a JSON Schema in which unknown fields are errors (the
+/// apiserver would silently prune them, so a misspelt field would be lost).
+fn policy_report_schema() -> Value {
+    fn strict(v: &mut Value) {
+        if let Some(o) = v.as_object_mut() {
+            if o.contains_key("properties") && !o.contains_key("additionalProperties") {
+                o.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            for (_, child) in o.iter_mut() {
+                strict(child);
+            }
+        } else if let Some(a) = v.as_array_mut() {
+            a.iter_mut().for_each(strict);
+        }
+    }
+    let text = std::fs::read_to_string(format!(
+        "{}/manifests/extras/policyreport-crd.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("crd");
+    let crd: Value = serde_saphyr::from_str(&text).expect("yaml");
+    let mut schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
+    // metadata is validated by the apiserver itself; keep it open here.
+    strict(&mut schema);
+    schema["properties"]["metadata"] = json!({"type": "object"});
+    schema
+}
+
+#[tokio::test]
+async fn policy_reports_validate_against_the_crd_schema() {
+    let (addr, _) = fake_api().await;
+    let client = kube::Client::try_from(kube::Config::new(
+        format!("http://{addr}").parse().expect("url"),
+    ))
+    .expect("client");
+    let r = runner_fence::audit::collect(client, &reference())
+        .await
+        .expect("audit");
+    let reports = runner_fence::audit::policy_reports(&r, "gitlab-runner-jobs", 1_700_000_000);
+    assert_eq!(reports.len(), 1, "one report per runner namespace");
+    let validator = jsonschema::validator_for(&policy_report_schema()).expect("schema");
+    for rep in &reports {
+        let errors: Vec<String> = validator.iter_errors(rep).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{rep}");
+    }
+    let rep = &reports[0];
+    assert_eq!(rep["metadata"]["namespace"], "gitlab-runner");
+    let results = rep["results"].as_array().expect("results");
+    // One result per pod and rule.
+    assert_eq!(results.len(), r.job_pods.len() * 5);
+    let of = |pod: &str, rule: &str| {
+        results
+            .iter()
+            .find(|x| {
+                x["rule"] == rule
+                    && x["resources"][0]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.contains(pod))
+            })
+            .unwrap_or_else(|| panic!("no result for {pod} {rule}"))
+    };
+    assert_eq!(of("concurrent-3", "protected-nodes")["result"], "fail");
+    assert_eq!(of("concurrent-0", "protected-nodes")["result"], "pass");
+    assert_eq!(of("concurrent-0", "fargate-compat")["result"], "pass");
+    let fails = results.iter().filter(|x| x["result"] == "fail").count() as u64;
+    assert_eq!(rep["summary"]["fail"].as_u64(), Some(fails));
+    // A misspelt field would be caught by the strict schema.
+    let mut bad = rep.clone();
+    bad["results"][0]["severty"] = json!("high");
+    assert!(!validator.is_valid(&bad));
+}

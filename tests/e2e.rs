@@ -1107,6 +1107,65 @@ async fn the_fence_holds_on_a_real_control_plane() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("bindings CREATE"));
     kubectl_ok(&["apply", "-f", "-"], Some(&rendered));
 
+    // PolicyReports: written with --apply, accepted against the CRD, readable by
+    // Policy Reporter and kubectl.
+    kubectl_ok(
+        &[
+            "apply",
+            "-f",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/manifests/extras/policyreport-crd.yaml"
+            ),
+        ],
+        None,
+    );
+    kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=established",
+            "crd/policyreports.wgpolicyk8s.io",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    let out = Command::new(BIN)
+        .args(["audit", "--output", "policy-report", "--apply", "--policy"])
+        .arg(d.join("policy.yaml"))
+        .env("KUBECONFIG", &kc)
+        .output()
+        .expect("audit --apply");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kind: PolicyReport"));
+    let stored: Value = serde_json::from_str(&kubectl_ok(
+        &[
+            "-n",
+            NS,
+            "get",
+            "policyreport",
+            "runner-fence",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .expect("policyreport json");
+    let fails = stored["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["result"] == "fail" && r["rule"] == "protected-nodes")
+        .count();
+    assert!(
+        fails >= on_gitlab,
+        "the baseline pods are failures in the stored report: {stored}"
+    );
+
     // 6. Audit mode: allowed, and kubectl shows what enforce mode would deny.
     std::fs::write(d.join("policy.yaml"), policy_text("audit")).expect("audit policy");
     let audit_pod = {

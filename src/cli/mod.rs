@@ -34,6 +34,17 @@ pub enum Output {
     Json,
 }
 
+/// `audit` output formats.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum AuditOutput {
+    /// Tables for people.
+    Text,
+    /// The report as JSON.
+    Json,
+    /// PolicyReport objects (YAML), as Kyverno and Kubewarden write them.
+    PolicyReport,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the webhook (HTTPS /mutate and /validate, admin /healthz /readyz /metrics).
@@ -85,9 +96,12 @@ enum Command {
         /// Policy file (default: the embedded reference policy).
         #[arg(long, env = "RUNNER_FENCE_POLICY")]
         policy: Option<PathBuf>,
-        /// Output format.
+        /// Output format: text, json, or policy-report (wgpolicyk8s.io/v1alpha2 PolicyReports, YAML).
         #[arg(long, value_enum, default_value = "text")]
-        output: Output,
+        output: AuditOutput,
+        /// With policy-report: also write the reports to the cluster (server-side apply).
+        #[arg(long, requires = "output")]
+        apply: bool,
     },
     /// Certificates for the webhook.
     #[command(subcommand)]
@@ -258,7 +272,8 @@ fn run(cli: Cli) -> u8 {
             context,
             policy,
             output,
-        } => audit(kubeconfig, context, policy, output),
+            apply,
+        } => audit(kubeconfig, context, policy, output, apply),
         Command::Schema => {
             println!("{}", schema_json());
             EXIT_OK
@@ -278,8 +293,13 @@ fn audit(
     kubeconfig: Option<PathBuf>,
     context: Option<String>,
     policy: Option<PathBuf>,
-    output: Output,
+    output: AuditOutput,
+    apply: bool,
 ) -> u8 {
+    if apply && output != AuditOutput::PolicyReport {
+        eprintln!("error: --apply writes PolicyReports; use it with --output policy-report");
+        return EXIT_BAD_INPUT;
+    }
     let p = match load_policy(policy.as_deref()) {
         Ok(p) => p,
         Err(e) => {
@@ -299,15 +319,30 @@ fn audit(
     };
     let report = rt.block_on(async {
         let client = crate::kubeclient::client(kubeconfig.as_deref(), context.as_deref()).await?;
-        crate::audit::collect(client, &p).await
+        let r = crate::audit::collect(client.clone(), &p).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let reports = crate::audit::policy_reports(&r, &p.metadata.name, now);
+        if apply {
+            crate::audit::apply_policy_reports(client, &reports).await?;
+        }
+        Ok::<_, crate::error::Error>((r, reports))
     });
     match report {
-        Ok(r) => {
+        Ok((r, reports)) => {
             match output {
-                Output::Json => {
+                AuditOutput::Json => {
                     println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
                 }
-                Output::Text => print!("{}", crate::audit::table(&r)),
+                AuditOutput::Text => print!("{}", crate::audit::table(&r)),
+                AuditOutput::PolicyReport => {
+                    for rep in &reports {
+                        println!("---");
+                        print!("{}", serde_saphyr::to_string(rep).unwrap_or_default());
+                    }
+                }
             }
             if r.has_violations() {
                 EXIT_DENIED
