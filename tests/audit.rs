@@ -340,3 +340,26 @@ async fn policy_reports_validate_against_the_crd_schema() {
     bad["results"][0]["severty"] = json!("high");
     assert!(!validator.is_valid(&bad));
 }
+
+#[test]
+fn in_audit_mode_what_enforce_would_deny_is_still_would_deny() {
+    // The policy only reports, but `audit` says what enforce mode would do.
+    let policy = runner_fence::policy::parse(
+        &runner_fence::policy::EMBEDDED_POLICY.replacen("mode: enforce ", "mode: audit ", 1),
+        "audit.yaml",
+    )
+    .expect("audit policy");
+    let pod = scheduled("job-with-toleration-overwrite.json", "runner-1");
+    let r = runner_fence::audit::analyze(&policy, &[], &[pod], vec![]);
+    let p = &r.job_pods[0];
+    assert!(p.would_deny, "{p:?}");
+    assert!(
+        p.findings.iter().all(|f| !f.enforced),
+        "audit mode enforces nothing"
+    );
+    assert!(
+        p.findings
+            .iter()
+            .any(|f| f.rule == runner_fence::policy::RuleId::ProtectedNodes)
+    );
+}

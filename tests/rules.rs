@@ -506,3 +506,33 @@ fn per_rule_audit_is_reported_while_the_rest_is_enforced() {
     assert_eq!(d.audited.len(), 1);
     assert!(d.warnings()[0].contains("would deny: node-name"));
 }
+
+#[test]
+fn a_prefer_no_schedule_taint_does_not_keep_a_pod_off_a_protected_node() {
+    // Protected by name only, so only the live check can see the risk; the node's one
+    // taint is PreferNoSchedule, which the scheduler may ignore.
+    let mut p = reference();
+    p.protected_nodes.match_labels.clear();
+    p.protected_nodes.match_expressions.clear();
+    p.protected_nodes.names = vec!["soft-gitlab".into()];
+    let nodes = NodeSnapshot::new([NodeInfo {
+        name: "soft-gitlab".into(),
+        labels: [("zone".to_string(), "a".to_string())].into(),
+        taints: vec![k8s_openapi::api::core::v1::Taint {
+            key: "workload".into(),
+            value: Some("gitlab".into()),
+            effect: "PreferNoSchedule".into(),
+            time_added: None,
+        }],
+    }]);
+    let spec =
+        json!({"affinity": terms(json!([{"matchExpressions": [expr("zone", "In", &["a"])]}]))});
+    let d = validate(&p, pod(spec), Some(&nodes));
+    assert!(
+        d.denials
+            .iter()
+            .any(|v| matches!(&v.cause, Cause::SchedulableOnProtected { nodes } if nodes == &["soft-gitlab".to_string()])),
+        "{:?}",
+        d.message()
+    );
+}
