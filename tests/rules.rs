@@ -536,3 +536,25 @@ fn a_prefer_no_schedule_taint_does_not_keep_a_pod_off_a_protected_node() {
         d.message()
     );
 }
+
+#[test]
+fn a_term_that_contradicts_itself_is_named_as_such_not_as_a_profile_conflict() {
+    // Found by the structured_pod fuzz target (fuzz/artifacts crash-11d67f20...):
+    // `zone NotIn [v0]` AND `zone In [v0]` can match no node, whatever the profile.
+    let spec = json!({"affinity": terms(json!([{"matchExpressions": [
+        expr("topology.kubernetes.io/zone", "NotIn", &["v0"]),
+        expr("topology.kubernetes.io/zone", "In", &["v0"]),
+        RUNNER()]}]))});
+    let d = validate(&reference(), pod(spec), None);
+    assert_eq!(rules(&d), vec![RuleId::Placement], "{:?}", d.message());
+    assert!(
+        matches!(&d.denials[0].cause, Cause::Unsatisfiable { culprit } if culprit.len() == 2),
+        "{:?}",
+        d.denials
+    );
+    assert!(
+        d.message()
+            .unwrap_or_default()
+            .contains("can be met by no node")
+    );
+}

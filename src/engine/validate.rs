@@ -123,6 +123,11 @@ pub enum Cause {
         /// The profile's requirements.
         required: Vec<Requirement>,
     },
+    /// The pod's own constraints can be met by no node at all.
+    Unsatisfiable {
+        /// The contradicting requirements (all on one key).
+        culprit: Vec<Requirement>,
+    },
     /// A constraint contradicts the profile's requirements.
     ConflictsWithProfile {
         /// The offending requirements.
@@ -274,6 +279,11 @@ impl fmt::Display for Violation {
                 f,
                 "has no term that can match any node, so the pod could never be scheduled; give every term matchExpressions requiring {}",
                 selector_text(required)
+            ),
+            Cause::Unsatisfiable { culprit } => write!(
+                f,
+                "({}) can be met by no node, so the pod could never be scheduled; fix the job's node selector or affinity",
+                selector_text(culprit)
             ),
             Cause::ConflictsWithProfile {
                 culprit,
@@ -679,6 +689,17 @@ fn placement(name: &str, prof: &Profile, pod: &PodView, out: &mut Out) {
         return;
     };
     if live.is_empty() {
+        if let Err(key) = satisfiable(reqs.iter()) {
+            // The pod's own constraints exclude every node, whatever the profile.
+            out.push(
+                RuleId::Placement,
+                path.clone(),
+                Cause::Unsatisfiable {
+                    culprit: reqs.iter().filter(|r| r.key == key).cloned().collect(),
+                },
+            );
+            return;
+        }
         let conflict = satisfiable(reqs.iter().chain(required))
             .err()
             .unwrap_or_default();
