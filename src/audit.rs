@@ -104,8 +104,10 @@ pub struct Report {
     pub job_pods: Vec<JobPod>,
     /// runner-fence's own webhooks.
     pub webhooks: Vec<WebhookInfo>,
+    /// Whether the in-tree backstop (`runner-fence-backstop`, Deny) is installed.
+    pub backstop: bool,
     /// What the policy covers that the live webhook configurations do not send,
-    /// and fail-open webhooks while the policy enforces.
+    /// and fail-open webhooks while the policy enforces without the backstop.
     pub coverage_gaps: Vec<Gap>,
 }
 
@@ -189,6 +191,7 @@ pub fn analyze(
     nodes: &[NodeInfo],
     pods: &[Value],
     webhooks: Vec<(WebhookInfo, LiveWebhook)>,
+    backstop: bool,
 ) -> Report {
     let live: Vec<LiveWebhook> = webhooks.iter().map(|(_, l)| l.clone()).collect();
     let webhooks: Vec<WebhookInfo> = webhooks.into_iter().map(|(i, _)| i).collect();
@@ -304,7 +307,8 @@ pub fn analyze(
         nodes_seen: nodes.len(),
         job_pods,
         webhooks,
-        coverage_gaps: coverage_gaps(policy, &live),
+        backstop,
+        coverage_gaps: coverage_gaps(policy, &live, backstop),
     }
 }
 
@@ -364,6 +368,27 @@ fn ours<'a>(
         .collect()
 }
 
+/// Is the backstop's policy there with a binding that denies? (Absent API, no
+/// RBAC or no objects all mean "not installed": the check only ever relaxes
+/// the fail-open finding when it has positive evidence.)
+async fn backstop_installed(client: &Client) -> bool {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let name = crate::render::admission_policy::NAME;
+    let policy = Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .get_opt(name)
+        .await;
+    let binding = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .get_opt(name)
+        .await;
+    matches!((policy, binding), (Ok(Some(_)), Ok(Some(b)))
+    if b.spec.as_ref().is_some_and(|s| {
+        s.policy_name.as_deref() == Some(name)
+            && s.validation_actions.iter().flatten().any(|a| a == "Deny")
+    }))
+}
+
 /// Lists nodes, pods and webhook configurations and analyzes them.
 pub async fn collect(client: Client, policy: &Policy) -> Result<Report> {
     let progress = Progress::new();
@@ -418,7 +443,7 @@ pub async fn collect(client: Client, policy: &Policy) -> Result<Report> {
         webhooks.extend(ours(Kind::Mutating, &c.metadata, hooks));
     }
     let vwcs = list_all(
-        &Api::<ValidatingWebhookConfiguration>::all(client),
+        &Api::<ValidatingWebhookConfiguration>::all(client.clone()),
         "validating webhook configurations",
         &progress,
     )
@@ -435,8 +460,9 @@ pub async fn collect(client: Client, policy: &Policy) -> Result<Report> {
         });
         webhooks.extend(ours(Kind::Validating, &c.metadata, hooks));
     }
+    let backstop = backstop_installed(&client).await;
     progress.done();
-    Ok(analyze(policy, &nodes, &pods, webhooks))
+    Ok(analyze(policy, &nodes, &pods, webhooks, backstop))
 }
 
 fn cut(s: &str, n: usize) -> String {
@@ -520,6 +546,14 @@ pub fn table(r: &Report) -> String {
     if r.webhooks.is_empty() {
         o.push_str("  none found: job pods are not guarded\n");
     }
+    o.push_str(&format!(
+        "\nIN-TREE BACKSTOP (runner-fence-backstop): {}\n",
+        if r.backstop {
+            "installed, denying"
+        } else {
+            "not installed"
+        }
+    ));
     o.push_str(&format!(
         "\nCOVERAGE GAPS ({}): what the policy covers that the cluster does not send to runner-fence\n",
         r.coverage_gaps.len()

@@ -350,7 +350,7 @@ fn in_audit_mode_what_enforce_would_deny_is_still_would_deny() {
     )
     .expect("audit policy");
     let pod = scheduled("job-with-toleration-overwrite.json", "runner-1");
-    let r = runner_fence::audit::analyze(&policy, &[], &[pod], vec![]);
+    let r = runner_fence::audit::analyze(&policy, &[], &[pod], vec![], false);
     let p = &r.job_pods[0];
     assert!(p.would_deny, "{p:?}");
     assert!(

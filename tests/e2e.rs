@@ -1218,6 +1218,19 @@ async fn the_fence_holds_on_a_real_control_plane() {
         &["apply", "-f", "-"],
         Some(&String::from_utf8_lossy(&fail_open.stdout)),
     );
+    // With the backstop installed, the fail-open webhooks are the documented setting.
+    let report = runner_fence::audit::collect(client.clone(), &policy)
+        .await
+        .expect("audit");
+    assert!(report.backstop, "audit does not see the backstop");
+    assert!(
+        !report
+            .coverage_gaps
+            .iter()
+            .any(|g| g.reason.contains("Ignore")),
+        "{:?}",
+        report.coverage_gaps
+    );
     drop(webhook);
     let backstop_denies = |what: &str, pod: Value| {
         let out = kubectl(&["create", "-f", "-"], Some(&pod.to_string()));

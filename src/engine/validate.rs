@@ -689,13 +689,18 @@ fn placement(name: &str, prof: &Profile, pod: &PodView, out: &mut Out) {
         return;
     };
     if live.is_empty() {
-        if let Err(key) = satisfiable(reqs.iter()) {
-            // The pod's own constraints exclude every node, whatever the profile.
+        // The pod's own constraints (without what the mutation injected) exclude
+        // every node, whatever the profile.
+        if let Err(key) = satisfiable(reqs.iter().filter(|r| !required.contains(r))) {
             out.push(
                 RuleId::Placement,
                 path.clone(),
                 Cause::Unsatisfiable {
-                    culprit: reqs.iter().filter(|r| r.key == key).cloned().collect(),
+                    culprit: reqs
+                        .iter()
+                        .filter(|r| r.key == key && !required.contains(r))
+                        .cloned()
+                        .collect(),
                 },
             );
             return;

@@ -494,8 +494,10 @@ fn probe_namespace(pattern: &str) -> String {
 }
 
 /// Everything the policy covers that the live webhooks would not be sent, and
-/// every fail-open webhook while the policy enforces.
-pub fn coverage_gaps(policy: &Policy, live: &[LiveWebhook]) -> Vec<Gap> {
+/// every fail-open webhook while the policy enforces — unless the in-tree
+/// backstop (`render admission-policy`, denying) is installed, which is exactly
+/// what makes `failurePolicy: Ignore` safe.
+pub fn coverage_gaps(policy: &Policy, live: &[LiveWebhook], backstop: bool) -> Vec<Gap> {
     let want_conditions = match_conditions(policy);
     let mut gaps = Vec::new();
     for (kind, required) in [
@@ -513,7 +515,7 @@ pub fn coverage_gaps(policy: &Policy, live: &[LiveWebhook]) -> Vec<Gap> {
             continue;
         }
         for w in &hooks {
-            if policy.mode == Mode::Enforce && w.failure_policy == "Ignore" {
+            if policy.mode == Mode::Enforce && w.failure_policy == "Ignore" && !backstop {
                 gaps.push(Gap {
                     webhook: kind,
                     namespace: String::new(),
@@ -637,7 +639,7 @@ mod tests {
             let p = policy_with(ns);
             let (m, v) = configurations(&p, &Options::service("runner-fence", "runner-fence"))
                 .expect("render");
-            assert_eq!(coverage_gaps(&p, &as_live(&m, &v)), vec![]);
+            assert_eq!(coverage_gaps(&p, &as_live(&m, &v), false), vec![]);
         }
     }
 
@@ -650,7 +652,7 @@ mod tests {
         let gaps_after = |edit: &dyn Fn(&mut Vec<LiveWebhook>)| {
             let mut l = live.clone();
             edit(&mut l);
-            coverage_gaps(&p, &l)
+            coverage_gaps(&p, &l, false)
         };
         // Validating webhook loses the bindings rule.
         let g = gaps_after(&|l| {
