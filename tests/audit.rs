@@ -105,6 +105,13 @@ fn generated_mutating() -> Value {
     v
 }
 
+fn client_for(addr: std::net::SocketAddr) -> kube::Client {
+    kube::Client::try_from(kube::Config::new(
+        format!("http://{addr}").parse().expect("url"),
+    ))
+    .expect("client")
+}
+
 async fn fake_api() -> (std::net::SocketAddr, Arc<Calls>) {
     let calls = Arc::new(Calls::default());
     let app = Router::new()
@@ -126,10 +133,7 @@ async fn fake_api() -> (std::net::SocketAddr, Arc<Calls>) {
 #[tokio::test]
 async fn audit_finds_job_pods_on_gitlab_nodes_and_what_the_policy_would_do() {
     let (addr, calls) = fake_api().await;
-    let client = kube::Client::try_from(kube::Config::new(
-        format!("http://{addr}").parse().expect("url"),
-    ))
-    .expect("client");
+    let client = client_for(addr);
     let r = runner_fence::audit::collect(client, &reference())
         .await
         .expect("audit");
@@ -300,10 +304,7 @@ fn policy_report_schema() -> Value {
 #[tokio::test]
 async fn policy_reports_validate_against_the_crd_schema() {
     let (addr, _) = fake_api().await;
-    let client = kube::Client::try_from(kube::Config::new(
-        format!("http://{addr}").parse().expect("url"),
-    ))
-    .expect("client");
+    let client = client_for(addr);
     let r = runner_fence::audit::collect(client, &reference())
         .await
         .expect("audit");

@@ -309,33 +309,32 @@ impl Server {
         };
         let mut backoff = AcceptBackoff::default();
         tokio::pin!(shutdown);
+        // Set by the shutdown signal: until then, and during the delay after it, accept.
+        let close_at = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(close_at);
+        let mut shutting_down = false;
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _peer)) => { backoff.reset(); accept(stream) }
                     Err(e) => backoff.wait(&e).await,
                 },
-                _ = &mut shutdown => break,
-            }
-        }
-        // Not ready first; keep accepting until the apiserver has stopped sending
-        // (it still holds this endpoint for up to a readiness period), then close.
-        state.begin_shutdown();
-        let delay = Duration::from_secs(args.shutdown_delay_seconds);
-        tracing::info!(
-            delay_seconds = args.shutdown_delay_seconds,
-            drain_seconds = args.drain_seconds,
-            "shutting down: not ready; still accepting during the delay, then draining"
-        );
-        let until = tokio::time::sleep(delay);
-        tokio::pin!(until);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => { backoff.reset(); accept(stream) }
-                    Err(e) => backoff.wait(&e).await,
-                },
-                _ = &mut until => break,
+                _ = &mut shutdown, if !shutting_down => {
+                    // Not ready first; keep accepting until the apiserver has stopped
+                    // sending (it still holds this endpoint for up to a readiness
+                    // period), then close.
+                    shutting_down = true;
+                    state.begin_shutdown();
+                    tracing::info!(
+                        delay_seconds = args.shutdown_delay_seconds,
+                        drain_seconds = args.drain_seconds,
+                        "shutting down: not ready; still accepting during the delay, then draining"
+                    );
+                    close_at.as_mut().reset(
+                        tokio::time::Instant::now() + Duration::from_secs(args.shutdown_delay_seconds),
+                    );
+                }
+                _ = &mut close_at, if shutting_down => break,
             }
         }
         drop(listener);
