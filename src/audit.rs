@@ -9,7 +9,6 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams, ObjectList};
 use kube::{Client, Resource};
 use serde::Serialize;
@@ -20,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::eval::evaluate;
 use crate::nodes::{NodeInfo, NodeSnapshot};
 use crate::policy::{Policy, RuleId};
-use crate::render::webhooks::{Gap, Kind, LiveWebhook, coverage_gaps};
+use crate::render::webhooks::{Gap, LiveWebhook, coverage_gaps};
 
 const PAGE: u32 = 500;
 
@@ -316,22 +315,10 @@ fn is_ours(name: &str, service: Option<&str>) -> bool {
     name.contains("runner-fence") || service.is_some_and(|s| s.contains("runner-fence"))
 }
 
-/// The scope-deciding fields of one webhook, whichever its kind.
-struct Hook<'a> {
-    name: &'a String,
-    client: &'a WebhookClientConfig,
-    failure_policy: &'a Option<String>,
-    rules: &'a Option<Vec<k8s_openapi::api::admissionregistration::v1::RuleWithOperations>>,
-    namespace_selector: &'a Option<LabelSelector>,
-    object_selector: &'a Option<LabelSelector>,
-    match_conditions: &'a Option<Vec<k8s_openapi::api::admissionregistration::v1::MatchCondition>>,
-}
-
 /// runner-fence's webhooks among one configuration's.
-fn ours<'a>(
-    kind: Kind,
+fn ours(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    hooks: impl Iterator<Item = Hook<'a>>,
+    hooks: Vec<(LiveWebhook, &WebhookClientConfig)>,
 ) -> Vec<(WebhookInfo, LiveWebhook)> {
     let cname = meta.name.clone().unwrap_or_default();
     let injected = meta
@@ -339,31 +326,20 @@ fn ours<'a>(
         .as_ref()
         .is_some_and(|a| a.contains_key("cert-manager.io/inject-ca-from"));
     hooks
-        .filter(|h| {
-            let svc = h.client.service.as_ref().map(|s| s.name.as_str());
-            is_ours(&cname, svc) || is_ours(h.name, None)
+        .into_iter()
+        .filter(|(w, client)| {
+            let svc = client.service.as_ref().map(|s| s.name.as_str());
+            is_ours(&cname, svc) || is_ours(&w.name, None)
         })
-        .map(|h| {
-            let failure_policy = h.failure_policy.clone().unwrap_or_else(|| "Fail".into());
-            (
-                WebhookInfo {
-                    kind: kind.as_str().into(),
-                    configuration: cname.clone(),
-                    webhook: h.name.clone(),
-                    failure_policy: failure_policy.clone(),
-                    ca_bundle: injected || h.client.ca_bundle.is_some(),
-                },
-                LiveWebhook {
-                    kind,
-                    configuration: cname.clone(),
-                    name: h.name.clone(),
-                    failure_policy,
-                    rules: h.rules.clone().unwrap_or_default(),
-                    namespace_selector: h.namespace_selector.clone(),
-                    object_selector: h.object_selector.clone(),
-                    match_conditions: h.match_conditions.clone().unwrap_or_default(),
-                },
-            )
+        .map(|(w, client)| {
+            let info = WebhookInfo {
+                kind: w.kind.as_str().into(),
+                configuration: w.configuration.clone(),
+                webhook: w.name.clone(),
+                failure_policy: w.failure_policy.clone(),
+                ca_bundle: injected || client.ca_bundle.is_some(),
+            };
+            (info, w)
         })
         .collect()
 }
@@ -431,16 +407,7 @@ pub async fn collect(client: Client, policy: &Policy) -> Result<Report> {
     )
     .await?;
     for c in &mwcs {
-        let hooks = c.webhooks.iter().flatten().map(|w| Hook {
-            name: &w.name,
-            client: &w.client_config,
-            failure_policy: &w.failure_policy,
-            rules: &w.rules,
-            namespace_selector: &w.namespace_selector,
-            object_selector: &w.object_selector,
-            match_conditions: &w.match_conditions,
-        });
-        webhooks.extend(ours(Kind::Mutating, &c.metadata, hooks));
+        webhooks.extend(ours(&c.metadata, LiveWebhook::of_mutating(c)));
     }
     let vwcs = list_all(
         &Api::<ValidatingWebhookConfiguration>::all(client.clone()),
@@ -449,16 +416,7 @@ pub async fn collect(client: Client, policy: &Policy) -> Result<Report> {
     )
     .await?;
     for c in &vwcs {
-        let hooks = c.webhooks.iter().flatten().map(|w| Hook {
-            name: &w.name,
-            client: &w.client_config,
-            failure_policy: &w.failure_policy,
-            rules: &w.rules,
-            namespace_selector: &w.namespace_selector,
-            object_selector: &w.object_selector,
-            match_conditions: &w.match_conditions,
-        });
-        webhooks.extend(ours(Kind::Validating, &c.metadata, hooks));
+        webhooks.extend(ours(&c.metadata, LiveWebhook::of_validating(c)));
     }
     let backstop = backstop_installed(&client).await;
     progress.done();

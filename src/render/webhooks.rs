@@ -528,38 +528,44 @@ pub fn coverage_gaps(policy: &Policy, live: &[LiveWebhook], backstop: bool) -> V
             }
         }
         // A webhook whose filters are exactly the generated ones, or absent.
-        let sound_filters = |w: &LiveWebhook| {
-            w.object_selector.as_ref().is_none_or(|s| {
-                s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-                    && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
-            }) && (w.match_conditions.is_empty() || w.match_conditions == want_conditions)
+        // Why this webhook would not be sent the request; None when it would.
+        let missed = |w: &LiveWebhook,
+                      ns: &str,
+                      resource: &str,
+                      op: &str|
+         -> Option<&'static str> {
+            let object_selector = w.object_selector.as_ref().is_some_and(|s| {
+                s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+                    || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+            });
+            if !w.rules.iter().any(|r| rule_covers(r, resource, op)) {
+                Some("no rule sends it")
+            } else if !selects_bare_namespace(w.namespace_selector.as_ref(), ns) {
+                Some(
+                    "the namespaceSelector does not select the namespace (by its name label alone)",
+                )
+            } else if !w.match_conditions.is_empty() && w.match_conditions != want_conditions {
+                Some(
+                    "matchConditions differ from the ones generated for this policy and may filter it out",
+                )
+            } else if object_selector {
+                Some("an objectSelector filters on the pod's labels, which the attacker writes")
+            } else {
+                None
+            }
         };
         for pattern in &policy.matching.namespaces {
             let ns = probe_namespace(pattern);
             for (resource, op) in required {
-                let sent = hooks.iter().any(|w| {
-                    w.rules.iter().any(|r| rule_covers(r, resource, op))
-                        && selects_bare_namespace(w.namespace_selector.as_ref(), &ns)
-                        && sound_filters(w)
-                });
-                if sent {
-                    continue;
-                }
-                let reason = hooks
+                let reasons: Vec<&str> = hooks
                     .iter()
-                    .map(|w| {
-                        if !w.rules.iter().any(|r| rule_covers(r, resource, op)) {
-                            "no rule sends it".to_string()
-                        } else if !selects_bare_namespace(w.namespace_selector.as_ref(), &ns) {
-                            "the namespaceSelector does not select the namespace (by its name label alone)".to_string()
-                        } else if !w.match_conditions.is_empty() && w.match_conditions != want_conditions {
-                            "matchConditions differ from the ones generated for this policy and may filter it out".to_string()
-                        } else {
-                            "an objectSelector filters on the pod's labels, which the attacker writes".to_string()
-                        }
-                    })
-                    .next()
+                    .map(|w| missed(w, &ns, resource, op))
+                    .collect::<Option<_>>()
                     .unwrap_or_default();
+                // Sent when any one webhook would be sent it.
+                let Some(reason) = reasons.first().map(|r| r.to_string()) else {
+                    continue;
+                };
                 gaps.push(Gap {
                     webhook: kind,
                     namespace: pattern.clone(),
@@ -572,38 +578,59 @@ pub fn coverage_gaps(policy: &Policy, live: &[LiveWebhook], backstop: bool) -> V
     gaps
 }
 
+/// The webhooks of one configuration as [`LiveWebhook`]s, each with its clientConfig
+/// (the two configuration kinds have the same fields but distinct types).
+macro_rules! live_webhooks {
+    ($kind:expr, $cfg:expr) => {{
+        let cfg = $cfg;
+        let configuration = cfg.metadata.name.clone().unwrap_or_default();
+        cfg.webhooks
+            .iter()
+            .flatten()
+            .map(|w| {
+                let live = LiveWebhook {
+                    kind: $kind,
+                    configuration: configuration.clone(),
+                    name: w.name.clone(),
+                    // Unset means Fail, as the apiserver defaults it.
+                    failure_policy: w.failure_policy.clone().unwrap_or_else(|| "Fail".into()),
+                    rules: w.rules.clone().unwrap_or_default(),
+                    namespace_selector: w.namespace_selector.clone(),
+                    object_selector: w.object_selector.clone(),
+                    match_conditions: w.match_conditions.clone().unwrap_or_default(),
+                };
+                (live, &w.client_config)
+            })
+            .collect::<Vec<_>>()
+    }};
+}
+
+impl LiveWebhook {
+    /// The webhooks of a live MutatingWebhookConfiguration.
+    pub fn of_mutating(
+        c: &MutatingWebhookConfiguration,
+    ) -> Vec<(LiveWebhook, &WebhookClientConfig)> {
+        live_webhooks!(Kind::Mutating, c)
+    }
+
+    /// The webhooks of a live ValidatingWebhookConfiguration.
+    pub fn of_validating(
+        c: &ValidatingWebhookConfiguration,
+    ) -> Vec<(LiveWebhook, &WebhookClientConfig)> {
+        live_webhooks!(Kind::Validating, c)
+    }
+}
+
 /// The generated configurations as [`LiveWebhook`]s (what a correct cluster holds).
 pub fn as_live(
     m: &MutatingWebhookConfiguration,
     v: &ValidatingWebhookConfiguration,
 ) -> Vec<LiveWebhook> {
-    let cname = |meta: &ObjectMeta| meta.name.clone().unwrap_or_default();
-    let mut out: Vec<LiveWebhook> = m
-        .webhooks
-        .iter()
-        .flatten()
-        .map(|w| LiveWebhook {
-            kind: Kind::Mutating,
-            configuration: cname(&m.metadata),
-            name: w.name.clone(),
-            failure_policy: w.failure_policy.clone().unwrap_or_else(|| "Fail".into()),
-            rules: w.rules.clone().unwrap_or_default(),
-            namespace_selector: w.namespace_selector.clone(),
-            object_selector: w.object_selector.clone(),
-            match_conditions: w.match_conditions.clone().unwrap_or_default(),
-        })
-        .collect();
-    out.extend(v.webhooks.iter().flatten().map(|w| LiveWebhook {
-        kind: Kind::Validating,
-        configuration: cname(&v.metadata),
-        name: w.name.clone(),
-        failure_policy: w.failure_policy.clone().unwrap_or_else(|| "Fail".into()),
-        rules: w.rules.clone().unwrap_or_default(),
-        namespace_selector: w.namespace_selector.clone(),
-        object_selector: w.object_selector.clone(),
-        match_conditions: w.match_conditions.clone().unwrap_or_default(),
-    }));
-    out
+    LiveWebhook::of_mutating(m)
+        .into_iter()
+        .chain(LiveWebhook::of_validating(v))
+        .map(|(w, _)| w)
+        .collect()
 }
 
 #[cfg(test)]
