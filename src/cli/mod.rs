@@ -158,6 +158,18 @@ enum RenderCommand {
         #[arg(long, default_value = "runner-fence")]
         namespace: String,
     },
+    /// Values for the Helm chart: the policy and what is generated from it.
+    HelmValues {
+        /// Policy file (default: the embedded reference policy).
+        #[arg(long, env = "RUNNER_FENCE_POLICY")]
+        policy: Option<PathBuf>,
+        /// The release namespace (the webhook's own, never reviewed).
+        #[arg(long, default_value = "runner-fence")]
+        namespace: String,
+        /// Name of the webhook Service.
+        #[arg(long, default_value = "runner-fence")]
+        service: String,
+    },
 }
 
 /// `render webhooks` flags.
@@ -261,6 +273,11 @@ fn run(cli: Cli) -> u8 {
             })
         }
         Command::Render(RenderCommand::Webhooks(args)) => render_webhooks(args),
+        Command::Render(RenderCommand::HelmValues {
+            policy,
+            namespace,
+            service,
+        }) => render_helm_values(policy.as_deref(), namespace, service),
         Command::Render(RenderCommand::AdmissionPolicy { policy, namespace }) => {
             render(policy.as_deref(), |p| {
                 crate::render::admission_policy::render_yaml(p, &namespace)
@@ -368,6 +385,33 @@ fn render(
     {
         Ok(text) => {
             print!("{text}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+fn render_helm_values(policy: Option<&std::path::Path>, namespace: String, service: String) -> u8 {
+    use crate::render::helm_values::{Target, render};
+    let (text, file) = match policy {
+        Some(p) => match policy::read_file(p) {
+            Ok(t) => (t, p.display().to_string()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        },
+        None => (
+            policy::EMBEDDED_POLICY.to_string(),
+            "the embedded reference policy".to_string(),
+        ),
+    };
+    match render(&text, &file, &Target { namespace, service }) {
+        Ok(out) => {
+            print!("{out}");
             EXIT_OK
         }
         Err(e) => {

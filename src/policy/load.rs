@@ -53,6 +53,11 @@ pub fn embedded() -> Result<Policy, LoadError> {
 
 /// Reads and checks a policy file.
 pub fn load_file(path: &Path) -> Result<Policy, LoadError> {
+    parse(&read_file(path)?, &path.display().to_string())
+}
+
+/// Reads a policy file's text (size and UTF-8 checked), without parsing it.
+pub fn read_file(path: &Path) -> Result<String, LoadError> {
     let file = path.display().to_string();
     let io_err = |message: String| LoadError {
         file: file.clone(),
@@ -69,8 +74,7 @@ pub fn load_file(path: &Path) -> Result<Policy, LoadError> {
         )));
     }
     let bytes = std::fs::read(path).map_err(|e| io_err(format!("cannot read: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|_| io_err("file is not UTF-8 text".into()))?;
-    parse(&text, &file)
+    String::from_utf8(bytes).map_err(|_| io_err("file is not UTF-8 text".into()))
 }
 
 /// Parses and checks policy text; `file` names it in errors.

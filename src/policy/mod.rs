@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::quantity::Quantity;
 
 pub use lint::{LintWarning, lint};
-pub use load::{EMBEDDED_POLICY, LoadError, embedded, load_file, parse};
+pub use load::{EMBEDDED_POLICY, LoadError, embedded, load_file, parse, read_file};
 
 /// `apiVersion` every policy must carry.
 pub const API_VERSION: &str = "runner-fence.dev/v1alpha1";

@@ -3,6 +3,7 @@
 //! can never drift from what the engine enforces.
 
 pub mod admission_policy;
+pub mod helm_values;
 mod runner_config;
 pub mod webhooks;
 
