@@ -42,7 +42,10 @@ done
 # Opt-in extras (PolicyReport CRD, audit RBAC) against the same schemas.
 kubernetes-validate --kubernetes-version 1.33.0 --strict --quiet manifests/extras/*.yaml
 
-echo "== safety properties"
+echo "== Helm chart: lint, template with each option, schemas (writes helm-*.yaml for the safety checks)"
+bash scripts/check-chart.sh "$out"
+
+echo "== safety properties (kustomize overlays and the chart)"
 python3 scripts/check_manifests.py "$out" .
 
 echo "== hadolint"

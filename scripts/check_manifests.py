@@ -93,7 +93,7 @@ def check_webhooks(docs, overlay, fixtures, audit):
             check(not w.get("objectSelector"), f"{where}: no objectSelector (labels are the attacker's)")
             for c in w.get("matchConditions") or []:
                 check("object." not in c["expression"], f"{where}: matchCondition {c['name']} must not read the object")
-            if overlay == "cert-manager":
+            if overlay.endswith("cert-manager"):
                 ann = cfg["metadata"].get("annotations", {})
                 check(ann.get("cert-manager.io/inject-ca-from") == "runner-fence/runner-fence-serving",
                       f"{where}: cert-manager CA injection")
@@ -211,25 +211,37 @@ def main():
     rendered, root = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
     fixtures = {p.name: json.loads(p.read_text()) for p in sorted((root / "tests/data").glob("*.json"))}
     reference = (root / "examples/policy.yaml").read_text()
-    for overlay in ("self-signed", "cert-manager", "audit"):
+    # Kustomize overlays, and the Helm chart rendered with the matching settings
+    # (helm-*.yaml, written by scripts/check-chart.sh) when present.
+    kinds = ["self-signed", "cert-manager", "audit"]
+    overlays = [o for o in kinds if (rendered / f"{o}.yaml").exists()]
+    overlays += [f"helm-{o}" for o in kinds if (rendered / f"helm-{o}.yaml").exists()]
+    check(len(overlays) >= 3, f"rendered manifests in {rendered} (found {overlays})")
+    for overlay in overlays:
         docs = load(rendered / f"{overlay}.yaml")
-        audit = overlay == "audit"
+        audit = overlay.endswith("audit")
+        helm = overlay.startswith("helm-")
         check_webhooks(docs, overlay, fixtures, audit)
         check_backstop(docs, overlay, audit)
         check_deployment(docs, overlay)
         cm = one(docs, "ConfigMap", "runner-fence-policy")
         policy = cm.get("data", {}).get("policy.yaml", "")
-        if audit:
-            check(policy == reference.replace("mode: enforce ", "mode: audit   ", 1), "audit: policy is the reference in audit mode")
+        want = reference.replace("mode: enforce ", "mode: audit   ", 1) if audit else reference
+        if helm:
+            # The chart mounts the policy as JSON: the same document, another syntax.
+            check(yaml.safe_load(policy) == yaml.safe_load(want), f"{overlay}: ConfigMap policy is the reference policy")
+        elif audit:
+            check(policy == want, "audit: policy is the reference in audit mode")
         else:
-            check(policy == reference, f"{overlay}: ConfigMap policy is examples/policy.yaml")
-        if overlay != "cert-manager":
+            check(policy == want, f"{overlay}: ConfigMap policy is examples/policy.yaml")
+        if not overlay.endswith("cert-manager"):
             secret = one(docs, "Secret", "runner-fence-tls")
             check(set(secret.get("data", {})) >= {"tls.crt", "tls.key"}, f"{overlay}: TLS Secret has tls.crt and tls.key")
         else:
             cert = one(docs, "Certificate", "runner-fence-serving")
-            check(cert.get("spec", {}).get("secretName") == "runner-fence-tls", "cert-manager: serving Certificate fills runner-fence-tls")
-            check("runner-fence.runner-fence.svc" in cert.get("spec", {}).get("dnsNames", []), "cert-manager: Service DNS name")
+            check(cert.get("spec", {}).get("secretName") == "runner-fence-tls", f"{overlay}: serving Certificate fills runner-fence-tls")
+            check("runner-fence.runner-fence.svc" in cert.get("spec", {}).get("dnsNames", []), f"{overlay}: Service DNS name")
+    print(f"checked: {', '.join(overlays)}")
     if failures:
         for f in failures:
             print(f"FAIL {f}")
