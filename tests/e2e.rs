@@ -10,6 +10,9 @@
 //! The webhook runs as the real binary (`runner-fence serve`) with a node
 //! cache whose credentials allow only get/list/watch on nodes, registered with
 //! the configurations `runner-fence render webhooks --url` prints.
+//!
+//! Beside it, the Helm chart: every option set's objects through a server-side
+//! dry-run apply, and its Deployment's pods under restricted Pod Security.
 
 mod common;
 
@@ -1318,4 +1321,242 @@ async fn the_fence_holds_on_a_real_control_plane() {
         before.len()
     );
     assert!(on_gitlab_after.is_empty(), "{on_gitlab_after:?}");
+}
+
+/// Last stdout line of a cache-building script under scripts/tools (a path).
+fn tool(script: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(script))
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(stdout.lines().last().expect("a path").trim())
+}
+
+/// The Helm chart on the real apiserver: every object of every option set is
+/// accepted by a server-side dry-run apply (schemas, CEL compilation of the
+/// backstop, admission), in a namespace that enforces the restricted Pod Security
+/// Standard, and the Deployment's pods are really created there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the loopback control plane: run bash scripts/e2e.sh"]
+async fn the_chart_is_accepted_by_the_apiserver() {
+    const CHART_NS: &str = "rf-chart";
+    let helm = tool("scripts/tools/helm.sh");
+    let crds = tool("scripts/tools/crds.sh");
+    // cert-manager's and the Prometheus Operator's CRDs, so their objects are checked too.
+    kubectl_ok(
+        &["apply", "--server-side", "-f", &crds.display().to_string()],
+        None,
+    );
+    kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            "crd/certificates.cert-manager.io",
+            "crd/issuers.cert-manager.io",
+            "crd/servicemonitors.monitoring.coreos.com",
+            "crd/prometheusrules.monitoring.coreos.com",
+        ],
+        None,
+    );
+    kubectl_ok(&["create", "namespace", CHART_NS], None);
+    kubectl_ok(
+        &[
+            "label",
+            "namespace",
+            CHART_NS,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/warn=restricted",
+        ],
+        None,
+    );
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let render = |policy: Option<&Path>, file: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["render", "helm-values", "--namespace", CHART_NS]);
+        if let Some(p) = policy {
+            cmd.arg("--policy").arg(p);
+        }
+        let out = cmd.output().expect("render helm-values");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = dir.path().join(file);
+        std::fs::write(&path, &out.stdout).expect("write");
+        path.display().to_string()
+    };
+    let reference = render(None, "reference.yaml");
+    let audit_policy = dir.path().join("audit-policy.yaml");
+    std::fs::write(&audit_policy, policy_text("audit")).expect("write");
+    let audit = render(Some(&audit_policy), "audit.yaml");
+    let certs = dir.path().join("certs");
+    let out = Command::new(BIN)
+        .args([
+            "certs",
+            "generate",
+            "--service",
+            "runner-fence",
+            "--namespace",
+            CHART_NS,
+            "--out",
+        ])
+        .arg(&certs)
+        .output()
+        .expect("certs");
+    assert!(out.status.success());
+    let ca = certs.join("ca.crt").display().to_string();
+
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("generate", vec![]),
+        ("cert-manager", vec!["--set".into(), "certificates.mode=certManager".into()]),
+        ("audit", vec!["-f".into(), audit.clone()]),
+        (
+            "existing-secret",
+            vec![
+                "--set".into(),
+                "certificates.mode=existingSecret,certificates.existingSecret.name=corp-tls".into(),
+                "--set-file".into(),
+                format!("certificates.existingSecret.caBundle={ca}"),
+            ],
+        ),
+        (
+            "monitoring",
+            vec![
+                "--set".into(),
+                "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.grafanaDashboard.enabled=true".into(),
+            ],
+        ),
+        (
+            "scheduling",
+            vec![
+                "--set".into(),
+                "replicaCount=3,tolerations[0].key=dedicated,tolerations[0].operator=Exists,nodeSelector.role=system".into(),
+            ],
+        ),
+        (
+            "no-backstop",
+            vec!["--set".into(), "backstop.enabled=false,nodeCache.enabled=false,webhooks.failurePolicy=Ignore".into()],
+        ),
+    ];
+    let template = |extra: &[String]| {
+        let out = Command::new(&helm)
+            .args(["template", "runner-fence"])
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/runner-fence"))
+            .args([
+                "--namespace",
+                CHART_NS,
+                "--kube-version",
+                "1.36.0",
+                "-f",
+                &reference,
+            ])
+            .args(extra)
+            .output()
+            .expect("helm template");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    for (name, extra) in &cases {
+        // The cluster-scoped objects get their own names: the fence test beside
+        // this one installs webhook configurations with the shipped names.
+        let mut docs: Vec<Value> = serde_saphyr::from_multiple::<Value>(&template(extra))
+            .expect("yaml")
+            .into_iter()
+            .filter(|d| !d.is_null())
+            .collect();
+        let objects = docs.len();
+        let prefixed = |v: &Value| json!(format!("chart-e2e-{}", v.as_str().unwrap_or("")));
+        for d in &mut docs {
+            if d["metadata"].get("namespace").is_none() {
+                d["metadata"]["name"] = prefixed(&d["metadata"]["name"]);
+            }
+            if d["kind"] == "ValidatingAdmissionPolicyBinding" {
+                d["spec"]["policyName"] = prefixed(&d["spec"]["policyName"]);
+            }
+            if d["kind"] == "ClusterRoleBinding" {
+                d["roleRef"]["name"] = prefixed(&d["roleRef"]["name"]);
+            }
+        }
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": docs}).to_string();
+        let out = kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=chart-e2e",
+                "--dry-run=server",
+                "-f",
+                "-",
+            ],
+            Some(&list),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "chart ({name}) refused by the apiserver: {stderr}"
+        );
+        assert!(
+            !stderr.contains("PodSecurity"),
+            "chart ({name}) violates the restricted Pod Security Standard: {stderr}"
+        );
+        let applied = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert_eq!(
+            applied, objects,
+            "chart ({name}): {applied} of {objects} objects applied"
+        );
+        println!("chart ({name}): {objects} objects accepted (server-side dry-run)");
+    }
+
+    // For real, the namespaced part (the webhooks stay out: nothing serves them
+    // here): Pod Security admission checks the pods the ReplicaSet creates.
+    let yaml = template(&[]);
+    let namespaced: Vec<Value> = serde_saphyr::from_multiple::<Value>(&yaml)
+        .expect("yaml")
+        .into_iter()
+        .filter(|d| d["metadata"]["namespace"] == CHART_NS)
+        .collect();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": namespaced});
+    kubectl_ok(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&list.to_string()),
+    );
+    wait_for(
+        "2 chart pods created under restricted Pod Security",
+        90,
+        || {
+            kubectl_ok(
+                &[
+                    "get",
+                    "pods",
+                    "-n",
+                    CHART_NS,
+                    "-l",
+                    "app.kubernetes.io/instance=runner-fence",
+                    "-o",
+                    "name",
+                ],
+                None,
+            )
+            .lines()
+            .count()
+                >= 2
+        },
+    )
+    .await;
+    let events = kubectl_ok(&["get", "events", "-n", CHART_NS], None);
+    assert!(!events.contains("violates PodSecurity"), "{events}");
+    println!("chart: Deployment's pods created in a restricted namespace");
+    let _ = kubectl(&["delete", "namespace", CHART_NS, "--wait=false"], None);
 }

@@ -406,7 +406,17 @@ fn xml_escape(s: &str) -> String {
         })
 }
 
-/// A JUnit XML report, one testsuite per suite.
+/// [`xml_escape`] for attribute values: whitespace other than a space is kept as
+/// a character reference, since XML parsers normalise raw tabs and newlines in
+/// attributes to spaces.
+fn attr_escape(s: &str) -> String {
+    xml_escape(s)
+        .replace('\n', "&#10;")
+        .replace('\t', "&#9;")
+        .replace('\r', "&#13;")
+}
+
+/// A JUnit XML report, one testsuite per suite (the junit-10 format GitLab reads).
 pub fn junit_xml(results: &[CaseResult]) -> String {
     let mut by_suite: BTreeMap<&str, Vec<&CaseResult>> = BTreeMap::new();
     for r in results {
@@ -416,23 +426,23 @@ pub fn junit_xml(results: &[CaseResult]) -> String {
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         x,
-        "<testsuites name=\"runner-fence\" tests=\"{}\" failures=\"{failures}\">",
+        "<testsuites name=\"runner-fence\" tests=\"{}\" failures=\"{failures}\" errors=\"0\">",
         results.len()
     );
     for (suite, cases) in by_suite {
         let f = cases.iter().filter(|r| !r.failures.is_empty()).count();
         let _ = writeln!(
             x,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{f}\">",
-            xml_escape(suite),
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{f}\" errors=\"0\">",
+            attr_escape(suite),
             cases.len()
         );
         for c in cases {
             let _ = write!(
                 x,
                 "    <testcase classname=\"{}\" name=\"{}\"",
-                xml_escape(suite),
-                xml_escape(&c.name)
+                attr_escape(suite),
+                attr_escape(&c.name)
             );
             if c.failures.is_empty() {
                 x.push_str("/>\n");
@@ -441,7 +451,7 @@ pub fn junit_xml(results: &[CaseResult]) -> String {
                 let _ = writeln!(
                     x,
                     ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
-                    xml_escape(first),
+                    attr_escape(first),
                     xml_escape(&c.failures.join("\n"))
                 );
             }
@@ -450,4 +460,28 @@ pub fn junit_xml(results: &[CaseResult]) -> String {
     }
     x.push_str("</testsuites>\n");
     x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junit_attributes_keep_tabs_and_newlines_and_count_errors() {
+        let xml = junit_xml(&[CaseResult {
+            suite: "s".into(),
+            name: "a\tb\nc & <d>".into(),
+            failures: vec!["line one\n\tline two".into()],
+        }]);
+        assert!(
+            xml.contains("name=\"a&#9;b&#10;c &amp; &lt;d&gt;\""),
+            "{xml}"
+        );
+        // The failure's message attribute is its first line; the body keeps all.
+        assert!(
+            xml.contains("message=\"line one\">line one\n\tline two</failure>"),
+            "{xml}"
+        );
+        assert!(xml.contains("<testsuite name=\"s\" tests=\"1\" failures=\"1\" errors=\"0\">"));
+    }
 }

@@ -97,6 +97,9 @@ impl Default for Metrics {
     }
 }
 
+/// Buckets of the review latency histogram (doubling from 25 µs).
+const LATENCY_BUCKETS: u16 = 19;
+
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
@@ -109,8 +112,10 @@ impl Metrics {
             "Rule violations found, by rule and mode",
             violations.clone(),
         );
+        // 25 µs to 6.5 s: the apiserver gives up after timeoutSeconds (at most 5 s),
+        // so the p99 alert and dashboard can see anything up to that.
         let latency: HistogramFamily = Family::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.000_025, 2.0, 16))
+            Histogram::new(exponential_buckets(0.000_025, 2.0, LATENCY_BUCKETS))
         });
         registry.register(
             "review_duration_seconds",
@@ -190,5 +195,31 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_reach_the_apiserver_timeout() {
+        let m = Metrics::new();
+        m.latency
+            .get_or_create(&EndpointLabels {
+                endpoint: "validate",
+            })
+            .observe(4.0);
+        let text = m.encode();
+        let les: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("runner_fence_review_duration_seconds_bucket"))
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.parse().ok())
+            .filter(|le: &f64| le.is_finite())
+            .collect();
+        let largest = les.iter().copied().fold(0.0, f64::max);
+        // timeoutSeconds is at most 5: a slow review must land in a finite bucket.
+        assert!(largest >= 5.0, "largest bucket {largest}: {les:?}");
+        assert!(les.iter().copied().fold(f64::MAX, f64::min) <= 0.000_025);
     }
 }
