@@ -220,6 +220,11 @@ fn the_chart_installs_what_render_generates(#[case] policy: &str, #[case] namesp
         without_install(find(&objs, "ValidatingAdmissionPolicyBinding").clone()),
         without_install(binding)
     );
+    // The webhook itself stays off every node a job pod may reach.
+    assert_eq!(
+        find(&objs, "Deployment")["spec"]["template"]["spec"]["affinity"]["nodeAffinity"],
+        runner_fence::render::placement::webhook_node_affinity(&p).expect("affinity")
+    );
     // The server enforces the same policy.
     let cm = find(&objs, "ConfigMap");
     let served = cm["data"]["policy.yaml"].as_str().expect("policy.yaml");
@@ -541,6 +546,20 @@ fn scheduling_and_monitoring_values_reach_the_objects() {
     );
     assert_eq!(pod["nodeSelector"], json!({"role": "system"}));
     assert_eq!(pod["priorityClassName"], "platform-critical");
+    // A hand-written nodeAffinity replaces the derived one.
+    let own = template(
+        "runner-fence",
+        None,
+        &["affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=role",
+          "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists"],
+    )
+    .expect("template");
+    let aff = &find(&own, "Deployment")["spec"]["template"]["spec"]["affinity"];
+    assert_eq!(
+        aff["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
+        json!([{"matchExpressions": [{"key": "role", "operator": "Exists"}]}])
+    );
+    assert!(aff.get("podAntiAffinity").is_some());
     assert_eq!(find(&objs, "Deployment")["spec"]["replicas"], 3);
 
     let sm = find(&objs, "ServiceMonitor");

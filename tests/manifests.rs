@@ -111,3 +111,36 @@ fn dockerfile_runs_serve_as_non_root() {
     assert!(d.contains("USER 65532:65532"));
     assert!(d.contains("distroless/static"));
 }
+
+#[test]
+fn the_kustomize_deployment_stays_off_the_nodes_the_policy_derives() {
+    // The chart uses `render helm-values`' derived affinity; the kustomize base writes
+    // it by hand for the reference policy and must say the same (order aside).
+    let policy = runner_fence::policy::embedded().expect("policy");
+    let want = runner_fence::render::placement::webhook_node_affinity(&policy).expect("affinity");
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&read("manifests/base/deployment.yaml")).expect("yaml");
+    let have = &docs[0]["spec"]["template"]["spec"]["affinity"]["nodeAffinity"];
+    let terms = |v: &serde_json::Value| -> Vec<Vec<String>> {
+        let mut t: Vec<Vec<String>> =
+            v["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+                .as_array()
+                .map(|ts| {
+                    ts.iter()
+                        .map(|t| {
+                            let mut e: Vec<String> = t["matchExpressions"]
+                                .as_array()
+                                .map(|es| es.iter().map(|e| e.to_string()).collect())
+                                .unwrap_or_default();
+                            e.sort();
+                            e
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        t.sort();
+        t
+    };
+    assert!(!terms(&want).is_empty());
+    assert_eq!(terms(have), terms(&want));
+}

@@ -5,7 +5,8 @@
 //! chart takes two values written by this one function: `policy` (the policy,
 //! validated by the chart's values schema, mounted for the server) and
 //! `rendered` (the webhook configurations and the backstop generated from it
-//! by [`super::webhooks::objects`] and [`super::admission_policy::objects`]).
+//! by [`super::webhooks::objects`] and [`super::admission_policy::objects`], and
+//! the webhook's own node affinity from [`super::placement`]).
 //! `rendered.policySha256` is the SHA-256 of `policy` as Helm's `toJson` writes
 //! it; the chart refuses to render when the two disagree, so editing the
 //! policy in the values without running this again fails at install, not in
@@ -38,6 +39,9 @@ pub enum HelmValuesError {
     /// The policy loads but its objects cannot be rendered.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// No node affinity keeps the webhook off the profiles' nodes.
+    #[error(transparent)]
+    Placement(#[from] super::placement::PlacementError),
     /// A number Helm would change on the way through (it reads numbers as float64).
     #[error(
         "{file}: {path}: the number {value} would not pass through Helm values unchanged (Helm reads numbers as 64-bit floats); write it as a string"
@@ -98,6 +102,10 @@ pub fn values(src: &str, file: &str, target: &Target) -> Result<Value, HelmValue
     rendered.insert("validatingWebhookConfiguration".into(), validating);
     rendered.insert("admissionPolicy".into(), admission_policy);
     rendered.insert("admissionPolicyBinding".into(), binding);
+    rendered.insert(
+        "webhookNodeAffinity".into(),
+        super::placement::webhook_node_affinity(&loaded)?,
+    );
     let mut out = Map::new();
     out.insert("policy".into(), raw);
     out.insert("rendered".into(), Value::Object(rendered));

@@ -4,6 +4,7 @@
 
 pub mod admission_policy;
 pub mod helm_values;
+pub mod placement;
 mod runner_config;
 pub mod webhooks;
 
