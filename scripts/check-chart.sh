@@ -27,7 +27,7 @@ cases=(
   "cluster-issuer|--set certificates.mode=certManager --set certificates.certManager.issuerRef.name=corp --set certificates.certManager.issuerRef.kind=ClusterIssuer"
   "monitoring|--set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true"
   "scheduling|--set replicaCount=3 --set priorityClassName=system-node-critical --set tolerations[0].key=dedicated --set tolerations[0].operator=Exists --set nodeSelector.role=system --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-  "no-backstop|--set backstop.enabled=false --set nodeCache.enabled=false --set webhooks.failurePolicy=Ignore"
+  "no-backstop|--set backstop.enabled=false --set nodeCache.enabled=false --set webhooks.failurePolicy=Fail"
 )
 if [ ! -f manifests/overlays/self-signed/certs/ca.crt ]; then
   cargo run --quiet --locked -- certs generate --service runner-fence --namespace runner-fence --out manifests/overlays/self-signed/certs

@@ -465,6 +465,14 @@ fn an_existing_secret_needs_its_ca_bundle() {
     &["policy.match.namespaces[1]=default"],
     "generated from another policy"
 )]
+#[case::edited_scope(
+    &["rendered.validatingWebhookConfiguration.webhooks[0].failurePolicy=Ignore"],
+    "edited by hand"
+)]
+#[case::ignore_without_backstop(
+    &["webhooks.failurePolicy=Ignore", "backstop.enabled=false"],
+    "opens the fence"
+)]
 #[case::one_replica(&["replicaCount=1"], "replicaCount")]
 #[case::timeout(&["webhooks.timeoutSeconds=10"], "timeoutSeconds")]
 #[case::failure_policy(&["webhooks.failurePolicy=Maybe"], "failurePolicy")]

@@ -1444,7 +1444,7 @@ async fn the_chart_is_accepted_by_the_apiserver() {
         ),
         (
             "no-backstop",
-            vec!["--set".into(), "backstop.enabled=false,nodeCache.enabled=false,webhooks.failurePolicy=Ignore".into()],
+            vec!["--set".into(), "backstop.enabled=false,nodeCache.enabled=false,webhooks.failurePolicy=Fail".into()],
         ),
     ];
     let template = |extra: &[String]| {

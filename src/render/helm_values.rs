@@ -7,10 +7,10 @@
 //! `rendered` (the webhook configurations and the backstop generated from it
 //! by [`super::webhooks::objects`] and [`super::admission_policy::objects`], and
 //! the webhook's own node affinity from [`super::placement`]).
-//! `rendered.policySha256` is the SHA-256 of `policy` as Helm's `toJson` writes
-//! it; the chart refuses to render when the two disagree, so editing the
-//! policy in the values without running this again fails at install, not in
-//! production.
+//! `rendered.sha256` is the SHA-256 of both (without itself) as Helm's
+//! `toJson` writes them; the chart refuses to render when it does not match,
+//! so editing the policy in the values without running this again, or editing
+//! a generated object by hand, fails at install, not in production.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -92,10 +92,7 @@ pub fn values(src: &str, file: &str, target: &Target) -> Result<Value, HelmValue
     };
     let [mutating, validating] = webhooks::objects(&loaded, &opts)?;
     let [admission_policy, binding] = super::admission_policy::objects(&loaded, &target.namespace)?;
-    let sha = Sha256::digest(go_json(&raw, None).as_bytes());
-    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
     let mut rendered = Map::new();
-    rendered.insert("policySha256".into(), hex.into());
     rendered.insert("namespace".into(), target.namespace.clone().into());
     rendered.insert("service".into(), target.service.clone().into());
     rendered.insert("mutatingWebhookConfiguration".into(), mutating);
@@ -106,6 +103,12 @@ pub fn values(src: &str, file: &str, target: &Target) -> Result<Value, HelmValue
         "webhookNodeAffinity".into(),
         super::placement::webhook_node_affinity(&loaded)?,
     );
+    let mut both = Map::new();
+    both.insert("policy".into(), raw.clone());
+    both.insert("rendered".into(), Value::Object(rendered.clone()));
+    let sha = Sha256::digest(go_json(&Value::Object(both), None).as_bytes());
+    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+    rendered.insert("sha256".into(), hex.into());
     let mut out = Map::new();
     out.insert("policy".into(), raw);
     out.insert("rendered".into(), Value::Object(rendered));
