@@ -11,28 +11,64 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::engine::pod::PodView;
-use crate::engine::{self, Decision, Endpoint, Operation, Request};
+use crate::engine::{self, Decision, Endpoint, Operation, Request, ReviewError};
 use crate::nodes::NodeSnapshot;
 use crate::policy::Policy;
 
 /// The only AdmissionReview version served.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
-/// Why a body is not a reviewable AdmissionReview. These become 400s: there
-/// is no request uid to answer to.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The admission layer's error: why a body is not a reviewable AdmissionReview
+/// (these become 400s: there is no request uid to answer to), and why an
+/// input document or a response cannot be turned into or read back from one.
+#[derive(Debug, thiserror::Error)]
 pub enum AdmissionError {
     /// Not JSON, or not the shape of an AdmissionReview.
-    #[error("body is not a valid AdmissionReview: {0}")]
-    Invalid(String),
+    #[error("body is not a valid AdmissionReview")]
+    Invalid(#[source] serde_json::Error),
     /// Another apiVersion or kind.
     #[error(
-        "unsupported {0}; runner-fence serves admission.k8s.io/v1 AdmissionReview only (set admissionReviewVersions: [v1])"
+        "unsupported apiVersion {api_version:?} kind {kind:?}; runner-fence serves admission.k8s.io/v1 AdmissionReview only (set admissionReviewVersions: [v1])"
     )]
-    Unsupported(String),
+    Unsupported {
+        /// The body's apiVersion.
+        api_version: String,
+        /// The body's kind.
+        kind: String,
+    },
     /// No `request`.
     #[error("AdmissionReview has no request")]
     NoRequest,
+    /// An input document without `kind`.
+    #[error("document has no kind; expected a Pod or an AdmissionReview")]
+    NoKind,
+    /// An input document that is neither a Pod nor an AdmissionReview.
+    #[error("kind {0} is not a Pod or an AdmissionReview")]
+    WrongKind(String),
+    /// A review could not be encoded (a bug).
+    #[error("cannot encode the AdmissionReview")]
+    Encode(#[source] serde_json::Error),
+    /// A response's patch is not base64.
+    #[error("patch is not base64")]
+    PatchNotBase64(#[source] base64::DecodeError),
+    /// A response's patch is not a JSON Patch.
+    #[error("patch is not a JSON Patch")]
+    PatchNotJsonPatch(#[source] serde_json::Error),
+    /// The mutating webhook's patch does not apply to the object.
+    #[error("the mutation patch does not apply")]
+    PatchDoesNotApply(#[source] json_patch::PatchError),
+}
+
+impl AdmissionError {
+    /// Short reason for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AdmissionError::Invalid(_) => "invalid-json",
+            AdmissionError::Unsupported { .. } => "unsupported-version",
+            AdmissionError::NoRequest => "no-request",
+            _ => "invalid-input",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -83,7 +119,7 @@ pub struct RequestIn {
     #[serde(default)]
     dry_run: Option<bool>,
     #[serde(skip)]
-    object_error: Option<String>,
+    object_error: Option<ReviewError>,
 }
 
 /// The same request with the objects left undecoded: the fallback that still
@@ -150,9 +186,7 @@ fn check_envelope(api_version: Option<String>, kind: Option<String>) -> Result<(
     let api_version = api_version.unwrap_or_default();
     let kind = kind.unwrap_or_default();
     if api_version != API_VERSION || kind != "AdmissionReview" {
-        return Err(AdmissionError::Unsupported(format!(
-            "apiVersion {api_version:?} kind {kind:?}"
-        )));
+        return Err(AdmissionError::Unsupported { api_version, kind });
     }
     Ok(())
 }
@@ -166,10 +200,10 @@ pub fn parse_review(body: &[u8]) -> Result<RequestIn, AdmissionError> {
     // Slow path, only for bodies the typed pass rejected: tell a broken
     // envelope (400) from a broken object (a denial the user can read).
     let review: ReviewIn<LenientRequest> =
-        serde_json::from_slice(body).map_err(|e| AdmissionError::Invalid(e.to_string()))?;
+        serde_json::from_slice(body).map_err(AdmissionError::Invalid)?;
     check_envelope(review.api_version, review.kind)?;
     let r = review.request.ok_or(AdmissionError::NoRequest)?;
-    let decode = |o: &Option<Box<RawValue>>| -> Result<Option<PodView>, String> {
+    let decode = |o: &Option<Box<RawValue>>| -> Result<Option<PodView>, ReviewError> {
         o.as_deref()
             .map(|raw| PodView::decode(raw.get()))
             .transpose()
@@ -180,7 +214,7 @@ pub fn parse_review(body: &[u8]) -> Result<RequestIn, AdmissionError> {
     };
     let (old_object, e2) = match decode(&r.old_object) {
         Ok(o) => (o, None),
-        Err(e) => (None, Some(format!("oldObject: {e}"))),
+        Err(e) => (None, Some(ReviewError::OldObject(Box::new(e)))),
     };
     Ok(RequestIn {
         uid: r.uid,
@@ -205,7 +239,7 @@ pub fn decide(
     nodes: Option<&NodeSnapshot>,
 ) -> Decision {
     let Some(operation) = Operation::parse(&req.operation) else {
-        return Decision::error(format!("unknown operation {:?}", req.operation));
+        return Decision::error(ReviewError::UnknownOperation(req.operation.clone()));
     };
     // The resource names what the object is; tolerate reviews (hand-written
     // ones in `eval`) that give only the kind.
@@ -224,7 +258,7 @@ pub fn decide(
         name: req.name.as_deref().unwrap_or(""),
         object: req.object.as_ref(),
         old_object: req.old_object.as_ref(),
-        object_error: req.object_error.as_deref(),
+        object_error: req.object_error.as_ref(),
     };
     engine::review(policy, endpoint, &r, nodes)
 }
@@ -291,12 +325,12 @@ pub fn handle(
 }
 
 /// Decodes the JSON Patch of a response (for tests and `eval`).
-pub fn response_patch(response: &Value) -> Result<Vec<json_patch::PatchOperation>, String> {
+pub fn response_patch(response: &Value) -> Result<Vec<json_patch::PatchOperation>, AdmissionError> {
     let Some(b64) = response.pointer("/response/patch").and_then(Value::as_str) else {
         return Ok(Vec::new());
     };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|e| format!("patch is not base64: {e}"))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("patch is not a JSON Patch: {e}"))
+        .map_err(AdmissionError::PatchNotBase64)?;
+    serde_json::from_slice(&bytes).map_err(AdmissionError::PatchNotJsonPatch)
 }

@@ -82,9 +82,16 @@ fn key_satisfiable(reqs: &[&Requirement]) -> bool {
     }
 }
 
+/// The label key whose requirements no single value can meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict<'a> {
+    /// The key.
+    pub key: &'a str,
+}
+
 /// Whether some node's labels could meet every requirement; on failure, the
 /// first key (in sorted order) whose requirements conflict.
-pub fn satisfiable<'a, I>(reqs: I) -> Result<(), String>
+pub fn satisfiable<'a, I>(reqs: I) -> Result<(), Conflict<'a>>
 where
     I: IntoIterator<Item = &'a Requirement>,
 {
@@ -94,7 +101,7 @@ where
     }
     for (k, group) in by_key {
         if !key_satisfiable(&group) {
-            return Err(k.to_string());
+            return Err(Conflict { key: k });
         }
     }
     Ok(())
@@ -185,7 +192,7 @@ mod tests {
     #[test]
     fn reports_conflicting_key() {
         let r = reqs(&["a=1", "b=1", "b=2"]);
-        assert_eq!(satisfiable(&r), Err("b".to_string()));
+        assert_eq!(satisfiable(&r), Err(Conflict { key: "b" }));
     }
 
     #[rstest]

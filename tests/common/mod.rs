@@ -102,7 +102,7 @@ pub struct Running {
     /// Shared state (metrics, readiness).
     pub state: std::sync::Arc<runner_fence::server::State>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<runner_fence::error::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), runner_fence::server::Error>>,
 }
 
 /// Binds and runs a server until [`Running::stop`].
