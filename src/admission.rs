@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::engine::pod::PodView;
-use crate::engine::{self, Decision, Endpoint, Operation, Request, ReviewError};
+use crate::engine::{self, Decision, Endpoint, Evaluation, Operation, Request, ReviewError};
 use crate::nodes::NodeSnapshot;
 use crate::policy::Policy;
 
@@ -54,9 +54,9 @@ pub enum AdmissionError {
     /// A response's patch is not a JSON Patch.
     #[error("patch is not a JSON Patch")]
     PatchNotJsonPatch(#[source] serde_json::Error),
-    /// The mutating webhook's patch does not apply to the object.
-    #[error("the mutation patch does not apply")]
-    PatchDoesNotApply(#[source] json_patch::PatchError),
+    /// The request could not be evaluated.
+    #[error(transparent)]
+    Review(#[from] ReviewError),
 }
 
 impl AdmissionError {
@@ -238,8 +238,37 @@ pub fn decide(
     req: &RequestIn,
     nodes: Option<&NodeSnapshot>,
 ) -> Decision {
+    match engine_request(req) {
+        Ok(r) => engine::review(policy, endpoint, &r, nodes),
+        Err(e) => Decision::error(e),
+    }
+}
+
+/// Mutate then validate a decoded request: [`engine::evaluate`] on it, with
+/// `object` the request's object as sent.
+pub fn evaluate(
+    policy: &Policy,
+    req: &RequestIn,
+    object: &Value,
+    nodes: Option<&NodeSnapshot>,
+) -> Result<Evaluation, ReviewError> {
+    match engine_request(req) {
+        Ok(r) => engine::evaluate(policy, &r, object, nodes),
+        // Both webhooks would deny it alike, and patch nothing.
+        Err(e) => Ok(Evaluation {
+            matched: false,
+            profile: None,
+            mutate_decision: Decision::error(e.clone()),
+            validate_decision: Decision::error(e),
+            pod: object.clone(),
+        }),
+    }
+}
+
+/// The engine's view of a decoded request.
+fn engine_request(req: &RequestIn) -> Result<Request<'_>, ReviewError> {
     let Some(operation) = Operation::parse(&req.operation) else {
-        return Decision::error(ReviewError::UnknownOperation(req.operation.clone()));
+        return Err(ReviewError::UnknownOperation(req.operation.clone()));
     };
     // The resource names what the object is; tolerate reviews (hand-written
     // ones in `eval`) that give only the kind.
@@ -248,7 +277,7 @@ pub fn decide(
     } else {
         (req.resource.group.as_str(), req.resource.resource.as_str())
     };
-    let r = Request {
+    Ok(Request {
         group,
         kind: &req.kind.kind,
         resource,
@@ -259,8 +288,7 @@ pub fn decide(
         object: req.object.as_ref(),
         old_object: req.old_object.as_ref(),
         object_error: req.object_error.as_ref(),
-    };
-    engine::review(policy, endpoint, &r, nodes)
+    })
 }
 
 /// The AdmissionReview response for a decision.

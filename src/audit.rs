@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::engine::pod::PodView;
-use crate::eval::evaluate;
+use crate::engine::{Operation, Request, evaluate};
 use crate::kubeclient::Error;
 use crate::nodes::{NodeInfo, NodeSnapshot};
 use crate::policy::{Policy, RuleId};
@@ -247,21 +247,23 @@ pub fn analyze(
         if let Some(o) = object.as_object_mut() {
             o.remove("status");
         }
-        let review = json!({
-            "apiVersion": crate::admission::API_VERSION,
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "audit",
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "name": meta.name.clone().unwrap_or_default(),
-                "namespace": ns,
-                "operation": "CREATE",
-                "object": object,
-                "dryRun": true,
-            }
-        });
-        let Ok(ev) = evaluate(policy, &review, Some(&snapshot)) else {
+        let (view, object_error) = match PodView::from_value(&object) {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e)),
+        };
+        let request = Request {
+            group: "",
+            kind: "Pod",
+            resource: "pods",
+            sub_resource: "",
+            operation: Operation::Create,
+            namespace: ns,
+            name: meta.name.as_deref().unwrap_or(""),
+            object: view.as_ref(),
+            old_object: None,
+            object_error: object_error.as_ref(),
+        };
+        let Ok(ev) = evaluate(policy, &request, &object, Some(&snapshot)) else {
             continue;
         };
         // What enforce mode would deny, even when the policy is in audit mode.

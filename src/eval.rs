@@ -4,44 +4,29 @@
 use serde_json::{Value, json};
 
 use crate::admission::{self, AdmissionError};
-use crate::engine::{Decision, Endpoint, Operation};
+use crate::engine::{self, Operation};
 use crate::nodes::NodeSnapshot;
 use crate::policy::Policy;
 
-/// What mutate-then-validate did to one input.
+/// What mutate-then-validate did to one input ([`engine::Evaluation`], which
+/// it dereferences to), with the AdmissionReviews the two webhooks would send.
 pub struct Evaluation {
-    /// Whether either step saw a job pod.
-    pub matched: bool,
-    /// The profile used.
-    pub profile: Option<String>,
     /// The `/mutate` AdmissionReview response.
     pub mutate: Value,
     /// The `/validate` AdmissionReview response.
     pub validate: Value,
-    /// The pod as it would be stored (after the patch).
-    pub pod: Value,
-    /// The mutate decision.
-    pub mutate_decision: Decision,
-    /// The validate decision.
-    pub validate_decision: Decision,
+    evaluation: engine::Evaluation,
+}
+
+impl std::ops::Deref for Evaluation {
+    type Target = engine::Evaluation;
+
+    fn deref(&self) -> &engine::Evaluation {
+        &self.evaluation
+    }
 }
 
 impl Evaluation {
-    /// Admitted by both webhooks.
-    pub fn allowed(&self) -> bool {
-        self.mutate_decision.allowed() && self.validate_decision.allowed()
-    }
-
-    /// Denial messages and warnings of both steps.
-    pub fn messages(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for d in [&self.mutate_decision, &self.validate_decision] {
-            out.extend(d.message());
-            out.extend(d.warnings());
-        }
-        out
-    }
-
     /// The `--output json` form.
     pub fn to_json(&self) -> Value {
         json!({
@@ -61,31 +46,16 @@ pub fn evaluate(
     nodes: Option<&NodeSnapshot>,
 ) -> Result<Evaluation, AdmissionError> {
     let body = serde_json::to_vec(review).map_err(AdmissionError::Encode)?;
-    let m = admission::handle(policy, Endpoint::Mutate, &body, nodes)?;
-    let mut pod = review
+    let request = admission::parse_review(&body)?;
+    let object = review
         .pointer("/request/object")
         .cloned()
         .unwrap_or(Value::Null);
-    let patch = admission::response_patch(&m.response)?;
-    json_patch::patch(&mut pod, &patch).map_err(AdmissionError::PatchDoesNotApply)?;
-    let mut second = review.clone();
-    if let Some(obj) = second.pointer_mut("/request/object") {
-        *obj = pod.clone();
-    }
-    let body = serde_json::to_vec(&second).map_err(AdmissionError::Encode)?;
-    let v = admission::handle(policy, Endpoint::Validate, &body, nodes)?;
+    let evaluation = admission::evaluate(policy, &request, &object, nodes)?;
     Ok(Evaluation {
-        matched: m.decision.matched || v.decision.matched,
-        profile: m
-            .decision
-            .profile
-            .clone()
-            .or_else(|| v.decision.profile.clone()),
-        mutate: m.response,
-        validate: v.response,
-        pod,
-        mutate_decision: m.decision,
-        validate_decision: v.decision,
+        mutate: admission::response(request.uid(), &evaluation.mutate_decision),
+        validate: admission::response(request.uid(), &evaluation.validate_decision),
+        evaluation,
     })
 }
 

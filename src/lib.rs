@@ -4,7 +4,6 @@
 
 pub mod admission;
 pub mod audit;
-pub mod certs;
 pub mod cli;
 pub mod document;
 pub mod engine;
@@ -15,4 +14,6 @@ pub mod policy;
 pub mod quantity;
 pub mod render;
 pub mod report;
+pub mod selector;
 pub mod server;
+pub mod tolerations;

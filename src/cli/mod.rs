@@ -132,7 +132,7 @@ enum CertsCommand {
         validity_days: u32,
         /// Key algorithm.
         #[arg(long, value_enum, default_value = "ecdsa-p256")]
-        key_type: crate::certs::KeyType,
+        key_type: crate::server::certs::KeyType,
         /// Extra subject alternative names (DNS names or IPs).
         #[arg(long = "san")]
         extra_sans: Vec<String>,
@@ -237,10 +237,10 @@ fn run_command(command: Command) -> Result<ExitCode, Error> {
             key_type,
             extra_sans,
         }) => {
-            let mut names = crate::certs::service_names(&service, &namespace);
+            let mut names = crate::server::certs::service_names(&service, &namespace);
             names.extend(extra_sans);
-            let g = crate::certs::generate_with(&names, validity_days, key_type)?;
-            crate::certs::write_dir(&out, &g)?;
+            let g = crate::server::certs::generate_with(&names, validity_days, key_type)?;
+            crate::server::certs::write_dir(&out, &g)?;
             println!(
                 "wrote {d}/ca.crt, ca.key, tls.crt, tls.key and ca-bundle.txt for {} (valid {validity_days} days)",
                 names.join(", "),

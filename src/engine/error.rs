@@ -58,7 +58,7 @@ pub enum ReviewError {
     /// The pod could not be encoded to apply a patch (a bug).
     #[error("internal")]
     Encode(#[source] Arc<serde_json::Error>),
-    /// The engine's own patch does not apply (a bug).
-    #[error("internal: patch does not apply")]
+    /// The mutation's patch does not apply to the object (a bug).
+    #[error("the mutation patch does not apply")]
     PatchDoesNotApply(#[source] Arc<json_patch::PatchError>),
 }

@@ -4,10 +4,9 @@
 //! [`review`], so what CI tests is what the cluster runs.
 
 mod error;
+mod evaluate;
 pub mod mutate;
 pub mod pod;
-pub mod selector;
-pub mod tolerations;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -18,6 +17,7 @@ use crate::nodes::NodeSnapshot;
 use crate::policy::{Mode, Policy, RuleId};
 use crate::report::Report;
 pub use error::ReviewError;
+pub use evaluate::{Evaluation, evaluate};
 pub use mutate::{Mutation, PROFILE_ANNOTATION};
 use pod::PodView;
 pub use validate::{Cause, Context, FargateIssue, NodeRef, ProfileRef, ProtectedBy, Violation};
@@ -373,7 +373,7 @@ pub fn resolve_profile<'a>(
                     p.selector.as_ref().is_some_and(|s| {
                         !s.is_empty()
                             && s.requirements()
-                                .all(|r| selector::matches_labels(labels, &r))
+                                .all(|r| crate::selector::matches_labels(labels, &r))
                     })
                 })
                 .map(|(n, _)| n.as_str())
@@ -434,9 +434,8 @@ fn mutated_view(
         return Ok(pod.clone());
     }
     // The view holds every field the patch touches, at the same paths.
-    let mut v = serde_json::to_value(pod).map_err(|e| ReviewError::Encode(e.into()))?;
-    json_patch::patch(&mut v, &m.ops).map_err(|e| ReviewError::PatchDoesNotApply(e.into()))?;
-    PodView::from_value(&v)
+    let v = serde_json::to_value(pod).map_err(|e| ReviewError::Encode(e.into()))?;
+    PodView::from_value(&evaluate::patched(&v, &m.ops)?)
 }
 
 fn split_by_mode(policy: &Policy, violations: Vec<Violation>, d: &mut Decision) {

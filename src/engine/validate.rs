@@ -3,9 +3,9 @@
 use std::fmt;
 
 use super::pod::{PodView, TERMS_PATH, fields_match, term_node_names, term_requirements};
-use super::selector::{Conflict, implies, matches_labels, satisfiable};
-use super::tolerations::Tol;
 use crate::nodes::{NodeInfo, NodeSnapshot};
+use crate::selector::{Conflict, implies, matches_labels, satisfiable};
+use crate::tolerations::Tol;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
 use crate::policy::{Operator, Policy, Profile, Requirement, ResourceName, RuleId, TaintSpec};

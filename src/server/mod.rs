@@ -3,6 +3,7 @@
 //! One TLS listener for `/mutate` and `/validate`, one plain admin listener,
 //! a poller that reloads policy and certificate files, and a drain on SIGTERM.
 
+pub mod certs;
 mod error;
 pub mod metrics;
 pub mod routes;
@@ -26,6 +27,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::nodes::NodeSnapshot;
+use crate::nodes::cache::NodeSink;
 use crate::policy::{self, Policy};
 use crate::report::Report;
 use metrics::Metrics;
@@ -162,6 +164,16 @@ impl State {
     }
 }
 
+impl NodeSink for State {
+    fn publish(&self, snapshot: NodeSnapshot) {
+        self.set_nodes(snapshot);
+    }
+
+    fn watch_up(&self, up: bool) {
+        self.metrics.node_watch_up.set(i64::from(up));
+    }
+}
+
 /// Sets up `tracing` in the chosen format (RUST_LOG filters, default info).
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
@@ -223,7 +235,7 @@ impl Server {
                 if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
                     names.push(ip.to_string());
                 }
-                let g = crate::certs::generate(&names, 365)?;
+                let g = certs::generate(&names, 365)?;
                 let (k, e) = tls::certified_key(
                     g.cert_pem.as_bytes(),
                     g.key_pem.as_bytes(),

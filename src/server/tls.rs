@@ -12,7 +12,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 
 use super::Error;
-use crate::certs;
+use super::certs;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
