@@ -76,7 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:19443".into());
     let ca_out = args.next().unwrap_or_else(|| "/tmp/noop-ca.crt".into());
-    let g = runner_fence::certs::generate(&["localhost".into(), "127.0.0.1".into()], 7)?;
+    let g = runner_fence::server::certs::generate(&["localhost".into(), "127.0.0.1".into()], 7)?;
     std::fs::write(&ca_out, &g.ca_pem)?;
     let (key, _) = runner_fence::server::tls::certified_key(
         g.cert_pem.as_bytes(),

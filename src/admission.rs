@@ -11,28 +11,64 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::engine::pod::PodView;
-use crate::engine::{self, Decision, Endpoint, Operation, Request};
+use crate::engine::{self, Decision, Endpoint, Evaluation, Operation, Request, ReviewError};
 use crate::nodes::NodeSnapshot;
 use crate::policy::Policy;
 
 /// The only AdmissionReview version served.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
-/// Why a body is not a reviewable AdmissionReview. These become 400s: there
-/// is no request uid to answer to.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The admission layer's error: why a body is not a reviewable AdmissionReview
+/// (these become 400s: there is no request uid to answer to), and why an
+/// input document or a response cannot be turned into or read back from one.
+#[derive(Debug, thiserror::Error)]
 pub enum AdmissionError {
     /// Not JSON, or not the shape of an AdmissionReview.
-    #[error("body is not a valid AdmissionReview: {0}")]
-    Invalid(String),
+    #[error("body is not a valid AdmissionReview")]
+    Invalid(#[source] serde_json::Error),
     /// Another apiVersion or kind.
     #[error(
-        "unsupported {0}; runner-fence serves admission.k8s.io/v1 AdmissionReview only (set admissionReviewVersions: [v1])"
+        "unsupported apiVersion {api_version:?} kind {kind:?}; runner-fence serves admission.k8s.io/v1 AdmissionReview only (set admissionReviewVersions: [v1])"
     )]
-    Unsupported(String),
+    Unsupported {
+        /// The body's apiVersion.
+        api_version: String,
+        /// The body's kind.
+        kind: String,
+    },
     /// No `request`.
     #[error("AdmissionReview has no request")]
     NoRequest,
+    /// An input document without `kind`.
+    #[error("document has no kind; expected a Pod or an AdmissionReview")]
+    NoKind,
+    /// An input document that is neither a Pod nor an AdmissionReview.
+    #[error("kind {0} is not a Pod or an AdmissionReview")]
+    WrongKind(String),
+    /// A review could not be encoded (a bug).
+    #[error("cannot encode the AdmissionReview")]
+    Encode(#[source] serde_json::Error),
+    /// A response's patch is not base64.
+    #[error("patch is not base64")]
+    PatchNotBase64(#[source] base64::DecodeError),
+    /// A response's patch is not a JSON Patch.
+    #[error("patch is not a JSON Patch")]
+    PatchNotJsonPatch(#[source] serde_json::Error),
+    /// The request could not be evaluated.
+    #[error(transparent)]
+    Review(#[from] ReviewError),
+}
+
+impl AdmissionError {
+    /// Short reason for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AdmissionError::Invalid(_) => "invalid-json",
+            AdmissionError::Unsupported { .. } => "unsupported-version",
+            AdmissionError::NoRequest => "no-request",
+            _ => "invalid-input",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -83,7 +119,7 @@ pub struct RequestIn {
     #[serde(default)]
     dry_run: Option<bool>,
     #[serde(skip)]
-    object_error: Option<String>,
+    object_error: Option<ReviewError>,
 }
 
 /// The same request with the objects left undecoded: the fallback that still
@@ -150,9 +186,7 @@ fn check_envelope(api_version: Option<String>, kind: Option<String>) -> Result<(
     let api_version = api_version.unwrap_or_default();
     let kind = kind.unwrap_or_default();
     if api_version != API_VERSION || kind != "AdmissionReview" {
-        return Err(AdmissionError::Unsupported(format!(
-            "apiVersion {api_version:?} kind {kind:?}"
-        )));
+        return Err(AdmissionError::Unsupported { api_version, kind });
     }
     Ok(())
 }
@@ -166,10 +200,10 @@ pub fn parse_review(body: &[u8]) -> Result<RequestIn, AdmissionError> {
     // Slow path, only for bodies the typed pass rejected: tell a broken
     // envelope (400) from a broken object (a denial the user can read).
     let review: ReviewIn<LenientRequest> =
-        serde_json::from_slice(body).map_err(|e| AdmissionError::Invalid(e.to_string()))?;
+        serde_json::from_slice(body).map_err(AdmissionError::Invalid)?;
     check_envelope(review.api_version, review.kind)?;
     let r = review.request.ok_or(AdmissionError::NoRequest)?;
-    let decode = |o: &Option<Box<RawValue>>| -> Result<Option<PodView>, String> {
+    let decode = |o: &Option<Box<RawValue>>| -> Result<Option<PodView>, ReviewError> {
         o.as_deref()
             .map(|raw| PodView::decode(raw.get()))
             .transpose()
@@ -180,7 +214,7 @@ pub fn parse_review(body: &[u8]) -> Result<RequestIn, AdmissionError> {
     };
     let (old_object, e2) = match decode(&r.old_object) {
         Ok(o) => (o, None),
-        Err(e) => (None, Some(format!("oldObject: {e}"))),
+        Err(e) => (None, Some(ReviewError::OldObject(Box::new(e)))),
     };
     Ok(RequestIn {
         uid: r.uid,
@@ -204,8 +238,37 @@ pub fn decide(
     req: &RequestIn,
     nodes: Option<&NodeSnapshot>,
 ) -> Decision {
+    match engine_request(req) {
+        Ok(r) => engine::review(policy, endpoint, &r, nodes),
+        Err(e) => Decision::error(e),
+    }
+}
+
+/// Mutate then validate a decoded request: [`engine::evaluate`] on it, with
+/// `object` the request's object as sent.
+pub fn evaluate(
+    policy: &Policy,
+    req: &RequestIn,
+    object: &Value,
+    nodes: Option<&NodeSnapshot>,
+) -> Result<Evaluation, ReviewError> {
+    match engine_request(req) {
+        Ok(r) => engine::evaluate(policy, &r, object, nodes),
+        // Both webhooks would deny it alike, and patch nothing.
+        Err(e) => Ok(Evaluation {
+            matched: false,
+            profile: None,
+            mutate_decision: Decision::error(e.clone()),
+            validate_decision: Decision::error(e),
+            pod: object.clone(),
+        }),
+    }
+}
+
+/// The engine's view of a decoded request.
+fn engine_request(req: &RequestIn) -> Result<Request<'_>, ReviewError> {
     let Some(operation) = Operation::parse(&req.operation) else {
-        return Decision::error(format!("unknown operation {:?}", req.operation));
+        return Err(ReviewError::UnknownOperation(req.operation.clone()));
     };
     // The resource names what the object is; tolerate reviews (hand-written
     // ones in `eval`) that give only the kind.
@@ -214,7 +277,7 @@ pub fn decide(
     } else {
         (req.resource.group.as_str(), req.resource.resource.as_str())
     };
-    let r = Request {
+    Ok(Request {
         group,
         kind: &req.kind.kind,
         resource,
@@ -224,9 +287,8 @@ pub fn decide(
         name: req.name.as_deref().unwrap_or(""),
         object: req.object.as_ref(),
         old_object: req.old_object.as_ref(),
-        object_error: req.object_error.as_deref(),
-    };
-    engine::review(policy, endpoint, &r, nodes)
+        object_error: req.object_error.as_ref(),
+    })
 }
 
 /// The AdmissionReview response for a decision.
@@ -291,12 +353,12 @@ pub fn handle(
 }
 
 /// Decodes the JSON Patch of a response (for tests and `eval`).
-pub fn response_patch(response: &Value) -> Result<Vec<json_patch::PatchOperation>, String> {
+pub fn response_patch(response: &Value) -> Result<Vec<json_patch::PatchOperation>, AdmissionError> {
     let Some(b64) = response.pointer("/response/patch").and_then(Value::as_str) else {
         return Ok(Vec::new());
     };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|e| format!("patch is not base64: {e}"))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("patch is not a JSON Patch: {e}"))
+        .map_err(AdmissionError::PatchNotBase64)?;
+    serde_json::from_slice(&bytes).map_err(AdmissionError::PatchNotJsonPatch)
 }

@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::engine::pod::PodView;
-use crate::error::{Error, Result};
-use crate::eval::evaluate;
+use crate::engine::{Operation, Request, evaluate};
+use crate::kubeclient::Error;
 use crate::nodes::{NodeInfo, NodeSnapshot};
 use crate::policy::{Policy, RuleId};
 use crate::render::webhooks::{Gap, LiveWebhook, coverage_gaps};
@@ -151,7 +151,7 @@ impl Progress {
     }
 }
 
-async fn list_all<K>(api: &Api<K>, what: &str, progress: &Progress) -> Result<Vec<K>>
+async fn list_all<K>(api: &Api<K>, what: &'static str, progress: &Progress) -> Result<Vec<K>, Error>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + Resource,
 {
@@ -161,7 +161,7 @@ where
         let page: ObjectList<K> = api
             .list(&lp)
             .await
-            .map_err(|e| Error::Other(format!("listing {what}: {e}")))?;
+            .map_err(|source| Error::List { what, source })?;
         out.extend(page.items);
         progress.show(what, out.len());
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
@@ -247,21 +247,23 @@ pub fn analyze(
         if let Some(o) = object.as_object_mut() {
             o.remove("status");
         }
-        let review = json!({
-            "apiVersion": crate::admission::API_VERSION,
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "audit",
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "name": meta.name.clone().unwrap_or_default(),
-                "namespace": ns,
-                "operation": "CREATE",
-                "object": object,
-                "dryRun": true,
-            }
-        });
-        let Ok(ev) = evaluate(policy, &review, Some(&snapshot)) else {
+        let (view, object_error) = match PodView::from_value(&object) {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e)),
+        };
+        let request = Request {
+            group: "",
+            kind: "Pod",
+            resource: "pods",
+            sub_resource: "",
+            operation: Operation::Create,
+            namespace: ns,
+            name: meta.name.as_deref().unwrap_or(""),
+            object: view.as_ref(),
+            old_object: None,
+            object_error: object_error.as_ref(),
+        };
+        let Ok(ev) = evaluate(policy, &request, &object, Some(&snapshot)) else {
             continue;
         };
         // What enforce mode would deny, even when the policy is in audit mode.
@@ -366,7 +368,7 @@ async fn backstop_installed(client: &Client) -> bool {
 }
 
 /// Lists nodes, pods and webhook configurations and analyzes them.
-pub async fn collect(client: Client, policy: &Policy) -> Result<Report> {
+pub async fn collect(client: Client, policy: &Policy) -> Result<Report, Error> {
     let progress = Progress::new();
     let nodes: Vec<NodeInfo> = list_all(&Api::<Node>::all(client.clone()), "nodes", &progress)
         .await?
@@ -627,7 +629,7 @@ pub fn policy_reports(r: &Report, policy: &str, timestamp_seconds: i64) -> Vec<V
 
 /// Writes PolicyReports to the cluster (server-side apply, field manager
 /// `runner-fence`); needs the PolicyReport CRD and create/patch on policyreports.
-pub async fn apply_policy_reports(client: Client, reports: &[Value]) -> Result<usize> {
+pub async fn apply_policy_reports(client: Client, reports: &[Value]) -> Result<usize, Error> {
     use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
     let ar = ApiResource {
         group: "wgpolicyk8s.io".into(),
@@ -643,7 +645,11 @@ pub async fn apply_policy_reports(client: Client, reports: &[Value]) -> Result<u
         Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
             .patch(name, &pp, &Patch::Apply(r))
             .await
-            .map_err(|e| Error::Other(format!("writing PolicyReport {ns}/{name}: {e}")))?;
+            .map_err(|source| Error::WriteReport {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                source,
+            })?;
     }
     Ok(reports.len())
 }

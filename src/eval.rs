@@ -1,53 +1,32 @@
 //! Offline evaluation: mutate then validate, exactly as the two webhooks
 //! would in sequence. Shared by `eval` and `test`.
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 
-use crate::admission;
-use crate::engine::{Decision, Endpoint};
-use crate::error::{Error, Result};
+use crate::admission::{self, AdmissionError};
+use crate::engine::{self, Operation};
 use crate::nodes::NodeSnapshot;
 use crate::policy::Policy;
 
-/// Largest input document accepted (the apiserver's own request limit).
-pub const MAX_INPUT_BYTES: u64 = 3 << 20;
-
-/// What mutate-then-validate did to one input.
+/// What mutate-then-validate did to one input ([`engine::Evaluation`], which
+/// it dereferences to), with the AdmissionReviews the two webhooks would send.
 pub struct Evaluation {
-    /// Whether either step saw a job pod.
-    pub matched: bool,
-    /// The profile used.
-    pub profile: Option<String>,
     /// The `/mutate` AdmissionReview response.
     pub mutate: Value,
     /// The `/validate` AdmissionReview response.
     pub validate: Value,
-    /// The pod as it would be stored (after the patch).
-    pub pod: Value,
-    /// The mutate decision.
-    pub mutate_decision: Decision,
-    /// The validate decision.
-    pub validate_decision: Decision,
+    evaluation: engine::Evaluation,
+}
+
+impl std::ops::Deref for Evaluation {
+    type Target = engine::Evaluation;
+
+    fn deref(&self) -> &engine::Evaluation {
+        &self.evaluation
+    }
 }
 
 impl Evaluation {
-    /// Admitted by both webhooks.
-    pub fn allowed(&self) -> bool {
-        self.mutate_decision.allowed() && self.validate_decision.allowed()
-    }
-
-    /// Denial messages and warnings of both steps.
-    pub fn messages(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for d in [&self.mutate_decision, &self.validate_decision] {
-            out.extend(d.message());
-            out.extend(d.warnings());
-        }
-        out
-    }
-
     /// The `--output json` form.
     pub fn to_json(&self) -> Value {
         json!({
@@ -65,77 +44,18 @@ pub fn evaluate(
     policy: &Policy,
     review: &Value,
     nodes: Option<&NodeSnapshot>,
-) -> Result<Evaluation> {
-    let body = serde_json::to_vec(review).map_err(|e| Error::Input(e.to_string()))?;
-    let m = admission::handle(policy, Endpoint::Mutate, &body, nodes)
-        .map_err(|e| Error::Input(e.to_string()))?;
-    let mut pod = review
+) -> Result<Evaluation, AdmissionError> {
+    let body = serde_json::to_vec(review).map_err(AdmissionError::Encode)?;
+    let request = admission::parse_review(&body)?;
+    let object = review
         .pointer("/request/object")
         .cloned()
         .unwrap_or(Value::Null);
-    let patch = admission::response_patch(&m.response).map_err(Error::Other)?;
-    json_patch::patch(&mut pod, &patch)
-        .map_err(|e| Error::Other(format!("the mutation patch does not apply: {e}")))?;
-    let mut second = review.clone();
-    if let Some(obj) = second.pointer_mut("/request/object") {
-        *obj = pod.clone();
-    }
-    let body = serde_json::to_vec(&second).map_err(|e| Error::Input(e.to_string()))?;
-    let v = admission::handle(policy, Endpoint::Validate, &body, nodes)
-        .map_err(|e| Error::Input(e.to_string()))?;
+    let evaluation = admission::evaluate(policy, &request, &object, nodes)?;
     Ok(Evaluation {
-        matched: m.decision.matched || v.decision.matched,
-        profile: m
-            .decision
-            .profile
-            .clone()
-            .or_else(|| v.decision.profile.clone()),
-        mutate: m.response,
-        validate: v.response,
-        pod,
-        mutate_decision: m.decision,
-        validate_decision: v.decision,
-    })
-}
-
-/// Reads a Pod or AdmissionReview from a file (`-` is stdin), YAML or JSON.
-pub fn read_document(path: &Path) -> Result<Value> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    if path == Path::new("-") {
-        std::io::stdin()
-            .take(MAX_INPUT_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io("<stdin>", e))?;
-    } else {
-        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        f.take(MAX_INPUT_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io(path, e))?;
-    }
-    if bytes.len() as u64 > MAX_INPUT_BYTES {
-        return Err(Error::Input(format!(
-            "{}: larger than {MAX_INPUT_BYTES} bytes",
-            path.display()
-        )));
-    }
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Error::Input(format!("{}: not UTF-8 text", path.display())))?;
-    parse_document(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
-}
-
-/// Parses one YAML or JSON document.
-pub fn parse_document(text: &str) -> std::result::Result<Value, String> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') {
-        return serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"));
-    }
-    serde_saphyr::from_str::<Value>(text).map_err(|e| {
-        let s = e.to_string();
-        format!(
-            "invalid YAML: {}",
-            s.lines().next().unwrap_or("parse error")
-        )
+        mutate: admission::response(request.uid(), &evaluation.mutate_decision),
+        validate: admission::response(request.uid(), &evaluation.validate_decision),
+        evaluation,
     })
 }
 
@@ -144,15 +64,15 @@ pub fn parse_document(text: &str) -> std::result::Result<Value, String> {
 pub fn to_review(
     doc: Value,
     namespace: Option<&str>,
-    operation: &str,
+    operation: Operation,
     policy: &Policy,
     uid: &str,
-) -> Result<Value> {
+) -> Result<Value, AdmissionError> {
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
     match kind {
         "AdmissionReview" => {
             if doc.get("request").is_none() {
-                return Err(Error::Input("AdmissionReview has no request".into()));
+                return Err(AdmissionError::NoRequest);
             }
             Ok(doc)
         }
@@ -182,7 +102,7 @@ pub fn to_review(
             if let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut) {
                 meta.insert("namespace".into(), json!(ns));
             }
-            let old = if operation == "UPDATE" {
+            let old = if operation == Operation::Update {
                 pod.clone()
             } else {
                 Value::Null
@@ -196,7 +116,7 @@ pub fn to_review(
                     "resource": {"group": "", "version": "v1", "resource": "pods"},
                     "name": name,
                     "namespace": ns,
-                    "operation": operation,
+                    "operation": operation.as_str(),
                     "userInfo": {"username": "runner-fence-eval"},
                     "object": pod,
                     "oldObject": old,
@@ -204,11 +124,7 @@ pub fn to_review(
                 }
             }))
         }
-        "" => Err(Error::Input(
-            "document has no kind; expected a Pod or an AdmissionReview".into(),
-        )),
-        other => Err(Error::Input(format!(
-            "kind {other} is not a Pod or an AdmissionReview"
-        ))),
+        "" => Err(AdmissionError::NoKind),
+        other => Err(AdmissionError::WrongKind(other.to_string())),
     }
 }

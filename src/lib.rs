@@ -4,14 +4,16 @@
 
 pub mod admission;
 pub mod audit;
-pub mod certs;
 pub mod cli;
+pub mod document;
 pub mod engine;
-pub mod error;
 pub mod eval;
 pub mod kubeclient;
 pub mod nodes;
 pub mod policy;
 pub mod quantity;
 pub mod render;
+pub mod report;
+pub mod selector;
 pub mod server;
+pub mod tolerations;

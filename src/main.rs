@@ -1,5 +1,13 @@
 #![forbid(unsafe_code)]
 
-fn main() -> std::process::ExitCode {
-    runner_fence::cli::main()
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match runner_fence::cli::run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", runner_fence::report::Report(&e));
+            e.exit_code()
+        }
+    }
 }

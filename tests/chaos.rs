@@ -111,9 +111,9 @@ async fn reloads_and_rotation_under_load_lose_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
     let names = ["localhost".to_string()];
     let certs: Vec<_> = (0..3)
-        .map(|_| runner_fence::certs::generate(&names, 1).expect("certs"))
+        .map(|_| runner_fence::server::certs::generate(&names, 1).expect("certs"))
         .collect();
-    let cert_files = |g: &runner_fence::certs::Generated| -> Vec<(&'static str, String)> {
+    let cert_files = |g: &runner_fence::server::certs::Generated| -> Vec<(&'static str, String)> {
         vec![
             ("tls.crt", g.cert_pem.clone()),
             ("tls.key", g.key_pem.clone()),

@@ -1278,7 +1278,8 @@ async fn the_fence_holds_on_a_real_control_plane() {
         None,
     )
     .expect("offline")
-    .pod;
+    .pod
+    .clone();
     let mut tolerate_all_placed = placed.clone();
     tolerate_all_placed["metadata"]["name"] = json!("runner-down-3");
     tolerate_all_placed["spec"]["tolerations"] = json!([{"operator": "Exists"}]);

@@ -183,7 +183,8 @@ fn resource_defaults_follow_container_roles() {
     let policy = reference();
     let pod = evaluate(&policy, &fixture("job-with-aliased-service.json"), None)
         .expect("eval")
-        .pod;
+        .pod
+        .clone();
     assert_eq!(requests(&pod, "containers", "build"), (s("500m"), s("1Gi")));
     assert_eq!(
         requests(&pod, "containers", "helper"),
@@ -206,7 +207,8 @@ fn existing_requests_are_kept() {
     let policy = reference();
     let pod = evaluate(&policy, &fixture("job-with-services.json"), None)
         .expect("eval")
-        .pod;
+        .pod
+        .clone();
     assert_eq!(requests(&pod, "containers", "build"), (s("1"), s("2Gi")));
     assert_eq!(
         requests(&pod, "containers", "svc-1"),
@@ -214,7 +216,8 @@ fn existing_requests_are_kept() {
     );
     let pod = evaluate(&policy, &fixture("kaniko-build-job.json"), None)
         .expect("eval")
-        .pod;
+        .pod
+        .clone();
     assert_eq!(requests(&pod, "containers", "build"), (s("1"), s("2Gi")));
     assert_eq!(
         requests(&pod, "containers", "helper"),

@@ -252,7 +252,7 @@ async fn tls_http1_and_http2_with_a_generated_certificate() {
         assert_eq!(v["response"]["patchType"], "JSONPatch");
     }
     // A client that does not trust the CA is refused.
-    let other = runner_fence::certs::generate(&["localhost".into()], 1).expect("other CA");
+    let other = runner_fence::server::certs::generate(&["localhost".into()], 1).expect("other CA");
     assert!(
         post_fixture(
             &client(&other.ca_pem, false, None),
@@ -277,7 +277,7 @@ async fn tls_http1_and_http2_with_a_generated_certificate() {
     r.stop().await;
 }
 
-fn write_pair(dir: &Path, g: &runner_fence::certs::Generated) {
+fn write_pair(dir: &Path, g: &runner_fence::server::certs::Generated) {
     std::fs::create_dir_all(dir).expect("dir");
     std::fs::write(dir.join("tls.crt"), &g.cert_pem).expect("crt");
     std::fs::write(dir.join("tls.key"), &g.key_pem).expect("key");
@@ -288,8 +288,8 @@ async fn certificate_rotation_through_a_data_symlink_swap() {
     // The layout of a mounted Secret: tls.crt -> ..data/tls.crt, ..data -> ..2026_v1
     let dir = tempfile::tempdir().expect("tmp");
     let names = ["localhost".to_string(), "127.0.0.1".to_string()];
-    let first = runner_fence::certs::generate(&names, 30).expect("first");
-    let second = runner_fence::certs::generate(&names, 30).expect("second");
+    let first = runner_fence::server::certs::generate(&names, 30).expect("first");
+    let second = runner_fence::server::certs::generate(&names, 30).expect("second");
     write_pair(&dir.path().join("..v1"), &first);
     write_pair(&dir.path().join("..v2"), &second);
     std::os::unix::fs::symlink("..v1", dir.path().join("..data")).expect("link");
@@ -427,7 +427,8 @@ async fn policy_reload_good_then_broken() {
 async fn mtls_accepts_known_clients_and_rejects_others() {
     let dir = tempfile::tempdir().expect("tmp");
     // The client CA and a client certificate signed by it.
-    let client_pair = runner_fence::certs::generate(&["apiserver".into()], 1).expect("client");
+    let client_pair =
+        runner_fence::server::certs::generate(&["apiserver".into()], 1).expect("client");
     std::fs::write(dir.path().join("client-ca.crt"), &client_pair.ca_pem).expect("write");
     let mut a = args();
     a.client_ca = Some(dir.path().join("client-ca.crt"));
@@ -453,7 +454,7 @@ async fn mtls_accepts_known_clients_and_rejects_others() {
         without.is_err(),
         "a client without a certificate is rejected"
     );
-    let stranger = runner_fence::certs::generate(&["x".into()], 1).expect("stranger");
+    let stranger = runner_fence::server::certs::generate(&["x".into()], 1).expect("stranger");
     let strange_id = format!("{}{}", stranger.cert_pem, stranger.key_pem);
     let strange = post_fixture(
         &client(&ca, false, Some(&strange_id)),

@@ -1,11 +1,15 @@
 //! `runner-fence eval`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Output, load_policy};
-use crate::eval::{Evaluation, evaluate, read_document, to_review};
+use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error, Output, load_policy};
+use crate::document::read_document;
+use crate::engine::Operation;
+use crate::eval::{Evaluation, evaluate, to_review};
+use crate::report::Report;
 
 pub struct Args {
     pub policy: Option<PathBuf>,
@@ -16,48 +20,32 @@ pub struct Args {
     pub output: Output,
 }
 
-pub fn run(args: Args) -> u8 {
-    let policy = match load_policy(args.policy.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
+pub fn run(args: Args) -> Result<ExitCode, Error> {
+    let policy = load_policy(args.policy.as_deref())?;
+    let operation = match Operation::parse(&args.operation.to_uppercase()) {
+        Some(op @ (Operation::Create | Operation::Update)) => op,
+        _ => return Err(Error::Operation(args.operation)),
     };
-    let operation = args.operation.to_uppercase();
-    if operation != "CREATE" && operation != "UPDATE" {
-        eprintln!(
-            "error: --operation must be CREATE or UPDATE, got {}",
-            args.operation
-        );
-        return EXIT_BAD_INPUT;
-    }
-    let nodes = match args
+    let nodes = args
         .nodes
         .as_deref()
         .map(crate::nodes::read_file)
-        .transpose()
-    {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
+        .transpose()?;
     let mut code = EXIT_OK;
     let mut results = Vec::new();
     for (i, input) in args.inputs.iter().enumerate() {
         let name = input.display().to_string();
-        let outcome = read_document(input).and_then(|doc| {
+        let outcome = (|| -> Result<Evaluation, Error> {
+            let doc = read_document(input)?;
             let review = to_review(
                 doc,
                 args.namespace.as_deref(),
-                &operation,
+                operation,
                 &policy,
                 &format!("eval-{i}"),
             )?;
-            evaluate(&policy, &review, nodes.as_ref())
-        });
+            Ok(evaluate(&policy, &review, nodes.as_ref())?)
+        })();
         match outcome {
             Ok(ev) => {
                 if !ev.allowed() {
@@ -75,10 +63,12 @@ pub fn run(args: Args) -> u8 {
                 }
             }
             Err(e) => {
+                // One bad input does not stop the others; the exit code says it.
                 code = EXIT_BAD_INPUT;
-                eprintln!("error: {e}");
+                let message = Report(&e).to_string();
+                eprintln!("error: {message}");
                 if args.output == Output::Json {
-                    results.push(serde_json::json!({"input": name, "error": e.to_string()}));
+                    results.push(serde_json::json!({"input": name, "error": message}));
                 }
             }
         }
@@ -91,7 +81,7 @@ pub fn run(args: Args) -> u8 {
         };
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     }
-    code
+    Ok(ExitCode::from(code))
 }
 
 fn print_summary(name: &str, ev: &Evaluation) {
@@ -115,7 +105,7 @@ fn print_summary(name: &str, ev: &Evaluation) {
             println!("  deny: {v}");
         }
         if let Some(e) = &d.error {
-            println!("  deny: {e}");
+            println!("  deny: {}", Report(e));
         }
         for w in d.warnings() {
             println!("  warn: {w}");

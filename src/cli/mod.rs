@@ -1,5 +1,6 @@
 //! `runner-fence <verb>`: the command line (SPEC §7).
 
+mod error;
 mod eval_cmd;
 pub mod suite;
 
@@ -9,6 +10,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::policy::{self, Policy};
+use crate::render::webhooks::RenderError;
+pub use error::Error;
 
 /// Exit code: everything allowed / passed.
 pub const EXIT_OK: u8 = 0;
@@ -129,7 +132,7 @@ enum CertsCommand {
         validity_days: u32,
         /// Key algorithm.
         #[arg(long, value_enum, default_value = "ecdsa-p256")]
-        key_type: crate::certs::KeyType,
+        key_type: crate::server::certs::KeyType,
         /// Extra subject alternative names (DNS names or IPs).
         #[arg(long = "san")]
         extra_sans: Vec<String>,
@@ -204,21 +207,23 @@ struct WebhooksArgs {
     timeout_seconds: i32,
 }
 
-/// Parses arguments and runs the verb.
-pub fn main() -> ExitCode {
+/// Parses the command line and runs the verb: the exit code of a verb that
+/// ran (0, or 1 for a denial, a failed test, a finding), or why it could not.
+pub fn run() -> Result<ExitCode, Error> {
     let cli = Cli::parse();
-    ExitCode::from(run(cli))
+    run_command(cli.command)
 }
 
-fn run(cli: Cli) -> u8 {
-    match cli.command {
-        Command::Serve(args) => match crate::server::serve(args) {
-            Ok(()) => EXIT_OK,
-            Err(e) => {
-                eprintln!("error: {e}");
-                EXIT_BAD_INPUT
-            }
-        },
+fn ok() -> Result<ExitCode, Error> {
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn run_command(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Serve(args) => {
+            crate::server::serve(args)?;
+            ok()
+        }
         Command::Eval {
             policy,
             inputs,
@@ -244,28 +249,20 @@ fn run(cli: Cli) -> u8 {
             key_type,
             extra_sans,
         }) => {
-            let mut names = crate::certs::service_names(&service, &namespace);
+            let mut names = crate::server::certs::service_names(&service, &namespace);
             names.extend(extra_sans);
-            match crate::certs::generate_with(&names, validity_days, key_type)
-                .and_then(|g| crate::certs::write_dir(&out, &g))
-            {
-                Ok(()) => {
-                    println!(
-                        "wrote {d}/ca.crt, ca.key, tls.crt, tls.key and ca-bundle.txt for {} (valid {validity_days} days)",
-                        names.join(", "),
-                        d = out.display()
-                    );
-                    println!(
-                        "caBundle: {}/ca-bundle.txt; keep ca.key to issue the next serving certificate",
-                        out.display()
-                    );
-                    EXIT_OK
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    EXIT_BAD_INPUT
-                }
-            }
+            let g = crate::server::certs::generate_with(&names, validity_days, key_type)?;
+            crate::server::certs::write_dir(&out, &g)?;
+            println!(
+                "wrote {d}/ca.crt, ca.key, tls.crt, tls.key and ca-bundle.txt for {} (valid {validity_days} days)",
+                names.join(", "),
+                d = out.display()
+            );
+            println!(
+                "caBundle: {}/ca-bundle.txt; keep ca.key to issue the next serving certificate",
+                out.display()
+            );
+            ok()
         }
         Command::Render(RenderCommand::RunnerConfig { policy, profile }) => {
             render(policy.as_deref(), |p| {
@@ -281,7 +278,6 @@ fn run(cli: Cli) -> u8 {
         Command::Render(RenderCommand::AdmissionPolicy { policy, namespace }) => {
             render(policy.as_deref(), |p| {
                 crate::render::admission_policy::render_yaml(p, &namespace)
-                    .map_err(|e| e.to_string())
             })
         }
         Command::Audit {
@@ -293,7 +289,7 @@ fn run(cli: Cli) -> u8 {
         } => audit(kubeconfig, context, policy, output, apply),
         Command::Schema => {
             println!("{}", schema_json());
-            EXIT_OK
+            ok()
         }
     }
 }
@@ -312,29 +308,16 @@ fn audit(
     policy: Option<PathBuf>,
     output: AuditOutput,
     apply: bool,
-) -> u8 {
+) -> Result<ExitCode, Error> {
     if apply && output != AuditOutput::PolicyReport {
-        eprintln!("error: --apply writes PolicyReports; use it with --output policy-report");
-        return EXIT_BAD_INPUT;
+        return Err(Error::ApplyNeedsPolicyReport);
     }
-    let p = match load_policy(policy.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let p = load_policy(policy.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start runtime: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let report = rt.block_on(async {
+        .map_err(Error::Runtime)?;
+    let (r, reports) = rt.block_on(async {
         let client = crate::kubeclient::client(kubeconfig.as_deref(), context.as_deref()).await?;
         let r = crate::audit::collect(client.clone(), &p).await?;
         let now = std::time::SystemTime::now()
@@ -345,114 +328,73 @@ fn audit(
         if apply {
             crate::audit::apply_policy_reports(client, &reports).await?;
         }
-        Ok::<_, crate::error::Error>((r, reports))
-    });
-    match report {
-        Ok((r, reports)) => {
-            match output {
-                AuditOutput::Json => {
-                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
-                }
-                AuditOutput::Text => print!("{}", crate::audit::table(&r)),
-                AuditOutput::PolicyReport => {
-                    for rep in &reports {
-                        println!("---");
-                        print!("{}", serde_saphyr::to_string(rep).unwrap_or_default());
-                    }
-                }
-            }
-            if r.has_violations() {
-                EXIT_DENIED
-            } else {
-                EXIT_OK
-            }
+        Ok::<_, crate::kubeclient::Error>((r, reports))
+    })?;
+    match output {
+        AuditOutput::Json => {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_BAD_INPUT
+        AuditOutput::Text => print!("{}", crate::audit::table(&r)),
+        AuditOutput::PolicyReport => {
+            for rep in &reports {
+                println!("---");
+                print!("{}", serde_saphyr::to_string(rep).unwrap_or_default());
+            }
         }
     }
+    Ok(ExitCode::from(if r.has_violations() {
+        EXIT_DENIED
+    } else {
+        EXIT_OK
+    }))
 }
 
-/// Loads `--policy`, renders something from it and prints it; errors exit 2.
+/// Loads `--policy`, renders something from it and prints it.
 fn render(
     policy: Option<&std::path::Path>,
-    f: impl FnOnce(&Policy) -> Result<String, String>,
-) -> u8 {
-    match load_policy(policy)
-        .map_err(|e| e.to_string())
-        .and_then(|p| f(&p))
-    {
-        Ok(text) => {
-            print!("{text}");
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_BAD_INPUT
-        }
-    }
+    f: impl FnOnce(&Policy) -> Result<String, RenderError>,
+) -> Result<ExitCode, Error> {
+    let text = f(&load_policy(policy)?)?;
+    print!("{text}");
+    ok()
 }
 
-fn render_helm_values(policy: Option<&std::path::Path>, namespace: String, service: String) -> u8 {
+fn render_helm_values(
+    policy: Option<&std::path::Path>,
+    namespace: String,
+    service: String,
+) -> Result<ExitCode, Error> {
     use crate::render::helm_values::{Target, render};
     let (text, file) = match policy {
-        Some(p) => match policy::read_file(p) {
-            Ok(t) => (t, p.display().to_string()),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_BAD_INPUT;
-            }
-        },
+        Some(p) => (policy::read_file(p)?, p.display().to_string()),
         None => (
             policy::EMBEDDED_POLICY.to_string(),
             "the embedded reference policy".to_string(),
         ),
     };
-    match render(&text, &file, &Target { namespace, service }) {
-        Ok(out) => {
-            print!("{out}");
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_BAD_INPUT
-        }
-    }
+    print!("{}", render(&text, &file, &Target { namespace, service })?);
+    ok()
 }
 
-fn render_webhooks(a: WebhooksArgs) -> u8 {
+fn render_webhooks(a: WebhooksArgs) -> Result<ExitCode, Error> {
     use crate::render::webhooks::{Client, Options, render_yaml};
-    let ca_bundle = match a.ca_bundle.as_deref().map(std::fs::read).transpose() {
-        Ok(ca) => ca,
-        Err(e) => {
-            eprintln!(
-                "error: --ca-bundle {}: {e}",
-                a.ca_bundle
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new(""))
-                    .display()
-            );
-            return EXIT_BAD_INPUT;
+    let ca_bundle = match a.ca_bundle {
+        Some(path) => {
+            Some(std::fs::read(&path).map_err(|source| Error::CaBundle { path, source })?)
         }
+        None => None,
     };
     if let Some(ca) = &ca_bundle
         && !String::from_utf8_lossy(ca).contains("-----BEGIN CERTIFICATE-----")
     {
-        eprintln!("error: --ca-bundle is not a PEM certificate bundle");
-        return EXIT_BAD_INPUT;
+        return Err(Error::CaBundleNotPem);
     }
     let client = match a.url {
         Some(base) if base.starts_with("https://") => Client::Url {
             base,
             namespace: a.namespace,
         },
-        Some(base) => {
-            eprintln!(
-                "error: --url {base:?} must start with https:// (the apiserver calls webhooks over TLS only)"
-            );
-            return EXIT_BAD_INPUT;
-        }
+        Some(base) => return Err(Error::UrlNotHttps(base)),
         None => Client::Service {
             name: a.service,
             namespace: a.namespace,
@@ -466,29 +408,21 @@ fn render_webhooks(a: WebhooksArgs) -> u8 {
         validate_failure_policy: a.validate_failure_policy,
         timeout_seconds: a.timeout_seconds,
     };
-    render(a.policy.as_deref(), |p| {
-        render_yaml(p, &opts).map_err(|e| e.to_string())
-    })
+    render(a.policy.as_deref(), |p| render_yaml(p, &opts))
 }
 
-fn lint(file: &std::path::Path) -> u8 {
-    let p = match policy::load_file(file) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
+fn lint(file: &std::path::Path) -> Result<ExitCode, Error> {
+    let p = policy::load_file(file)?;
     let warnings = policy::lint(&p);
     for w in &warnings {
         println!("warning: {}: {w}", file.display());
     }
     if warnings.is_empty() {
         println!("{}: ok", file.display());
-        EXIT_OK
+        ok()
     } else {
         println!("{}: {} warning(s)", file.display(), warnings.len());
-        EXIT_DENIED
+        Ok(ExitCode::from(EXIT_DENIED))
     }
 }
 

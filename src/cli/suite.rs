@@ -7,14 +7,18 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK};
-use crate::eval::{Evaluation, evaluate, read_document, to_review};
+use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error};
+use crate::document::read_document;
+use crate::engine::Operation;
+use crate::eval::{Evaluation, evaluate, to_review};
 use crate::nodes::{NodeInfo, NodeSnapshot};
 use crate::policy::{self, RuleId};
+use crate::report::Report;
 
 /// A test suite file.
 #[derive(Debug, Deserialize)]
@@ -108,33 +112,35 @@ pub struct CaseResult {
 }
 
 /// Loads a suite file.
-pub fn load_suite(path: &Path) -> Result<Suite, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let suite: Suite = serde_saphyr::from_str(&text).map_err(|e| {
-        let msg = e.to_string();
-        format!(
-            "{}: {}",
-            path.display(),
-            msg.lines().next().unwrap_or("invalid suite")
-        )
+pub fn load_suite(path: &Path) -> Result<Suite, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let suite: Suite = serde_saphyr::from_str(&text).map_err(|e| Error::SuiteSyntax {
+        path: path.to_path_buf(),
+        message: e
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("invalid suite")
+            .to_string(),
     })?;
     if suite.kind != "RunnerPolicyTest" || suite.api_version != policy::API_VERSION {
-        return Err(format!(
-            "{}: expected apiVersion {} kind RunnerPolicyTest",
-            path.display(),
-            policy::API_VERSION
-        ));
+        return Err(Error::SuiteKind {
+            path: path.to_path_buf(),
+        });
     }
     Ok(suite)
 }
 
 /// Runs one suite file.
-pub fn run_suite(path: &Path) -> Result<Vec<CaseResult>, String> {
+pub fn run_suite(path: &Path) -> Result<Vec<CaseResult>, Error> {
     let suite = load_suite(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let policy = match &suite.policy {
-        Some(p) => policy::load_file(&dir.join(p)).map_err(|e| e.to_string())?,
-        None => policy::embedded().map_err(|e| e.to_string())?,
+        Some(p) => policy::load_file(&dir.join(p))?,
+        None => policy::embedded()?,
     };
     let nodes = (!suite.nodes.is_empty()).then(|| NodeSnapshot::new(suite.nodes.clone()));
     let suite_name = suite
@@ -146,7 +152,7 @@ pub fn run_suite(path: &Path) -> Result<Vec<CaseResult>, String> {
     for (i, case) in suite.cases.iter().enumerate() {
         let failures = match run_case(&policy, dir, case, nodes.as_ref(), i) {
             Ok(ev) => check(&case.expect, &ev),
-            Err(e) => vec![format!("input error: {e}")],
+            Err(e) => vec![format!("input error: {}", Report(&e))],
         };
         results.push(CaseResult {
             suite: suite_name.clone(),
@@ -163,22 +169,25 @@ fn run_case(
     case: &Case,
     nodes: Option<&NodeSnapshot>,
     i: usize,
-) -> Result<Evaluation, String> {
+) -> Result<Evaluation, Error> {
     let doc = match (&case.input, &case.object) {
-        (Some(p), None) => read_document(&dir.join(p)).map_err(|e| e.to_string())?,
+        (Some(p), None) => read_document(&dir.join(p))?,
         (None, Some(o)) => o.clone(),
-        _ => return Err("give exactly one of input and object".into()),
+        _ => return Err(Error::CaseInput),
     };
-    let op = case.operation.as_deref().unwrap_or("CREATE").to_uppercase();
+    let op = match case.operation.as_deref() {
+        None => Operation::Create,
+        Some(s) => Operation::parse(&s.to_uppercase())
+            .ok_or_else(|| Error::CaseOperation(s.to_string()))?,
+    };
     let review = to_review(
         doc,
         case.namespace.as_deref(),
-        &op,
+        op,
         policy,
         &format!("test-{i}"),
-    )
-    .map_err(|e| e.to_string())?;
-    evaluate(policy, &review, nodes).map_err(|e| e.to_string())
+    )?;
+    Ok(evaluate(policy, &review, nodes)?)
 }
 
 fn sorted(mut v: Vec<RuleId>) -> String {
@@ -298,7 +307,7 @@ fn compact(v: &Value) -> String {
 }
 
 /// Suite files under the given paths (files as given, directories searched).
-pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
     let roots: Vec<PathBuf> = if paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {
@@ -309,9 +318,12 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
         if root.is_file() {
             out.push(root);
         } else if root.is_dir() {
-            walk(&root, &mut out).map_err(|e| format!("{}: {e}", root.display()))?;
+            walk(&root, &mut out).map_err(|source| Error::Read {
+                path: root.clone(),
+                source,
+            })?;
         } else {
-            return Err(format!("{}: no such file or directory", root.display()));
+            return Err(Error::NoSuchPath { path: root });
         }
     }
     out.sort();
@@ -334,30 +346,25 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// `runner-fence test`: runs suites, prints results, writes JUnit.
-pub fn run(paths: &[PathBuf], junit: Option<&Path>) -> u8 {
-    let files = match discover(paths) {
-        Ok(f) if f.is_empty() => {
-            eprintln!("error: no *.test.yaml suites found");
-            return EXIT_BAD_INPUT;
-        }
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
+pub fn run(paths: &[PathBuf], junit: Option<&Path>) -> Result<ExitCode, Error> {
+    let files = discover(paths)?;
+    if files.is_empty() {
+        return Err(Error::NoSuites);
+    }
     let mut all = Vec::new();
     let mut broken = false;
     for file in &files {
         match run_suite(file) {
             Ok(r) => all.extend(r),
             Err(e) => {
-                eprintln!("error: {e}");
+                // A broken suite is reported with the others; the exit code says it.
+                let message = Report(&e).to_string();
+                eprintln!("error: {message}");
                 broken = true;
                 all.push(CaseResult {
                     suite: file.display().to_string(),
                     name: "load suite".into(),
-                    failures: vec![e],
+                    failures: vec![message],
                 });
             }
         }
@@ -374,20 +381,20 @@ pub fn run(paths: &[PathBuf], junit: Option<&Path>) -> u8 {
     }
     let failed = all.iter().filter(|r| !r.failures.is_empty()).count();
     let passed = all.len() - failed;
-    if let Some(path) = junit
-        && let Err(e) = std::fs::write(path, junit_xml(&all))
-    {
-        eprintln!("error: {}: {e}", path.display());
-        return EXIT_BAD_INPUT;
+    if let Some(path) = junit {
+        std::fs::write(path, junit_xml(&all)).map_err(|source| Error::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
     println!("{passed} passed, {failed} failed");
-    if broken {
+    Ok(ExitCode::from(if broken {
         EXIT_BAD_INPUT
     } else if failed > 0 {
         EXIT_DENIED
     } else {
         EXIT_OK
-    }
+    }))
 }
 
 fn xml_escape(s: &str) -> String {

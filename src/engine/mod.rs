@@ -3,10 +3,10 @@
 //! No I/O, no clock, no globals: the server, `eval` and `test` all call
 //! [`review`], so what CI tests is what the cluster runs.
 
+mod error;
+mod evaluate;
 pub mod mutate;
 pub mod pod;
-pub mod selector;
-pub mod tolerations;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -15,6 +15,9 @@ use json_patch::PatchOperation;
 
 use crate::nodes::NodeSnapshot;
 use crate::policy::{Mode, Policy, RuleId};
+use crate::report::Report;
+pub use error::ReviewError;
+pub use evaluate::{Evaluation, evaluate};
 pub use mutate::{Mutation, PROFILE_ANNOTATION};
 use pod::PodView;
 pub use validate::{Cause, Context, FargateIssue, NodeRef, ProfileRef, ProtectedBy, Violation};
@@ -73,6 +76,12 @@ impl Operation {
     }
 }
 
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the engine needs from an AdmissionRequest.
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
@@ -95,7 +104,7 @@ pub struct Request<'a> {
     /// `request.oldObject`, decoded.
     pub old_object: Option<&'a PodView>,
     /// Why `object` could not be decoded, if it could not.
-    pub object_error: Option<&'a str>,
+    pub object_error: Option<&'a ReviewError>,
 }
 
 /// The engine's verdict on one request.
@@ -137,7 +146,7 @@ pub struct Decision {
     /// Violations of rules in audit mode: reported, not enforced.
     pub audited: Vec<Violation>,
     /// A denial that is not a rule: the request could not be understood.
-    pub error: Option<String>,
+    pub error: Option<ReviewError>,
     /// The patch to send (enforce mode only).
     pub patch: Vec<PatchOperation>,
     /// Changes audit mode would have made.
@@ -162,11 +171,11 @@ impl Decision {
         }
     }
 
-    /// A request that could not be understood: denied with `message`.
-    pub fn error(message: String) -> Self {
+    /// A request that could not be understood: denied with the error's message.
+    pub fn error(e: ReviewError) -> Self {
         Decision {
             outcome: Outcome::Denied,
-            error: Some(message),
+            error: Some(e),
             ..Decision::skipped()
         }
     }
@@ -179,7 +188,7 @@ impl Decision {
     /// The denial message shown to the user (`kubectl`, the job log).
     pub fn message(&self) -> Option<String> {
         if let Some(e) = &self.error {
-            return Some(format!("runner-fence: {e}"));
+            return Some(format!("runner-fence: {}", Report(e)));
         }
         if self.denials.is_empty() {
             return None;
@@ -250,12 +259,11 @@ pub fn review(
         // Other pod subresources (status, eviction, exec...) cannot change placement.
         (true, "pods", _) => return Decision::skipped(),
         _ => {
-            return Decision::error(format!(
-                "runner-fence reviews only pods, pods/binding, bindings, pods/ephemeralcontainers and pods/resize, but was sent {}/{} {}; fix the rules of the webhook configuration",
-                if core { "core" } else { req.group },
-                req.resource,
-                req.kind
-            ));
+            return Decision::error(ReviewError::UnsupportedResource {
+                group: if core { "core" } else { req.group }.to_string(),
+                resource: req.resource.to_string(),
+                kind: req.kind.to_string(),
+            });
         }
     };
     if !policy.matching.covers(req.namespace) {
@@ -268,22 +276,20 @@ pub fn review(
         return Decision::skipped();
     }
     if let Some(e) = req.object_error {
-        return Decision::error(e.to_string());
+        return Decision::error(e.clone());
     }
     let Some(pod) = req.object else {
-        return Decision::error(format!(
-            "{} request for pod {:?} has no object",
-            req.operation.as_str(),
-            req.name
-        ));
+        return Decision::error(ReviewError::NoObject {
+            operation: req.operation,
+            name: req.name.to_string(),
+        });
     };
     if pod.spec.is_none() {
         // Every real Pod has one; without it there is nothing to place or patch.
-        return Decision::error(format!(
-            "{} request for pod {:?} has no spec",
-            req.operation.as_str(),
-            req.name
-        ));
+        return Decision::error(ReviewError::NoSpec {
+            operation: req.operation,
+            name: req.name.to_string(),
+        });
     }
     let ctx = Context {
         namespace: req.namespace,
@@ -367,7 +373,7 @@ pub fn resolve_profile<'a>(
                     p.selector.as_ref().is_some_and(|s| {
                         !s.is_empty()
                             && s.requirements()
-                                .all(|r| selector::matches_labels(labels, &r))
+                                .all(|r| crate::selector::matches_labels(labels, &r))
                     })
                 })
                 .map(|(n, _)| n.as_str())
@@ -419,7 +425,7 @@ fn mutated_view(
     policy: &Policy,
     profile: &ProfileRef<'_>,
     pod: &PodView,
-) -> Result<PodView, String> {
+) -> Result<PodView, ReviewError> {
     let ProfileRef::Known(name, prof) = profile else {
         return Ok(pod.clone());
     };
@@ -428,10 +434,8 @@ fn mutated_view(
         return Ok(pod.clone());
     }
     // The view holds every field the patch touches, at the same paths.
-    let mut v = serde_json::to_value(pod).map_err(|e| format!("internal: {e}"))?;
-    json_patch::patch(&mut v, &m.ops)
-        .map_err(|e| format!("internal: patch does not apply: {e}"))?;
-    PodView::from_value(&v)
+    let v = serde_json::to_value(pod).map_err(|e| ReviewError::Encode(e.into()))?;
+    PodView::from_value(&evaluate::patched(&v, &m.ops)?)
 }
 
 fn split_by_mode(policy: &Policy, violations: Vec<Violation>, d: &mut Decision) {
@@ -469,7 +473,7 @@ fn review_binding(
         return d;
     }
     if let Some(e) = req.object_error {
-        return Decision::error(e.to_string());
+        return Decision::error(e.clone());
     }
     let target = req
         .object
@@ -477,7 +481,9 @@ fn review_binding(
         .map(|t| t.name.clone())
         .filter(|n| !n.is_empty());
     let Some(target) = target else {
-        return Decision::error(format!("binding of pod {:?} has no target.name", req.name));
+        return Decision::error(ReviewError::NoBindingTarget {
+            name: req.name.to_string(),
+        });
     };
     split_by_mode(
         policy,

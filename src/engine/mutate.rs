@@ -12,11 +12,11 @@ use jsonptr::PointerBuf;
 use serde_json::{Map, Value, json};
 
 use super::pod::{ContainerView, PodView, term_requirements};
-use super::tolerations::Tol;
 use crate::policy::{
     OnExceed, Policy, Profile, Requirement, ResourceName, Role, TolerationOperator, TolerationSpec,
 };
 use crate::quantity::Quantity;
+use crate::tolerations::Tol;
 
 /// Annotation recording the profile a pod was placed with.
 pub const PROFILE_ANNOTATION: &str = "runner-fence.dev/profile";

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::ReviewError;
 use crate::policy::{Operator, Requirement};
 
 /// Pod metadata fields used for matching and mutation.
@@ -161,23 +162,23 @@ where
     d.deserialize_option(V(std::marker::PhantomData))
 }
 
-fn decode_err(e: serde_json::Error) -> String {
-    format!("object is not a valid Pod: {e}")
+fn decode_err(e: serde_json::Error) -> ReviewError {
+    ReviewError::InvalidPod(e.into())
 }
 
 impl PodView {
     /// Decodes a pod from JSON text.
-    pub fn decode(text: &str) -> Result<Self, String> {
+    pub fn decode(text: &str) -> Result<Self, ReviewError> {
         if !text.trim_start().starts_with('{') {
-            return Err("object is not a JSON object".into());
+            return Err(ReviewError::NotAnObject);
         }
         serde_json::from_str(text).map_err(decode_err)
     }
 
     /// Decodes a pod from a JSON value (audit mode, after applying a patch).
-    pub fn from_value(v: &serde_json::Value) -> Result<Self, String> {
+    pub fn from_value(v: &serde_json::Value) -> Result<Self, ReviewError> {
         if !v.is_object() {
-            return Err("object is not a JSON object".into());
+            return Err(ReviewError::NotAnObject);
         }
         PodView::deserialize(v).map_err(decode_err)
     }

@@ -3,9 +3,9 @@
 use std::fmt;
 
 use super::pod::{PodView, TERMS_PATH, fields_match, term_node_names, term_requirements};
-use super::selector::{implies, matches_labels, satisfiable};
-use super::tolerations::Tol;
 use crate::nodes::{NodeInfo, NodeSnapshot};
+use crate::selector::{Conflict, implies, matches_labels, satisfiable};
+use crate::tolerations::Tol;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
 use crate::policy::{Operator, Policy, Profile, Requirement, ResourceName, RuleId, TaintSpec};
@@ -691,7 +691,7 @@ fn placement(name: &str, prof: &Profile, pod: &PodView, out: &mut Out) {
     if live.is_empty() {
         // The pod's own constraints (without what the mutation injected) exclude
         // every node, whatever the profile.
-        if let Err(key) = satisfiable(reqs.iter().filter(|r| !required.contains(r))) {
+        if let Err(Conflict { key }) = satisfiable(reqs.iter().filter(|r| !required.contains(r))) {
             out.push(
                 RuleId::Placement,
                 path.clone(),
@@ -707,6 +707,7 @@ fn placement(name: &str, prof: &Profile, pod: &PodView, out: &mut Out) {
         }
         let conflict = satisfiable(reqs.iter().chain(required))
             .err()
+            .map(|c| c.key)
             .unwrap_or_default();
         let (path, culprit) = match ns.iter().find(|r| r.key == conflict) {
             Some(r) => ("spec.nodeSelector".to_string(), vec![r.clone()]),

@@ -1,6 +1,7 @@
 //! The node cache: a watch on Nodes that keeps name, labels and taints.
 //!
-//! Reviews never wait on it: they read whatever snapshot was published last.
+//! Reviews never wait on it: they read whatever snapshot was published last
+//! into a [`NodeSink`] (the webhook's state).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,10 +14,17 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use super::{NodeInfo, NodeSnapshot};
-use crate::server::State;
+
+/// Where the cache publishes what it sees.
+pub trait NodeSink: Send + Sync + 'static {
+    /// A new view of the cluster's nodes.
+    fn publish(&self, snapshot: NodeSnapshot);
+    /// Whether the watch is currently up (it retries while down).
+    fn watch_up(&self, up: bool);
+}
 
 /// Watches Nodes until `stop`, publishing snapshots into `state`.
-pub async fn run(state: Arc<State>, stop: watch::Receiver<bool>) {
+pub async fn run<S: NodeSink>(state: Arc<S>, stop: watch::Receiver<bool>) {
     let client = match Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
@@ -28,7 +36,11 @@ pub async fn run(state: Arc<State>, stop: watch::Receiver<bool>) {
 }
 
 /// The watch loop, separate from client construction so tests can point it at a fake API.
-pub async fn watch_nodes(api: Api<Node>, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+pub async fn watch_nodes<S: NodeSink>(
+    api: Api<Node>,
+    state: Arc<S>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut nodes: HashMap<String, NodeInfo> = HashMap::new();
     let mut pending: Option<HashMap<String, NodeInfo>> = None;
     let stream = watcher::watcher(api, watcher::Config::default().page_size(500));
@@ -50,8 +62,8 @@ pub async fn watch_nodes(api: Api<Node>, state: Arc<State>, mut stop: watch::Rec
                 if let Some(p) = pending.take() {
                     nodes = p;
                 }
-                state.metrics.node_watch_up.set(1);
-                state.set_nodes(NodeSnapshot::new(nodes.values().cloned()));
+                state.watch_up(true);
+                state.publish(NodeSnapshot::new(nodes.values().cloned()));
                 tracing::info!(nodes = nodes.len(), "node cache synced");
             }
             Ok(Event::Apply(n)) => {
@@ -59,19 +71,19 @@ pub async fn watch_nodes(api: Api<Node>, state: Arc<State>, mut stop: watch::Rec
                     && nodes.get(&i.name) != Some(&i)
                 {
                     nodes.insert(i.name.clone(), i);
-                    state.set_nodes(NodeSnapshot::new(nodes.values().cloned()));
+                    state.publish(NodeSnapshot::new(nodes.values().cloned()));
                 }
             }
             Ok(Event::Delete(n)) => {
                 if let Some(name) = n.metadata.name.as_deref()
                     && nodes.remove(name).is_some()
                 {
-                    state.set_nodes(NodeSnapshot::new(nodes.values().cloned()));
+                    state.publish(NodeSnapshot::new(nodes.values().cloned()));
                 }
             }
             Err(e) => {
                 // Keep serving from the last snapshot; the watcher retries.
-                state.metrics.node_watch_up.set(0);
+                state.watch_up(false);
                 tracing::warn!(error = %e, "node watch failed; serving the last known nodes");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

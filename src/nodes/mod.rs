@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::api::core::v1::Taint;
 use serde::{Deserialize, Serialize};
 
+use crate::document::{InputError, read_document};
+
 /// The parts of a Node the `protected-nodes` rule needs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -93,13 +95,12 @@ impl NodeSnapshot {
 
 /// Reads a YAML/JSON list of `{name, labels, taints}`: a static node view for
 /// `eval --nodes`, test suites and `serve --nodes-file` (offline testing, benchmarks).
-pub fn read_file(path: &std::path::Path) -> Result<NodeSnapshot, String> {
-    let doc = crate::eval::read_document(path).map_err(|e| e.to_string())?;
-    let list: Vec<NodeInfo> = serde_json::from_value(doc).map_err(|e| {
-        format!(
-            "{}: not a list of nodes {{name, labels, taints}}: {e}",
-            path.display()
-        )
-    })?;
+pub fn read_file(path: &std::path::Path) -> Result<NodeSnapshot, InputError> {
+    let doc = read_document(path)?;
+    let list: Vec<NodeInfo> =
+        serde_json::from_value(doc).map_err(|source| InputError::NotNodes {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(NodeSnapshot::new(list))
 }

@@ -324,10 +324,8 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
         }
         let protected = pn.label_requirements();
         if !protected.is_empty()
-            && crate::engine::selector::satisfiable(
-                protected.iter().chain(&prof.required_node_labels),
-            )
-            .is_ok()
+            && crate::selector::satisfiable(protected.iter().chain(&prof.required_node_labels))
+                .is_ok()
         {
             let conflict = protected
                 .iter()

@@ -14,6 +14,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::quantity::Quantity;
+pub use crate::selector::{Operator, Requirement};
+pub use crate::tolerations::{TaintEffect, TaintSpec, TolerationOperator, TolerationSpec};
 
 pub use lint::{LintWarning, lint};
 pub use load::{EMBEDDED_POLICY, LoadError, embedded, load_file, parse, read_file};
@@ -303,141 +305,6 @@ impl ProtectedNodes {
     }
 }
 
-/// A taint of protected nodes. Missing `value` or `effect` means "any".
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TaintSpec {
-    /// Taint key.
-    pub key: String,
-    /// Taint value; any value when omitted.
-    #[serde(default)]
-    pub value: Option<String>,
-    /// Taint effect; any effect when omitted.
-    #[serde(default)]
-    pub effect: Option<TaintEffect>,
-}
-
-impl fmt::Display for TaintSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.key)?;
-        if let Some(v) = &self.value {
-            write!(f, "={v}")?;
-        }
-        if let Some(e) = &self.effect {
-            write!(f, ":{}", e.as_str())?;
-        }
-        Ok(())
-    }
-}
-
-/// Kubernetes taint effects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-pub enum TaintEffect {
-    /// New pods are not scheduled.
-    NoSchedule,
-    /// The scheduler avoids the node.
-    PreferNoSchedule,
-    /// Running pods are evicted.
-    NoExecute,
-}
-
-impl TaintEffect {
-    /// The effect as Kubernetes spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaintEffect::NoSchedule => "NoSchedule",
-            TaintEffect::PreferNoSchedule => "PreferNoSchedule",
-            TaintEffect::NoExecute => "NoExecute",
-        }
-    }
-}
-
-/// A label requirement, as in a nodeSelectorTerm's or a LabelSelector's `matchExpressions`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Requirement {
-    /// Label key.
-    pub key: String,
-    /// How the label is compared.
-    pub operator: Operator,
-    /// Values for In/NotIn (one or more) and Gt/Lt (exactly one integer).
-    #[serde(default)]
-    pub values: Vec<String>,
-}
-
-impl Requirement {
-    /// `key In [value]`, what a nodeSelector entry or a matchLabels entry means.
-    pub fn equals(key: &str, value: &str) -> Self {
-        Requirement {
-            key: key.to_string(),
-            operator: Operator::In,
-            values: vec![value.to_string()],
-        }
-    }
-}
-
-impl fmt::Display for Requirement {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.operator {
-            Operator::In if self.values.len() == 1 => write!(f, "{}={}", self.key, self.values[0]),
-            Operator::Exists | Operator::DoesNotExist => {
-                write!(f, "{} {}", self.key, self.operator.as_str())
-            }
-            op => write!(
-                f,
-                "{} {} [{}]",
-                self.key,
-                op.as_str(),
-                self.values.join(", ")
-            ),
-        }
-    }
-}
-
-/// Node selector operators.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
-pub enum Operator {
-    /// The label is present with one of the values.
-    In,
-    /// The label is absent or has none of the values.
-    NotIn,
-    /// The label is present.
-    Exists,
-    /// The label is absent.
-    DoesNotExist,
-    /// The label is an integer greater than the value.
-    Gt,
-    /// The label is an integer less than the value.
-    Lt,
-}
-
-impl Operator {
-    /// Parses the operator string of a Kubernetes object.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "In" => Operator::In,
-            "NotIn" => Operator::NotIn,
-            "Exists" => Operator::Exists,
-            "DoesNotExist" => Operator::DoesNotExist,
-            "Gt" => Operator::Gt,
-            "Lt" => Operator::Lt,
-            _ => return None,
-        })
-    }
-
-    /// The operator as Kubernetes spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operator::In => "In",
-            Operator::NotIn => "NotIn",
-            Operator::Exists => "Exists",
-            Operator::DoesNotExist => "DoesNotExist",
-            Operator::Gt => "Gt",
-            Operator::Lt => "Lt",
-        }
-    }
-}
-
 /// Placement profiles.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -482,36 +349,6 @@ pub struct Profile {
     /// Per-profile resource defaults.
     #[serde(default)]
     pub resources: Option<ProfileResources>,
-}
-
-/// A toleration to inject.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TolerationSpec {
-    /// Taint key (empty with `Exists` tolerates everything, which lint flags).
-    #[serde(default)]
-    pub key: Option<String>,
-    /// `Equal` (default) or `Exists`.
-    #[serde(default)]
-    pub operator: Option<TolerationOperator>,
-    /// Value for `Equal`.
-    #[serde(default)]
-    pub value: Option<String>,
-    /// Effect; all effects when omitted.
-    #[serde(default)]
-    pub effect: Option<TaintEffect>,
-    /// For NoExecute: how long the pod stays after the taint appears.
-    #[serde(default)]
-    pub toleration_seconds: Option<i64>,
-}
-
-/// Toleration operators.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-pub enum TolerationOperator {
-    /// Key and value must match.
-    Equal,
-    /// Key must match (any value).
-    Exists,
 }
 
 /// Profile-level resource overrides.

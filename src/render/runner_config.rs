@@ -5,16 +5,17 @@
 
 use toml::{Table, Value};
 
+use super::webhooks::RenderError;
 use crate::policy::{Policy, ResourceName, Role, TolerationOperator};
 
 /// Renders the fragment for one profile (the default one when `profile` is None).
-pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, String> {
+pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, RenderError> {
     let name = profile.unwrap_or(&policy.placement.default);
     let Some(prof) = policy.placement.profiles.get(name) else {
-        return Err(format!(
-            "unknown profile {name:?}; known profiles: {}",
-            policy.known_profiles()
-        ));
+        return Err(RenderError::UnknownProfile {
+            name: name.to_string(),
+            known: policy.known_profiles(),
+        });
     };
     let mut k = Table::new();
     // The first exact runner namespace this profile may be used in.
@@ -113,7 +114,7 @@ pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, S
     runners.insert("kubernetes".into(), Value::Table(k));
     let mut root = Table::new();
     root.insert("runners".into(), Value::Table(runners));
-    let body = toml::to_string(&root).map_err(|e| e.to_string())?;
+    let body = toml::to_string(&root).map_err(RenderError::Toml)?;
     let mut out = format!(
         "# GitLab Runner [runners.kubernetes] settings matching runner-fence policy {:?}, profile {name:?}.\n\
          # Merge into the [[runners]] entry of config.toml. Leave node_selector_overwrite_allowed and\n\
@@ -182,6 +183,7 @@ mod tests {
         assert!(
             runner_config(&p, Some("gpu"))
                 .expect_err("unknown")
+                .to_string()
                 .contains("known profiles: fargate, runner-nodes")
         );
     }

@@ -146,7 +146,7 @@ impl Options {
     }
 }
 
-/// Why the configurations cannot be rendered for this policy.
+/// Why something cannot be rendered from this policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
     /// The policy covers a namespace the webhooks must never review.
@@ -162,6 +162,17 @@ pub enum RenderError {
     /// timeoutSeconds out of range.
     #[error("timeoutSeconds must be between 1 and 5, got {0}")]
     Timeout(i32),
+    /// `render runner-config --profile` names no profile of the policy.
+    #[error("unknown profile {name:?}; known profiles: {known}")]
+    UnknownProfile {
+        /// The name asked for.
+        name: String,
+        /// The policy's profiles, comma-separated.
+        known: String,
+    },
+    /// The runner configuration could not be written as TOML.
+    #[error("cannot write TOML")]
+    Toml(#[source] toml::ser::Error),
 }
 
 /// What one webhook must be sent: (resource incl. subresource, operation).

@@ -3,6 +3,8 @@
 //! One TLS listener for `/mutate` and `/validate`, one plain admin listener,
 //! a poller that reloads policy and certificate files, and a drain on SIGTERM.
 
+pub mod certs;
+mod error;
 pub mod metrics;
 pub mod routes;
 pub mod tls;
@@ -24,11 +26,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::error::{Error, Result};
 use crate::nodes::NodeSnapshot;
+use crate::nodes::cache::NodeSink;
 use crate::policy::{self, Policy};
+use crate::report::Report;
 use metrics::Metrics;
 use tls::{CertFiles, Resolver};
+
+pub use error::Error;
+
+type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Log formats.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -157,6 +164,16 @@ impl State {
     }
 }
 
+impl NodeSink for State {
+    fn publish(&self, snapshot: NodeSnapshot) {
+        self.set_nodes(snapshot);
+    }
+
+    fn watch_up(&self, up: bool) {
+        self.metrics.node_watch_up.set(i64::from(up));
+    }
+}
+
 /// Sets up `tracing` in the chosen format (RUST_LOG filters, default info).
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
@@ -200,7 +217,7 @@ impl Server {
         };
         let state = Arc::new(State::new(policy, args.node_cache));
         if let Some(path) = &args.nodes_file {
-            state.set_nodes(crate::nodes::read_file(path).map_err(Error::Input)?);
+            state.set_nodes(crate::nodes::read_file(path)?);
         }
         let (key, expiry, generated_ca) = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => {
@@ -218,7 +235,7 @@ impl Server {
                 if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
                     names.push(ip.to_string());
                 }
-                let g = crate::certs::generate(&names, 365)?;
+                let g = certs::generate(&names, 365)?;
                 let (k, e) = tls::certified_key(
                     g.cert_pem.as_bytes(),
                     g.key_pem.as_bytes(),
@@ -233,19 +250,16 @@ impl Server {
         }
         let resolver = Arc::new(Resolver::new(key));
         let config = tls::server_config(resolver.clone(), args.client_ca.as_deref())?;
-        let listener = TcpListener::bind(args.addr)
-            .await
-            .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", args.addr)))?;
-        let admin_listener = TcpListener::bind(args.admin_addr)
-            .await
-            .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", args.admin_addr)))?;
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Listen { addr, source })
+        };
+        let listener = bind(args.addr).await?;
+        let admin_listener = bind(args.admin_addr).await?;
         Ok(Server {
-            addr: listener
-                .local_addr()
-                .map_err(|e| Error::Other(e.to_string()))?,
-            admin_addr: admin_listener
-                .local_addr()
-                .map_err(|e| Error::Other(e.to_string()))?,
+            addr: listener.local_addr().map_err(Error::LocalAddr)?,
+            admin_addr: admin_listener.local_addr().map_err(Error::LocalAddr)?,
             state,
             generated_ca,
             listener,
@@ -480,8 +494,8 @@ async fn reload_loop(
             let p = path.clone();
             let loaded = tokio::task::spawn_blocking(move || policy::load_file(&p))
                 .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+                .map_err(Error::Task)
+                .and_then(|r| r.map_err(Error::Policy));
             match loaded {
                 Ok(p) => {
                     let hash = p.content_hash();
@@ -492,7 +506,7 @@ async fn reload_loop(
                 }
                 Err(e) => {
                     state.metrics.reload("policy", false);
-                    tracing::error!(error = %e, "policy reload failed; keeping the previous policy");
+                    tracing::error!(error = %Report(&e), "policy reload failed; keeping the previous policy");
                 }
             }
         }
@@ -504,7 +518,7 @@ async fn reload_loop(
             let f = files.clone();
             let loaded = tokio::task::spawn_blocking(move || tls::load(&f))
                 .await
-                .map_err(|e| Error::Other(e.to_string()))
+                .map_err(Error::Task)
                 .and_then(|r| r);
             match loaded {
                 Ok((key, expiry)) => {
@@ -517,7 +531,7 @@ async fn reload_loop(
                 }
                 Err(e) => {
                     state.metrics.reload("certificate", false);
-                    tracing::error!(error = %e, "certificate reload failed; keeping the previous certificate");
+                    tracing::error!(error = %Report(&e), "certificate reload failed; keeping the previous certificate");
                 }
             }
         }
@@ -568,13 +582,16 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Other(format!("cannot start runtime: {e}")))?;
+        .map_err(Error::Runtime)?;
     rt.block_on(async move {
         let ca_out = args.ca_out.clone();
         let server = Server::bind(args).await?;
         if let Some(ca) = &server.generated_ca {
             let path = ca_out.unwrap_or_else(|| std::env::temp_dir().join("runner-fence-ca.crt"));
-            std::fs::write(&path, ca).map_err(|e| Error::io(&path, e))?;
+            std::fs::write(&path, ca).map_err(|source| Error::Write {
+                path: path.clone(),
+                source,
+            })?;
             println!("runner-fence: serving a generated self-signed certificate for localhost, 127.0.0.1 and ::1");
             println!("runner-fence: CA certificate written to {}", path.display());
             println!(

@@ -14,8 +14,9 @@ use tower::limit::ConcurrencyLimit;
 
 use super::State;
 use super::metrics::{EndpointLabels, ReviewLabels, ViolationLabels};
-use crate::admission::{self, AdmissionError};
+use crate::admission;
 use crate::engine::Endpoint;
+use crate::report::Report;
 
 /// The apiserver's own request size limit.
 pub const MAX_BODY_BYTES: usize = 3 << 20;
@@ -183,12 +184,8 @@ fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Re
     let reviewed = match admission::handle(&policy, endpoint, body, nodes.as_deref()) {
         Ok(r) => r,
         Err(e) => {
-            let reason = match e {
-                AdmissionError::Invalid(_) => "invalid-json",
-                AdmissionError::Unsupported(_) => "unsupported-version",
-                AdmissionError::NoRequest => "no-request",
-            };
-            return bad(s, endpoint, StatusCode::BAD_REQUEST, reason, e.to_string());
+            let message = Report(&e).to_string();
+            return bad(s, endpoint, StatusCode::BAD_REQUEST, e.reason(), message);
         }
     };
     let d = &reviewed.decision;

@@ -11,8 +11,10 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 
-use crate::certs;
-use crate::error::{Error, Result};
+use super::Error;
+use super::certs;
+
+type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Serves whatever certificate was loaded last.
 pub struct Resolver {
@@ -65,20 +67,24 @@ pub fn certified_key(
     let key = certs::parse_key(key_pem, key_path)?;
     let expiry = certs::not_after(&chain[0]);
     let provider = ring::default_provider();
-    let ck = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
-        Error::Tls(format!(
-            "{} and {}: {e}",
-            cert_path.display(),
-            key_path.display()
-        ))
+    let ck = CertifiedKey::from_der(chain, key, &provider).map_err(|source| Error::KeyPair {
+        cert: cert_path.to_path_buf(),
+        key: key_path.to_path_buf(),
+        source,
     })?;
     Ok((ck, expiry))
 }
 
 /// Reads a certificate and key pair from files.
 pub fn load(files: &CertFiles) -> Result<(CertifiedKey, Option<i64>)> {
-    let cert = std::fs::read(&files.cert).map_err(|e| Error::io(&files.cert, e))?;
-    let key = std::fs::read(&files.key).map_err(|e| Error::io(&files.key, e))?;
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let cert = read(&files.cert)?;
+    let key = read(&files.key)?;
     certified_key(&cert, &key, &files.cert, &files.key)
 }
 
@@ -87,20 +93,27 @@ pub fn server_config(resolver: Arc<Resolver>, client_ca: Option<&Path>) -> Resul
     let provider = Arc::new(ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| Error::Tls(format!("TLS versions: {e}")))?;
+        .map_err(Error::TlsVersions)?;
     let mut config = match client_ca {
         None => builder.with_no_client_auth().with_cert_resolver(resolver),
         Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let pem = std::fs::read(path).map_err(|source| Error::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
             let mut roots = RootCertStore::empty();
             for c in certs::parse_chain(&pem, path)? {
-                roots
-                    .add(c)
-                    .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
+                roots.add(c).map_err(|source| Error::ClientCa {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
+                .map_err(|source| Error::ClientVerifier {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             builder
                 .with_client_cert_verifier(verifier)
                 .with_cert_resolver(resolver)

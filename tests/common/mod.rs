@@ -102,7 +102,7 @@ pub struct Running {
     /// Shared state (metrics, readiness).
     pub state: std::sync::Arc<runner_fence::server::State>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<runner_fence::error::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), runner_fence::server::Error>>,
 }
 
 /// Binds and runs a server until [`Running::stop`].
@@ -173,8 +173,8 @@ pub async fn raw_tls(
     ca_pem: &str,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in
-        runner_fence::certs::parse_chain(ca_pem.as_bytes(), std::path::Path::new("ca")).expect("ca")
+    for c in runner_fence::server::certs::parse_chain(ca_pem.as_bytes(), std::path::Path::new("ca"))
+        .expect("ca")
     {
         roots.add(c).expect("root");
     }

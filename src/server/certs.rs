@@ -8,7 +8,9 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
-use crate::error::{Error, Result};
+use crate::server::Error;
+
+type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Key algorithms for generated certificates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -43,8 +45,8 @@ pub struct Generated {
     pub key_pem: String,
 }
 
-fn tls_err(what: &str) -> impl Fn(rcgen::Error) -> Error + '_ {
-    move |e| Error::Tls(format!("{what}: {e}"))
+fn tls_err(what: &'static str) -> impl Fn(rcgen::Error) -> Error {
+    move |source| Error::Generate { what, source }
 }
 
 /// Generates a CA and a serving certificate for `names` (DNS names or IP addresses).
@@ -55,7 +57,7 @@ pub fn generate(names: &[String], validity_days: u32) -> Result<Generated> {
 /// [`generate`] with a chosen key type.
 pub fn generate_with(names: &[String], validity_days: u32, key_type: KeyType) -> Result<Generated> {
     if names.is_empty() {
-        return Err(Error::Tls("a certificate needs at least one name".into()));
+        return Err(Error::NoNames);
     }
     let now = time::OffsetDateTime::now_utc();
     let until = now + time::Duration::days(i64::from(validity_days.max(1)));
@@ -107,25 +109,24 @@ pub fn generate_with(names: &[String], validity_days: u32, key_type: KeyType) ->
 pub fn parse_chain(pem: &[u8], origin: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| {
-            Error::Tls(format!(
-                "{}: not a PEM certificate chain: {e}",
-                origin.display()
-            ))
+        .map_err(|source| Error::NotPemChain {
+            path: origin.to_path_buf(),
+            source,
         })?;
     if certs.is_empty() {
-        return Err(Error::Tls(format!(
-            "{}: no certificate found",
-            origin.display()
-        )));
+        return Err(Error::NoCertificate {
+            path: origin.to_path_buf(),
+        });
     }
     Ok(certs)
 }
 
 /// Parses a PEM private key; errors name the file.
 pub fn parse_key(pem: &[u8], origin: &Path) -> Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_slice(pem)
-        .map_err(|e| Error::Tls(format!("{}: not a PEM private key: {e}", origin.display())))
+    PrivateKeyDer::from_pem_slice(pem).map_err(|source| Error::NotPemKey {
+        path: origin.to_path_buf(),
+        source,
+    })
 }
 
 /// The `notAfter` of a DER certificate, in seconds since the epoch.
@@ -154,22 +155,28 @@ fn write_file(path: &Path, contents: &str, secret: bool) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(if secret { 0o600 } else { 0o644 });
     }
-    let mut f = opts.open(path).map_err(|e| Error::io(path, e))?;
+    let write = |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = opts.open(path).map_err(write)?;
     #[cfg(unix)]
     if secret {
         // An existing file keeps its mode on open; tighten it explicitly.
         use std::os::unix::fs::PermissionsExt;
         f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(write)?;
     }
-    f.write_all(contents.as_bytes())
-        .map_err(|e| Error::io(path, e))
+    f.write_all(contents.as_bytes()).map_err(write)
 }
 
 /// Writes `ca.crt`, `ca.key`, `tls.crt`, `tls.key` and `ca-bundle.txt` into `dir`.
 pub fn write_dir(dir: &Path, g: &Generated) -> Result<()> {
     use base64::Engine as _;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     write_file(&dir.join("ca.crt"), &g.ca_pem, false)?;
     write_file(&dir.join("ca.key"), &g.ca_key_pem, true)?;
     write_file(&dir.join("tls.crt"), &g.cert_pem, false)?;

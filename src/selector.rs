@@ -1,5 +1,7 @@
-//! Node label requirements: matching one node, and deciding whether a set of
-//! requirements can be met by *some* node.
+//! Node label requirements (as in a nodeSelectorTerm's or a LabelSelector's
+//! `matchExpressions`): the type, matching one node, and deciding whether a set
+//! of requirements can be met by *some* node. Shared by the policy loader, lint
+//! and the engine, below all of them.
 //!
 //! Keys are independent, so a conjunction is satisfiable exactly when the
 //! requirements on each key are. For one key a node either lacks the label or
@@ -7,8 +9,96 @@
 //! fresh string (or, for `Gt`/`Lt`, an integer) always escapes a finite `NotIn`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use crate::policy::{Operator, Requirement};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A label requirement, as in a nodeSelectorTerm's or a LabelSelector's `matchExpressions`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Requirement {
+    /// Label key.
+    pub key: String,
+    /// How the label is compared.
+    pub operator: Operator,
+    /// Values for In/NotIn (one or more) and Gt/Lt (exactly one integer).
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+impl Requirement {
+    /// `key In [value]`, what a nodeSelector entry or a matchLabels entry means.
+    pub fn equals(key: &str, value: &str) -> Self {
+        Requirement {
+            key: key.to_string(),
+            operator: Operator::In,
+            values: vec![value.to_string()],
+        }
+    }
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.operator {
+            Operator::In if self.values.len() == 1 => write!(f, "{}={}", self.key, self.values[0]),
+            Operator::Exists | Operator::DoesNotExist => {
+                write!(f, "{} {}", self.key, self.operator.as_str())
+            }
+            op => write!(
+                f,
+                "{} {} [{}]",
+                self.key,
+                op.as_str(),
+                self.values.join(", ")
+            ),
+        }
+    }
+}
+
+/// Node selector operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+pub enum Operator {
+    /// The label is present with one of the values.
+    In,
+    /// The label is absent or has none of the values.
+    NotIn,
+    /// The label is present.
+    Exists,
+    /// The label is absent.
+    DoesNotExist,
+    /// The label is an integer greater than the value.
+    Gt,
+    /// The label is an integer less than the value.
+    Lt,
+}
+
+impl Operator {
+    /// Parses the operator string of a Kubernetes object.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "In" => Operator::In,
+            "NotIn" => Operator::NotIn,
+            "Exists" => Operator::Exists,
+            "DoesNotExist" => Operator::DoesNotExist,
+            "Gt" => Operator::Gt,
+            "Lt" => Operator::Lt,
+            _ => return None,
+        })
+    }
+
+    /// The operator as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operator::In => "In",
+            Operator::NotIn => "NotIn",
+            Operator::Exists => "Exists",
+            Operator::DoesNotExist => "DoesNotExist",
+            Operator::Gt => "Gt",
+            Operator::Lt => "Lt",
+        }
+    }
+}
 
 /// Does a node with this label value (`None` = label absent) meet `r`?
 pub fn value_ok(r: &Requirement, v: Option<&str>) -> bool {
@@ -82,9 +172,16 @@ fn key_satisfiable(reqs: &[&Requirement]) -> bool {
     }
 }
 
+/// The label key whose requirements no single value can meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict<'a> {
+    /// The key.
+    pub key: &'a str,
+}
+
 /// Whether some node's labels could meet every requirement; on failure, the
 /// first key (in sorted order) whose requirements conflict.
-pub fn satisfiable<'a, I>(reqs: I) -> Result<(), String>
+pub fn satisfiable<'a, I>(reqs: I) -> Result<(), Conflict<'a>>
 where
     I: IntoIterator<Item = &'a Requirement>,
 {
@@ -94,7 +191,7 @@ where
     }
     for (k, group) in by_key {
         if !key_satisfiable(&group) {
-            return Err(k.to_string());
+            return Err(Conflict { key: k });
         }
     }
     Ok(())
@@ -185,7 +282,7 @@ mod tests {
     #[test]
     fn reports_conflicting_key() {
         let r = reqs(&["a=1", "b=1", "b=2"]);
-        assert_eq!(satisfiable(&r), Err("b".to_string()));
+        assert_eq!(satisfiable(&r), Err(Conflict { key: "b" }));
     }
 
     #[rstest]

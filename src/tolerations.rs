@@ -1,8 +1,91 @@
-//! Toleration matching, as the scheduler does it.
+//! Taints and tolerations: the policy's protected taints and injected
+//! tolerations, and toleration matching as the scheduler does it. Shared by
+//! lint and the engine, below both.
+
+use std::fmt;
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use crate::policy::{TaintSpec, TolerationOperator, TolerationSpec};
+/// A taint of protected nodes. Missing `value` or `effect` means "any".
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaintSpec {
+    /// Taint key.
+    pub key: String,
+    /// Taint value; any value when omitted.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Taint effect; any effect when omitted.
+    #[serde(default)]
+    pub effect: Option<TaintEffect>,
+}
+
+impl fmt::Display for TaintSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key)?;
+        if let Some(v) = &self.value {
+            write!(f, "={v}")?;
+        }
+        if let Some(e) = &self.effect {
+            write!(f, ":{}", e.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// Kubernetes taint effects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum TaintEffect {
+    /// New pods are not scheduled.
+    NoSchedule,
+    /// The scheduler avoids the node.
+    PreferNoSchedule,
+    /// Running pods are evicted.
+    NoExecute,
+}
+
+impl TaintEffect {
+    /// The effect as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaintEffect::NoSchedule => "NoSchedule",
+            TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+            TaintEffect::NoExecute => "NoExecute",
+        }
+    }
+}
+
+/// A toleration to inject.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TolerationSpec {
+    /// Taint key (empty with `Exists` tolerates everything, which lint flags).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// `Equal` (default) or `Exists`.
+    #[serde(default)]
+    pub operator: Option<TolerationOperator>,
+    /// Value for `Equal`.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Effect; all effects when omitted.
+    #[serde(default)]
+    pub effect: Option<TaintEffect>,
+    /// For NoExecute: how long the pod stays after the taint appears.
+    #[serde(default)]
+    pub toleration_seconds: Option<i64>,
+}
+
+/// Toleration operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum TolerationOperator {
+    /// Key and value must match.
+    Equal,
+    /// Key must match (any value).
+    Exists,
+}
 
 /// A toleration with Kubernetes defaults applied (`operator: ""` is Equal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +169,6 @@ pub fn tolerates_spec(t: &TolerationSpec, taint: &TaintSpec) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::TaintEffect;
     use rstest::rstest;
 
     fn tol(

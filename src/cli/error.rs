@@ -1,0 +1,114 @@
+//! The command line's error type: everything that ends a verb with exit code 2.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::EXIT_BAD_INPUT;
+use crate::admission::AdmissionError;
+use crate::document::InputError;
+use crate::policy::LoadError;
+use crate::render::webhooks::RenderError;
+
+/// Why a verb could not do its work (bad input, unreachable cluster...).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The policy does not load.
+    #[error(transparent)]
+    Policy(#[from] LoadError),
+    /// An input document does not load.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// An input is not something to review.
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
+    /// Nothing can be rendered from this policy.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// No chart values can be rendered from this policy.
+    #[error(transparent)]
+    HelmValues(#[from] crate::render::helm_values::HelmValuesError),
+    /// The webhook (or its certificates) could not be set up.
+    #[error(transparent)]
+    Webhook(#[from] crate::server::Error),
+    /// The cluster could not be read or written.
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kubeclient::Error),
+    /// `eval --operation` other than CREATE or UPDATE.
+    #[error("--operation must be CREATE or UPDATE, got {0}")]
+    Operation(String),
+    /// `audit --apply` without `--output policy-report`.
+    #[error("--apply writes PolicyReports; use it with --output policy-report")]
+    ApplyNeedsPolicyReport,
+    /// `--ca-bundle` could not be read.
+    #[error("--ca-bundle {}", path.display())]
+    CaBundle {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--ca-bundle` is not PEM.
+    #[error("--ca-bundle is not a PEM certificate bundle")]
+    CaBundleNotPem,
+    /// `--url` is not HTTPS.
+    #[error("--url {0:?} must start with https:// (the apiserver calls webhooks over TLS only)")]
+    UrlNotHttps(String),
+    /// The async runtime could not start.
+    #[error("cannot start runtime")]
+    Runtime(#[source] std::io::Error),
+    /// `test` found no suite.
+    #[error("no *.test.yaml suites found")]
+    NoSuites,
+    /// A `test` path that does not exist.
+    #[error("{}: no such file or directory", path.display())]
+    NoSuchPath {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file or directory could not be read.
+    #[error("{}", path.display())]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file could not be written.
+    #[error("{}", path.display())]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A suite file that does not parse; the first line of the parser's message.
+    #[error("{}: {message}", path.display())]
+    SuiteSyntax {
+        /// The suite file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A suite file of another kind.
+    #[error("{}: expected apiVersion {} kind RunnerPolicyTest", path.display(), crate::policy::API_VERSION)]
+    SuiteKind {
+        /// The suite file.
+        path: PathBuf,
+    },
+    /// A test case whose `operation` is not an admission operation.
+    #[error("unknown operation {0:?}")]
+    CaseOperation(String),
+    /// A test case with both or neither of `input` and `object`.
+    #[error("give exactly one of input and object")]
+    CaseInput,
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(EXIT_BAD_INPUT)
+    }
+}
