@@ -13,7 +13,7 @@ out=${1:-$(mktemp -d)}
 mkdir -p "$out"
 chart=charts/runner-fence
 ns=runner-fence
-common=(--namespace "$ns" --kube-version 1.33.0)
+common=(--namespace "$ns" --kube-version 1.33.0 --set referencePolicy=true)
 
 echo "== values for the audit policy (runner-fence render helm-values)"
 cargo run --quiet --locked -- render helm-values --policy manifests/overlays/audit/policy.yaml > "$out/audit.values.yaml"

@@ -76,6 +76,9 @@ if fence.get("namespace") != "runner-fence" or fence.get("chart") != "../../char
 if fence.get("wait") is not True or fence.get("waitForJobs") is not True:
     fail(f"runner-fence release must wait (wait: {fence.get('wait')!r}, waitForJobs: {fence.get('waitForJobs')!r}): "
          "otherwise the runner can start before the webhook is Ready")
+if fence.get("atomic") is not True:
+    fail("runner-fence release must be atomic: a release that never becomes Ready would leave "
+         "failurePolicy Fail webhooks blocking every job")
 if runner.get("chart") != "gitlab/gitlab-runner" or not runner.get("version"):
     fail(f"gitlab-runner release: chart {runner.get('chart')!r} version {runner.get('version')!r} (a pinned gitlab/gitlab-runner)")
 if runner.get("needs") != ["runner-fence/runner-fence"]:
@@ -85,7 +88,7 @@ if fence.get("needs"):
 repos = {r["name"]: r["url"] for d in docs for r in d.get("repositories") or []}
 if repos.get("gitlab", "").rstrip("/") != "https://charts.gitlab.io":
     fail(f"repository gitlab is {repos.get('gitlab')!r}, expected https://charts.gitlab.io")
-print(f"releases: runner-fence (wait, waitForJobs) <- gitlab-runner {runner['version']} (needs runner-fence/runner-fence)")
+print(f"releases: runner-fence (wait, waitForJobs, atomic) <- gitlab-runner {runner['version']} (needs runner-fence/runner-fence)")
 
 # build --embed-values rendered the values templates (exec included) into the state;
 # write-values wrote the same values, merged, one file per release.

@@ -57,10 +57,16 @@ fn template(namespace: &str, values: Option<&str>, set: &[&str]) -> Result<Vec<V
         "--kube-version",
         "1.33.0",
     ]);
-    if let Some(v) = values {
-        let f = dir.path().join("values.yaml");
-        std::fs::write(&f, v).expect("write values");
-        cmd.arg("-f").arg(f);
+    match values {
+        Some(v) => {
+            let f = dir.path().join("values.yaml");
+            std::fs::write(&f, v).expect("write values");
+            cmd.arg("-f").arg(f);
+        }
+        // Without a values file the reference policy must be asked for.
+        None => {
+            cmd.args(["--set", "referencePolicy=true"]);
+        }
     }
     for s in set {
         cmd.args(["--set", s]);
@@ -443,7 +449,7 @@ fn an_existing_secret_needs_its_ca_bundle() {
     );
     let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
     let values = format!(
-        "certificates:\n  mode: existingSecret\n  existingSecret:\n    name: my-tls\n    caBundle: {}\n",
+        "referencePolicy: true\ncertificates:\n  mode: existingSecret\n  existingSecret:\n    name: my-tls\n    caBundle: {}\n",
         serde_json::to_string(pem).expect("json")
     );
     let objs = template("runner-fence", Some(&values), &[]).expect("template");
@@ -485,6 +491,52 @@ fn bad_values_are_refused_with_the_reason(#[case] set: &[&str], #[case] says: &s
         Ok(objs) => panic!("{set:?} was accepted: {:?}", kinds(&objs)),
         Err(err) => assert!(err.contains(says), "{err}"),
     }
+}
+
+#[test]
+fn no_policy_is_refused_unless_the_reference_policy_is_asked_for() {
+    // `helm upgrade --set image.tag=...` without the values file starts from the
+    // chart's defaults: that must fail, never fence the reference namespaces.
+    let out = Command::new(helm())
+        .args(["template", "runner-fence"])
+        .arg(chart())
+        .args(["--namespace", "runner-fence", "--kube-version", "1.33.0"])
+        .args(["--set", "image.tag=0.1.1"])
+        .output()
+        .expect("helm");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("referencePolicy=true"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_chart_and_the_binary_are_one_version() {
+    let chart: Value =
+        serde_saphyr::from_str(&read("charts/runner-fence/Chart.yaml")).expect("yaml");
+    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
+    // Values written by another runner-fence are refused: its scope may differ.
+    let values = values_for(&read("examples/policy.yaml"), "runner-fence").replace(
+        &format!("\"runner-fence {}\"", env!("CARGO_PKG_VERSION")),
+        "\"runner-fence 0.0.9\"",
+    );
+    let mut v: Value = serde_saphyr::from_str(&values).expect("yaml");
+    // Keep the checksum right, so only the version check can refuse it.
+    let mut both = v.clone();
+    both["rendered"].as_object_mut().map(|r| r.remove("sha256"));
+    v["rendered"]["sha256"] = json!(sha256_hex(&helm_values::go_json(&both, None)));
+    let err = template("runner-fence", Some(&v.to_string()), &[]).expect_err("old generator");
+    assert!(err.contains("written by runner-fence 0.0.9"), "{err}");
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -552,7 +604,10 @@ fn scheduling_and_monitoring_values_reach_the_objects() {
         pod["tolerations"],
         json!([{"key": "dedicated", "operator": "Equal", "value": "gitlab", "effect": "NoSchedule"}])
     );
-    assert_eq!(pod["nodeSelector"], json!({"role": "system"}));
+    assert_eq!(
+        pod["nodeSelector"],
+        json!({"role": "system", "kubernetes.io/arch": "amd64"})
+    );
     assert_eq!(pod["priorityClassName"], "platform-critical");
     // A hand-written nodeAffinity replaces the derived one.
     let own = template(
@@ -568,6 +623,27 @@ fn scheduling_and_monitoring_values_reach_the_objects() {
         json!([{"matchExpressions": [{"key": "role", "operator": "Exists"}]}])
     );
     assert!(aff.get("podAntiAffinity").is_some());
+    // Only preferences of one's own keep the derived requirement.
+    let pref = template(
+        "runner-fence",
+        None,
+        &["affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight=10",
+          "affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0].key=spot",
+          "affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0].operator=DoesNotExist"],
+    )
+    .expect("template");
+    let na = &find(&pref, "Deployment")["spec"]["template"]["spec"]["affinity"]["nodeAffinity"];
+    let policy = runner_fence::policy::embedded().expect("policy");
+    let derived =
+        runner_fence::render::placement::webhook_node_affinity(&policy).expect("affinity");
+    assert_eq!(
+        na["requiredDuringSchedulingIgnoredDuringExecution"],
+        derived["requiredDuringSchedulingIgnoredDuringExecution"]
+    );
+    assert_eq!(
+        na["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"],
+        10
+    );
     assert_eq!(find(&objs, "Deployment")["spec"]["replicas"], 3);
 
     let sm = find(&objs, "ServiceMonitor");

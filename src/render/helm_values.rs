@@ -72,7 +72,17 @@ pub fn values(src: &str, file: &str, target: &Target) -> Result<Value, HelmValue
     check_numbers(&raw, file, &mut String::new())?;
     // What the server will read from the ConfigMap is `toJson` of this value:
     // make sure it is the same policy.
-    policy::parse(&go_json(&raw, None), file)?;
+    policy::parse(&go_json(&raw, None), file).map_err(|e| LoadError {
+        file: file.to_string(),
+        // The position is in the JSON, not in the user's file: leave it out.
+        line: None,
+        column: None,
+        path: e.path,
+        message: format!(
+            "the policy loads, but not as the chart mounts it (JSON written by Helm): {} (a control character in a string?)",
+            e.message
+        ),
+    })?;
 
     let failure = match loaded.mode {
         Mode::Enforce => FailurePolicy::Fail,
@@ -93,6 +103,11 @@ pub fn values(src: &str, file: &str, target: &Target) -> Result<Value, HelmValue
     let [mutating, validating] = webhooks::objects(&loaded, &opts)?;
     let [admission_policy, binding] = super::admission_policy::objects(&loaded, &target.namespace)?;
     let mut rendered = Map::new();
+    // The chart refuses values written by another version: the scope may differ.
+    rendered.insert(
+        "generator".into(),
+        format!("runner-fence {}", env!("CARGO_PKG_VERSION")).into(),
+    );
     rendered.insert("namespace".into(), target.namespace.clone().into());
     rendered.insert("service".into(), target.service.clone().into());
     rendered.insert("mutatingWebhookConfiguration".into(), mutating);
@@ -211,7 +226,7 @@ fn write_go_json(v: &Value, indent: Option<usize>, out: &mut String) {
             }
             _ => out.push_str(&n.to_string()),
         },
-        Value::String(s) => write_go_string(s, out),
+        Value::String(s) => write_go_string(s, indent.is_some(), out),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -239,7 +254,7 @@ fn write_go_json(v: &Value, indent: Option<usize>, out: &mut String) {
                 if let Some(d) = indent {
                     newline(out, d + 1);
                 }
-                write_go_string(k, out);
+                write_go_string(k, indent.is_some(), out);
                 out.push(':');
                 if indent.is_some() {
                     out.push(' ');
@@ -256,8 +271,9 @@ fn write_go_json(v: &Value, indent: Option<usize>, out: &mut String) {
     }
 }
 
-fn write_go_string(s: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+/// `yaml`: also escape what YAML does not allow raw (C1 controls, NEL, which it
+/// reads as a line break, U+FFFE/U+FFFF); the value read back is the same.
+fn write_go_string(s: &str, yaml: bool, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -268,17 +284,21 @@ fn write_go_string(s: &str, out: &mut String) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' | '\u{0}'..='\u{1f}' => {
-                let n = c as u32;
-                out.push_str("\\u");
-                for shift in [12, 8, 4, 0] {
-                    out.push(HEX[((n >> shift) & 0xf) as usize] as char);
-                }
-            }
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' | '\u{0}'..='\u{1f}' => escape_u(c, out),
+            '\u{7f}'..='\u{9f}' | '\u{fffe}' | '\u{ffff}' if yaml => escape_u(c, out),
             c => out.push(c),
         }
     }
     out.push('"');
+}
+
+fn escape_u(c: char, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = c as u32;
+    out.push_str("\\u");
+    for shift in [12, 8, 4, 0] {
+        out.push(HEX[((n >> shift) & 0xf) as usize] as char);
+    }
 }
 
 #[cfg(test)]
