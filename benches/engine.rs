@@ -4,11 +4,11 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use runner_fence::admission;
-use runner_fence::engine::pod::PodView;
-use runner_fence::engine::{Context, Endpoint, Operation, review_decoded};
-use runner_fence::nodes::{NodeInfo, NodeSnapshot};
-use runner_fence::policy;
+use runner_fence::core::engine::pod::PodView;
+use runner_fence::core::engine::{Context, Endpoint, Operation, review_decoded};
+use runner_fence::core::nodes::{NodeInfo, NodeSnapshot};
+use runner_fence::core::policy;
+use runner_fence::webhook::admission;
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Value {

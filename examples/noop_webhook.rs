@@ -76,16 +76,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:19443".into());
     let ca_out = args.next().unwrap_or_else(|| "/tmp/noop-ca.crt".into());
-    let g = runner_fence::server::certs::generate(&["localhost".into(), "127.0.0.1".into()], 7)?;
+    let g = runner_fence::webhook::certs::generate(&["localhost".into(), "127.0.0.1".into()], 7)?;
     std::fs::write(&ca_out, &g.ca_pem)?;
-    let (key, _) = runner_fence::server::tls::certified_key(
+    let (key, _) = runner_fence::webhook::tls::certified_key(
         g.cert_pem.as_bytes(),
         g.key_pem.as_bytes(),
         std::path::Path::new("cert"),
         std::path::Path::new("key"),
     )?;
-    let resolver = Arc::new(runner_fence::server::tls::Resolver::new(key));
-    let config = runner_fence::server::tls::server_config(resolver, None)?;
+    let resolver = Arc::new(runner_fence::webhook::tls::Resolver::new(key));
+    let config = runner_fence::webhook::tls::server_config(resolver, None)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let raw = args.next().as_deref() == Some("raw");
     let app = if raw {
@@ -111,7 +111,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             else {
                 return;
             };
-            let builder = runner_fence::server::http_builder();
+            let builder = runner_fence::webhook::http_builder();
             let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
         });
     }

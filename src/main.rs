@@ -6,7 +6,7 @@ fn main() -> ExitCode {
     match runner_fence::cli::run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", runner_fence::report::Report(&e));
+            eprintln!("error: {}", runner_fence::core::report::Report(&e));
             e.exit_code()
         }
     }

@@ -95,7 +95,7 @@ async fn vwcs() -> axum::Json<Value> {
 }
 
 fn generated_mutating() -> Value {
-    use runner_fence::render::webhooks::{Options, configurations};
+    use runner_fence::core::render::webhooks::{Options, configurations};
     let mut opts = Options::service("runner-fence", "runner-fence");
     opts.ca_bundle = Some(b"-----BEGIN CERTIFICATE-----\n".to_vec());
     let (m, _) = configurations(&reference(), &opts).expect("render");
@@ -134,7 +134,7 @@ async fn fake_api() -> (std::net::SocketAddr, Arc<Calls>) {
 async fn audit_finds_job_pods_on_gitlab_nodes_and_what_the_policy_would_do() {
     let (addr, calls) = fake_api().await;
     let client = client_for(addr);
-    let r = runner_fence::audit::collect(client, &reference())
+    let r = runner_fence::k8s::audit::collect(client, &reference())
         .await
         .expect("audit");
     assert_eq!(
@@ -191,7 +191,7 @@ async fn audit_finds_job_pods_on_gitlab_nodes_and_what_the_policy_would_do() {
             .iter()
             .any(|w| w.kind == "validating" && w.failure_policy == "Ignore" && !w.ca_bundle)
     );
-    let table = runner_fence::audit::table(&r);
+    let table = runner_fence::k8s::audit::table(&r);
     assert!(table.contains("JOB PODS ON PROTECTED NODES (2)"), "{table}");
     assert!(table.contains("caBundle=MISSING"), "{table}");
     // Coverage: the generated mutating webhook has no gap; the hand-broken
@@ -200,7 +200,7 @@ async fn audit_finds_job_pods_on_gitlab_nodes_and_what_the_policy_would_do() {
     let gaps = &r.coverage_gaps;
     assert!(
         gaps.iter()
-            .all(|g| g.webhook == runner_fence::render::webhooks::Kind::Validating),
+            .all(|g| g.webhook == runner_fence::core::render::webhooks::Kind::Validating),
         "{gaps:?}"
     );
     for want in [
@@ -305,10 +305,10 @@ fn policy_report_schema() -> Value {
 async fn policy_reports_validate_against_the_crd_schema() {
     let (addr, _) = fake_api().await;
     let client = client_for(addr);
-    let r = runner_fence::audit::collect(client, &reference())
+    let r = runner_fence::k8s::audit::collect(client, &reference())
         .await
         .expect("audit");
-    let reports = runner_fence::audit::policy_reports(&r, "gitlab-runner-jobs", 1_700_000_000);
+    let reports = runner_fence::k8s::audit::policy_reports(&r, "gitlab-runner-jobs", 1_700_000_000);
     assert_eq!(reports.len(), 1, "one report per runner namespace");
     let validator = jsonschema::validator_for(&policy_report_schema()).expect("schema");
     for rep in &reports {
@@ -345,13 +345,13 @@ async fn policy_reports_validate_against_the_crd_schema() {
 #[test]
 fn in_audit_mode_what_enforce_would_deny_is_still_would_deny() {
     // The policy only reports, but `audit` says what enforce mode would do.
-    let policy = runner_fence::policy::parse(
-        &runner_fence::policy::EMBEDDED_POLICY.replacen("mode: enforce ", "mode: audit ", 1),
+    let policy = runner_fence::core::policy::parse(
+        &runner_fence::core::policy::EMBEDDED_POLICY.replacen("mode: enforce ", "mode: audit ", 1),
         "audit.yaml",
     )
     .expect("audit policy");
     let pod = scheduled("job-with-toleration-overwrite.json", "runner-1");
-    let r = runner_fence::audit::analyze(&policy, &[], &[pod], vec![], false);
+    let r = runner_fence::k8s::audit::analyze(&policy, &[], &[pod], vec![], false);
     let p = &r.job_pods[0];
     assert!(p.would_deny, "{p:?}");
     assert!(
@@ -361,6 +361,6 @@ fn in_audit_mode_what_enforce_would_deny_is_still_would_deny() {
     assert!(
         p.findings
             .iter()
-            .any(|f| f.rule == runner_fence::policy::RuleId::ProtectedNodes)
+            .any(|f| f.rule == runner_fence::core::policy::RuleId::ProtectedNodes)
     );
 }

@@ -7,10 +7,10 @@ mod common;
 
 use common::{fixture, reference};
 use rstest::rstest;
-use runner_fence::admission;
-use runner_fence::engine::Endpoint;
-use runner_fence::policy::Policy;
-use runner_fence::render::admission_policy::objects;
+use runner_fence::core::engine::Endpoint;
+use runner_fence::core::policy::Policy;
+use runner_fence::core::render::admission_policy::objects;
+use runner_fence::webhook::admission;
 use serde_json::{Value, json};
 
 /// Evaluates the policy's validations on a request; `Err(messages)` when denied.
@@ -194,7 +194,7 @@ fn bindings_to_named_protected_nodes_are_denied() {
 
 #[test]
 fn profiles_restricted_to_other_namespaces_do_not_count() {
-    let text = runner_fence::policy::EMBEDDED_POLICY
+    let text = runner_fence::core::policy::EMBEDDED_POLICY
         .replacen(
             "namespaces: [gitlab-runner]",
             "namespaces: [gitlab-runner, ci-job-*]",
@@ -205,7 +205,7 @@ fn profiles_restricted_to_other_namespaces_do_not_count() {
             "      fargate: true\n      namespaces: [ci-job-*]\n",
             1,
         );
-    let p = runner_fence::policy::parse(&text, "t.yaml").expect("policy");
+    let p = runner_fence::core::policy::parse(&text, "t.yaml").expect("policy");
     let mut review = fixture("fargate-job.json");
     let ok = mutated(&p, &{
         let mut r = review.clone();

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::fixture;
-use runner_fence::server::ServeArgs;
+use runner_fence::webhook::ServeArgs;
 use tokio::io::AsyncWriteExt;
 
 fn args() -> ServeArgs {
@@ -111,9 +111,9 @@ async fn reloads_and_rotation_under_load_lose_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
     let names = ["localhost".to_string()];
     let certs: Vec<_> = (0..3)
-        .map(|_| runner_fence::server::certs::generate(&names, 1).expect("certs"))
+        .map(|_| runner_fence::webhook::certs::generate(&names, 1).expect("certs"))
         .collect();
-    let cert_files = |g: &runner_fence::server::certs::Generated| -> Vec<(&'static str, String)> {
+    let cert_files = |g: &runner_fence::webhook::certs::Generated| -> Vec<(&'static str, String)> {
         vec![
             ("tls.crt", g.cert_pem.clone()),
             ("tls.key", g.key_pem.clone()),
@@ -133,7 +133,7 @@ async fn reloads_and_rotation_under_load_lose_nothing() {
     publish(
         &config_dir,
         0,
-        &[("policy.yaml", runner_fence::policy::EMBEDDED_POLICY)],
+        &[("policy.yaml", runner_fence::core::policy::EMBEDDED_POLICY)],
     );
     let policy = config_dir.join("policy.yaml");
     let mut a = args();
@@ -160,13 +160,14 @@ async fn reloads_and_rotation_under_load_lose_nothing() {
             body.clone(),
         )));
     }
-    let audit = runner_fence::policy::EMBEDDED_POLICY.replacen("mode: enforce ", "mode: audit ", 1);
+    let audit =
+        runner_fence::core::policy::EMBEDDED_POLICY.replacen("mode: enforce ", "mode: audit ", 1);
     for round in 0..6 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let text = if round % 2 == 0 {
             audit.as_str()
         } else {
-            runner_fence::policy::EMBEDDED_POLICY
+            runner_fence::core::policy::EMBEDDED_POLICY
         };
         publish(&config_dir, round + 1, &[("policy.yaml", text)]);
         tokio::time::sleep(Duration::from_millis(150)).await;

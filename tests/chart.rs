@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use rstest::rstest;
-use runner_fence::render::{admission_policy, helm_values, webhooks};
+use runner_fence::core::render::{admission_policy, helm_values, webhooks};
 use serde_json::{Value, json};
 
 mod common;
@@ -142,7 +142,7 @@ fn prefix_policy() -> String {
 fn the_shipped_reference_values_are_generated_from_the_reference_policy() {
     // Regenerate with: cargo run -- render helm-values > charts/runner-fence/files/reference-values.yaml
     let want = helm_values::render(
-        runner_fence::policy::EMBEDDED_POLICY,
+        runner_fence::core::policy::EMBEDDED_POLICY,
         "the embedded reference policy",
         &helm_values::Target {
             namespace: "runner-fence".into(),
@@ -197,13 +197,13 @@ fn the_chart_installs_what_render_generates(#[case] policy: &str, #[case] namesp
     } else {
         read(policy)
     };
-    let p = runner_fence::policy::parse(&text, policy).expect("policy");
+    let p = runner_fence::core::policy::parse(&text, policy).expect("policy");
     let objs = template(namespace, Some(&values_for(&text, namespace)), &[]).expect("template");
 
     // Webhooks: `render webhooks --namespace NS` with the failure policy of the mode
     // (the audit overlay's Ignore), apart from what the installation adds.
     let mut opts = webhooks::Options::service("runner-fence", namespace);
-    if p.mode == runner_fence::policy::Mode::Audit {
+    if p.mode == runner_fence::core::policy::Mode::Audit {
         opts.mutate_failure_policy = webhooks::FailurePolicy::Ignore;
         opts.validate_failure_policy = webhooks::FailurePolicy::Ignore;
     }
@@ -229,12 +229,13 @@ fn the_chart_installs_what_render_generates(#[case] policy: &str, #[case] namesp
     // The webhook itself stays off every node a job pod may reach.
     assert_eq!(
         find(&objs, "Deployment")["spec"]["template"]["spec"]["affinity"]["nodeAffinity"],
-        runner_fence::render::placement::webhook_node_affinity(&p).expect("affinity")
+        runner_fence::core::render::placement::webhook_node_affinity(&p).expect("affinity")
     );
     // The server enforces the same policy.
     let cm = find(&objs, "ConfigMap");
     let served = cm["data"]["policy.yaml"].as_str().expect("policy.yaml");
-    let loaded = runner_fence::policy::parse(served, "configmap").expect("served policy loads");
+    let loaded =
+        runner_fence::core::policy::parse(served, "configmap").expect("served policy loads");
     assert_eq!(loaded.matching.namespaces, p.matching.namespaces);
     assert_eq!(loaded.mode, p.mode);
     // Every namespaced object is in the release namespace.
@@ -269,7 +270,7 @@ fn defaults_install_the_reference_policy_with_everything_a_webhook_needs() {
         .as_str()
         .expect("policy")
         .to_string();
-    let p = runner_fence::policy::parse(&served, "configmap").expect("loads");
+    let p = runner_fence::core::policy::parse(&served, "configmap").expect("loads");
     assert_eq!(p.metadata.name, "gitlab-runner-jobs");
     let d = find(&objs, "Deployment");
     assert!(d["spec"]["replicas"].as_i64() >= Some(2));
@@ -569,7 +570,7 @@ fn helm_reads_the_policy_exactly_as_runner_fence_hashed_it() {
         &format!("name: {}", serde_json::to_string(name).expect("json")),
         1,
     );
-    runner_fence::policy::parse(&text, "p").expect("test policy loads");
+    runner_fence::core::policy::parse(&text, "p").expect("test policy loads");
     let values = values_for(&text, "runner-fence");
     let objs = template("runner-fence", Some(&values), &[]).expect("checksum accepted");
     let served = find(&objs, "ConfigMap")["data"]["policy.yaml"]
@@ -633,9 +634,9 @@ fn scheduling_and_monitoring_values_reach_the_objects() {
     )
     .expect("template");
     let na = &find(&pref, "Deployment")["spec"]["template"]["spec"]["affinity"]["nodeAffinity"];
-    let policy = runner_fence::policy::embedded().expect("policy");
+    let policy = runner_fence::core::policy::embedded().expect("policy");
     let derived =
-        runner_fence::render::placement::webhook_node_affinity(&policy).expect("affinity");
+        runner_fence::core::render::placement::webhook_node_affinity(&policy).expect("affinity");
     assert_eq!(
         na["requiredDuringSchedulingIgnoredDuringExecution"],
         derived["requiredDuringSchedulingIgnoredDuringExecution"]

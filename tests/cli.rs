@@ -155,7 +155,7 @@ fn eval_bad_input_exits_2_with_a_clear_error() {
 #[test]
 fn eval_with_a_broken_policy_exits_2_naming_file_line_and_column() {
     let dir = tempfile::tempdir().expect("tmp");
-    let src = runner_fence::policy::EMBEDDED_POLICY.replacen("cpu: 500m", "cpu: 2 cores", 1);
+    let src = runner_fence::core::policy::EMBEDDED_POLICY.replacen("cpu: 500m", "cpu: 2 cores", 1);
     let p = write(dir.path(), "policy.yaml", &src);
     let o = run(&[
         "eval",
@@ -177,7 +177,7 @@ fn lint_passes_the_reference_and_rejects_a_profile_that_reaches_protected_nodes(
     // The old reference policy: protected nodes did not exclude Fargate, so the
     // fargate profile's pods could satisfy them. Now a load error, not a warning.
     let dir = tempfile::tempdir().expect("tmp");
-    let old = runner_fence::policy::EMBEDDED_POLICY.replacen(
+    let old = runner_fence::core::policy::EMBEDDED_POLICY.replacen(
         "operator: NotIn, values: [fargate]}",
         "operator: Exists}",
         1,
@@ -192,7 +192,7 @@ fn lint_passes_the_reference_and_rejects_a_profile_that_reaches_protected_nodes(
         "{}",
         stderr(&o)
     );
-    let fixed = runner_fence::policy::EMBEDDED_POLICY.to_string();
+    let fixed = runner_fence::core::policy::EMBEDDED_POLICY.to_string();
     // More lint findings: fargate without podLabels, defaults above max, a protected toleration.
     let bad = fixed
         .replacen("      podLabels:\n        use-fargate: \"true\"\n", "", 1)
@@ -228,7 +228,7 @@ fn schema_accepts_the_reference_policy_and_rejects_unknown_fields() {
     let schema: Value = serde_json::from_str(&stdout(&o)).expect("schema is JSON");
     let validator = jsonschema::validator_for(&schema).expect("valid schema");
     let policy: Value =
-        serde_saphyr::from_str(runner_fence::policy::EMBEDDED_POLICY).expect("yaml");
+        serde_saphyr::from_str(runner_fence::core::policy::EMBEDDED_POLICY).expect("yaml");
     let errors: Vec<String> = validator
         .iter_errors(&policy)
         .map(|e| e.to_string())
@@ -373,7 +373,7 @@ fn certs_generate_writes_a_usable_set() {
     // The files serve: the server loads them and the bundle decodes to the CA.
     let cert = std::fs::read(out.join("tls.crt")).expect("crt");
     let key = std::fs::read(out.join("tls.key")).expect("key");
-    runner_fence::server::tls::certified_key(
+    runner_fence::webhook::tls::certified_key(
         &cert,
         &key,
         Path::new("tls.crt"),

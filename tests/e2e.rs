@@ -76,7 +76,7 @@ fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
 
 /// The policy under test: the reference, plus a `namespace_per_job` prefix.
 fn policy_text(mode: &str) -> String {
-    runner_fence::policy::EMBEDDED_POLICY
+    runner_fence::core::policy::EMBEDDED_POLICY
         .replacen(
             "namespaces: [gitlab-runner]",
             "namespaces: [gitlab-runner, ci-job-*]",
@@ -707,7 +707,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
 
     // 3. The fixtures as the runner submits them: admitted, patched exactly as the
     //    offline engine says, and placed by kube-scheduler on runner or Fargate nodes.
-    let policy = runner_fence::policy::parse(&policy_text("enforce"), "e2e").expect("policy");
+    let policy = runner_fence::core::policy::parse(&policy_text("enforce"), "e2e").expect("policy");
     for (fixture, node_prefix) in [
         ("plain-job.json", "runner-"),
         ("job-with-services.json", "runner-"),
@@ -718,9 +718,12 @@ async fn the_fence_holds_on_a_real_control_plane() {
     ] {
         let name = format!("runner-e2e-{}", fixture.trim_end_matches(".json"));
         let pod = named(fixture_pod(fixture), &name, NS);
-        let offline =
-            runner_fence::eval::evaluate(&policy, &common::review_of(pod.clone(), "CREATE"), None)
-                .expect("offline evaluation");
+        let offline = runner_fence::webhook::eval::evaluate(
+            &policy,
+            &common::review_of(pod.clone(), "CREATE"),
+            None,
+        )
+        .expect("offline evaluation");
         let stored = create(&client, &pod)
             .await
             .unwrap_or_else(|e| panic!("{fixture}: {e}"));
@@ -1055,7 +1058,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
 
     // 5. `runner-fence audit`: the baseline pods on GitLab nodes, then the gaps of a
     //    hand-broken configuration.
-    let report = runner_fence::audit::collect(client.clone(), &policy)
+    let report = runner_fence::k8s::audit::collect(client.clone(), &policy)
         .await
         .expect("audit");
     assert!(report.protected_nodes.iter().any(|n| n.name == "gitlab-1"));
@@ -1082,7 +1085,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
         ],
         None,
     );
-    let report = runner_fence::audit::collect(client.clone(), &policy)
+    let report = runner_fence::k8s::audit::collect(client.clone(), &policy)
         .await
         .expect("audit");
     let gaps = &report.coverage_gaps;
@@ -1222,7 +1225,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
         Some(&String::from_utf8_lossy(&fail_open.stdout)),
     );
     // With the backstop installed, the fail-open webhooks are the documented setting.
-    let report = runner_fence::audit::collect(client.clone(), &policy)
+    let report = runner_fence::k8s::audit::collect(client.clone(), &policy)
         .await
         .expect("audit");
     assert!(report.backstop, "audit does not see the backstop");
@@ -1269,7 +1272,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
         "unmutated job pod",
         named(fixture_pod("plain-job.json"), "runner-down-2", NS),
     );
-    let mut placed = runner_fence::eval::evaluate(
+    let mut placed = runner_fence::webhook::eval::evaluate(
         &policy,
         &common::review_of(
             named(fixture_pod("plain-job.json"), "runner-down-ok", NS),

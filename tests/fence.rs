@@ -11,17 +11,17 @@ mod common;
 
 use common::fixture;
 use rstest::rstest;
-use runner_fence::admission;
-use runner_fence::engine::Endpoint;
-use runner_fence::nodes::{NodeInfo, NodeSnapshot};
-use runner_fence::policy::{Policy, RuleId};
-use runner_fence::render::webhooks::{Options, configurations};
+use runner_fence::core::engine::Endpoint;
+use runner_fence::core::nodes::{NodeInfo, NodeSnapshot};
+use runner_fence::core::policy::{Policy, RuleId};
+use runner_fence::core::render::webhooks::{Options, configurations};
+use runner_fence::webhook::admission;
 use serde_json::{Value, json};
 
 /// The reference policy, with a `namespace_per_job` prefix, every rule enforced
 /// (the reference audits `resources`), and one profile only `ci-job-*` may use.
 fn policy() -> Policy {
-    let text = runner_fence::policy::EMBEDDED_POLICY
+    let text = runner_fence::core::policy::EMBEDDED_POLICY
         .replacen("rules:                             # per-rule mode overrides\n  resources: audit\n", "", 1)
         .replacen("namespaces: [gitlab-runner]", "namespaces: [gitlab-runner, ci-job-*]", 1)
         .replacen(
@@ -29,7 +29,7 @@ fn policy() -> Policy {
             "  profiles:\n    docker:\n      namespaces: [ci-job-*]\n      requiredNodeLabels:\n        - {key: workload, operator: In, values: [gitlab-runner-docker]}\n",
             1,
         );
-    runner_fence::policy::parse(&text, "fence-test.yaml").expect("test policy")
+    runner_fence::core::policy::parse(&text, "fence-test.yaml").expect("test policy")
 }
 
 fn cluster() -> NodeSnapshot {

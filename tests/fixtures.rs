@@ -4,10 +4,10 @@ mod common;
 
 use common::{fixture, fixture_names, reference};
 use rstest::rstest;
-use runner_fence::admission;
-use runner_fence::engine::{Endpoint, Outcome};
-use runner_fence::eval::evaluate;
-use runner_fence::policy::RuleId;
+use runner_fence::core::engine::{Endpoint, Outcome};
+use runner_fence::core::policy::RuleId;
+use runner_fence::webhook::admission;
+use runner_fence::webhook::eval::evaluate;
 use serde_json::{Value, json};
 
 /// Removes the fields the webhook owns, so what is left must be untouched.

@@ -19,8 +19,9 @@ fn the_deployed_policy_is_the_reference_policy() {
         audit,
         read("examples/policy.yaml").replacen("mode: enforce ", "mode: audit   ", 1)
     );
-    let p = runner_fence::policy::parse(&audit, "audit/policy.yaml").expect("audit policy loads");
-    assert_eq!(p.mode, runner_fence::policy::Mode::Audit);
+    let p =
+        runner_fence::core::policy::parse(&audit, "audit/policy.yaml").expect("audit policy loads");
+    assert_eq!(p.mode, runner_fence::core::policy::Mode::Audit);
 }
 
 #[test]
@@ -51,9 +52,10 @@ fn every_manifest_is_yaml() {
 fn the_shipped_webhook_configurations_are_generated_from_the_policy() {
     // `runner-fence render webhooks` output for the reference policy; regenerate with
     //   cargo run -- render webhooks > manifests/base/webhooks.yaml
-    let policy = runner_fence::policy::embedded().expect("policy");
-    let opts = runner_fence::render::webhooks::Options::service("runner-fence", "runner-fence");
-    let want = runner_fence::render::webhooks::render_yaml(&policy, &opts).expect("render");
+    let policy = runner_fence::core::policy::embedded().expect("policy");
+    let opts =
+        runner_fence::core::render::webhooks::Options::service("runner-fence", "runner-fence");
+    let want = runner_fence::core::render::webhooks::render_yaml(&policy, &opts).expect("render");
     assert!(
         read("manifests/base/webhooks.yaml") == want,
         "manifests/base/webhooks.yaml differs from `runner-fence render webhooks`; regenerate it"
@@ -69,8 +71,8 @@ fn the_shipped_webhook_configurations_are_generated_from_the_policy() {
 #[test]
 fn the_shipped_backstop_is_generated_from_the_policy() {
     // Regenerate with: cargo run -- render admission-policy > manifests/base/admission-policy.yaml
-    let policy = runner_fence::policy::embedded().expect("policy");
-    let want = runner_fence::render::admission_policy::render_yaml(&policy, "runner-fence")
+    let policy = runner_fence::core::policy::embedded().expect("policy");
+    let want = runner_fence::core::render::admission_policy::render_yaml(&policy, "runner-fence")
         .expect("render");
     assert!(
         read("manifests/base/admission-policy.yaml") == want,
@@ -116,8 +118,9 @@ fn dockerfile_runs_serve_as_non_root() {
 fn the_kustomize_deployment_stays_off_the_nodes_the_policy_derives() {
     // The chart uses `render helm-values`' derived affinity; the kustomize base writes
     // it by hand for the reference policy and must say the same (order aside).
-    let policy = runner_fence::policy::embedded().expect("policy");
-    let want = runner_fence::render::placement::webhook_node_affinity(&policy).expect("affinity");
+    let policy = runner_fence::core::policy::embedded().expect("policy");
+    let want =
+        runner_fence::core::render::placement::webhook_node_affinity(&policy).expect("affinity");
     let docs: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(&read("manifests/base/deployment.yaml")).expect("yaml");
     let have = &docs[0]["spec"]["template"]["spec"]["affinity"]["nodeAffinity"];

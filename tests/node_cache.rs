@@ -12,8 +12,8 @@ use axum::extract::{Query, State as AxState};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use k8s_openapi::api::core::v1::Node;
-use runner_fence::nodes::cache::watch_nodes;
-use runner_fence::server::State;
+use runner_fence::k8s::cache::watch_nodes;
+use runner_fence::webhook::State;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
@@ -121,9 +121,9 @@ async fn node_cache_lists_watches_and_survives_a_broken_watch() {
         "spec": {"nodeName": "gitlab-2", "containers": [{"name": "build", "image": "a"}]}});
     let body = serde_json::to_vec(&common::review_of(pod, "CREATE")).expect("json");
     let snap = state.nodes.load_full();
-    let d = runner_fence::admission::handle(
+    let d = runner_fence::webhook::admission::handle(
         &policy,
-        runner_fence::engine::Endpoint::Validate,
+        runner_fence::core::engine::Endpoint::Validate,
         &body,
         snap.as_deref(),
     )

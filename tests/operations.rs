@@ -14,7 +14,7 @@ use axum::http::{Request, StatusCode};
 use promql_parser::label::{MatchOp, Matchers};
 use promql_parser::parser::{self, Expr, LabelModifier, VectorMatchCardinality, VectorSelector};
 use rstest::rstest;
-use runner_fence::server::routes::admission_router;
+use runner_fence::webhook::routes::admission_router;
 use serde::Deserialize;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -401,7 +401,7 @@ async fn send(router: axum::Router, path: &str, ctype: &str, body: Vec<u8>) -> S
 /// Rewrites `path` until `line` is in the metrics: the server's reload loop
 /// may take its first look at the file only after the first write.
 async fn rewrite_until(
-    state: &runner_fence::server::State,
+    state: &runner_fence::webhook::State,
     path: &std::path::Path,
     content: impl Fn(usize) -> String,
     line: &str,
@@ -422,7 +422,7 @@ async fn rewrite_until(
 async fn exposition() -> Exposition {
     let dir = tempfile::tempdir().expect("tmp");
     let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, runner_fence::policy::EMBEDDED_POLICY).expect("write");
+    std::fs::write(&policy, runner_fence::core::policy::EMBEDDED_POLICY).expect("write");
     let mut args = common::serve_args();
     args.policy = Some(policy.clone());
     let server = common::start(args).await;
@@ -456,7 +456,12 @@ async fn exposition() -> Exposition {
         let got = send(admission_router(state.clone()), path, ctype, body).await;
         assert_eq!(got, want, "{path} {ctype}");
     }
-    let edited = |i| format!("{}\n# edit {i}\n", runner_fence::policy::EMBEDDED_POLICY);
+    let edited = |i| {
+        format!(
+            "{}\n# edit {i}\n",
+            runner_fence::core::policy::EMBEDDED_POLICY
+        )
+    };
     rewrite_until(&state, &policy, edited, "kind=\"policy\",result=\"ok\"").await;
     let broken = |i| format!("mode: [broken {i}");
     rewrite_until(&state, &policy, broken, "kind=\"policy\",result=\"failed\"").await;

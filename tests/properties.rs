@@ -5,9 +5,9 @@ mod common;
 
 use common::{reference, review_of};
 use proptest::prelude::*;
-use runner_fence::admission;
-use runner_fence::engine::Endpoint;
-use runner_fence::eval::evaluate;
+use runner_fence::core::engine::Endpoint;
+use runner_fence::webhook::admission;
+use runner_fence::webhook::eval::evaluate;
 use serde_json::{Value, json};
 
 fn quantity() -> impl Strategy<Value = String> {
@@ -139,7 +139,7 @@ prop_compose! {
 }
 
 fn mutate(
-    policy: &runner_fence::policy::Policy,
+    policy: &runner_fence::core::policy::Policy,
     review: &Value,
 ) -> Vec<json_patch::PatchOperation> {
     let body = serde_json::to_vec(review).expect("json");
@@ -180,9 +180,9 @@ proptest! {
     fn clean_job_pods_are_allowed_after_their_own_mutation(pod in clean_job_pod()) {
         let mut policy = reference();
         // Protect by taint and by a label the fargate profile excludes, so both profiles are clean.
-        policy.protected_nodes.match_expressions.push(runner_fence::policy::Requirement {
+        policy.protected_nodes.match_expressions.push(runner_fence::core::policy::Requirement {
             key: "eks.amazonaws.com/compute-type".into(),
-            operator: runner_fence::policy::Operator::DoesNotExist,
+            operator: runner_fence::core::policy::Operator::DoesNotExist,
             values: vec![],
         });
         let ev = evaluate(&policy, &review_of(pod.clone(), "CREATE"), None).expect("eval");
@@ -244,15 +244,15 @@ proptest! {
 
     #[test]
     fn arbitrary_yaml_never_panics_the_policy_loader(src in "[ -~\n]{0,400}") {
-        let _ = runner_fence::policy::parse(&src, "fuzz.yaml");
+        let _ = runner_fence::core::policy::parse(&src, "fuzz.yaml");
     }
 
     #[test]
     fn mutated_reference_policy_never_panics(pos in 0usize..2000, insert in "[ -~\n]{0,12}") {
-        let src = runner_fence::policy::EMBEDDED_POLICY;
+        let src = runner_fence::core::policy::EMBEDDED_POLICY;
         let pos = src.floor_char_boundary(pos % src.len());
         let broken = format!("{}{}{}", &src[..pos], insert, &src[pos..]);
-        if let Err(e) = runner_fence::policy::parse(&broken, "fuzz.yaml") {
+        if let Err(e) = runner_fence::core::policy::parse(&broken, "fuzz.yaml") {
             prop_assert!(e.to_string().starts_with("fuzz.yaml"));
         }
     }

@@ -4,10 +4,10 @@ mod common;
 
 use common::{reference, reference_with, review_of};
 use rstest::rstest;
-use runner_fence::admission;
-use runner_fence::engine::{Cause, Decision, Endpoint, Outcome};
-use runner_fence::nodes::{NodeInfo, NodeSnapshot};
-use runner_fence::policy::{Policy, RuleId};
+use runner_fence::core::engine::{Cause, Decision, Endpoint, Outcome};
+use runner_fence::core::nodes::{NodeInfo, NodeSnapshot};
+use runner_fence::core::policy::{Policy, RuleId};
+use runner_fence::webhook::admission;
 use serde_json::{Value, json};
 
 fn pod(spec: Value) -> Value {
@@ -356,7 +356,8 @@ fn resources_rule(#[case] resources: Value, #[case] denied: bool, #[case] fragme
 fn clamp_lowers_requests_during_mutation() {
     let p = reference_with("onExceed: deny", "onExceed: clamp");
     let spec = json!({"containers": [{"name": "build", "image": "a", "resources": {"requests": {"cpu": "6", "memory": "1Gi"}}}]});
-    let ev = runner_fence::eval::evaluate(&p, &review_of(pod(spec), "CREATE"), None).expect("eval");
+    let ev = runner_fence::webhook::eval::evaluate(&p, &review_of(pod(spec), "CREATE"), None)
+        .expect("eval");
     assert_eq!(
         ev.pod["spec"]["containers"][0]["resources"]["requests"]["cpu"],
         "4"
@@ -371,8 +372,9 @@ fn clamp_lowers_requests_during_mutation() {
 #[test]
 fn defaults_never_exceed_a_containers_own_limit() {
     let spec = json!({"containers": [{"name": "build", "image": "a", "resources": {"limits": {"memory": "512Mi"}}}]});
-    let ev = runner_fence::eval::evaluate(&reference(), &review_of(pod(spec), "CREATE"), None)
-        .expect("eval");
+    let ev =
+        runner_fence::webhook::eval::evaluate(&reference(), &review_of(pod(spec), "CREATE"), None)
+            .expect("eval");
     assert_eq!(
         ev.pod["spec"]["containers"][0]["resources"]["requests"]["memory"],
         "512Mi"
@@ -417,8 +419,9 @@ fn mutation_ands_into_every_term_and_keeps_match_fields() {
     let spec = json!({"affinity": terms(json!([
         {"matchExpressions": [expr("zone", "In", &["a"])]},
         {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["runner-1"]}]}]))});
-    let ev = runner_fence::eval::evaluate(&reference(), &review_of(pod(spec), "CREATE"), None)
-        .expect("eval");
+    let ev =
+        runner_fence::webhook::eval::evaluate(&reference(), &review_of(pod(spec), "CREATE"), None)
+            .expect("eval");
     let t = &ev.pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         ["nodeSelectorTerms"];
     assert_eq!(t.as_array().map(Vec::len), Some(2), "no term is added");

@@ -11,10 +11,10 @@ use axum::http::{Request, StatusCode};
 use common::{fixture, fixture_names, reference};
 use http_body_util::BodyExt;
 use rstest::rstest;
-use runner_fence::admission;
-use runner_fence::engine::Endpoint;
-use runner_fence::server::routes::{admin_router, admission_router};
-use runner_fence::server::{ServeArgs, State};
+use runner_fence::core::engine::Endpoint;
+use runner_fence::webhook::admission;
+use runner_fence::webhook::routes::{admin_router, admission_router};
+use runner_fence::webhook::{ServeArgs, State};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -170,7 +170,7 @@ async fn readiness_flips_on_shutdown_and_waits_for_the_node_cache() {
     .await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
     assert!(text.contains("node cache not synced"));
-    cached.set_nodes(runner_fence::nodes::NodeSnapshot::new([]));
+    cached.set_nodes(runner_fence::core::nodes::NodeSnapshot::new([]));
     let (st, _) = send(
         admin_router(cached),
         Request::get("/readyz").body(Body::empty()).expect("r"),
@@ -252,7 +252,7 @@ async fn tls_http1_and_http2_with_a_generated_certificate() {
         assert_eq!(v["response"]["patchType"], "JSONPatch");
     }
     // A client that does not trust the CA is refused.
-    let other = runner_fence::server::certs::generate(&["localhost".into()], 1).expect("other CA");
+    let other = runner_fence::webhook::certs::generate(&["localhost".into()], 1).expect("other CA");
     assert!(
         post_fixture(
             &client(&other.ca_pem, false, None),
@@ -277,7 +277,7 @@ async fn tls_http1_and_http2_with_a_generated_certificate() {
     r.stop().await;
 }
 
-fn write_pair(dir: &Path, g: &runner_fence::server::certs::Generated) {
+fn write_pair(dir: &Path, g: &runner_fence::webhook::certs::Generated) {
     std::fs::create_dir_all(dir).expect("dir");
     std::fs::write(dir.join("tls.crt"), &g.cert_pem).expect("crt");
     std::fs::write(dir.join("tls.key"), &g.key_pem).expect("key");
@@ -288,8 +288,8 @@ async fn certificate_rotation_through_a_data_symlink_swap() {
     // The layout of a mounted Secret: tls.crt -> ..data/tls.crt, ..data -> ..2026_v1
     let dir = tempfile::tempdir().expect("tmp");
     let names = ["localhost".to_string(), "127.0.0.1".to_string()];
-    let first = runner_fence::server::certs::generate(&names, 30).expect("first");
-    let second = runner_fence::server::certs::generate(&names, 30).expect("second");
+    let first = runner_fence::webhook::certs::generate(&names, 30).expect("first");
+    let second = runner_fence::webhook::certs::generate(&names, 30).expect("second");
     write_pair(&dir.path().join("..v1"), &first);
     write_pair(&dir.path().join("..v2"), &second);
     std::os::unix::fs::symlink("..v1", dir.path().join("..data")).expect("link");
@@ -372,7 +372,7 @@ async fn certificate_rotation_through_a_data_symlink_swap() {
 async fn policy_reload_good_then_broken() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("policy.yaml");
-    std::fs::write(&path, runner_fence::policy::EMBEDDED_POLICY).expect("write");
+    std::fs::write(&path, runner_fence::core::policy::EMBEDDED_POLICY).expect("write");
     let mut a = args();
     a.policy = Some(path.clone());
     let r = common::start(a).await;
@@ -392,7 +392,7 @@ async fn policy_reload_good_then_broken() {
     assert_eq!(allowed(c.clone()).await, Some(false));
     std::fs::write(
         &path,
-        runner_fence::policy::EMBEDDED_POLICY.replacen("mode: enforce ", "mode: audit ", 1),
+        runner_fence::core::policy::EMBEDDED_POLICY.replacen("mode: enforce ", "mode: audit ", 1),
     )
     .expect("write");
     let mut switched = false;
@@ -428,7 +428,7 @@ async fn mtls_accepts_known_clients_and_rejects_others() {
     let dir = tempfile::tempdir().expect("tmp");
     // The client CA and a client certificate signed by it.
     let client_pair =
-        runner_fence::server::certs::generate(&["apiserver".into()], 1).expect("client");
+        runner_fence::webhook::certs::generate(&["apiserver".into()], 1).expect("client");
     std::fs::write(dir.path().join("client-ca.crt"), &client_pair.ca_pem).expect("write");
     let mut a = args();
     a.client_ca = Some(dir.path().join("client-ca.crt"));
@@ -454,7 +454,7 @@ async fn mtls_accepts_known_clients_and_rejects_others() {
         without.is_err(),
         "a client without a certificate is rejected"
     );
-    let stranger = runner_fence::server::certs::generate(&["x".into()], 1).expect("stranger");
+    let stranger = runner_fence::webhook::certs::generate(&["x".into()], 1).expect("stranger");
     let strange_id = format!("{}{}", stranger.cert_pem, stranger.key_pem);
     let strange = post_fixture(
         &client(&ca, false, Some(&strange_id)),

@@ -5,10 +5,10 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use runner_fence::admission;
-use runner_fence::engine::Endpoint;
-use runner_fence::nodes::{NodeInfo, NodeSnapshot};
-use runner_fence::policy::Policy;
+use runner_fence::webhook::admission;
+use runner_fence::core::engine::Endpoint;
+use runner_fence::core::nodes::{NodeInfo, NodeSnapshot};
+use runner_fence::core::policy::Policy;
 
 fn setup() -> &'static (Policy, NodeSnapshot) {
     static S: OnceLock<(Policy, NodeSnapshot)> = OnceLock::new();
@@ -17,7 +17,7 @@ fn setup() -> &'static (Policy, NodeSnapshot) {
             NodeInfo { name: "gitlab-1".into(), labels: [("workload".to_string(), "gitlab".to_string())].into(), taints: vec![] },
             NodeInfo { name: "runner-1".into(), labels: [("workload".to_string(), "gitlab-runner".to_string())].into(), taints: vec![] },
         ]);
-        (runner_fence::policy::embedded().expect("reference policy"), nodes)
+        (runner_fence::core::policy::embedded().expect("reference policy"), nodes)
     })
 }
 

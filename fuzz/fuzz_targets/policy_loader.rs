@@ -6,11 +6,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(p) = runner_fence::policy::parse(text, "fuzz.yaml") {
-        let _ = runner_fence::policy::lint(&p);
-        let _ = runner_fence::render::runner_config(&p, None);
-        let opts = runner_fence::render::webhooks::Options::service("runner-fence", "runner-fence");
-        let _ = runner_fence::render::webhooks::render_yaml(&p, &opts);
-        let _ = runner_fence::render::admission_policy::render_yaml(&p, "runner-fence");
+    if let Ok(p) = runner_fence::core::policy::parse(text, "fuzz.yaml") {
+        let _ = runner_fence::core::policy::lint(&p);
+        let _ = runner_fence::core::render::runner_config(&p, None);
+        let opts = runner_fence::core::render::webhooks::Options::service("runner-fence", "runner-fence");
+        let _ = runner_fence::core::render::webhooks::render_yaml(&p, &opts);
+        let _ = runner_fence::core::render::admission_policy::render_yaml(&p, "runner-fence");
     }
 });

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use runner_fence::quantity::Quantity;
+use runner_fence::core::quantity::Quantity;
 
 fuzz_target!(|data: (&str, &str)| {
     let (a, b) = data;

@@ -12,9 +12,9 @@ use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use runner_fence::admission;
-use runner_fence::engine::Endpoint;
-use runner_fence::policy::Policy;
+use runner_fence::webhook::admission;
+use runner_fence::core::engine::Endpoint;
+use runner_fence::core::policy::Policy;
 use serde_json::{Value, json};
 
 #[derive(Arbitrary, Debug)]
@@ -196,7 +196,7 @@ fn review(pod: &Value, uid: &str) -> Vec<u8> {
 
 fn policy() -> &'static Policy {
     static P: OnceLock<Policy> = OnceLock::new();
-    P.get_or_init(|| runner_fence::policy::embedded().expect("reference policy"))
+    P.get_or_init(|| runner_fence::core::policy::embedded().expect("reference policy"))
 }
 
 fuzz_target!(|p: Pod| {
@@ -207,7 +207,7 @@ fuzz_target!(|p: Pod| {
     let patch = admission::response_patch(&m.response).expect("patch decodes");
     if !m.decision.allowed() {
         // Only a profile the pod may not use is denied at /mutate.
-        assert!(m.decision.denials.iter().all(|v| v.rule == runner_fence::policy::RuleId::Placement));
+        assert!(m.decision.denials.iter().all(|v| v.rule == runner_fence::core::policy::RuleId::Placement));
         return;
     }
     json_patch::patch(&mut pod, &patch).expect("the patch applies");
@@ -221,7 +221,7 @@ fuzz_target!(|p: Pod| {
         assert!(
             v.decision.denials.iter().all(|d| matches!(
                 d.cause,
-                runner_fence::engine::Cause::Unsatisfiable { .. }
+                runner_fence::core::engine::Cause::Unsatisfiable { .. }
             )),
             "mutated pod denied: {:?}\n{pod}",
             v.decision.message()

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::EXIT_BAD_INPUT;
-use crate::admission::AdmissionError;
-use crate::document::InputError;
-use crate::policy::LoadError;
-use crate::render::webhooks::RenderError;
+use crate::core::document::InputError;
+use crate::core::policy::LoadError;
+use crate::core::render::webhooks::RenderError;
+use crate::webhook::admission::AdmissionError;
 
 /// Why a verb could not do its work (bad input, unreachable cluster...).
 #[derive(Debug, thiserror::Error)]
@@ -26,13 +26,13 @@ pub enum Error {
     Render(#[from] RenderError),
     /// No chart values can be rendered from this policy.
     #[error(transparent)]
-    HelmValues(#[from] crate::render::helm_values::HelmValuesError),
+    HelmValues(#[from] crate::core::render::helm_values::HelmValuesError),
     /// The webhook (or its certificates) could not be set up.
     #[error(transparent)]
-    Webhook(#[from] crate::server::Error),
+    Webhook(#[from] crate::webhook::Error),
     /// The cluster could not be read or written.
     #[error(transparent)]
-    Kubernetes(#[from] crate::kubeclient::Error),
+    Kubernetes(#[from] crate::k8s::client::Error),
     /// `eval --operation` other than CREATE or UPDATE.
     #[error("--operation must be CREATE or UPDATE, got {0}")]
     Operation(String),
@@ -93,7 +93,7 @@ pub enum Error {
         message: String,
     },
     /// A suite file of another kind.
-    #[error("{}: expected apiVersion {} kind RunnerPolicyTest", path.display(), crate::policy::API_VERSION)]
+    #[error("{}: expected apiVersion {} kind RunnerPolicyTest", path.display(), crate::core::policy::API_VERSION)]
     SuiteKind {
         /// The suite file.
         path: PathBuf,

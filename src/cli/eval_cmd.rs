@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error, Output, load_policy};
-use crate::document::read_document;
-use crate::engine::Operation;
-use crate::eval::{Evaluation, evaluate, to_review};
-use crate::report::Report;
+use crate::core::document::read_document;
+use crate::core::engine::Operation;
+use crate::core::report::Report;
+use crate::webhook::eval::{Evaluation, evaluate, to_review};
 
 pub struct Args {
     pub policy: Option<PathBuf>,
@@ -29,7 +29,7 @@ pub fn run(args: Args) -> Result<ExitCode, Error> {
     let nodes = args
         .nodes
         .as_deref()
-        .map(crate::nodes::read_file)
+        .map(crate::core::nodes::read_file)
         .transpose()?;
     let mut code = EXIT_OK;
     let mut results = Vec::new();

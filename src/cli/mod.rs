@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::policy::{self, Policy};
-use crate::render::webhooks::RenderError;
+use crate::core::policy::{self, Policy};
+use crate::core::render::webhooks::RenderError;
 pub use error::Error;
 
 /// Exit code: everything allowed / passed.
@@ -51,7 +51,7 @@ pub enum AuditOutput {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the webhook (HTTPS /mutate and /validate, admin /healthz /readyz /metrics).
-    Serve(crate::server::ServeArgs),
+    Serve(crate::webhook::ServeArgs),
     /// Run mutate then validate offline on Pods or AdmissionReviews.
     Eval {
         /// Policy file (default: the embedded reference policy).
@@ -132,7 +132,7 @@ enum CertsCommand {
         validity_days: u32,
         /// Key algorithm.
         #[arg(long, value_enum, default_value = "ecdsa-p256")]
-        key_type: crate::server::certs::KeyType,
+        key_type: crate::webhook::certs::KeyType,
         /// Extra subject alternative names (DNS names or IPs).
         #[arg(long = "san")]
         extra_sans: Vec<String>,
@@ -198,10 +198,10 @@ struct WebhooksArgs {
     ca_bundle: Option<PathBuf>,
     /// failurePolicy of the mutating webhook.
     #[arg(long, value_enum, default_value = "fail")]
-    mutate_failure_policy: crate::render::webhooks::FailurePolicy,
+    mutate_failure_policy: crate::core::render::webhooks::FailurePolicy,
     /// failurePolicy of the validating webhook.
     #[arg(long, value_enum, default_value = "fail")]
-    validate_failure_policy: crate::render::webhooks::FailurePolicy,
+    validate_failure_policy: crate::core::render::webhooks::FailurePolicy,
     /// timeoutSeconds of both webhooks (1-5).
     #[arg(long, default_value_t = 5)]
     timeout_seconds: i32,
@@ -221,7 +221,7 @@ fn ok() -> Result<ExitCode, Error> {
 fn run_command(command: Command) -> Result<ExitCode, Error> {
     match command {
         Command::Serve(args) => {
-            crate::server::serve(args)?;
+            crate::webhook::serve(args)?;
             ok()
         }
         Command::Eval {
@@ -249,10 +249,10 @@ fn run_command(command: Command) -> Result<ExitCode, Error> {
             key_type,
             extra_sans,
         }) => {
-            let mut names = crate::server::certs::service_names(&service, &namespace);
+            let mut names = crate::webhook::certs::service_names(&service, &namespace);
             names.extend(extra_sans);
-            let g = crate::server::certs::generate_with(&names, validity_days, key_type)?;
-            crate::server::certs::write_dir(&out, &g)?;
+            let g = crate::webhook::certs::generate_with(&names, validity_days, key_type)?;
+            crate::webhook::certs::write_dir(&out, &g)?;
             println!(
                 "wrote {d}/ca.crt, ca.key, tls.crt, tls.key and ca-bundle.txt for {} (valid {validity_days} days)",
                 names.join(", "),
@@ -266,7 +266,7 @@ fn run_command(command: Command) -> Result<ExitCode, Error> {
         }
         Command::Render(RenderCommand::RunnerConfig { policy, profile }) => {
             render(policy.as_deref(), |p| {
-                crate::render::runner_config(p, profile.as_deref())
+                crate::core::render::runner_config(p, profile.as_deref())
             })
         }
         Command::Render(RenderCommand::Webhooks(args)) => render_webhooks(args),
@@ -277,7 +277,7 @@ fn run_command(command: Command) -> Result<ExitCode, Error> {
         }) => render_helm_values(policy.as_deref(), namespace, service),
         Command::Render(RenderCommand::AdmissionPolicy { policy, namespace }) => {
             render(policy.as_deref(), |p| {
-                crate::render::admission_policy::render_yaml(p, &namespace)
+                crate::core::render::admission_policy::render_yaml(p, &namespace)
             })
         }
         Command::Audit {
@@ -318,23 +318,23 @@ fn audit(
         .build()
         .map_err(Error::Runtime)?;
     let (r, reports) = rt.block_on(async {
-        let client = crate::kubeclient::client(kubeconfig.as_deref(), context.as_deref()).await?;
-        let r = crate::audit::collect(client.clone(), &p).await?;
+        let client = crate::k8s::client::client(kubeconfig.as_deref(), context.as_deref()).await?;
+        let r = crate::k8s::audit::collect(client.clone(), &p).await?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let reports = crate::audit::policy_reports(&r, &p.metadata.name, now);
+        let reports = crate::k8s::audit::policy_reports(&r, &p.metadata.name, now);
         if apply {
-            crate::audit::apply_policy_reports(client, &reports).await?;
+            crate::k8s::audit::apply_policy_reports(client, &reports).await?;
         }
-        Ok::<_, crate::kubeclient::Error>((r, reports))
+        Ok::<_, crate::k8s::client::Error>((r, reports))
     })?;
     match output {
         AuditOutput::Json => {
             println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
         }
-        AuditOutput::Text => print!("{}", crate::audit::table(&r)),
+        AuditOutput::Text => print!("{}", crate::k8s::audit::table(&r)),
         AuditOutput::PolicyReport => {
             for rep in &reports {
                 println!("---");
@@ -364,7 +364,7 @@ fn render_helm_values(
     namespace: String,
     service: String,
 ) -> Result<ExitCode, Error> {
-    use crate::render::helm_values::{Target, render};
+    use crate::core::render::helm_values::{Target, render};
     let (text, file) = match policy {
         Some(p) => (policy::read_file(p)?, p.display().to_string()),
         None => (
@@ -377,7 +377,7 @@ fn render_helm_values(
 }
 
 fn render_webhooks(a: WebhooksArgs) -> Result<ExitCode, Error> {
-    use crate::render::webhooks::{Client, Options, render_yaml};
+    use crate::core::render::webhooks::{Client, Options, render_yaml};
     let ca_bundle = match a.ca_bundle {
         Some(path) => {
             Some(std::fs::read(&path).map_err(|source| Error::CaBundle { path, source })?)

@@ -13,12 +13,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error};
-use crate::document::read_document;
-use crate::engine::Operation;
-use crate::eval::{Evaluation, evaluate, to_review};
-use crate::nodes::{NodeInfo, NodeSnapshot};
-use crate::policy::{self, RuleId};
-use crate::report::Report;
+use crate::core::document::read_document;
+use crate::core::engine::Operation;
+use crate::core::nodes::{NodeInfo, NodeSnapshot};
+use crate::core::policy::{self, RuleId};
+use crate::core::report::Report;
+use crate::webhook::eval::{Evaluation, evaluate, to_review};
 
 /// A test suite file.
 #[derive(Debug, Deserialize)]

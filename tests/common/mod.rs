@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use runner_fence::policy::{self, Policy};
+use runner_fence::core::policy::{self, Policy};
 use serde_json::Value;
 
 /// Path of a file under `tests/data`.
@@ -71,8 +71,8 @@ pub fn review_of(pod: Value, operation: &str) -> Value {
 }
 
 /// `serve` flags for in-process servers on 127.0.0.1 with ephemeral ports.
-pub fn serve_args() -> runner_fence::server::ServeArgs {
-    runner_fence::server::ServeArgs {
+pub fn serve_args() -> runner_fence::webhook::ServeArgs {
+    runner_fence::webhook::ServeArgs {
         policy: None,
         tls_cert: None,
         tls_key: None,
@@ -87,7 +87,7 @@ pub fn serve_args() -> runner_fence::server::ServeArgs {
         body_timeout_ms: 5000,
         reload_interval_ms: 50,
         max_concurrency: 256,
-        log_format: runner_fence::server::LogFormat::Plain,
+        log_format: runner_fence::webhook::LogFormat::Plain,
     }
 }
 
@@ -100,14 +100,14 @@ pub struct Running {
     /// The generated CA (None with --tls-cert).
     pub ca: Option<String>,
     /// Shared state (metrics, readiness).
-    pub state: std::sync::Arc<runner_fence::server::State>,
+    pub state: std::sync::Arc<runner_fence::webhook::State>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), runner_fence::server::Error>>,
+    task: tokio::task::JoinHandle<Result<(), runner_fence::webhook::Error>>,
 }
 
 /// Binds and runs a server until [`Running::stop`].
-pub async fn start(args: runner_fence::server::ServeArgs) -> Running {
-    let server = runner_fence::server::Server::bind(args)
+pub async fn start(args: runner_fence::webhook::ServeArgs) -> Running {
+    let server = runner_fence::webhook::Server::bind(args)
         .await
         .expect("bind");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -173,8 +173,9 @@ pub async fn raw_tls(
     ca_pem: &str,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in runner_fence::server::certs::parse_chain(ca_pem.as_bytes(), std::path::Path::new("ca"))
-        .expect("ca")
+    for c in
+        runner_fence::webhook::certs::parse_chain(ca_pem.as_bytes(), std::path::Path::new("ca"))
+            .expect("ca")
     {
         roots.add(c).expect("root");
     }

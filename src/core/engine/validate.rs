@@ -3,13 +3,15 @@
 use std::fmt;
 
 use super::pod::{PodView, TERMS_PATH, fields_match, term_node_names, term_requirements};
-use crate::nodes::{NodeInfo, NodeSnapshot};
-use crate::selector::{Conflict, implies, matches_labels, satisfiable};
-use crate::tolerations::Tol;
+use crate::core::nodes::{NodeInfo, NodeSnapshot};
+use crate::core::selector::{Conflict, implies, matches_labels, satisfiable};
+use crate::core::tolerations::Tol;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
-use crate::policy::{Operator, Policy, Profile, Requirement, ResourceName, RuleId, TaintSpec};
-use crate::quantity::Quantity;
+use crate::core::policy::{
+    Operator, Policy, Profile, Requirement, ResourceName, RuleId, TaintSpec,
+};
+use crate::core::quantity::Quantity;
 
 /// One broken rule: which rule, where, and the typed cause. The wording is
 /// produced only when it is shown ([`fmt::Display`]), so rewording a message

@@ -13,7 +13,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use super::{NodeInfo, NodeSnapshot};
+use crate::core::nodes::{NodeInfo, NodeSnapshot};
 
 /// Where the cache publishes what it sees.
 pub trait NodeSink: Send + Sync + 'static {

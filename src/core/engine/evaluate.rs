@@ -7,8 +7,8 @@ use serde_json::Value;
 use super::error::ReviewError;
 use super::pod::PodView;
 use super::{Decision, Endpoint, Request, review};
-use crate::nodes::NodeSnapshot;
-use crate::policy::Policy;
+use crate::core::nodes::NodeSnapshot;
+use crate::core::policy::Policy;
 
 /// What mutate-then-validate made of one request.
 #[derive(Clone, Debug)]

@@ -18,7 +18,7 @@
 use serde_json::{Value, json};
 
 use super::webhooks::{RenderError, match_conditions, namespace_selector};
-use crate::policy::{Operator, Policy, Requirement, TaintSpec};
+use crate::core::policy::{Operator, Policy, Requirement, TaintSpec};
 
 /// Name of the ValidatingAdmissionPolicy and its binding.
 pub const NAME: &str = "runner-fence-backstop";
@@ -239,8 +239,8 @@ pub fn objects(policy: &Policy, own_namespace: &str) -> Result<[Value; 2], Rende
             "policyName": NAME,
             // Audit mode: reported to the client and the audit log, never denied.
             "validationActions": match policy.mode {
-                crate::policy::Mode::Enforce => json!(["Deny"]),
-                crate::policy::Mode::Audit => json!(["Warn", "Audit"]),
+                crate::core::policy::Mode::Enforce => json!(["Deny"]),
+                crate::core::policy::Mode::Audit => json!(["Warn", "Audit"]),
             },
         },
     });

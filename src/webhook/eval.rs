@@ -3,10 +3,10 @@
 
 use serde_json::{Value, json};
 
-use crate::admission::{self, AdmissionError};
-use crate::engine::{self, Operation};
-use crate::nodes::NodeSnapshot;
-use crate::policy::Policy;
+use crate::core::engine::{self, Operation};
+use crate::core::nodes::NodeSnapshot;
+use crate::core::policy::Policy;
+use crate::webhook::admission::{self, AdmissionError};
 
 /// What mutate-then-validate did to one input ([`engine::Evaluation`], which
 /// it dereferences to), with the AdmissionReviews the two webhooks would send.

@@ -6,7 +6,7 @@
 use toml::{Table, Value};
 
 use super::webhooks::RenderError;
-use crate::policy::{Policy, ResourceName, Role, TolerationOperator};
+use crate::core::policy::{Policy, ResourceName, Role, TolerationOperator};
 
 /// Renders the fragment for one profile (the default one when `profile` is None).
 pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, RenderError> {
@@ -132,7 +132,7 @@ pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::embedded;
+    use crate::core::policy::embedded;
 
     fn parse(s: &str) -> Table {
         s.parse::<Table>()

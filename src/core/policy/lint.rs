@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::{Policy, ResourceName, Role, TolerationOperator};
-use crate::tolerations::tolerates_spec;
+use crate::core::tolerations::tolerates_spec;
 
 /// One lint finding, with the field path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
 
-use crate::policy::{Mode, Policy, namespace_pattern_matches};
+use crate::core::policy::{Mode, Policy, namespace_pattern_matches};
 
 /// Name of the MutatingWebhookConfiguration. Mutating webhooks run in the
 /// order of their configurations' names; EKS's Fargate profile matching is
@@ -652,7 +652,7 @@ pub fn as_live(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::embedded;
+    use crate::core::policy::embedded;
 
     fn policy_with(namespaces: &[&str]) -> Policy {
         let mut p = embedded().expect("policy");

@@ -13,9 +13,9 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::quantity::Quantity;
-pub use crate::selector::{Operator, Requirement};
-pub use crate::tolerations::{TaintEffect, TaintSpec, TolerationOperator, TolerationSpec};
+use crate::core::quantity::Quantity;
+pub use crate::core::selector::{Operator, Requirement};
+pub use crate::core::tolerations::{TaintEffect, TaintSpec, TolerationOperator, TolerationSpec};
 
 pub use lint::{LintWarning, lint};
 pub use load::{EMBEDDED_POLICY, LoadError, embedded, load_file, parse, read_file};

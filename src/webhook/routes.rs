@@ -14,9 +14,9 @@ use tower::limit::ConcurrencyLimit;
 
 use super::State;
 use super::metrics::{EndpointLabels, ReviewLabels, ViolationLabels};
-use crate::admission;
-use crate::engine::Endpoint;
-use crate::report::Report;
+use crate::core::engine::Endpoint;
+use crate::core::report::Report;
+use crate::webhook::admission;
 
 /// The apiserver's own request size limit.
 pub const MAX_BODY_BYTES: usize = 3 << 20;
@@ -190,8 +190,8 @@ fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Re
     };
     let d = &reviewed.decision;
     let mode = match policy.mode {
-        crate::policy::Mode::Enforce => "enforce",
-        crate::policy::Mode::Audit => "audit",
+        crate::core::policy::Mode::Enforce => "enforce",
+        crate::core::policy::Mode::Audit => "audit",
     };
     let rule = d
         .denials
@@ -266,7 +266,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_limit_covers_both_endpoints() {
-        let policy = crate::policy::embedded().expect("policy");
+        let policy = crate::core::policy::embedded().expect("policy");
         let state = Arc::new(State::new(policy, false));
         let svc = limited(state, 1);
         // Take the only permit through one clone of the limited service...

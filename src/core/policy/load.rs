@@ -7,7 +7,7 @@ use super::locate::{Seg, format_path, locate};
 use super::{API_VERSION, KIND, Operator, Policy, Requests, TolerationOperator};
 
 /// The reference policy, compiled into the binary as the default.
-pub const EMBEDDED_POLICY: &str = include_str!("../../examples/policy.yaml");
+pub const EMBEDDED_POLICY: &str = include_str!("../../../examples/policy.yaml");
 
 /// Where the embedded policy says it comes from in messages.
 const EMBEDDED_NAME: &str = "<embedded reference policy>";
@@ -324,8 +324,10 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
         }
         let protected = pn.label_requirements();
         if !protected.is_empty()
-            && crate::selector::satisfiable(protected.iter().chain(&prof.required_node_labels))
-                .is_ok()
+            && crate::core::selector::satisfiable(
+                protected.iter().chain(&prof.required_node_labels),
+            )
+            .is_ok()
         {
             let conflict = protected
                 .iter()

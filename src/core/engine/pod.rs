@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 use serde::{Deserialize, Serialize};
 
 use super::ReviewError;
-use crate::policy::{Operator, Requirement};
+use crate::core::policy::{Operator, Requirement};
 
 /// Pod metadata fields used for matching and mutation.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

@@ -12,11 +12,11 @@ use jsonptr::PointerBuf;
 use serde_json::{Map, Value, json};
 
 use super::pod::{ContainerView, PodView, term_requirements};
-use crate::policy::{
+use crate::core::policy::{
     OnExceed, Policy, Profile, Requirement, ResourceName, Role, TolerationOperator, TolerationSpec,
 };
-use crate::quantity::Quantity;
-use crate::tolerations::Tol;
+use crate::core::quantity::Quantity;
+use crate::core::tolerations::Tol;
 
 /// Annotation recording the profile a pod was placed with.
 pub const PROFILE_ANNOTATION: &str = "runner-fence.dev/profile";

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::engine::pod::PodView;
-use crate::engine::{self, Decision, Endpoint, Evaluation, Operation, Request, ReviewError};
-use crate::nodes::NodeSnapshot;
-use crate::policy::Policy;
+use crate::core::engine::pod::PodView;
+use crate::core::engine::{self, Decision, Endpoint, Evaluation, Operation, Request, ReviewError};
+use crate::core::nodes::NodeSnapshot;
+use crate::core::policy::Policy;
 
 /// The only AdmissionReview version served.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -112,9 +112,9 @@ pub struct RequestIn {
     #[serde(default)]
     namespace: Option<String>,
     operation: String,
-    #[serde(default, deserialize_with = "crate::engine::pod::object_only")]
+    #[serde(default, deserialize_with = "crate::core::engine::pod::object_only")]
     object: Option<PodView>,
-    #[serde(default, deserialize_with = "crate::engine::pod::object_only")]
+    #[serde(default, deserialize_with = "crate::core::engine::pod::object_only")]
     old_object: Option<PodView>,
     #[serde(default)]
     dry_run: Option<bool>,

@@ -3,8 +3,10 @@
 //! One TLS listener for `/mutate` and `/validate`, one plain admin listener,
 //! a poller that reloads policy and certificate files, and a drain on SIGTERM.
 
+pub mod admission;
 pub mod certs;
 mod error;
+pub mod eval;
 pub mod metrics;
 pub mod routes;
 pub mod tls;
@@ -26,10 +28,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::nodes::NodeSnapshot;
-use crate::nodes::cache::NodeSink;
-use crate::policy::{self, Policy};
-use crate::report::Report;
+use crate::core::nodes::NodeSnapshot;
+use crate::core::policy::{self, Policy};
+use crate::core::report::Report;
+use crate::k8s::cache::NodeSink;
 use metrics::Metrics;
 use tls::{CertFiles, Resolver};
 
@@ -217,7 +219,7 @@ impl Server {
         };
         let state = Arc::new(State::new(policy, args.node_cache));
         if let Some(path) = &args.nodes_file {
-            state.set_nodes(crate::nodes::read_file(path)?);
+            state.set_nodes(crate::core::nodes::read_file(path)?);
         }
         let (key, expiry, generated_ca) = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => {
@@ -289,7 +291,7 @@ impl Server {
             stop_rx.clone(),
         ));
         let node_task = if args.node_cache {
-            Some(tokio::spawn(crate::nodes::cache::run(
+            Some(tokio::spawn(crate::k8s::cache::run(
                 state.clone(),
                 stop_rx.clone(),
             )))

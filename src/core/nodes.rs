@@ -1,14 +1,12 @@
 //! What runner-fence knows about Nodes: a plain snapshot the pure engine can
 //! read, filled by the node cache when `--node-cache` is on.
 
-pub mod cache;
-
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::Taint;
 use serde::{Deserialize, Serialize};
 
-use crate::document::{InputError, read_document};
+use crate::core::document::{InputError, read_document};
 
 /// The parts of a Node the `protected-nodes` rule needs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

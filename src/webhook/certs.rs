@@ -8,7 +8,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
-use crate::server::Error;
+use crate::webhook::Error;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 
-use crate::policy::{Operator, Policy, Requirement};
+use crate::core::policy::{Operator, Policy, Requirement};
 
 /// More terms than this is a policy whose negation the scheduler would
 /// evaluate slowly and nobody could read; write `affinity` by hand instead.
@@ -135,19 +135,19 @@ mod tests {
     use super::*;
 
     fn policy_with(profiles: &str) -> Policy {
-        let text = crate::policy::EMBEDDED_POLICY.to_string();
+        let text = crate::core::policy::EMBEDDED_POLICY.to_string();
         let start = text.find("  profiles:").unwrap_or(0);
         let end = text[start..]
             .find("\nresources:")
             .map(|e| start + e)
             .unwrap_or(text.len());
         let src = format!("{}{}{}", &text[..start], profiles, &text[end..]);
-        crate::policy::parse(&src, "test").unwrap_or_else(|e| panic!("{e}\n{src}"))
+        crate::core::policy::parse(&src, "test").unwrap_or_else(|e| panic!("{e}\n{src}"))
     }
 
     #[test]
     fn the_reference_policy_keeps_the_webhook_off_runner_nodes_and_fargate() {
-        let p = crate::policy::embedded().unwrap_or_else(|e| panic!("{e}"));
+        let p = crate::core::policy::embedded().unwrap_or_else(|e| panic!("{e}"));
         let a = webhook_node_affinity(&p).unwrap_or_default();
         assert_eq!(
             a["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 
 use json_patch::PatchOperation;
 
-use crate::nodes::NodeSnapshot;
-use crate::policy::{Mode, Policy, RuleId};
-use crate::report::Report;
+use crate::core::nodes::NodeSnapshot;
+use crate::core::policy::{Mode, Policy, RuleId};
+use crate::core::report::Report;
 pub use error::ReviewError;
 pub use evaluate::{Evaluation, evaluate};
 pub use mutate::{Mutation, PROFILE_ANNOTATION};
@@ -373,7 +373,7 @@ pub fn resolve_profile<'a>(
                     p.selector.as_ref().is_some_and(|s| {
                         !s.is_empty()
                             && s.requirements()
-                                .all(|r| crate::selector::matches_labels(labels, &r))
+                                .all(|r| crate::core::selector::matches_labels(labels, &r))
                     })
                 })
                 .map(|(n, _)| n.as_str())

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use rustls::pki_types::pem;
 
-use crate::document::InputError;
-use crate::policy::LoadError;
+use crate::core::document::InputError;
+use crate::core::policy::LoadError;
 
 /// Why the webhook cannot serve.
 #[derive(Debug, thiserror::Error)]

@@ -14,12 +14,12 @@ use kube::{Client, Resource};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::engine::pod::PodView;
-use crate::engine::{Operation, Request, evaluate};
-use crate::kubeclient::Error;
-use crate::nodes::{NodeInfo, NodeSnapshot};
-use crate::policy::{Policy, RuleId};
-use crate::render::webhooks::{Gap, LiveWebhook, coverage_gaps};
+use crate::core::engine::pod::PodView;
+use crate::core::engine::{Operation, Request, evaluate};
+use crate::core::nodes::{NodeInfo, NodeSnapshot};
+use crate::core::policy::{Policy, RuleId};
+use crate::core::render::webhooks::{Gap, LiveWebhook, coverage_gaps};
+use crate::k8s::client::Error;
 
 const PAGE: u32 = 500;
 
@@ -177,7 +177,7 @@ pub fn protected_reason(policy: &Policy, node: &NodeInfo) -> Option<String> {
     if policy.protected_nodes.names.contains(&node.name) {
         return Some("listed in protectedNodes.names".into());
     }
-    crate::engine::validate::labels_protected(policy, node).then(|| {
+    crate::core::engine::validate::labels_protected(policy, node).then(|| {
         let sel = policy.protected_nodes.label_requirements();
         let s: Vec<String> = sel.iter().map(ToString::to_string).collect();
         format!("labels match {}", s.join(", "))
@@ -353,7 +353,7 @@ async fn backstop_installed(client: &Client) -> bool {
     use k8s_openapi::api::admissionregistration::v1::{
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     };
-    let name = crate::render::admission_policy::NAME;
+    let name = crate::core::render::admission_policy::NAME;
     let policy = Api::<ValidatingAdmissionPolicy>::all(client.clone())
         .get_opt(name)
         .await;

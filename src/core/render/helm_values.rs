@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::webhooks::{self, Client, FailurePolicy, Options, RenderError};
-use crate::policy::{self, LoadError, Mode};
+use crate::core::policy::{self, LoadError, Mode};
 
 /// The largest integer Helm carries exactly: it reads values as float64.
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0;

@@ -1,0 +1,5 @@
+//! Talking to the Kubernetes API: the client, the node cache and `audit`.
+
+pub mod audit;
+pub mod cache;
+pub mod client;
