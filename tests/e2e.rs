@@ -642,27 +642,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
 
     // 2. runner-fence: the real binary, node cache with least-privilege credentials.
     std::fs::write(d.join("policy.yaml"), policy_text("enforce")).expect("policy");
-    let certs = d.join("certs");
-    let out = Command::new(BIN)
-        .args([
-            "certs",
-            "generate",
-            "--service",
-            "runner-fence",
-            "--namespace",
-            "runner-fence",
-            "--san",
-            "127.0.0.1",
-            "--out",
-        ])
-        .arg(&certs)
-        .output()
-        .expect("certs generate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let certs = generate_certs(&d.join("certs"), "runner-fence", &["127.0.0.1"]);
     // The apiserver reaches the replicas through a Service-like proxy that only
     // routes new connections to ready replicas (as endpoints do).
     let proxy = Proxy::start().await;
@@ -1327,6 +1307,29 @@ async fn the_fence_holds_on_a_real_control_plane() {
     assert!(on_gitlab_after.is_empty(), "{on_gitlab_after:?}");
 }
 
+/// `runner-fence certs generate` for the Service runner-fence in `namespace` into `out`.
+fn generate_certs(out: &Path, namespace: &str, sans: &[&str]) -> PathBuf {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "certs",
+        "generate",
+        "--service",
+        "runner-fence",
+        "--namespace",
+        namespace,
+    ]);
+    for san in sans {
+        cmd.args(["--san", san]);
+    }
+    let res = cmd.arg("--out").arg(out).output().expect("certs generate");
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    out.to_path_buf()
+}
+
 /// Last stdout line of a cache-building script under scripts/tools (a path).
 fn tool(script: &str) -> PathBuf {
     let out = Command::new("bash")
@@ -1402,21 +1405,7 @@ async fn the_chart_is_accepted_by_the_apiserver() {
     let audit_policy = dir.path().join("audit-policy.yaml");
     std::fs::write(&audit_policy, policy_text("audit")).expect("write");
     let audit = render(Some(&audit_policy), "audit.yaml");
-    let certs = dir.path().join("certs");
-    let out = Command::new(BIN)
-        .args([
-            "certs",
-            "generate",
-            "--service",
-            "runner-fence",
-            "--namespace",
-            CHART_NS,
-            "--out",
-        ])
-        .arg(&certs)
-        .output()
-        .expect("certs");
-    assert!(out.status.success());
+    let certs = generate_certs(&dir.path().join("certs"), CHART_NS, &[]);
     let ca = certs.join("ca.crt").display().to_string();
 
     let cases: Vec<(&str, Vec<String>)> = vec![
