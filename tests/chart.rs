@@ -166,8 +166,14 @@ fn the_values_schema_embeds_the_policy_schema() {
     // Regenerate with: cargo run -q -- schema | python3 scripts/update-chart-schema.py
     let values: Value =
         serde_json::from_str(&read("charts/runner-fence/values.schema.json")).expect("JSON");
-    let mut policy: Value =
-        serde_json::from_str(&runner_fence::cli::schema_json()).expect("policy schema");
+    let mut policy: Value = serde_json::from_slice(
+        &Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+            .arg("schema")
+            .output()
+            .expect("runner-fence schema")
+            .stdout,
+    )
+    .expect("policy schema");
     let defs = policy
         .as_object_mut()
         .and_then(|o| o.remove("$defs"))

@@ -32,7 +32,7 @@ pub enum Error {
     Webhook(#[from] crate::webhook::Error),
     /// The cluster could not be read or written.
     #[error(transparent)]
-    Kubernetes(#[from] crate::k8s::client::Error),
+    Kubernetes(#[from] crate::k8s::Error),
     /// `eval --operation` other than CREATE or UPDATE.
     #[error("--operation must be CREATE or UPDATE, got {0}")]
     Operation(String),

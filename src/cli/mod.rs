@@ -2,7 +2,7 @@
 
 mod error;
 mod eval_cmd;
-pub mod suite;
+mod suite;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,23 +14,23 @@ use crate::core::render::webhooks::RenderError;
 pub use error::Error;
 
 /// Exit code: everything allowed / passed.
-pub const EXIT_OK: u8 = 0;
+const EXIT_OK: u8 = 0;
 /// Exit code: a denial, a failed test, a lint warning.
-pub const EXIT_DENIED: u8 = 1;
+const EXIT_DENIED: u8 = 1;
 /// Exit code: bad input (unreadable file, broken policy, wrong kind).
-pub const EXIT_BAD_INPUT: u8 = 2;
+const EXIT_BAD_INPUT: u8 = 2;
 
 /// Keeps GitLab Runner job pods off GitLab's own Kubernetes nodes.
 #[derive(Parser, Debug)]
 #[command(name = "runner-fence", version, about)]
-pub struct Cli {
+struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 /// Output formats.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum Output {
+enum Output {
     /// For people.
     Text,
     /// For scripts.
@@ -39,7 +39,7 @@ pub enum Output {
 
 /// `audit` output formats.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum AuditOutput {
+enum AuditOutput {
     /// Tables for people.
     Text,
     /// The report as JSON.
@@ -175,6 +175,24 @@ enum RenderCommand {
     },
 }
 
+/// `failurePolicy` of a rendered webhook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FailurePolicyArg {
+    /// The request fails when the webhook cannot be reached.
+    Fail,
+    /// The request goes on without the webhook.
+    Ignore,
+}
+
+impl From<FailurePolicyArg> for crate::core::render::webhooks::FailurePolicy {
+    fn from(a: FailurePolicyArg) -> Self {
+        match a {
+            FailurePolicyArg::Fail => Self::Fail,
+            FailurePolicyArg::Ignore => Self::Ignore,
+        }
+    }
+}
+
 /// `render webhooks` flags.
 #[derive(clap::Args, Debug)]
 struct WebhooksArgs {
@@ -198,10 +216,10 @@ struct WebhooksArgs {
     ca_bundle: Option<PathBuf>,
     /// failurePolicy of the mutating webhook.
     #[arg(long, value_enum, default_value = "fail")]
-    mutate_failure_policy: crate::core::render::webhooks::FailurePolicy,
+    mutate_failure_policy: FailurePolicyArg,
     /// failurePolicy of the validating webhook.
     #[arg(long, value_enum, default_value = "fail")]
-    validate_failure_policy: crate::core::render::webhooks::FailurePolicy,
+    validate_failure_policy: FailurePolicyArg,
     /// timeoutSeconds of both webhooks (1-5).
     #[arg(long, default_value_t = 5)]
     timeout_seconds: i32,
@@ -295,7 +313,7 @@ fn run_command(command: Command) -> Result<ExitCode, Error> {
 }
 
 /// Loads `--policy` or the embedded reference policy.
-pub fn load_policy(path: Option<&std::path::Path>) -> Result<Policy, policy::LoadError> {
+fn load_policy(path: Option<&std::path::Path>) -> Result<Policy, policy::LoadError> {
     match path {
         Some(p) => policy::load_file(p),
         None => policy::embedded(),
@@ -318,7 +336,7 @@ fn audit(
         .build()
         .map_err(Error::Runtime)?;
     let (r, reports) = rt.block_on(async {
-        let client = crate::k8s::client::client(kubeconfig.as_deref(), context.as_deref()).await?;
+        let client = crate::k8s::client(kubeconfig.as_deref(), context.as_deref()).await?;
         let r = crate::k8s::audit::collect(client.clone(), &p).await?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -328,7 +346,7 @@ fn audit(
         if apply {
             crate::k8s::audit::apply_policy_reports(client, &reports).await?;
         }
-        Ok::<_, crate::k8s::client::Error>((r, reports))
+        Ok::<_, crate::k8s::Error>((r, reports))
     })?;
     match output {
         AuditOutput::Json => {
@@ -404,8 +422,8 @@ fn render_webhooks(a: WebhooksArgs) -> Result<ExitCode, Error> {
     let opts = Options {
         client,
         ca_bundle,
-        mutate_failure_policy: a.mutate_failure_policy,
-        validate_failure_policy: a.validate_failure_policy,
+        mutate_failure_policy: a.mutate_failure_policy.into(),
+        validate_failure_policy: a.validate_failure_policy.into(),
         timeout_seconds: a.timeout_seconds,
     };
     render(a.policy.as_deref(), |p| render_yaml(p, &opts))
@@ -427,7 +445,7 @@ fn lint(file: &std::path::Path) -> Result<ExitCode, Error> {
 }
 
 /// The JSON Schema of a policy document.
-pub fn schema_json() -> String {
+fn schema_json() -> String {
     let schema = schemars::schema_for!(Policy);
     serde_json::to_string_pretty(&schema).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }

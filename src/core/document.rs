@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 /// Largest input document accepted (the apiserver's own request limit).
-pub const MAX_INPUT_BYTES: u64 = 3 << 20;
+pub(crate) const MAX_INPUT_BYTES: u64 = 3 << 20;
 
 /// Why an input document could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ pub enum ParseError {
 }
 
 /// Reads a Pod or AdmissionReview from a file (`-` is stdin), YAML or JSON.
-pub fn read_document(path: &Path) -> Result<Value, InputError> {
+pub(crate) fn read_document(path: &Path) -> Result<Value, InputError> {
     let mut bytes = Vec::new();
     if path == Path::new("-") {
         std::io::stdin()
@@ -100,7 +100,7 @@ pub fn read_document(path: &Path) -> Result<Value, InputError> {
 }
 
 /// Parses one YAML or JSON document.
-pub fn parse_document(text: &str) -> Result<Value, ParseError> {
+pub(crate) fn parse_document(text: &str) -> Result<Value, ParseError> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
         return serde_json::from_str(text).map_err(ParseError::Json);

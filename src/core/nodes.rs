@@ -93,7 +93,7 @@ impl NodeSnapshot {
 
 /// Reads a YAML/JSON list of `{name, labels, taints}`: a static node view for
 /// `eval --nodes`, test suites and `serve --nodes-file` (offline testing, benchmarks).
-pub fn read_file(path: &std::path::Path) -> Result<NodeSnapshot, InputError> {
+pub(crate) fn read_file(path: &std::path::Path) -> Result<NodeSnapshot, InputError> {
     let doc = read_document(path)?;
     let list: Vec<NodeInfo> =
         serde_json::from_value(doc).map_err(|source| InputError::NotNodes {

@@ -14,12 +14,12 @@ use kube::{Client, Resource};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::Error;
 use crate::core::engine::pod::PodView;
 use crate::core::engine::{Operation, Request, evaluate};
 use crate::core::nodes::{NodeInfo, NodeSnapshot};
 use crate::core::policy::{Policy, RuleId};
 use crate::core::render::webhooks::{Gap, LiveWebhook, coverage_gaps};
-use crate::k8s::client::Error;
 
 const PAGE: u32 = 500;
 
@@ -173,11 +173,11 @@ where
 }
 
 /// Why a node is protected, if it is.
-pub fn protected_reason(policy: &Policy, node: &NodeInfo) -> Option<String> {
+pub(crate) fn protected_reason(policy: &Policy, node: &NodeInfo) -> Option<String> {
     if policy.protected_nodes.names.contains(&node.name) {
         return Some("listed in protectedNodes.names".into());
     }
-    crate::core::engine::validate::labels_protected(policy, node).then(|| {
+    crate::core::engine::labels_protected(policy, node).then(|| {
         let sel = policy.protected_nodes.label_requirements();
         let s: Vec<String> = sel.iter().map(ToString::to_string).collect();
         format!("labels match {}", s.join(", "))

@@ -2,4 +2,6 @@
 
 pub mod audit;
 pub mod cache;
-pub mod client;
+mod client;
+
+pub use client::{Error, client};

@@ -55,7 +55,11 @@ pub fn generate(names: &[String], validity_days: u32) -> Result<Generated> {
 }
 
 /// [`generate`] with a chosen key type.
-pub fn generate_with(names: &[String], validity_days: u32, key_type: KeyType) -> Result<Generated> {
+pub(crate) fn generate_with(
+    names: &[String],
+    validity_days: u32,
+    key_type: KeyType,
+) -> Result<Generated> {
     if names.is_empty() {
         return Err(Error::NoNames);
     }
@@ -122,7 +126,7 @@ pub fn parse_chain(pem: &[u8], origin: &Path) -> Result<Vec<CertificateDer<'stat
 }
 
 /// Parses a PEM private key; errors name the file.
-pub fn parse_key(pem: &[u8], origin: &Path) -> Result<PrivateKeyDer<'static>> {
+pub(crate) fn parse_key(pem: &[u8], origin: &Path) -> Result<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|source| Error::NotPemKey {
         path: origin.to_path_buf(),
         source,
@@ -130,13 +134,13 @@ pub fn parse_key(pem: &[u8], origin: &Path) -> Result<PrivateKeyDer<'static>> {
 }
 
 /// The `notAfter` of a DER certificate, in seconds since the epoch.
-pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+pub(crate) fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
     let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     Some(x.validity().not_after.timestamp())
 }
 
 /// The names a webhook Service is reached by.
-pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
+pub(crate) fn service_names(service: &str, namespace: &str) -> Vec<String> {
     vec![
         format!("{service}.{namespace}.svc"),
         format!("{service}.{namespace}.svc.cluster.local"),
@@ -171,7 +175,7 @@ fn write_file(path: &Path, contents: &str, secret: bool) -> Result<()> {
 }
 
 /// Writes `ca.crt`, `ca.key`, `tls.crt`, `tls.key` and `ca-bundle.txt` into `dir`.
-pub fn write_dir(dir: &Path, g: &Generated) -> Result<()> {
+pub(crate) fn write_dir(dir: &Path, g: &Generated) -> Result<()> {
     use base64::Engine as _;
     std::fs::create_dir_all(dir).map_err(|source| Error::Write {
         path: dir.to_path_buf(),

@@ -177,7 +177,7 @@ impl NodeSink for State {
 }
 
 /// Sets up `tracing` in the chosen format (RUST_LOG filters, default info).
-pub fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -19,12 +19,12 @@ use crate::core::report::Report;
 use crate::webhook::admission;
 
 /// The apiserver's own request size limit.
-pub const MAX_BODY_BYTES: usize = 3 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 3 << 20;
 
 /// What the webhook port serves: the body is read first, within `body_timeout`
 /// and the size cap, *before* a concurrency permit is taken (a slow client must
 /// not hold one), then one limit of `max_concurrency` covers both endpoints.
-pub fn admission_service(
+pub(crate) fn admission_service(
     state: Arc<State>,
     max_concurrency: usize,
     body_timeout: Duration,

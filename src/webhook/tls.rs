@@ -49,7 +49,7 @@ impl Resolver {
 
 /// Where the serving certificate comes from.
 #[derive(Clone, Debug)]
-pub struct CertFiles {
+pub(crate) struct CertFiles {
     /// PEM chain.
     pub cert: PathBuf,
     /// PEM key.
@@ -76,7 +76,7 @@ pub fn certified_key(
 }
 
 /// Reads a certificate and key pair from files.
-pub fn load(files: &CertFiles) -> Result<(CertifiedKey, Option<i64>)> {
+pub(crate) fn load(files: &CertFiles) -> Result<(CertifiedKey, Option<i64>)> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),

@@ -5,9 +5,9 @@
 
 mod error;
 mod evaluate;
-pub mod mutate;
+mod mutate;
 pub mod pod;
-pub mod validate;
+mod validate;
 
 use std::collections::BTreeMap;
 
@@ -18,8 +18,8 @@ use crate::core::policy::{Mode, Policy, RuleId};
 use crate::core::report::Report;
 pub use error::ReviewError;
 pub use evaluate::{Evaluation, evaluate};
-pub use mutate::{Mutation, PROFILE_ANNOTATION};
 use pod::PodView;
+pub(crate) use validate::labels_protected;
 pub use validate::{Cause, Context, FargateIssue, NodeRef, ProfileRef, ProtectedBy, Violation};
 
 /// Which webhook is asking.
@@ -355,7 +355,7 @@ pub fn review_decoded(
 /// The pod's profile (SPEC §3.1): the profile label, else the first profile
 /// (by name) whose selector matches the pod's labels, else the default. Labels
 /// only choose among profiles; a profile the namespace may not use is reported.
-pub fn resolve_profile<'a>(
+pub(crate) fn resolve_profile<'a>(
     policy: &'a Policy,
     namespace: &str,
     pod: &'a PodView,

@@ -135,7 +135,7 @@ pub struct BindingTarget {
 
 /// An optional struct that must be a JSON object (or null): serde's derive would
 /// also accept an array, filling fields by position, which no apiserver sends.
-pub fn object_only<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub(crate) fn object_only<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,
@@ -261,7 +261,7 @@ impl MetaView {
 
 /// A term's label requirements, or `None` when the term can match no node
 /// (empty, or an operator the engine does not know).
-pub fn term_requirements(term: &NodeSelectorTerm) -> Option<Vec<Requirement>> {
+pub(crate) fn term_requirements(term: &NodeSelectorTerm) -> Option<Vec<Requirement>> {
     let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
     let fields = term.match_fields.as_deref().unwrap_or(&[]);
     if exprs.is_empty() && fields.is_empty() {
@@ -281,7 +281,7 @@ pub fn term_requirements(term: &NodeSelectorTerm) -> Option<Vec<Requirement>> {
 }
 
 /// The node names a term's `matchFields` pins it to (`metadata.name In [...]`).
-pub fn term_node_names(term: &NodeSelectorTerm) -> impl Iterator<Item = (usize, &str)> {
+pub(crate) fn term_node_names(term: &NodeSelectorTerm) -> impl Iterator<Item = (usize, &str)> {
     term.match_fields
         .iter()
         .flatten()
@@ -291,7 +291,7 @@ pub fn term_node_names(term: &NodeSelectorTerm) -> impl Iterator<Item = (usize, 
 }
 
 /// Whether a node name meets a term's `matchFields`.
-pub fn fields_match(term: &NodeSelectorTerm, node_name: &str) -> bool {
+pub(crate) fn fields_match(term: &NodeSelectorTerm, node_name: &str) -> bool {
     term.match_fields.iter().flatten().all(|f| {
         let in_values = f.values.iter().flatten().any(|v| v == node_name);
         match (f.key.as_str(), f.operator.as_str()) {
@@ -303,5 +303,5 @@ pub fn fields_match(term: &NodeSelectorTerm, node_name: &str) -> bool {
 }
 
 /// Pointer-free path of the required terms, for messages.
-pub const TERMS_PATH: &str =
+pub(crate) const TERMS_PATH: &str =
     "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms";

@@ -18,7 +18,8 @@ pub use crate::core::selector::{Operator, Requirement};
 pub use crate::core::tolerations::{TaintEffect, TaintSpec, TolerationOperator, TolerationSpec};
 
 pub use lint::{LintWarning, lint};
-pub use load::{EMBEDDED_POLICY, LoadError, embedded, load_file, parse, read_file};
+pub use load::{EMBEDDED_POLICY, LoadError, embedded, parse};
+pub(crate) use load::{load_file, read_file};
 
 /// `apiVersion` every policy must carry.
 pub const API_VERSION: &str = "runner-fence.dev/v1alpha1";
@@ -166,7 +167,7 @@ impl Match {
 }
 
 /// `ns` matches `pattern` exactly, or by prefix when the pattern ends in `*`.
-pub fn namespace_pattern_matches(pattern: &str, ns: &str) -> bool {
+pub(crate) fn namespace_pattern_matches(pattern: &str, ns: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => ns.starts_with(prefix),
         None => pattern == ns,
@@ -174,7 +175,7 @@ pub fn namespace_pattern_matches(pattern: &str, ns: &str) -> bool {
 }
 
 /// Is every namespace `inner` covers also covered by `outer`? (Both exact or `prefix*`.)
-pub fn pattern_within(inner: &str, outer: &str) -> bool {
+pub(crate) fn pattern_within(inner: &str, outer: &str) -> bool {
     match (inner.strip_suffix('*'), outer.strip_suffix('*')) {
         (None, _) => namespace_pattern_matches(outer, inner),
         (Some(i), Some(o)) => i.starts_with(o),
@@ -224,7 +225,7 @@ impl FargateSelector {
 }
 
 /// EKS wildcard matching: `*` any run of characters, `?` one character.
-pub fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     // Iterative matcher with single-star backtracking: linear in practice, never recursive.
     let (mut pi, mut ti) = (0, 0);

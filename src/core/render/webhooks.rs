@@ -97,7 +97,7 @@ impl Client {
 }
 
 /// `Fail` or `Ignore`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailurePolicy {
     /// The request fails when the webhook cannot be reached.
     Fail,
@@ -176,12 +176,12 @@ pub enum RenderError {
 }
 
 /// What one webhook must be sent: (resource incl. subresource, operation).
-pub fn required_mutating() -> &'static [(&'static str, &'static str)] {
+pub(crate) fn required_mutating() -> &'static [(&'static str, &'static str)] {
     &[("pods", "CREATE")]
 }
 
 /// What the validating webhook must be sent.
-pub fn required_validating() -> &'static [(&'static str, &'static str)] {
+pub(crate) fn required_validating() -> &'static [(&'static str, &'static str)] {
     &[
         ("pods", "CREATE"),
         ("pods", "UPDATE"),
@@ -230,7 +230,7 @@ pub(crate) fn cel_string(s: &str) -> String {
 }
 
 /// The CEL test on `request.namespace` for the policy's namespaces.
-pub fn scope_expression(policy: &Policy) -> String {
+pub(crate) fn scope_expression(policy: &Policy) -> String {
     let mut exact = Vec::new();
     let mut parts = Vec::new();
     for ns in &policy.matching.namespaces {
@@ -249,7 +249,7 @@ pub fn scope_expression(policy: &Policy) -> String {
 }
 
 /// The matchConditions both webhooks carry.
-pub fn match_conditions(policy: &Policy) -> Vec<MatchCondition> {
+pub(crate) fn match_conditions(policy: &Policy) -> Vec<MatchCondition> {
     vec![MatchCondition {
         name: SCOPE_CONDITION.into(),
         expression: scope_expression(policy),
@@ -258,7 +258,7 @@ pub fn match_conditions(policy: &Policy) -> Vec<MatchCondition> {
 
 /// The namespaceSelector: exact names when there are only exact names, every
 /// namespace (but the excluded ones) when prefixes need the CEL test.
-pub fn namespace_selector(policy: &Policy, own_namespace: &str) -> LabelSelector {
+pub(crate) fn namespace_selector(policy: &Policy, own_namespace: &str) -> LabelSelector {
     let mut exprs = Vec::new();
     let names = &policy.matching.namespaces;
     if names.iter().all(|n| !n.ends_with('*')) {
@@ -287,7 +287,7 @@ fn check(policy: &Policy, opts: &Options) -> Result<(), RenderError> {
 }
 
 /// The policy must not cover a namespace that is never reviewed.
-pub fn check_scope(policy: &Policy, own_namespace: &str) -> Result<(), RenderError> {
+pub(crate) fn check_scope(policy: &Policy, own_namespace: &str) -> Result<(), RenderError> {
     for excluded in [own_namespace, KUBE_SYSTEM] {
         if let Some(p) = policy
             .matching
@@ -638,7 +638,8 @@ impl LiveWebhook {
 }
 
 /// The generated configurations as [`LiveWebhook`]s (what a correct cluster holds).
-pub fn as_live(
+#[cfg(test)]
+fn as_live(
     m: &MutatingWebhookConfiguration,
     v: &ValidatingWebhookConfiguration,
 ) -> Vec<LiveWebhook> {
