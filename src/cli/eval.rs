@@ -3,24 +3,47 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::ValueEnum;
 use serde_json::Value;
 
-use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error, Output, load_policy};
+use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error, load_policy};
 use crate::core::document::read_document;
 use crate::core::engine::Operation;
 use crate::core::report::Report;
 use crate::webhook::eval::{Evaluation, evaluate, to_review};
 
-pub struct Args {
-    pub policy: Option<PathBuf>,
-    pub inputs: Vec<PathBuf>,
-    pub namespace: Option<String>,
-    pub operation: String,
-    pub nodes: Option<PathBuf>,
-    pub output: Output,
+/// Output formats.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Output {
+    /// For people.
+    Text,
+    /// For scripts.
+    Json,
 }
 
-pub fn run(args: Args) -> Result<ExitCode, Error> {
+#[derive(clap::Args, Debug)]
+pub(super) struct Args {
+    /// Policy file (default: the embedded reference policy).
+    #[arg(long, env = "RUNNER_FENCE_POLICY")]
+    policy: Option<PathBuf>,
+    /// Pod or AdmissionReview files, YAML or JSON; `-` reads stdin.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Namespace for Pod inputs without one.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Operation for Pod inputs (CREATE or UPDATE).
+    #[arg(long, default_value = "CREATE")]
+    operation: String,
+    /// Nodes (a YAML/JSON list of {name, labels, taints}) to evaluate live checks against.
+    #[arg(long)]
+    nodes: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+pub(super) fn run(args: Args) -> Result<ExitCode, Error> {
     let policy = load_policy(args.policy.as_deref())?;
     let operation = match Operation::parse(&args.operation.to_uppercase()) {
         Some(op @ (Operation::Create | Operation::Update)) => op,

@@ -345,9 +345,18 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+#[derive(clap::Args, Debug)]
+pub(super) struct Args {
+    /// Suite files or directories searched for `*.test.yaml` (default: current directory).
+    paths: Vec<PathBuf>,
+    /// Write a JUnit XML report (for GitLab CI `artifacts:reports:junit`).
+    #[arg(long)]
+    junit: Option<PathBuf>,
+}
+
 /// `runner-fence test`: runs suites, prints results, writes JUnit.
-pub fn run(paths: &[PathBuf], junit: Option<&Path>) -> Result<ExitCode, Error> {
-    let files = discover(paths)?;
+pub(super) fn run(Args { paths, junit }: Args) -> Result<ExitCode, Error> {
+    let files = discover(&paths)?;
     if files.is_empty() {
         return Err(Error::NoSuites);
     }
@@ -382,10 +391,7 @@ pub fn run(paths: &[PathBuf], junit: Option<&Path>) -> Result<ExitCode, Error> {
     let failed = all.iter().filter(|r| !r.failures.is_empty()).count();
     let passed = all.len() - failed;
     if let Some(path) = junit {
-        std::fs::write(path, junit_xml(&all)).map_err(|source| Error::Write {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        std::fs::write(&path, junit_xml(&all)).map_err(|source| Error::Write { path, source })?;
     }
     println!("{passed} passed, {failed} failed");
     Ok(ExitCode::from(if broken {

@@ -1,0 +1,80 @@
+//! `runner-fence audit`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::ValueEnum;
+
+use super::{EXIT_DENIED, EXIT_OK, Error, load_policy};
+use crate::k8s::{self, audit};
+
+/// `audit` output formats.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum AuditOutput {
+    /// Tables for people.
+    Text,
+    /// The report as JSON.
+    Json,
+    /// PolicyReport objects (YAML), as Kyverno and Kubewarden write them.
+    PolicyReport,
+}
+
+#[derive(clap::Args, Debug)]
+pub(super) struct Args {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context.
+    #[arg(long)]
+    context: Option<String>,
+    /// Policy file (default: the embedded reference policy).
+    #[arg(long, env = "RUNNER_FENCE_POLICY")]
+    policy: Option<PathBuf>,
+    /// Output format: text, json, or policy-report (wgpolicyk8s.io/v1alpha2 PolicyReports, YAML).
+    #[arg(long, value_enum, default_value = "text")]
+    output: AuditOutput,
+    /// With policy-report: also write the reports to the cluster (server-side apply).
+    #[arg(long, requires = "output")]
+    apply: bool,
+}
+
+pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
+    if a.apply && a.output != AuditOutput::PolicyReport {
+        return Err(Error::ApplyNeedsPolicyReport);
+    }
+    let p = load_policy(a.policy.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    let (r, reports) = rt.block_on(async {
+        let client = k8s::client(a.kubeconfig.as_deref(), a.context.as_deref()).await?;
+        let r = audit::collect(client.clone(), &p).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let reports = audit::policy_reports(&r, &p.metadata.name, now);
+        if a.apply {
+            audit::apply_policy_reports(client, &reports).await?;
+        }
+        Ok::<_, k8s::Error>((r, reports))
+    })?;
+    match a.output {
+        AuditOutput::Json => {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
+        }
+        AuditOutput::Text => print!("{}", audit::table(&r)),
+        AuditOutput::PolicyReport => {
+            for rep in &reports {
+                println!("---");
+                print!("{}", serde_saphyr::to_string(rep).unwrap_or_default());
+            }
+        }
+    }
+    Ok(ExitCode::from(if r.has_violations() {
+        EXIT_DENIED
+    } else {
+        EXIT_OK
+    }))
+}

@@ -1,0 +1,178 @@
+//! `runner-fence render ...`: configuration generated from the policy.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Subcommand, ValueEnum};
+
+use super::{Error, load_policy, ok};
+use crate::core::policy::Policy;
+use crate::core::render::webhooks::{self, FailurePolicy, RenderError};
+use crate::core::render::{admission_policy, runner_config};
+
+#[derive(Subcommand, Debug)]
+pub(super) enum Command {
+    /// The [runners.kubernetes] config.toml fragment matching a policy profile.
+    RunnerConfig {
+        /// Policy file (default: the embedded reference policy).
+        #[arg(long, env = "RUNNER_FENCE_POLICY")]
+        policy: Option<PathBuf>,
+        /// Profile (default: the policy's default profile).
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// The Mutating/ValidatingWebhookConfiguration scoped by the policy's namespaces.
+    Webhooks(WebhooksArgs),
+    /// The in-tree backstop: a ValidatingAdmissionPolicy + binding compiled from the policy.
+    AdmissionPolicy {
+        /// Policy file (default: the embedded reference policy).
+        #[arg(long, env = "RUNNER_FENCE_POLICY")]
+        policy: Option<PathBuf>,
+        /// The webhook's own namespace (never reviewed).
+        #[arg(long, default_value = "runner-fence")]
+        namespace: String,
+    },
+    /// Values for the Helm chart: the policy and what is generated from it.
+    HelmValues {
+        /// Policy file (default: the embedded reference policy).
+        #[arg(long, env = "RUNNER_FENCE_POLICY")]
+        policy: Option<PathBuf>,
+        /// The release namespace (the webhook's own, never reviewed).
+        #[arg(long, default_value = "runner-fence")]
+        namespace: String,
+        /// Name of the webhook Service.
+        #[arg(long, default_value = "runner-fence")]
+        service: String,
+    },
+}
+
+/// `failurePolicy` of a rendered webhook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FailurePolicyArg {
+    /// The request fails when the webhook cannot be reached.
+    Fail,
+    /// The request goes on without the webhook.
+    Ignore,
+}
+
+impl From<FailurePolicyArg> for FailurePolicy {
+    fn from(a: FailurePolicyArg) -> Self {
+        match a {
+            FailurePolicyArg::Fail => Self::Fail,
+            FailurePolicyArg::Ignore => Self::Ignore,
+        }
+    }
+}
+
+/// `render webhooks` flags.
+#[derive(clap::Args, Debug)]
+pub(super) struct WebhooksArgs {
+    /// Policy file (default: the embedded reference policy).
+    #[arg(long, env = "RUNNER_FENCE_POLICY")]
+    policy: Option<PathBuf>,
+    /// Service name the apiserver calls (ignored with --url).
+    #[arg(long, default_value = "runner-fence")]
+    service: String,
+    /// The webhook's own namespace: the Service's, and never reviewed.
+    #[arg(long, default_value = "runner-fence")]
+    namespace: String,
+    /// Service port.
+    #[arg(long, default_value_t = 443)]
+    port: i32,
+    /// Call the webhook at this URL base instead of a Service (e.g. https://127.0.0.1:18443).
+    #[arg(long)]
+    url: Option<String>,
+    /// PEM CA bundle file to put in caBundle (omit when cert-manager or kustomize injects it).
+    #[arg(long)]
+    ca_bundle: Option<PathBuf>,
+    /// failurePolicy of the mutating webhook.
+    #[arg(long, value_enum, default_value = "fail")]
+    mutate_failure_policy: FailurePolicyArg,
+    /// failurePolicy of the validating webhook.
+    #[arg(long, value_enum, default_value = "fail")]
+    validate_failure_policy: FailurePolicyArg,
+    /// timeoutSeconds of both webhooks (1-5).
+    #[arg(long, default_value_t = 5)]
+    timeout_seconds: i32,
+}
+
+pub(super) fn run(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::RunnerConfig { policy, profile } => {
+            render(policy.as_deref(), |p| runner_config(p, profile.as_deref()))
+        }
+        Command::Webhooks(args) => render_webhooks(args),
+        Command::AdmissionPolicy { policy, namespace } => render(policy.as_deref(), |p| {
+            admission_policy::render_yaml(p, &namespace)
+        }),
+        Command::HelmValues {
+            policy,
+            namespace,
+            service,
+        } => render_helm_values(policy.as_deref(), namespace, service),
+    }
+}
+
+/// The chart values are rendered from the policy text, not only the loaded
+/// policy: the chart mounts the policy as written and hashes it.
+fn render_helm_values(
+    policy: Option<&Path>,
+    namespace: String,
+    service: String,
+) -> Result<ExitCode, Error> {
+    use crate::core::policy as p;
+    use crate::core::render::helm_values::{Target, render};
+    let (text, file) = match policy {
+        Some(path) => (p::read_file(path)?, path.display().to_string()),
+        None => (
+            p::EMBEDDED_POLICY.to_string(),
+            "the embedded reference policy".to_string(),
+        ),
+    };
+    print!("{}", render(&text, &file, &Target { namespace, service })?);
+    ok()
+}
+
+/// Loads `--policy`, renders something from it and prints it.
+fn render(
+    policy: Option<&Path>,
+    f: impl FnOnce(&Policy) -> Result<String, RenderError>,
+) -> Result<ExitCode, Error> {
+    let text = f(&load_policy(policy)?)?;
+    print!("{text}");
+    ok()
+}
+
+fn render_webhooks(a: WebhooksArgs) -> Result<ExitCode, Error> {
+    let ca_bundle = match a.ca_bundle {
+        Some(path) => {
+            Some(std::fs::read(&path).map_err(|source| Error::CaBundle { path, source })?)
+        }
+        None => None,
+    };
+    if let Some(ca) = &ca_bundle
+        && !String::from_utf8_lossy(ca).contains("-----BEGIN CERTIFICATE-----")
+    {
+        return Err(Error::CaBundleNotPem);
+    }
+    let client = match a.url {
+        Some(base) if base.starts_with("https://") => webhooks::Client::Url {
+            base,
+            namespace: a.namespace,
+        },
+        Some(base) => return Err(Error::UrlNotHttps(base)),
+        None => webhooks::Client::Service {
+            name: a.service,
+            namespace: a.namespace,
+            port: a.port,
+        },
+    };
+    let opts = webhooks::Options {
+        client,
+        ca_bundle,
+        mutate_failure_policy: a.mutate_failure_policy.into(),
+        validate_failure_policy: a.validate_failure_policy.into(),
+        timeout_seconds: a.timeout_seconds,
+    };
+    render(a.policy.as_deref(), |p| webhooks::render_yaml(p, &opts))
+}

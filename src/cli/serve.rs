@@ -1,0 +1,11 @@
+//! `runner-fence serve`.
+
+use std::process::ExitCode;
+
+use super::{Error, ok};
+use crate::webhook::ServeArgs;
+
+pub(super) fn run(args: ServeArgs) -> Result<ExitCode, Error> {
+    crate::webhook::serve(args)?;
+    ok()
+}
