@@ -411,3 +411,22 @@ fn render_runner_config_is_toml_for_the_policy() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("unknown profile \"gpu\""));
 }
+
+#[rstest::rstest]
+#[case::schema(&["schema"])]
+#[case::render(&["render", "helm-values"])]
+#[case::eval(&["eval", "--output", "json", "tests/data/plain-job.json", "tests/data/fargate-job.json"])]
+fn output_into_a_closed_pipe_does_not_panic(#[case] args: &[&str]) {
+    // `runner-fence ... | head`: the reader is gone before the first write.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = bin()
+        .args(args)
+        .current_dir(root())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("runs");
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_ne!(out.status.code(), Some(101));
+}

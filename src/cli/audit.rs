@@ -62,13 +62,13 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
     })?;
     match a.output {
         AuditOutput::Json => {
-            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
+            outln!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
         }
-        AuditOutput::Text => print!("{}", audit::table(&r)),
+        AuditOutput::Text => out!("{}", audit::table(&r)),
         AuditOutput::PolicyReport => {
             for rep in &reports {
-                println!("---");
-                print!("{}", serde_saphyr::to_string(rep).unwrap_or_default());
+                outln!("---");
+                out!("{}", serde_saphyr::to_string(rep).unwrap_or_default());
             }
         }
     }

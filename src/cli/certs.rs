@@ -46,12 +46,12 @@ pub(super) fn run(command: Command) -> Result<ExitCode, Error> {
     names.extend(extra_sans);
     let g = certs::generate_with(&names, validity_days, key_type)?;
     certs::write_dir(&out, &g)?;
-    println!(
+    outln!(
         "wrote {d}/ca.crt, ca.key, tls.crt, tls.key and ca-bundle.txt for {} (valid {validity_days} days)",
         names.join(", "),
         d = out.display()
     );
-    println!(
+    outln!(
         "caBundle: {}/ca-bundle.txt; keep ca.key to issue the next serving certificate",
         out.display()
     );

@@ -102,7 +102,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode, Error> {
         } else {
             Value::Array(results)
         };
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     }
     Ok(ExitCode::from(code))
 }
@@ -110,28 +110,28 @@ pub(super) fn run(args: Args) -> Result<ExitCode, Error> {
 fn print_summary(name: &str, ev: &Evaluation) {
     let verdict = if ev.allowed() { "ALLOWED" } else { "DENIED" };
     if !ev.matched {
-        println!("{name}: not a job pod, {verdict} unchanged");
+        outln!("{name}: not a job pod, {verdict} unchanged");
         for m in ev.messages() {
-            println!("  {m}");
+            outln!("  {m}");
         }
         return;
     }
-    println!(
+    outln!(
         "{name}: job pod, profile {}: {verdict}",
         ev.profile.as_deref().unwrap_or("?")
     );
     for c in &ev.mutate_decision.changes {
-        println!("  patch: {c}");
+        outln!("  patch: {c}");
     }
     for d in [&ev.mutate_decision, &ev.validate_decision] {
         for v in &d.denials {
-            println!("  deny: {v}");
+            outln!("  deny: {v}");
         }
         if let Some(e) = &d.error {
-            println!("  deny: {}", Report(e));
+            outln!("  deny: {}", Report(e));
         }
         for w in d.warnings() {
-            println!("  warn: {w}");
+            outln!("  warn: {w}");
         }
     }
 }

@@ -16,13 +16,13 @@ pub(super) fn run(Args { file }: Args) -> Result<ExitCode, Error> {
     let p = policy::load_file(&file)?;
     let warnings = policy::lint(&p);
     for w in &warnings {
-        println!("warning: {}: {w}", file.display());
+        outln!("warning: {}: {w}", file.display());
     }
     if warnings.is_empty() {
-        println!("{}: ok", file.display());
+        outln!("{}: ok", file.display());
         ok()
     } else {
-        println!("{}: {} warning(s)", file.display(), warnings.len());
+        outln!("{}: {} warning(s)", file.display(), warnings.len());
         Ok(ExitCode::from(EXIT_DENIED))
     }
 }

@@ -1,5 +1,22 @@
 //! `runner-fence <verb>`: the command line (SPEC §7), one file per verb.
 
+/// `print!` to stdout that never panics: when the reader has gone away
+/// (`runner-fence eval ... | head`), the rest of the output is dropped.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `println!` to stdout that never panics (see [`out!`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod audit;
 mod certs;
 mod error;

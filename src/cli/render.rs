@@ -129,7 +129,7 @@ fn render_helm_values(
             "the embedded reference policy".to_string(),
         ),
     };
-    print!("{}", render(&text, &file, &Target { namespace, service })?);
+    out!("{}", render(&text, &file, &Target { namespace, service })?);
     ok()
 }
 
@@ -139,7 +139,7 @@ fn render(
     f: impl FnOnce(&Policy) -> Result<String, RenderError>,
 ) -> Result<ExitCode, Error> {
     let text = f(&load_policy(policy)?)?;
-    print!("{text}");
+    out!("{text}");
     ok()
 }
 

@@ -6,7 +6,7 @@ use super::{Error, ok};
 use crate::core::policy::Policy;
 
 pub(super) fn run() -> Result<ExitCode, Error> {
-    println!("{}", schema_json());
+    outln!("{}", schema_json());
     ok()
 }
 

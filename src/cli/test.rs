@@ -380,11 +380,11 @@ pub(super) fn run(Args { paths, junit }: Args) -> Result<ExitCode, Error> {
     }
     for r in &all {
         if r.failures.is_empty() {
-            println!("PASS {} / {}", r.suite, r.name);
+            outln!("PASS {} / {}", r.suite, r.name);
         } else {
-            println!("FAIL {} / {}", r.suite, r.name);
+            outln!("FAIL {} / {}", r.suite, r.name);
             for f in &r.failures {
-                println!("    {f}");
+                outln!("    {f}");
             }
         }
     }
@@ -393,7 +393,7 @@ pub(super) fn run(Args { paths, junit }: Args) -> Result<ExitCode, Error> {
     if let Some(path) = junit {
         std::fs::write(&path, junit_xml(&all)).map_err(|source| Error::Write { path, source })?;
     }
-    println!("{passed} passed, {failed} failed");
+    outln!("{passed} passed, {failed} failed");
     Ok(ExitCode::from(if broken {
         EXIT_BAD_INPUT
     } else if failed > 0 {
