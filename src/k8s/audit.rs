@@ -18,7 +18,7 @@ use super::Error;
 use crate::core::engine::pod::PodView;
 use crate::core::engine::{Operation, Request, evaluate};
 use crate::core::nodes::{NodeInfo, NodeSnapshot};
-use crate::core::policy::{Policy, RuleId};
+use crate::core::policy::{Policy, ProtectedBy, RuleId};
 use crate::core::render::webhooks::{Gap, LiveWebhook, coverage_gaps};
 
 const PAGE: u32 = 500;
@@ -174,13 +174,13 @@ where
 
 /// Why a node is protected, if it is.
 pub(crate) fn protected_reason(policy: &Policy, node: &NodeInfo) -> Option<String> {
-    if policy.protected_nodes.names.contains(&node.name) {
-        return Some("listed in protectedNodes.names".into());
-    }
-    crate::core::engine::labels_protected(policy, node).then(|| {
-        let sel = policy.protected_nodes.label_requirements();
-        let s: Vec<String> = sel.iter().map(ToString::to_string).collect();
-        format!("labels match {}", s.join(", "))
+    let pn = &policy.protected_nodes;
+    Some(match pn.is_protected(&node.name, Some(&node.labels))? {
+        ProtectedBy::Name => "listed in protectedNodes.names".into(),
+        _ => {
+            let s: Vec<String> = pn.label_requirements().map(|r| r.to_string()).collect();
+            format!("labels match {}", s.join(", "))
+        }
     })
 }
 

@@ -19,8 +19,7 @@ use crate::core::report::Report;
 pub use error::ReviewError;
 pub use evaluate::{Evaluation, evaluate};
 use pod::PodView;
-pub(crate) use validate::labels_protected;
-pub use validate::{Cause, Context, FargateIssue, NodeRef, ProfileRef, ProtectedBy, Violation};
+pub use validate::{Cause, Context, FargateIssue, NodeRef, ProfileRef, Violation};
 
 /// Which webhook is asking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -369,13 +368,7 @@ pub(crate) fn resolve_profile<'a>(
                 .placement
                 .profiles
                 .iter()
-                .find(|(_, p)| {
-                    p.selector.as_ref().is_some_and(|s| {
-                        !s.is_empty()
-                            && s.requirements()
-                                .all(|r| crate::core::selector::matches_labels(labels, &r))
-                    })
-                })
+                .find(|(_, p)| p.selector.as_ref().is_some_and(|s| s.matches(labels)))
                 .map(|(n, _)| n.as_str())
         })
         .unwrap_or(&policy.placement.default);

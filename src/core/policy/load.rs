@@ -318,16 +318,10 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
                 errs.push((path, format!("{ns:?} is not within match.namespaces; a profile can only be restricted to runner namespaces")));
             }
         }
-        let protected = pn.label_requirements();
-        if !protected.is_empty()
-            && crate::core::selector::satisfiable(
-                protected.iter().chain(&prof.required_node_labels),
-            )
-            .is_ok()
-        {
-            let conflict = protected
-                .iter()
-                .map(ToString::to_string)
+        if pn.reachable_from(&prof.required_node_labels) {
+            let conflict = pn
+                .label_requirements()
+                .map(|r| r.to_string())
                 .collect::<Vec<_>>()
                 .join(", ");
             let mut path = base();
