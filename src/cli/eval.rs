@@ -120,14 +120,14 @@ fn print_summary(name: &str, ev: &Evaluation) {
         "{name}: job pod, profile {}: {verdict}",
         ev.profile.as_deref().unwrap_or("?")
     );
-    for c in &ev.mutate_decision.changes {
+    for c in ev.mutate_decision.changes() {
         println!("  patch: {c}");
     }
     for d in [&ev.mutate_decision, &ev.validate_decision] {
-        for v in &d.denials {
+        for v in d.denials() {
             println!("  deny: {v}");
         }
-        if let Some(e) = &d.error {
+        if let Some(e) = d.error() {
             println!("  deny: {}", Report(e));
         }
         for w in d.warnings() {

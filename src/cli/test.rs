@@ -219,16 +219,16 @@ pub fn check(exp: &Expect, ev: &Evaluation) -> Vec<String> {
         cmp("allowed", a.to_string(), ev.allowed().to_string());
     }
     if let Some(p) = exp.patched {
-        let got = !ev.mutate_decision.patch.is_empty();
+        let got = !ev.mutate_decision.patch().is_empty();
         cmp("patched", p.to_string(), got.to_string());
     }
     let denied: Vec<RuleId> = [&ev.mutate_decision, &ev.validate_decision]
         .iter()
-        .flat_map(|d| d.denials.iter().map(|v| v.rule))
+        .flat_map(|d| d.denials().iter().map(|v| v.rule))
         .collect();
     let audited: Vec<RuleId> = [&ev.mutate_decision, &ev.validate_decision]
         .iter()
-        .flat_map(|d| d.audited.iter().map(|v| v.rule))
+        .flat_map(|d| d.audited().iter().map(|v| v.rule))
         .collect();
     if let Some(r) = &exp.rules {
         cmp("denied rules", sorted(r.clone()), sorted(denied));

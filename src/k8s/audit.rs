@@ -268,13 +268,13 @@ pub fn analyze(
         };
         // What enforce mode would deny, even when the policy is in audit mode.
         let would_deny = !ev.allowed()
-            || !ev.validate_decision.audited.is_empty()
-            || !ev.mutate_decision.audited.is_empty();
+            || !ev.validate_decision.audited().is_empty()
+            || !ev.mutate_decision.audited().is_empty();
         let findings = [&ev.mutate_decision, &ev.validate_decision]
             .into_iter()
             .flat_map(|d| {
-                let enforced = d.denials.iter().map(|v| (v, true));
-                enforced.chain(d.audited.iter().map(|v| (v, false)))
+                let enforced = d.denials().iter().map(|v| (v, true));
+                enforced.chain(d.audited().iter().map(|v| (v, false)))
             })
             .map(|(v, enforced)| Finding {
                 rule: v.rule,
@@ -282,8 +282,8 @@ pub fn analyze(
                 message: v.to_string(),
             })
             .collect();
-        let mut changes = ev.mutate_decision.changes.clone();
-        changes.extend(ev.mutate_decision.would_patch.iter().cloned());
+        let mut changes = ev.mutate_decision.changes().to_vec();
+        changes.extend(ev.mutate_decision.would_patch().iter().cloned());
         job_pods.push(JobPod {
             namespace: ns.to_string(),
             name: meta.match_name().to_string(),
