@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use serde_json::Value;
 
-use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error, load_policy};
+use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error};
 use crate::core::document::read_document;
 use crate::core::engine::Operation;
+use crate::core::policy::load as load_policy;
 use crate::core::report::Report;
 use crate::webhook::eval::{Evaluation, evaluate, to_review};
 

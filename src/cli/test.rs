@@ -138,10 +138,7 @@ pub fn load_suite(path: &Path) -> Result<Suite, Error> {
 pub fn run_suite(path: &Path) -> Result<Vec<CaseResult>, Error> {
     let suite = load_suite(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let policy = match &suite.policy {
-        Some(p) => policy::load_file(&dir.join(p))?,
-        None => policy::embedded()?,
-    };
+    let policy = policy::load(suite.policy.as_ref().map(|p| dir.join(p)).as_deref())?;
     let nodes = (!suite.nodes.is_empty()).then(|| NodeSnapshot::new(suite.nodes.clone()));
     let suite_name = suite
         .metadata

@@ -51,6 +51,15 @@ pub fn embedded() -> Result<Policy, LoadError> {
     parse(EMBEDDED_POLICY, EMBEDDED_NAME)
 }
 
+/// The policy `--policy` names, or the embedded reference policy: what every
+/// verb and the server load.
+pub fn load(path: Option<&Path>) -> Result<Policy, LoadError> {
+    match path {
+        Some(p) => load_file(p),
+        None => embedded(),
+    }
+}
+
 /// Reads and checks a policy file.
 pub fn load_file(path: &Path) -> Result<Policy, LoadError> {
     let file = path.display().to_string();

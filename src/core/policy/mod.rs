@@ -20,8 +20,8 @@ pub use crate::core::selector::{Operator, Requirement};
 pub use crate::core::tolerations::{TaintEffect, TaintSpec, TolerationOperator, TolerationSpec};
 
 pub use lint::{LintWarning, lint};
-pub(crate) use load::load_file;
 pub use load::{EMBEDDED_POLICY, LoadError, embedded, parse};
+pub(crate) use load::{load, load_file};
 pub use protected::{ProtectedBy, ProtectedNodes};
 
 /// `apiVersion` every policy must carry.
