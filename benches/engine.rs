@@ -27,7 +27,7 @@ fn patched(p: &policy::Policy, review: &Value) -> Value {
     let m = admission::decide(p, Endpoint::Mutate, &request(review), None);
     let mut out = review.clone();
     if let Some(obj) = out.pointer_mut("/request/object") {
-        let _ = json_patch::patch(obj, &m.patch);
+        let _ = json_patch::patch(obj, m.patch());
     }
     out
 }
@@ -171,7 +171,7 @@ fn benches(c: &mut Criterion) {
                 None,
                 ctx,
             );
-            (a.outcome, c.outcome)
+            (a.outcome(), c.outcome())
         })
     });
     // Out of scope: a job pod in a namespace the policy does not cover.

@@ -497,7 +497,7 @@ fn outside_the_runner_namespaces_nothing_is_sent(#[case] r: Value) {
         None,
     )
     .expect("mutate");
-    assert!(!m.decision.matched);
+    assert!(!m.decision.matched());
 }
 
 #[test]

@@ -78,7 +78,7 @@ fn fixture_decisions(
     let ev = evaluate(&policy, &review, None).expect("evaluates");
     assert_eq!(ev.matched, matched, "{name}: matched");
     assert_eq!(
-        !ev.mutate_decision.patch.is_empty(),
+        !ev.mutate_decision.patch().is_empty(),
         patched,
         "{name}: patched"
     );
@@ -93,9 +93,18 @@ fn fixture_decisions(
     assert_eq!(denied, rules, "{name}: rules; {:?}", ev.messages());
     // The response echoes the uid.
     let uid = review["request"]["uid"].clone();
-    assert_eq!(ev.mutate["response"]["uid"], uid);
-    assert_eq!(ev.validate["response"]["uid"], uid);
-    assert_eq!(ev.validate["response"]["allowed"], json!(allowed));
+    assert_eq!(
+        serde_json::to_value(&ev.mutate).expect("json")["response"]["uid"],
+        uid
+    );
+    assert_eq!(
+        serde_json::to_value(&ev.validate).expect("json")["response"]["uid"],
+        uid
+    );
+    assert_eq!(
+        serde_json::to_value(&ev.validate).expect("json")["response"]["allowed"],
+        json!(allowed)
+    );
     // Whatever was patched, every field the webhook does not own is untouched.
     let original = &review["request"]["object"];
     assert_eq!(
@@ -105,7 +114,7 @@ fn fixture_decisions(
     );
     if !matched {
         assert_eq!(&ev.pod, original, "{name}: skipped pods are not changed");
-        assert_eq!(ev.mutate_decision.outcome, Outcome::Skipped);
+        assert_eq!(ev.mutate_decision.outcome(), Outcome::Skipped);
     }
 }
 
@@ -259,11 +268,16 @@ fn mutation_is_idempotent_on_every_fixture() {
         let body = serde_json::to_vec(&again).expect("json");
         let second = admission::handle(&policy, Endpoint::Mutate, &body, None).expect("review");
         assert!(
-            second.decision.patch.is_empty(),
+            second.decision.patch().is_empty(),
             "{name}: second pass patched {:?}",
-            second.decision.patch
+            second.decision.patch()
         );
-        assert!(second.response["response"].get("patch").is_none(), "{name}");
+        assert!(
+            serde_json::to_value(&second.response).expect("json")["response"]
+                .get("patch")
+                .is_none(),
+            "{name}"
+        );
     }
 }
 
@@ -277,7 +291,10 @@ fn patch_escapes_json_pointer_tokens() {
         text.contains("/metadata/annotations/runner-fence.dev~1profile"),
         "{text}"
     );
-    assert_eq!(ev.mutate["response"]["patchType"], "JSONPatch");
+    assert_eq!(
+        serde_json::to_value(&ev.mutate).expect("json")["response"]["patchType"],
+        "JSONPatch"
+    );
 }
 
 #[test]
@@ -309,7 +326,9 @@ fn audit_mode_allows_everything_and_reports_what_enforce_would_do() {
         let ev = evaluate(&policy, &review, None).expect("eval");
         assert!(ev.allowed(), "{name}: audit must allow");
         assert!(
-            ev.mutate["response"].get("patch").is_none(),
+            serde_json::to_value(&ev.mutate).expect("json")["response"]
+                .get("patch")
+                .is_none(),
             "{name}: audit sends no patch"
         );
         assert_eq!(
@@ -324,7 +343,8 @@ fn audit_mode_allows_everything_and_reports_what_enforce_would_do() {
         None,
     )
     .expect("eval");
-    let warnings = ev.validate["response"]["warnings"]
+    let validate = serde_json::to_value(&ev.validate).expect("json");
+    let warnings = validate["response"]["warnings"]
         .as_array()
         .expect("warnings");
     assert!(
@@ -340,8 +360,9 @@ fn audit_mode_allows_everything_and_reports_what_enforce_would_do() {
             .any(|w| w.as_str().is_some_and(|w| w.contains("does not exclude"))),
         "{warnings:?}"
     );
-    assert!(ev.validate["response"]["auditAnnotations"]["would-deny"].is_string());
-    let mw = ev.mutate["response"]["warnings"]
+    assert!(serde_json::to_value(&ev.validate).expect("json")["response"]["auditAnnotations"]["would-deny"].is_string());
+    let mutate = serde_json::to_value(&ev.mutate).expect("json");
+    let mw = mutate["response"]["warnings"]
         .as_array()
         .expect("mutate warnings");
     assert!(
@@ -350,7 +371,7 @@ fn audit_mode_allows_everything_and_reports_what_enforce_would_do() {
         ),
         "{mw:?}"
     );
-    assert!(ev.mutate["response"]["auditAnnotations"]["would-patch"].is_string());
+    assert!(serde_json::to_value(&ev.mutate).expect("json")["response"]["auditAnnotations"]["would-patch"].is_string());
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn handle(p: &Policy, ep: Endpoint, review: &Value) -> admission::Reviewed {
 }
 
 fn rules(d: &Decision) -> Vec<RuleId> {
-    let mut r: Vec<RuleId> = d.denials.iter().map(|v| v.rule).collect();
+    let mut r: Vec<RuleId> = d.denials().iter().map(|v| v.rule).collect();
     r.sort();
     r.dedup();
     r
@@ -77,7 +77,7 @@ const RUNNER: fn() -> Value = || expr("workload", "In", &["gitlab-runner"]);
 fn label_satisfiability(#[case] spec: Value, #[case] reaches: bool) {
     let d = validate(&reference(), pod(spec.clone()), None);
     let label_denials: Vec<_> = d
-        .denials
+        .denials()
         .iter()
         .filter(|v| {
             v.rule == RuleId::ProtectedNodes
@@ -257,7 +257,7 @@ fn bindings_to_protected_nodes_are_denied() {
         Some(&cluster()),
         Endpoint::Validate,
     );
-    assert_eq!(d.outcome, Outcome::Denied);
+    assert_eq!(d.outcome(), Outcome::Denied);
     assert!(d.message().unwrap_or_default().contains(
         "protected-nodes: target.name binds the job pod to protected GitLab node gitlab-1"
     ));
@@ -276,7 +276,7 @@ fn bindings_to_protected_nodes_are_denied() {
             Some(&cluster()),
             Endpoint::Validate
         )
-        .outcome,
+        .outcome(),
         Outcome::Denied
     );
     // The legacy `bindings` resource is the same request by another path.
@@ -284,12 +284,12 @@ fn bindings_to_protected_nodes_are_denied() {
     legacy["request"]["resource"]["resource"] = json!("bindings");
     legacy["request"]["subResource"] = Value::Null;
     let d = run(legacy.clone(), Some(&cluster()), Endpoint::Validate);
-    assert_eq!(d.outcome, Outcome::Denied, "{:?}", d.message());
-    assert_eq!(d.denials[0].rule, RuleId::ProtectedNodes);
+    assert_eq!(d.outcome(), Outcome::Denied, "{:?}", d.message());
+    assert_eq!(d.denials()[0].rule, RuleId::ProtectedNodes);
     // Outside the runner namespaces a binding is none of runner-fence's business.
     legacy["request"]["namespace"] = json!("default");
     assert_eq!(
-        run(legacy, Some(&cluster()), Endpoint::Validate).outcome,
+        run(legacy, Some(&cluster()), Endpoint::Validate).outcome(),
         Outcome::Skipped
     );
     // /mutate answers bindings with allowed and no patch.
@@ -298,7 +298,7 @@ fn bindings_to_protected_nodes_are_denied() {
         Some(&cluster()),
         Endpoint::Mutate,
     );
-    assert!(m.allowed() && m.patch.is_empty());
+    assert!(m.allowed() && m.patch().is_empty());
 }
 
 #[rstest]
@@ -366,7 +366,7 @@ fn clamp_lowers_requests_during_mutation() {
         ev.pod["spec"]["containers"][0]["resources"]["requests"]["memory"],
         "1Gi"
     );
-    assert!(ev.validate_decision.audited.is_empty() && ev.validate_decision.denials.is_empty());
+    assert!(ev.validate_decision.audited().is_empty() && ev.validate_decision.denials().is_empty());
 }
 
 #[test]
@@ -442,7 +442,10 @@ fn non_pod_kinds_and_missing_objects_are_clear_denials() {
     r["request"]["resource"] = json!({"group": "apps", "version": "v1", "resource": "deployments"});
     let d = handle(&p, Endpoint::Validate, &r);
     assert!(!d.decision.allowed());
-    assert_eq!(d.response["response"]["status"]["code"], 400);
+    assert_eq!(
+        serde_json::to_value(&d.response).expect("json")["response"]["status"]["code"],
+        400
+    );
     assert!(
         d.decision.message().unwrap_or_default().contains(
             "only pods, pods/binding, bindings, pods/ephemeralcontainers and pods/resize"
@@ -492,7 +495,7 @@ fn update_is_judged_on_what_it_changes() {
     assert_eq!(rules(&d.decision), vec![RuleId::ProtectedNodes]);
     // UPDATE is never mutated.
     let m = handle(&p, Endpoint::Mutate, &r);
-    assert!(m.decision.allowed() && m.decision.patch.is_empty());
+    assert!(m.decision.allowed() && m.decision.patch().is_empty());
 }
 
 #[test]
@@ -506,7 +509,7 @@ fn per_rule_audit_is_reported_while_the_rest_is_enforced() {
         None,
     );
     assert!(d.allowed(), "{:?}", d.message());
-    assert_eq!(d.audited.len(), 1);
+    assert_eq!(d.audited().len(), 1);
     assert!(d.warnings()[0].contains("would deny: node-name"));
 }
 
@@ -532,7 +535,7 @@ fn a_prefer_no_schedule_taint_does_not_keep_a_pod_off_a_protected_node() {
         json!({"affinity": terms(json!([{"matchExpressions": [expr("zone", "In", &["a"])]}]))});
     let d = validate(&p, pod(spec), Some(&nodes));
     assert!(
-        d.denials
+        d.denials()
             .iter()
             .any(|v| matches!(&v.cause, Cause::SchedulableOnProtected { nodes } if nodes == &["soft-gitlab".to_string()])),
         "{:?}",
@@ -551,9 +554,9 @@ fn a_term_that_contradicts_itself_is_named_as_such_not_as_a_profile_conflict() {
     let d = validate(&reference(), pod(spec), None);
     assert_eq!(rules(&d), vec![RuleId::Placement], "{:?}", d.message());
     assert!(
-        matches!(&d.denials[0].cause, Cause::Unsatisfiable { culprit } if culprit.len() == 2),
+        matches!(&d.denials()[0].cause, Cause::Unsatisfiable { culprit } if culprit.len() == 2),
         "{:?}",
-        d.denials
+        d.denials()
     );
     assert!(
         d.message()

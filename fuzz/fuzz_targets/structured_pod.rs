@@ -203,11 +203,11 @@ fuzz_target!(|p: Pod| {
     let policy = policy();
     let mut pod = build(&p);
     let m = admission::handle(policy, Endpoint::Mutate, &review(&pod, "u-1"), None).expect("a valid review");
-    assert_eq!(m.response["response"]["uid"], "u-1");
+    assert_eq!(serde_json::to_value(&m.response).expect("json")["response"]["uid"], "u-1");
     let patch = admission::response_patch(&m.response).expect("patch decodes");
     if !m.decision.allowed() {
         // Only a profile the pod may not use is denied at /mutate.
-        assert!(m.decision.denials.iter().all(|v| v.rule == runner_fence::core::policy::RuleId::Placement));
+        assert!(m.decision.denials().iter().all(|v| v.rule == runner_fence::core::policy::RuleId::Placement));
         return;
     }
     json_patch::patch(&mut pod, &patch).expect("the patch applies");
@@ -216,10 +216,10 @@ fuzz_target!(|p: Pod| {
     assert!(admission::response_patch(&again.response).expect("patch").is_empty(), "second pass patched: {pod}");
     // The mutated pod of a valid profile passes validation.
     let v = admission::handle(policy, Endpoint::Validate, &review(&pod, "u-3"), None).expect("review");
-    assert_eq!(v.response["response"]["uid"], "u-3");
+    assert_eq!(serde_json::to_value(&v.response).expect("json")["response"]["uid"], "u-3");
     if !v.decision.allowed() {
         assert!(
-            v.decision.denials.iter().all(|d| matches!(
+            v.decision.denials().iter().all(|d| matches!(
                 d.cause,
                 runner_fence::core::engine::Cause::Unsatisfiable { .. }
             )),

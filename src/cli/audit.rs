@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 
-use super::{EXIT_DENIED, EXIT_OK, Error, load_policy};
+use super::{EXIT_DENIED, EXIT_OK, Error};
+use crate::core::policy::load as load_policy;
 use crate::k8s::{self, audit};
 
 /// `audit` output formats.

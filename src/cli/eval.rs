@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use serde_json::Value;
 
-use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error, load_policy};
+use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error};
 use crate::core::document::read_document;
 use crate::core::engine::Operation;
+use crate::core::policy::load as load_policy;
 use crate::core::report::Report;
 use crate::webhook::eval::{Evaluation, evaluate, to_review};
 
@@ -120,14 +121,14 @@ fn print_summary(name: &str, ev: &Evaluation) {
         "{name}: job pod, profile {}: {verdict}",
         ev.profile.as_deref().unwrap_or("?")
     );
-    for c in &ev.mutate_decision.changes {
+    for c in ev.mutate_decision.changes() {
         outln!("  patch: {c}");
     }
     for d in [&ev.mutate_decision, &ev.validate_decision] {
-        for v in &d.denials {
+        for v in d.denials() {
             outln!("  deny: {v}");
         }
-        if let Some(e) = &d.error {
+        if let Some(e) = d.error() {
             outln!("  deny: {}", Report(e));
         }
         for w in d.warnings() {

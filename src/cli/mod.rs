@@ -27,12 +27,10 @@ mod schema;
 mod serve;
 mod test;
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::core::policy::{self, Policy};
 pub use error::Error;
 
 /// Exit code: everything allowed / passed.
@@ -89,12 +87,4 @@ pub fn run() -> Result<ExitCode, Error> {
 
 fn ok() -> Result<ExitCode, Error> {
     Ok(ExitCode::from(EXIT_OK))
-}
-
-/// Loads `--policy` or the embedded reference policy.
-fn load_policy(path: Option<&Path>) -> Result<Policy, policy::LoadError> {
-    match path {
-        Some(p) => policy::load_file(p),
-        None => policy::embedded(),
-    }
 }

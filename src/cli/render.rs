@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 
-use super::{Error, load_policy, ok};
+use super::{Error, ok};
 use crate::core::policy::Policy;
+use crate::core::policy::load as load_policy;
 use crate::core::render::webhooks::{self, FailurePolicy, RenderError};
 use crate::core::render::{admission_policy, runner_config};
 

@@ -138,10 +138,7 @@ pub fn load_suite(path: &Path) -> Result<Suite, Error> {
 pub fn run_suite(path: &Path) -> Result<Vec<CaseResult>, Error> {
     let suite = load_suite(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let policy = match &suite.policy {
-        Some(p) => policy::load_file(&dir.join(p))?,
-        None => policy::embedded()?,
-    };
+    let policy = policy::load(suite.policy.as_ref().map(|p| dir.join(p)).as_deref())?;
     let nodes = (!suite.nodes.is_empty()).then(|| NodeSnapshot::new(suite.nodes.clone()));
     let suite_name = suite
         .metadata
@@ -219,16 +216,16 @@ pub fn check(exp: &Expect, ev: &Evaluation) -> Vec<String> {
         cmp("allowed", a.to_string(), ev.allowed().to_string());
     }
     if let Some(p) = exp.patched {
-        let got = !ev.mutate_decision.patch.is_empty();
+        let got = !ev.mutate_decision.patch().is_empty();
         cmp("patched", p.to_string(), got.to_string());
     }
     let denied: Vec<RuleId> = [&ev.mutate_decision, &ev.validate_decision]
         .iter()
-        .flat_map(|d| d.denials.iter().map(|v| v.rule))
+        .flat_map(|d| d.denials().iter().map(|v| v.rule))
         .collect();
     let audited: Vec<RuleId> = [&ev.mutate_decision, &ev.validate_decision]
         .iter()
-        .flat_map(|d| d.audited.iter().map(|v| v.rule))
+        .flat_map(|d| d.audited().iter().map(|v| v.rule))
         .collect();
     if let Some(r) = &exp.rules {
         cmp("denied rules", sorted(r.clone()), sorted(denied));

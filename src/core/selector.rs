@@ -40,6 +40,55 @@ impl Requirement {
 
 impl fmt::Display for Requirement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ReqRef::from(self).fmt(f)
+    }
+}
+
+/// A requirement borrowed from wherever it is written: a [`Requirement`], or a
+/// `matchLabels`/`nodeSelector` entry (`key In [value]`). The checks below
+/// take these, so matching a policy's selectors builds nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReqRef<'a> {
+    /// Label key.
+    pub key: &'a str,
+    /// How the label is compared.
+    pub operator: Operator,
+    /// The values.
+    pub values: &'a [String],
+}
+
+impl<'a> ReqRef<'a> {
+    /// `key In [value]`, what a matchLabels or nodeSelector entry means.
+    pub fn equals(key: &'a str, value: &'a String) -> Self {
+        ReqRef {
+            key,
+            operator: Operator::In,
+            values: std::slice::from_ref(value),
+        }
+    }
+
+    /// An owned copy (for a violation that reports it).
+    pub fn to_requirement(self) -> Requirement {
+        Requirement {
+            key: self.key.to_string(),
+            operator: self.operator,
+            values: self.values.to_vec(),
+        }
+    }
+}
+
+impl<'a> From<&'a Requirement> for ReqRef<'a> {
+    fn from(r: &'a Requirement) -> Self {
+        ReqRef {
+            key: &r.key,
+            operator: r.operator,
+            values: &r.values,
+        }
+    }
+}
+
+impl fmt::Display for ReqRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.operator {
             Operator::In if self.values.len() == 1 => write!(f, "{}={}", self.key, self.values[0]),
             Operator::Exists | Operator::DoesNotExist => {
@@ -101,7 +150,7 @@ impl Operator {
 }
 
 /// Does a node with this label value (`None` = label absent) meet `r`?
-pub fn value_ok(r: &Requirement, v: Option<&str>) -> bool {
+fn value_ok(r: ReqRef<'_>, v: Option<&str>) -> bool {
     match r.operator {
         Operator::In => v.is_some_and(|v| r.values.iter().any(|x| x == v)),
         Operator::NotIn => v.is_none_or(|v| !r.values.iter().any(|x| x == v)),
@@ -121,12 +170,13 @@ pub fn value_ok(r: &Requirement, v: Option<&str>) -> bool {
 }
 
 /// Does a node with these labels meet `r`?
-pub fn matches_labels(labels: &BTreeMap<String, String>, r: &Requirement) -> bool {
-    value_ok(r, labels.get(&r.key).map(String::as_str))
+pub fn matches_labels<'a>(labels: &BTreeMap<String, String>, r: impl Into<ReqRef<'a>>) -> bool {
+    let r = r.into();
+    value_ok(r, labels.get(r.key).map(String::as_str))
 }
 
 /// Can one label key meet all of `reqs` (all on the same key) at once?
-fn key_satisfiable(reqs: &[&Requirement]) -> bool {
+fn key_satisfiable(reqs: &[ReqRef<'_>]) -> bool {
     let needs_present = reqs.iter().any(|r| {
         matches!(
             r.operator,
@@ -141,7 +191,7 @@ fn key_satisfiable(reqs: &[&Requirement]) -> bool {
         // An absent label meets NotIn and DoesNotExist.
         return true;
     }
-    let all_ok = |v: &str| reqs.iter().all(|r| value_ok(r, Some(v)));
+    let all_ok = |v: &str| reqs.iter().all(|r| value_ok(*r, Some(v)));
     if let Some(first_in) = reqs.iter().find(|r| r.operator == Operator::In) {
         return first_in.values.iter().any(|v| all_ok(v));
     }
@@ -181,13 +231,15 @@ pub struct Conflict<'a> {
 
 /// Whether some node's labels could meet every requirement; on failure, the
 /// first key (in sorted order) whose requirements conflict.
-pub fn satisfiable<'a, I>(reqs: I) -> Result<(), Conflict<'a>>
+pub fn satisfiable<'a, I, R>(reqs: I) -> Result<(), Conflict<'a>>
 where
-    I: IntoIterator<Item = &'a Requirement>,
+    I: IntoIterator<Item = R>,
+    R: Into<ReqRef<'a>>,
 {
-    let mut by_key: BTreeMap<&str, Vec<&Requirement>> = BTreeMap::new();
+    let mut by_key: BTreeMap<&str, Vec<ReqRef<'a>>> = BTreeMap::new();
     for r in reqs {
-        by_key.entry(r.key.as_str()).or_default().push(r);
+        let r = r.into();
+        by_key.entry(r.key).or_default().push(r);
     }
     for (k, group) in by_key {
         if !key_satisfiable(&group) {
@@ -198,7 +250,7 @@ where
 }
 
 /// The requirement met by exactly the nodes that do not meet `r`, where one exists.
-pub fn negate(r: &Requirement) -> Option<Requirement> {
+fn negate(r: ReqRef<'_>) -> Option<ReqRef<'_>> {
     let operator = match r.operator {
         Operator::In => Operator::NotIn,
         Operator::NotIn => Operator::In,
@@ -206,11 +258,7 @@ pub fn negate(r: &Requirement) -> Option<Requirement> {
         Operator::DoesNotExist => Operator::Exists,
         Operator::Gt | Operator::Lt => return None,
     };
-    Some(Requirement {
-        key: r.key.clone(),
-        operator,
-        values: r.values.clone(),
-    })
+    Some(ReqRef { operator, ..r })
 }
 
 /// Does every node meeting `reqs` also meet `r`?
@@ -218,11 +266,12 @@ pub fn implies(reqs: &[Requirement], r: &Requirement) -> bool {
     if reqs.contains(r) {
         return true;
     }
-    match negate(r) {
-        Some(not_r) => satisfiable(reqs.iter().chain(std::iter::once(&not_r))).is_err(),
+    let all = || reqs.iter().map(ReqRef::from);
+    match negate(r.into()) {
+        Some(not_r) => satisfiable(all().chain(std::iter::once(not_r))).is_err(),
         // Gt/Lt have no single-requirement negation; only an identical
         // requirement (checked above) or an unsatisfiable set implies them.
-        None => satisfiable(reqs.iter()).is_err(),
+        None => satisfiable(all()).is_err(),
     }
 }
 

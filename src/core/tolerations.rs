@@ -161,11 +161,6 @@ impl<'a> Tol<'a> {
     }
 }
 
-/// Whether a policy toleration tolerates a protected taint (used by lint).
-pub fn tolerates_spec(t: &TolerationSpec, taint: &TaintSpec) -> bool {
-    Tol::of_spec(t).tolerates_spec(taint)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

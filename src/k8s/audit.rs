@@ -18,7 +18,7 @@ use super::Error;
 use crate::core::engine::pod::PodView;
 use crate::core::engine::{Operation, Request, evaluate};
 use crate::core::nodes::{NodeInfo, NodeSnapshot};
-use crate::core::policy::{Policy, RuleId};
+use crate::core::policy::{Policy, ProtectedBy, RuleId};
 use crate::core::render::webhooks::{Gap, LiveWebhook, coverage_gaps};
 
 const PAGE: u32 = 500;
@@ -174,13 +174,13 @@ where
 
 /// Why a node is protected, if it is.
 pub(crate) fn protected_reason(policy: &Policy, node: &NodeInfo) -> Option<String> {
-    if policy.protected_nodes.names.contains(&node.name) {
-        return Some("listed in protectedNodes.names".into());
-    }
-    crate::core::engine::labels_protected(policy, node).then(|| {
-        let sel = policy.protected_nodes.label_requirements();
-        let s: Vec<String> = sel.iter().map(ToString::to_string).collect();
-        format!("labels match {}", s.join(", "))
+    let pn = &policy.protected_nodes;
+    Some(match pn.is_protected(&node.name, Some(&node.labels))? {
+        ProtectedBy::Name => "listed in protectedNodes.names".into(),
+        _ => {
+            let s: Vec<String> = pn.label_requirements().map(|r| r.to_string()).collect();
+            format!("labels match {}", s.join(", "))
+        }
     })
 }
 
@@ -268,13 +268,13 @@ pub fn analyze(
         };
         // What enforce mode would deny, even when the policy is in audit mode.
         let would_deny = !ev.allowed()
-            || !ev.validate_decision.audited.is_empty()
-            || !ev.mutate_decision.audited.is_empty();
+            || !ev.validate_decision.audited().is_empty()
+            || !ev.mutate_decision.audited().is_empty();
         let findings = [&ev.mutate_decision, &ev.validate_decision]
             .into_iter()
             .flat_map(|d| {
-                let enforced = d.denials.iter().map(|v| (v, true));
-                enforced.chain(d.audited.iter().map(|v| (v, false)))
+                let enforced = d.denials().iter().map(|v| (v, true));
+                enforced.chain(d.audited().iter().map(|v| (v, false)))
             })
             .map(|(v, enforced)| Finding {
                 rule: v.rule,
@@ -282,8 +282,8 @@ pub fn analyze(
                 message: v.to_string(),
             })
             .collect();
-        let mut changes = ev.mutate_decision.changes.clone();
-        changes.extend(ev.mutate_decision.would_patch.iter().cloned());
+        let mut changes = ev.mutate_decision.changes().to_vec();
+        changes.extend(ev.mutate_decision.would_patch().iter().cloned());
         job_pods.push(JobPod {
             namespace: ns.to_string(),
             name: meta.match_name().to_string(),

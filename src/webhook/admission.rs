@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
 use crate::core::engine::pod::PodView;
 use crate::core::engine::{self, Decision, Endpoint, Evaluation, Operation, Request, ReviewError};
@@ -240,7 +240,7 @@ pub fn decide(
 ) -> Decision {
     match engine_request(req) {
         Ok(r) => engine::review(policy, endpoint, &r, nodes),
-        Err(e) => Decision::error(e),
+        Err(e) => Decision::Invalid(e),
     }
 }
 
@@ -258,8 +258,8 @@ pub fn evaluate(
         Err(e) => Ok(Evaluation {
             matched: false,
             profile: None,
-            mutate_decision: Decision::error(e.clone()),
-            validate_decision: Decision::error(e),
+            mutate_decision: Decision::Invalid(e.clone()),
+            validate_decision: Decision::Invalid(e),
             pod: object.clone(),
         }),
     }
@@ -291,45 +291,94 @@ fn engine_request(req: &RequestIn) -> Result<Request<'_>, ReviewError> {
     })
 }
 
+/// An AdmissionReview v1 as runner-fence answers it. The fields are declared
+/// in sorted order, as the JSON tree this replaced was written, so the bytes
+/// on the wire are the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReviewOut {
+    /// Always `admission.k8s.io/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: &'static str,
+    /// Always `AdmissionReview`.
+    pub kind: &'static str,
+    /// The answer.
+    pub response: AdmissionResponse,
+}
+
+/// `response` of an AdmissionReview.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionResponse {
+    /// Whether the request is admitted.
+    pub allowed: bool,
+    /// Recorded in the apiserver's audit log (keys get the webhook's name as prefix).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit_annotations: BTreeMap<String, String>,
+    /// The JSON Patch, base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// `JSONPatch` when there is a patch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    /// Why a request is denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// `request.uid`.
+    pub uid: String,
+    /// Shown to the client (kubectl, the job log).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// `response.status` of a denial.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// 400 for a request that could not be reviewed, 403 for a rule's denial.
+    pub code: u16,
+    /// What is wrong and how to fix it.
+    pub message: String,
+    /// `BadRequest` or `Forbidden`.
+    pub reason: &'static str,
+}
+
 /// The AdmissionReview response for a decision.
-pub fn response(uid: &str, d: &Decision) -> Value {
-    let mut resp = serde_json::Map::new();
-    resp.insert("uid".into(), json!(uid));
-    resp.insert("allowed".into(), json!(d.allowed()));
-    if let Some(message) = d.message() {
-        let (code, reason) = if d.error.is_some() {
-            (400, "BadRequest")
-        } else {
-            (403, "Forbidden")
+pub fn response(uid: &str, d: &Decision) -> ReviewOut {
+    let status = d.message().map(|message| {
+        let (code, reason) = match d {
+            Decision::Invalid(_) => (400, "BadRequest"),
+            _ => (403, "Forbidden"),
         };
-        resp.insert(
-            "status".into(),
-            json!({"code": code, "reason": reason, "message": message}),
-        );
+        Status {
+            code,
+            message,
+            reason,
+        }
+    });
+    let patch = Some(d.patch())
+        .filter(|p| d.allowed() && !p.is_empty())
+        .map(|p| {
+            let bytes = serde_json::to_vec(p).unwrap_or_default();
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        });
+    ReviewOut {
+        api_version: API_VERSION,
+        kind: "AdmissionReview",
+        response: AdmissionResponse {
+            allowed: d.allowed(),
+            audit_annotations: d.audit_annotations(),
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            status,
+            uid: uid.to_string(),
+            warnings: d.warnings(),
+        },
     }
-    if d.allowed() && !d.patch.is_empty() {
-        let bytes = serde_json::to_vec(&d.patch).unwrap_or_default();
-        resp.insert("patchType".into(), json!("JSONPatch"));
-        resp.insert(
-            "patch".into(),
-            json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
-        );
-    }
-    let warnings = d.warnings();
-    if !warnings.is_empty() {
-        resp.insert("warnings".into(), json!(warnings));
-    }
-    let annotations: BTreeMap<String, String> = d.audit_annotations();
-    if !annotations.is_empty() {
-        resp.insert("auditAnnotations".into(), json!(annotations));
-    }
-    json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": Value::Object(resp)})
 }
 
 /// Everything one review produced, for the server's logs and metrics.
 pub struct Reviewed {
     /// The AdmissionReview to send back.
-    pub response: Value,
+    pub response: ReviewOut,
     /// The engine's decision.
     pub decision: Decision,
     /// The decoded request.
@@ -353,8 +402,10 @@ pub fn handle(
 }
 
 /// Decodes the JSON Patch of a response (for tests and `eval`).
-pub fn response_patch(response: &Value) -> Result<Vec<json_patch::PatchOperation>, AdmissionError> {
-    let Some(b64) = response.pointer("/response/patch").and_then(Value::as_str) else {
+pub fn response_patch(
+    review: &ReviewOut,
+) -> Result<Vec<json_patch::PatchOperation>, AdmissionError> {
+    let Some(b64) = review.response.patch.as_deref() else {
         return Ok(Vec::new());
     };
     let bytes = base64::engine::general_purpose::STANDARD

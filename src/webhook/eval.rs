@@ -6,15 +6,15 @@ use serde_json::{Value, json};
 use crate::core::engine::{self, Operation};
 use crate::core::nodes::NodeSnapshot;
 use crate::core::policy::Policy;
-use crate::webhook::admission::{self, AdmissionError};
+use crate::webhook::admission::{self, AdmissionError, ReviewOut};
 
 /// What mutate-then-validate did to one input ([`engine::Evaluation`], which
 /// it dereferences to), with the AdmissionReviews the two webhooks would send.
 pub struct Evaluation {
     /// The `/mutate` AdmissionReview response.
-    pub mutate: Value,
+    pub mutate: ReviewOut,
     /// The `/validate` AdmissionReview response.
-    pub validate: Value,
+    pub validate: ReviewOut,
     evaluation: engine::Evaluation,
 }
 

@@ -213,10 +213,7 @@ pub struct Server {
 impl Server {
     /// Loads policy and certificate and binds both listeners.
     pub async fn bind(args: ServeArgs) -> Result<Server> {
-        let policy = match &args.policy {
-            Some(p) => policy::load_file(p)?,
-            None => policy::embedded()?,
-        };
+        let policy = policy::load(args.policy.as_deref())?;
         let state = Arc::new(State::new(policy, args.node_cache));
         if let Some(path) = &args.nodes_file {
             state.set_nodes(crate::core::nodes::read_file(path)?);

@@ -194,21 +194,21 @@ fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Re
         crate::core::policy::Mode::Audit => "audit",
     };
     let rule = d
-        .denials
+        .denials()
         .first()
-        .or(d.audited.first())
+        .or(d.audited().first())
         .map(|v| v.rule.as_str())
         .unwrap_or("none");
     s.metrics
         .reviews
         .get_or_create(&ReviewLabels {
             endpoint: endpoint.as_str(),
-            decision: d.outcome.as_str(),
+            decision: d.outcome().as_str(),
             mode,
             rule,
         })
         .inc();
-    for (list, m) in [(&d.denials, "enforce"), (&d.audited, "audit")] {
+    for (list, m) in [(d.denials(), "enforce"), (d.audited(), "audit")] {
         for v in list {
             s.metrics
                 .violations
@@ -238,12 +238,12 @@ fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Re
             pod = %req.display_name(),
             operation = req.operation(),
             dry_run = req.dry_run(),
-            profile = d.profile.as_deref().unwrap_or(""),
-            decision = d.outcome.as_str(),
+            profile = d.profile().unwrap_or(""),
+            decision = d.outcome().as_str(),
             rule,
             latency_us = elapsed.as_micros() as u64,
-            patch_ops = d.patch.len(),
-            warnings = d.audited.len(),
+            patch_ops = d.patch().len(),
+            warnings = d.audited().len(),
             message = d.message().unwrap_or_default(),
             "review"
         );

@@ -52,13 +52,13 @@ pub fn evaluate(
     nodes: Option<&NodeSnapshot>,
 ) -> Result<Evaluation, ReviewError> {
     let mutate_decision = review(policy, Endpoint::Mutate, req, nodes);
-    let (validate_decision, pod) = if mutate_decision.patch.is_empty() {
+    let (validate_decision, pod) = if mutate_decision.patch().is_empty() {
         (
             review(policy, Endpoint::Validate, req, nodes),
             object.clone(),
         )
     } else {
-        let pod = patched(object, &mutate_decision.patch)?;
+        let pod = patched(object, mutate_decision.patch())?;
         let (view, error) = match PodView::from_value(&pod) {
             Ok(v) => (Some(v), None),
             Err(e) => (None, Some(e)),
@@ -71,11 +71,11 @@ pub fn evaluate(
         (review(policy, Endpoint::Validate, &after, nodes), pod)
     };
     Ok(Evaluation {
-        matched: mutate_decision.matched || validate_decision.matched,
+        matched: mutate_decision.matched() || validate_decision.matched(),
         profile: mutate_decision
-            .profile
-            .clone()
-            .or_else(|| validate_decision.profile.clone()),
+            .profile()
+            .or_else(|| validate_decision.profile())
+            .map(String::from),
         mutate_decision,
         validate_decision,
         pod,

@@ -3,24 +3,21 @@
 //! No I/O, no clock, no globals: the server, `eval` and `test` all call
 //! [`review`], so what CI tests is what the cluster runs.
 
+mod decision;
 mod error;
 mod evaluate;
 mod mutate;
 pub mod pod;
 mod validate;
 
-use std::collections::BTreeMap;
-
-use json_patch::PatchOperation;
-
 use crate::core::nodes::NodeSnapshot;
 use crate::core::policy::{Mode, Policy, RuleId};
-use crate::core::report::Report;
+pub use decision::{Decision, Findings, Outcome};
 pub use error::ReviewError;
 pub use evaluate::{Evaluation, evaluate};
+pub use mutate::Mutation;
 use pod::PodView;
-pub(crate) use validate::labels_protected;
-pub use validate::{Cause, Context, FargateIssue, NodeRef, ProfileRef, ProtectedBy, Violation};
+pub use validate::{Cause, Context, FargateIssue, NodeRef, ProfileRef, Violation};
 
 /// Which webhook is asking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,139 +104,6 @@ pub struct Request<'a> {
     pub object_error: Option<&'a ReviewError>,
 }
 
-/// The engine's verdict on one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Not a job pod (or not an operation this endpoint acts on).
-    Skipped,
-    /// A job pod, allowed unchanged.
-    Allowed,
-    /// A job pod, allowed with a patch.
-    Patched,
-    /// Denied.
-    Denied,
-}
-
-impl Outcome {
-    /// For metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Skipped => "skipped",
-            Outcome::Allowed => "allowed",
-            Outcome::Patched => "patched",
-            Outcome::Denied => "denied",
-        }
-    }
-}
-
-/// The full result of reviewing one request.
-#[derive(Clone, Debug)]
-pub struct Decision {
-    /// What happened.
-    pub outcome: Outcome,
-    /// Whether the request was a job pod (or its binding).
-    pub matched: bool,
-    /// The profile used, when one was resolved.
-    pub profile: Option<String>,
-    /// Enforced violations (non-empty iff denied by a rule).
-    pub denials: Vec<Violation>,
-    /// Violations of rules in audit mode: reported, not enforced.
-    pub audited: Vec<Violation>,
-    /// A denial that is not a rule: the request could not be understood.
-    pub error: Option<ReviewError>,
-    /// The patch to send (enforce mode only).
-    pub patch: Vec<PatchOperation>,
-    /// Changes audit mode would have made.
-    pub would_patch: Vec<String>,
-    /// Changes made by `patch`, one line each.
-    pub changes: Vec<String>,
-}
-
-impl Decision {
-    /// A request that is not a job pod: allowed, untouched.
-    pub fn skipped() -> Self {
-        Decision {
-            outcome: Outcome::Skipped,
-            matched: false,
-            profile: None,
-            denials: Vec::new(),
-            audited: Vec::new(),
-            error: None,
-            patch: Vec::new(),
-            would_patch: Vec::new(),
-            changes: Vec::new(),
-        }
-    }
-
-    /// A request that could not be understood: denied with the error's message.
-    pub fn error(e: ReviewError) -> Self {
-        Decision {
-            outcome: Outcome::Denied,
-            error: Some(e),
-            ..Decision::skipped()
-        }
-    }
-
-    /// Whether the request is allowed.
-    pub fn allowed(&self) -> bool {
-        self.outcome != Outcome::Denied
-    }
-
-    /// The denial message shown to the user (`kubectl`, the job log).
-    pub fn message(&self) -> Option<String> {
-        if let Some(e) = &self.error {
-            return Some(format!("runner-fence: {}", Report(e)));
-        }
-        if self.denials.is_empty() {
-            return None;
-        }
-        let msgs: Vec<String> = self.denials.iter().map(ToString::to_string).collect();
-        Some(format!(
-            "runner-fence denied the job pod: {}",
-            msgs.join("; ")
-        ))
-    }
-
-    /// The rule ids of enforced denials.
-    pub fn denied_rules(&self) -> Vec<RuleId> {
-        let mut r: Vec<RuleId> = self.denials.iter().map(|v| v.rule).collect();
-        r.dedup();
-        r
-    }
-
-    /// Warnings returned to the client: what audit mode would have done.
-    pub fn warnings(&self) -> Vec<String> {
-        let mut w: Vec<String> = self
-            .audited
-            .iter()
-            .map(|v| format!("runner-fence audit: would deny: {v}"))
-            .collect();
-        if !self.would_patch.is_empty() {
-            w.push(format!(
-                "runner-fence audit: would patch: {}",
-                self.would_patch.join("; ")
-            ));
-        }
-        w
-    }
-
-    /// Audit annotations (the apiserver prefixes keys with the webhook name).
-    pub fn audit_annotations(&self) -> BTreeMap<String, String> {
-        let mut a = BTreeMap::new();
-        if !self.audited.is_empty() {
-            let msgs: Vec<String> = self.audited.iter().map(ToString::to_string).collect();
-            a.insert("would-deny".to_string(), msgs.join("; "));
-        }
-        if !self.would_patch.is_empty() {
-            a.insert("would-patch".to_string(), self.would_patch.join("; "));
-        }
-        if let Some(p) = &self.profile {
-            a.insert("profile".to_string(), p.clone());
-        }
-        a
-    }
-}
-
 /// Reviews one admission request.
 ///
 /// Scope is the namespace alone (SPEC §2): every pod, binding and ephemeral
@@ -257,9 +121,9 @@ pub fn review(
         // Both carry the whole Pod: new containers, or new resources (in-place resize).
         (true, "pods", "ephemeralcontainers" | "resize") => Target::Pod,
         // Other pod subresources (status, eviction, exec...) cannot change placement.
-        (true, "pods", _) => return Decision::skipped(),
+        (true, "pods", _) => return Decision::Skip,
         _ => {
-            return Decision::error(ReviewError::UnsupportedResource {
+            return Decision::Invalid(ReviewError::UnsupportedResource {
                 group: if core { "core" } else { req.group }.to_string(),
                 resource: req.resource.to_string(),
                 kind: req.kind.to_string(),
@@ -267,26 +131,26 @@ pub fn review(
         }
     };
     if !policy.matching.covers(req.namespace) {
-        return Decision::skipped();
+        return Decision::Skip;
     }
     if target == Target::Binding {
         return review_binding(policy, endpoint, req, nodes);
     }
     if !matches!(req.operation, Operation::Create | Operation::Update) {
-        return Decision::skipped();
+        return Decision::Skip;
     }
     if let Some(e) = req.object_error {
-        return Decision::error(e.clone());
+        return Decision::Invalid(e.clone());
     }
     let Some(pod) = req.object else {
-        return Decision::error(ReviewError::NoObject {
+        return Decision::Invalid(ReviewError::NoObject {
             operation: req.operation,
             name: req.name.to_string(),
         });
     };
     if pod.spec.is_none() {
         // Every real Pod has one; without it there is nothing to place or patch.
-        return Decision::error(ReviewError::NoSpec {
+        return Decision::Invalid(ReviewError::NoSpec {
             operation: req.operation,
             name: req.name.to_string(),
         });
@@ -314,15 +178,14 @@ pub fn review_decoded(
     ctx: Context<'_>,
 ) -> Decision {
     let profile = resolve_profile(policy, ctx.namespace, pod);
-    let mut d = Decision {
-        matched: true,
+    let findings = Findings {
         profile: Some(profile.name().to_string()),
-        ..Decision::skipped()
+        ..Findings::default()
     };
     match (endpoint, operation) {
-        (Endpoint::Mutate, Operation::Create) => mutate_step(policy, &profile, pod, ctx, &mut d),
+        (Endpoint::Mutate, Operation::Create) => mutate_step(policy, &profile, pod, ctx, findings),
         // Mutation is for CREATE only: pods are mostly immutable afterwards.
-        (Endpoint::Mutate, _) => d.outcome = Outcome::Allowed,
+        (Endpoint::Mutate, _) => Decision::Allow(findings),
         (Endpoint::Validate, op) => {
             let mut violations = if policy.mode == Mode::Audit && op == Operation::Create {
                 // Audit judges the pod as enforce mode's mutation would have left it.
@@ -331,7 +194,7 @@ pub fn review_decoded(
                         let profile = resolve_profile(policy, ctx.namespace, &mutated);
                         validate::validate_pod(policy, &profile, &mutated, ctx)
                     }
-                    Err(e) => return Decision::error(e),
+                    Err(e) => return Decision::Invalid(e),
                 }
             } else {
                 validate::validate_pod(policy, &profile, pod, ctx)
@@ -346,10 +209,9 @@ pub fn review_decoded(
                     violations.retain(|v| !before.contains(v));
                 }
             }
-            split_by_mode(policy, violations, &mut d);
+            Decision::judge(policy, findings, violations)
         }
     }
-    d
 }
 
 /// The pod's profile (SPEC §3.1): the profile label, else the first profile
@@ -369,13 +231,7 @@ pub(crate) fn resolve_profile<'a>(
                 .placement
                 .profiles
                 .iter()
-                .find(|(_, p)| {
-                    p.selector.as_ref().is_some_and(|s| {
-                        !s.is_empty()
-                            && s.requirements()
-                                .all(|r| crate::core::selector::matches_labels(labels, &r))
-                    })
-                })
+                .find(|(_, p)| p.selector.as_ref().is_some_and(|s| s.matches(labels)))
                 .map(|(n, _)| n.as_str())
         })
         .unwrap_or(&policy.placement.default);
@@ -391,32 +247,26 @@ fn mutate_step(
     profile: &ProfileRef<'_>,
     pod: &PodView,
     ctx: Context<'_>,
-    d: &mut Decision,
-) {
+    findings: Findings,
+) -> Decision {
     let ProfileRef::Known(name, prof) = profile else {
         // Unknown or not allowed here: nothing to inject; say why at once.
         let v = validate::validate_pod(policy, profile, pod, Context { nodes: None, ..ctx })
             .into_iter()
             .filter(|v| v.rule == RuleId::Placement)
             .collect();
-        split_by_mode(policy, v, d);
-        return;
+        return Decision::judge(policy, findings, v);
     };
     let m = mutate::mutate(policy, name, prof, pod);
     if m.ops.is_empty() {
-        d.outcome = Outcome::Allowed;
-        return;
+        return Decision::Allow(findings);
     }
     match policy.mode {
-        Mode::Enforce => {
-            d.outcome = Outcome::Patched;
-            d.patch = m.ops;
-            d.changes = m.changes;
-        }
-        Mode::Audit => {
-            d.outcome = Outcome::Allowed;
-            d.would_patch = m.changes;
-        }
+        Mode::Enforce => Decision::Patch(findings, m),
+        Mode::Audit => Decision::Allow(Findings {
+            would_patch: m.changes,
+            ..findings
+        }),
     }
 }
 
@@ -438,20 +288,6 @@ fn mutated_view(
     PodView::from_value(&evaluate::patched(&v, &m.ops)?)
 }
 
-fn split_by_mode(policy: &Policy, violations: Vec<Violation>, d: &mut Decision) {
-    for v in violations {
-        match policy.rule_mode(v.rule) {
-            Mode::Enforce => d.denials.push(v),
-            Mode::Audit => d.audited.push(v),
-        }
-    }
-    d.outcome = if d.denials.is_empty() {
-        Outcome::Allowed
-    } else {
-        Outcome::Denied
-    };
-}
-
 /// `pods/binding` and the legacy `bindings` resource: a Binding names the pod
 /// (`request.name`) and the node; labels are not available, so every binding
 /// in a runner namespace is checked.
@@ -462,18 +298,13 @@ fn review_binding(
     nodes: Option<&NodeSnapshot>,
 ) -> Decision {
     if req.operation != Operation::Create {
-        return Decision::skipped();
+        return Decision::Skip;
     }
-    let mut d = Decision {
-        matched: true,
-        ..Decision::skipped()
-    };
     if endpoint == Endpoint::Mutate {
-        d.outcome = Outcome::Allowed;
-        return d;
+        return Decision::Allow(Findings::default());
     }
     if let Some(e) = req.object_error {
-        return Decision::error(e.clone());
+        return Decision::Invalid(e.clone());
     }
     let target = req
         .object
@@ -481,14 +312,13 @@ fn review_binding(
         .map(|t| t.name.clone())
         .filter(|n| !n.is_empty());
     let Some(target) = target else {
-        return Decision::error(ReviewError::NoBindingTarget {
+        return Decision::Invalid(ReviewError::NoBindingTarget {
             name: req.name.to_string(),
         });
     };
-    split_by_mode(
+    Decision::judge(
         policy,
+        Findings::default(),
         validate::validate_binding(policy, &target, nodes),
-        &mut d,
-    );
-    d
+    )
 }

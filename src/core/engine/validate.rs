@@ -4,12 +4,12 @@ use std::fmt;
 
 use super::pod::{PodView, TERMS_PATH, fields_match, term_node_names, term_requirements};
 use crate::core::nodes::{NodeInfo, NodeSnapshot};
-use crate::core::selector::{Conflict, implies, matches_labels, satisfiable};
+use crate::core::selector::{Conflict, ReqRef, implies, matches_labels, satisfiable};
 use crate::core::tolerations::Tol;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
 use crate::core::policy::{
-    Operator, Policy, Profile, Requirement, ResourceName, RuleId, TaintSpec,
+    Operator, Policy, Profile, ProtectedBy, Requirement, ResourceName, RuleId, TaintSpec,
 };
 use crate::core::quantity::Quantity;
 
@@ -24,19 +24,6 @@ pub struct Violation {
     pub path: String,
     /// What is wrong, as data.
     pub cause: Cause,
-}
-
-/// Why a node counts as protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProtectedBy {
-    /// Listed in `protectedNodes.names`.
-    Name,
-    /// The node cache shows labels matching `protectedNodes`.
-    Labels,
-    /// The node cache is on but does not know the node: it may be a GitLab node
-    /// that has not registered yet (EKS node names are predictable), so a
-    /// binding to it fails closed; the scheduler retries once the cache has it.
-    Unknown,
 }
 
 /// Why a container or pod cannot run on Fargate.
@@ -467,26 +454,20 @@ pub fn validate_binding(
     out.0
 }
 
-/// Why a node is protected, if it is: the one test shared by the rules and `audit`.
-pub fn protected_node(
+/// Why the node a pod or binding names is protected, if it is. Without the
+/// node cache only its name can tell; with it, a node the cache does not know
+/// counts as protected (fail closed).
+fn protected_node(
     policy: &Policy,
     name: &str,
     nodes: Option<&NodeSnapshot>,
 ) -> Option<ProtectedBy> {
-    if policy.protected_nodes.names.iter().any(|n| n == name) {
-        return Some(ProtectedBy::Name);
+    let pn = &policy.protected_nodes;
+    match nodes.map(|n| n.get(name)) {
+        None => pn.is_protected(name, None),
+        Some(Some(node)) => pn.is_protected(name, Some(&node.labels)),
+        Some(None) => pn.is_protected(name, None).or(Some(ProtectedBy::Unknown)),
     }
-    // With a node cache, a node it does not know counts as protected (fail closed).
-    let Some(node) = nodes?.get(name) else {
-        return Some(ProtectedBy::Unknown);
-    };
-    labels_protected(policy, node).then_some(ProtectedBy::Labels)
-}
-
-/// Do a node's labels match `protectedNodes`?
-pub fn labels_protected(policy: &Policy, node: &NodeInfo) -> bool {
-    let sel = policy.protected_nodes.label_requirements();
-    !sel.is_empty() && sel.iter().all(|r| matches_labels(&node.labels, r))
 }
 
 fn selector_text(reqs: &[Requirement]) -> String {
@@ -522,21 +503,22 @@ fn alternatives(pod: &PodView) -> Vec<(String, Vec<Requirement>, Option<usize>)>
 
 fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>, out: &mut Out) {
     let before = out.0.len();
-    let protected = policy.protected_nodes.label_requirements();
+    let pn = &policy.protected_nodes;
     let alts = alternatives(pod);
     // Labels: could a node carrying the protected labels meet any alternative?
-    if !protected.is_empty() {
-        for (path, reqs, _) in &alts {
-            if satisfiable(reqs.iter().chain(&protected)).is_ok() {
-                out.push(
-                    RuleId::ProtectedNodes,
-                    path.clone(),
-                    Cause::ReachesProtectedLabels {
-                        constraints: reqs.clone(),
-                        protected: protected.clone(),
-                    },
-                );
-            }
+    for (path, reqs, _) in &alts {
+        if pn.reachable_from(reqs) {
+            out.push(
+                RuleId::ProtectedNodes,
+                path.clone(),
+                Cause::ReachesProtectedLabels {
+                    constraints: reqs.clone(),
+                    protected: pn
+                        .label_requirements()
+                        .map(ReqRef::to_requirement)
+                        .collect(),
+                },
+            );
         }
     }
     // Names: nodeName and matchFields.
@@ -572,12 +554,7 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
     // Taints: tolerations of protected taints.
     for (i, t) in spec.tolerations.iter().flatten().enumerate() {
         let tol = Tol::of(t);
-        if let Some(taint) = policy
-            .protected_nodes
-            .taints
-            .iter()
-            .find(|pt| tol.tolerates_spec(pt))
-        {
+        if let Some(taint) = pn.tolerated_taint(&tol) {
             out.push(
                 RuleId::ProtectedNodes,
                 format!("spec.tolerations[{i}]"),
@@ -596,24 +573,21 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
         return;
     }
     let tols: Vec<Tol> = spec.tolerations.iter().flatten().map(Tol::of).collect();
-    let sel = &protected;
-    let is_protected = |n: &NodeInfo| labels_protected(policy, n);
+    let is_protected = |n: &&NodeInfo| pn.is_protected(&n.name, Some(&n.labels)).is_some();
     // Protected nodes are few: reach them through the label index when the
     // selector has an `In`, and through the names list.
-    let by_label: Vec<&NodeInfo> = match sel.iter().find(|r| r.operator == Operator::In) {
+    let first_in = pn.label_requirements().find(|r| r.operator == Operator::In);
+    let by_label: Vec<&NodeInfo> = match first_in {
+        _ if !pn.has_labels() => Vec::new(),
         Some(r) => r
             .values
             .iter()
-            .flat_map(|v| nodes.with_label(&r.key, v))
-            .filter(|n| is_protected(n))
+            .flat_map(|v| nodes.with_label(r.key, v))
+            .filter(is_protected)
             .collect(),
-        None => nodes.iter().filter(|n| is_protected(n)).collect(),
+        None => nodes.iter().filter(is_protected).collect(),
     };
-    let by_name = policy
-        .protected_nodes
-        .names
-        .iter()
-        .filter_map(|n| nodes.get(n));
+    let by_name = pn.names.iter().filter_map(|n| nodes.get(n));
     let mut reachable: Vec<String> = by_label
         .into_iter()
         .chain(by_name)

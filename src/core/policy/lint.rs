@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::{Policy, ResourceName, Role, TolerationOperator};
-use crate::core::tolerations::tolerates_spec;
+use crate::core::tolerations::Tol;
 
 /// One lint finding, with the field path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,6 @@ impl fmt::Display for LintWarning {
 pub fn lint(p: &Policy) -> Vec<LintWarning> {
     let mut out = Vec::new();
     let mut warn = |path: String, message: String| out.push(LintWarning { path, message });
-    let protected = p.protected_nodes.label_requirements();
 
     for (name, prof) in &p.placement.profiles {
         let base = format!("placement.profiles.{name}");
@@ -35,12 +34,7 @@ pub fn lint(p: &Policy) -> Vec<LintWarning> {
             );
         }
         for (i, t) in prof.tolerations.iter().enumerate() {
-            if let Some(taint) = p
-                .protected_nodes
-                .taints
-                .iter()
-                .find(|pt| tolerates_spec(t, pt))
-            {
+            if let Some(taint) = p.protected_nodes.tolerated_taint(&Tol::of_spec(t)) {
                 warn(
                     format!("{base}.tolerations[{i}]"),
                     format!(
@@ -123,7 +117,7 @@ pub fn lint(p: &Policy) -> Vec<LintWarning> {
             );
         }
     }
-    if protected.is_empty() {
+    if !p.protected_nodes.has_labels() {
         warn(
             "protectedNodes".into(),
             "has no matchLabels or matchExpressions: profiles cannot be proven to exclude protected nodes by their labels, only names and taints keep pods off; add the label GitLab's nodes carry (e.g. workload: gitlab)".into(),

@@ -51,6 +51,15 @@ pub fn embedded() -> Result<Policy, LoadError> {
     parse(EMBEDDED_POLICY, EMBEDDED_NAME)
 }
 
+/// The policy `--policy` names, or the embedded reference policy: what every
+/// verb and the server load.
+pub fn load(path: Option<&Path>) -> Result<Policy, LoadError> {
+    match path {
+        Some(p) => load_file(p),
+        None => embedded(),
+    }
+}
+
 /// Reads and checks a policy file.
 pub fn load_file(path: &Path) -> Result<Policy, LoadError> {
     parse(&read_file(path)?, &path.display().to_string())
@@ -322,16 +331,10 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
                 errs.push((path, format!("{ns:?} is not within match.namespaces; a profile can only be restricted to runner namespaces")));
             }
         }
-        let protected = pn.label_requirements();
-        if !protected.is_empty()
-            && crate::core::selector::satisfiable(
-                protected.iter().chain(&prof.required_node_labels),
-            )
-            .is_ok()
-        {
-            let conflict = protected
-                .iter()
-                .map(ToString::to_string)
+        if pn.reachable_from(&prof.required_node_labels) {
+            let conflict = pn
+                .label_requirements()
+                .map(|r| r.to_string())
                 .collect::<Vec<_>>()
                 .join(", ");
             let mut path = base();

@@ -6,6 +6,7 @@
 mod lint;
 mod load;
 mod locate;
+mod protected;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,12 +15,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::core::quantity::Quantity;
+use crate::core::selector::matches_labels;
 pub use crate::core::selector::{Operator, Requirement};
 pub use crate::core::tolerations::{TaintEffect, TaintSpec, TolerationOperator, TolerationSpec};
 
 pub use lint::{LintWarning, lint};
 pub use load::{EMBEDDED_POLICY, LoadError, embedded, parse};
-pub(crate) use load::{load_file, read_file};
+pub(crate) use load::{load, load_file, read_file};
+pub use protected::{ProtectedBy, ProtectedNodes};
 
 /// `apiVersion` every policy must carry.
 pub const API_VERSION: &str = "runner-fence.dev/v1alpha1";
@@ -262,47 +265,22 @@ pub struct LabelSelector {
 }
 
 impl LabelSelector {
-    /// The selector as requirements (matchLabels first).
-    pub fn requirements(&self) -> impl Iterator<Item = Requirement> + '_ {
-        self.match_labels
-            .iter()
-            .map(|(k, v)| Requirement::equals(k, v))
-            .chain(self.match_expressions.iter().cloned())
-    }
-
     /// Whether it selects nothing at all (an empty selector would select every pod).
     pub fn is_empty(&self) -> bool {
         self.match_labels.is_empty() && self.match_expressions.is_empty()
     }
-}
 
-/// GitLab's own nodes.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ProtectedNodes {
-    /// Node names that are protected.
-    #[serde(default)]
-    pub names: Vec<String>,
-    /// Labels every protected node carries (AND-ed with `matchExpressions`).
-    #[serde(default)]
-    pub match_labels: BTreeMap<String, String>,
-    /// Label expressions every protected node satisfies.
-    #[serde(default)]
-    pub match_expressions: Vec<Requirement>,
-    /// Taints of protected nodes that job pods must not tolerate.
-    #[serde(default)]
-    pub taints: Vec<TaintSpec>,
-}
-
-impl ProtectedNodes {
-    /// The label selector of protected nodes as requirements; empty when
-    /// protection is by name and taint only.
-    pub fn label_requirements(&self) -> Vec<Requirement> {
-        self.match_labels
-            .iter()
-            .map(|(k, v)| Requirement::equals(k, v))
-            .chain(self.match_expressions.iter().cloned())
-            .collect()
+    /// Whether these labels are selected (never by an empty selector).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        !self.is_empty()
+            && self
+                .match_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+            && self
+                .match_expressions
+                .iter()
+                .all(|r| matches_labels(labels, r))
     }
 }
 
