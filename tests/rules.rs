@@ -564,3 +564,21 @@ fn a_term_that_contradicts_itself_is_named_as_such_not_as_a_profile_conflict() {
             .contains("can be met by no node")
     );
 }
+
+#[test]
+fn audit_mode_judges_a_create_as_enforce_mode_would_have_mutated_it() {
+    // A plain job pod has no placement: enforce mode's mutation would add it, so
+    // audit mode reports nothing for the CREATE.
+    let p = reference_with("mode: enforce ", "mode: audit   ");
+    let create = validate(&p, pod(json!({})), None);
+    assert!(create.allowed());
+    assert!(
+        create.audited().is_empty(),
+        "CREATE audited: {:?}",
+        create.warnings()
+    );
+    // The same pod unmutated is what enforce mode would deny: audit says so when
+    // the placement is missing from the pod as it will be stored.
+    let enforced = validate(&reference(), pod(json!({})), None);
+    assert!(!enforced.allowed());
+}
