@@ -21,7 +21,7 @@ pub enum InputError {
         #[source]
         source: std::io::Error,
     },
-    /// More than [`MAX_INPUT_BYTES`].
+    /// More than `MAX_INPUT_BYTES` (the apiserver's own request limit).
     #[error("{}: larger than {MAX_INPUT_BYTES} bytes", path.display())]
     TooLarge {
         /// The file.

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::Error;
 use crate::core::engine::pod::PodView;
-use crate::core::engine::{Operation, Request, evaluate};
+use crate::core::engine::{Evaluation, Operation, Request, evaluate};
 use crate::core::nodes::{NodeInfo, NodeSnapshot};
 use crate::core::policy::{Policy, ProtectedBy, RuleId};
 use crate::core::render::webhooks::{Gap, LiveWebhook, coverage_gaps};
@@ -197,110 +197,12 @@ pub fn analyze(
     let snapshot = NodeSnapshot::new(nodes.iter().cloned());
     let protected: Vec<ProtectedNode> = nodes
         .iter()
-        .filter_map(|n| {
-            protected_reason(policy, n).map(|reason| ProtectedNode {
-                name: n.name.clone(),
-                reason,
-                labels: n.labels.clone(),
-                taints: n
-                    .taints
-                    .iter()
-                    .map(|t| {
-                        format!(
-                            "{}={}:{}",
-                            t.key,
-                            t.value.as_deref().unwrap_or(""),
-                            t.effect
-                        )
-                    })
-                    .collect(),
-            })
-        })
+        .filter_map(|n| protected_node(policy, n))
         .collect();
-    let mut job_pods = Vec::new();
-    for pod in pods {
-        let ns = pod
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        // Every pod in a runner namespace is in scope, whatever its name or labels.
-        if !policy.matching.covers(ns) {
-            continue;
-        }
-        let Ok(meta) = PodView::from_value(pod).map(|p| p.metadata) else {
-            continue;
-        };
-        let node = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .map(String::from);
-        let on_protected = node
-            .as_ref()
-            .is_some_and(|n| protected.iter().any(|p| p.name == *n));
-        // Judge the pod as if it were created now. The scheduler's nodeName and
-        // the pod's status are not the job's doing.
-        let mut object = pod.clone();
-        if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.remove("nodeName");
-        }
-        if let Some(o) = object.as_object_mut() {
-            o.remove("status");
-        }
-        let (view, object_error) = match PodView::from_value(&object) {
-            Ok(v) => (Some(v), None),
-            Err(e) => (None, Some(e)),
-        };
-        let request = Request {
-            group: "",
-            kind: "Pod",
-            resource: "pods",
-            sub_resource: "",
-            operation: Operation::Create,
-            namespace: ns,
-            name: meta.name.as_deref().unwrap_or(""),
-            object: view.as_ref(),
-            old_object: None,
-            object_error: object_error.as_ref(),
-        };
-        let Ok(ev) = evaluate(policy, &request, &object, Some(&snapshot)) else {
-            continue;
-        };
-        // What enforce mode would deny, even when the policy is in audit mode.
-        let would_deny = !ev.allowed()
-            || !ev.validate_decision.audited().is_empty()
-            || !ev.mutate_decision.audited().is_empty();
-        let findings = [&ev.mutate_decision, &ev.validate_decision]
-            .into_iter()
-            .flat_map(|d| {
-                let enforced = d.denials().iter().map(|v| (v, true));
-                enforced.chain(d.audited().iter().map(|v| (v, false)))
-            })
-            .map(|(v, enforced)| Finding {
-                rule: v.rule,
-                enforced,
-                message: v.to_string(),
-            })
-            .collect();
-        let mut changes = ev.mutate_decision.changes().to_vec();
-        changes.extend(ev.mutate_decision.would_patch().iter().cloned());
-        job_pods.push(JobPod {
-            namespace: ns.to_string(),
-            name: meta.match_name().to_string(),
-            node,
-            on_protected_node: on_protected,
-            profile: ev.profile.clone(),
-            would_deny,
-            would_patch: !changes.is_empty(),
-            messages: ev.messages(),
-            changes,
-            uid: pod
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .map(String::from),
-            findings,
-        });
-    }
+    let mut job_pods: Vec<JobPod> = pods
+        .iter()
+        .filter_map(|pod| job_pod(policy, pod, &snapshot, &protected))
+        .collect();
     job_pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Report {
         mode: policy.mode.to_string(),
@@ -311,6 +213,124 @@ pub fn analyze(
         backstop,
         coverage_gaps: coverage_gaps(policy, &live, backstop),
     }
+}
+
+/// The node as a protected node, if it is one.
+fn protected_node(policy: &Policy, n: &NodeInfo) -> Option<ProtectedNode> {
+    protected_reason(policy, n).map(|reason| ProtectedNode {
+        name: n.name.clone(),
+        reason,
+        labels: n.labels.clone(),
+        taints: n
+            .taints
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}={}:{}",
+                    t.key,
+                    t.value.as_deref().unwrap_or(""),
+                    t.effect
+                )
+            })
+            .collect(),
+    })
+}
+
+/// A pod in a runner namespace (every one is in scope, whatever its name or
+/// labels), where it runs and what the policy would do to it if it were
+/// created now; `None` for pods elsewhere.
+fn job_pod(
+    policy: &Policy,
+    pod: &Value,
+    snapshot: &NodeSnapshot,
+    protected: &[ProtectedNode],
+) -> Option<JobPod> {
+    let ns = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !policy.matching.covers(ns) {
+        return None;
+    }
+    let meta = PodView::from_value(pod).ok()?.metadata;
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(String::from);
+    let on_protected = node
+        .as_ref()
+        .is_some_and(|n| protected.iter().any(|p| p.name == *n));
+    let ev = evaluate_as_created(policy, pod, ns, meta.name.as_deref(), snapshot)?;
+    // What enforce mode would deny, even when the policy is in audit mode.
+    let would_deny = !ev.allowed()
+        || !ev.validate_decision.audited().is_empty()
+        || !ev.mutate_decision.audited().is_empty();
+    let findings = [&ev.mutate_decision, &ev.validate_decision]
+        .into_iter()
+        .flat_map(|d| {
+            let enforced = d.denials().iter().map(|v| (v, true));
+            enforced.chain(d.audited().iter().map(|v| (v, false)))
+        })
+        .map(|(v, enforced)| Finding {
+            rule: v.rule,
+            enforced,
+            message: v.to_string(),
+        })
+        .collect();
+    let mut changes = ev.mutate_decision.changes().to_vec();
+    changes.extend(ev.mutate_decision.would_patch().iter().cloned());
+    Some(JobPod {
+        namespace: ns.to_string(),
+        name: meta.match_name().to_string(),
+        node,
+        on_protected_node: on_protected,
+        profile: ev.profile.clone(),
+        would_deny,
+        would_patch: !changes.is_empty(),
+        messages: ev.messages(),
+        changes,
+        uid: pod
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(String::from),
+        findings,
+    })
+}
+
+/// Mutate then validate the pod as a CREATE now. The scheduler's nodeName and
+/// the pod's status are not the job's doing, so they are left out.
+fn evaluate_as_created(
+    policy: &Policy,
+    pod: &Value,
+    namespace: &str,
+    name: Option<&str>,
+    snapshot: &NodeSnapshot,
+) -> Option<Evaluation> {
+    let mut object = pod.clone();
+    if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("nodeName");
+    }
+    if let Some(o) = object.as_object_mut() {
+        o.remove("status");
+    }
+    let (view, object_error) = match PodView::from_value(&object) {
+        Ok(v) => (Some(v), None),
+        Err(e) => (None, Some(e)),
+    };
+    let request = Request {
+        group: "",
+        kind: "Pod",
+        resource: "pods",
+        sub_resource: "",
+        operation: Operation::Create,
+        namespace,
+        name: name.unwrap_or(""),
+        object: view.as_ref(),
+        old_object: None,
+        object_error: object_error.as_ref(),
+    };
+    evaluate(policy, &request, &object, Some(snapshot)).ok()
 }
 
 fn is_ours(name: &str, service: Option<&str>) -> bool {

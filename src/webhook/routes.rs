@@ -14,7 +14,8 @@ use tower::limit::ConcurrencyLimit;
 
 use super::State;
 use super::metrics::{EndpointLabels, ReviewLabels, ViolationLabels};
-use crate::core::engine::Endpoint;
+use crate::core::engine::{Decision, Endpoint};
+use crate::core::policy::Mode;
 use crate::core::report::Report;
 use crate::webhook::admission;
 
@@ -162,15 +163,7 @@ fn bad(
 
 fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Response {
     let started = Instant::now();
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let is_json = ctype
-        .split(';')
-        .next()
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+    if let Err(ctype) = json_content_type(headers) {
         return bad(
             s,
             endpoint,
@@ -188,11 +181,34 @@ fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Re
             return bad(s, endpoint, StatusCode::BAD_REQUEST, e.reason(), message);
         }
     };
-    let d = &reviewed.decision;
-    let mode = match policy.mode {
-        crate::core::policy::Mode::Enforce => "enforce",
-        crate::core::policy::Mode::Audit => "audit",
-    };
+    let (rule, elapsed) = record(s, endpoint, policy.mode, &reviewed.decision, started);
+    log_review(endpoint, &reviewed, rule, elapsed);
+    let body = serde_json::to_vec(&reviewed.response).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `Ok` for `application/json` (with any parameters); else the content type sent.
+fn json_content_type(headers: &HeaderMap) -> Result<(), &str> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let is_json = ctype
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if is_json { Ok(()) } else { Err(ctype) }
+}
+
+/// Counts the review and its violations and observes its latency; returns the
+/// rule it is counted under (the first denied or audited, or `none`) and the latency.
+fn record(
+    s: &State,
+    endpoint: Endpoint,
+    mode: Mode,
+    d: &Decision,
+    started: Instant,
+) -> (&'static str, Duration) {
     let rule = d
         .denials()
         .first()
@@ -204,7 +220,7 @@ fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Re
         .get_or_create(&ReviewLabels {
             endpoint: endpoint.as_str(),
             decision: d.outcome().as_str(),
-            mode,
+            mode: mode.as_str(),
             rule,
         })
         .inc();
@@ -227,29 +243,32 @@ fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Re
             endpoint: endpoint.as_str(),
         })
         .observe(elapsed.as_secs_f64());
-    // One structured line per review. An event rather than a span: it carries
-    // the same fields and costs a fraction (this is on every admission's path).
-    let req = &reviewed.request;
-    if tracing::enabled!(tracing::Level::INFO) {
-        tracing::info!(
-            uid = req.uid(),
-            endpoint = endpoint.as_str(),
-            namespace = req.namespace(),
-            pod = %req.display_name(),
-            operation = req.operation(),
-            dry_run = req.dry_run(),
-            profile = d.profile().unwrap_or(""),
-            decision = d.outcome().as_str(),
-            rule,
-            latency_us = elapsed.as_micros() as u64,
-            patch_ops = d.patch().len(),
-            warnings = d.audited().len(),
-            message = d.message().unwrap_or_default(),
-            "review"
-        );
+    (rule, elapsed)
+}
+
+/// One structured line per review. An event rather than a span: it carries
+/// the same fields and costs a fraction (this is on every admission's path).
+fn log_review(endpoint: Endpoint, reviewed: &admission::Reviewed, rule: &str, elapsed: Duration) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
     }
-    let body = serde_json::to_vec(&reviewed.response).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    let (req, d) = (&reviewed.request, &reviewed.decision);
+    tracing::info!(
+        uid = req.uid(),
+        endpoint = endpoint.as_str(),
+        namespace = req.namespace(),
+        pod = %req.display_name(),
+        operation = req.operation(),
+        dry_run = req.dry_run(),
+        profile = d.profile().unwrap_or(""),
+        decision = d.outcome().as_str(),
+        rule,
+        latency_us = elapsed.as_micros() as u64,
+        patch_ops = d.patch().len(),
+        warnings = d.audited().len(),
+        message = d.message().unwrap_or_default(),
+        "review"
+    );
 }
 
 #[cfg(test)]

@@ -479,7 +479,7 @@ fn selector_text(reqs: &[Requirement]) -> String {
 
 /// The pod's alternatives: nodeSelector AND each live term, or the nodeSelector alone.
 /// Each is (path, requirements, term index).
-fn alternatives(pod: &PodView) -> Vec<(String, Vec<Requirement>, Option<usize>)> {
+fn alternatives(pod: &PodView) -> Vec<Alternative> {
     let ns = pod.node_selector();
     let terms = pod.required_terms();
     if terms.is_empty() {
@@ -501,12 +501,28 @@ fn alternatives(pod: &PodView) -> Vec<(String, Vec<Requirement>, Option<usize>)>
         .collect()
 }
 
+/// The alternatives of [`alternatives`]: (path, requirements, term index).
+type Alternative = (String, Vec<Requirement>, Option<usize>);
+
 fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>, out: &mut Out) {
     let before = out.0.len();
-    let pn = &policy.protected_nodes;
     let alts = alternatives(pod);
-    // Labels: could a node carrying the protected labels meet any alternative?
-    for (path, reqs, _) in &alts {
+    protected_labels(policy, &alts, out);
+    protected_names(policy, pod, nodes, out);
+    protected_taints(policy, pod, out);
+    // Live: a real protected node the pod could be scheduled on. Only when
+    // the static checks found nothing, since they already explain the denial.
+    if let Some(nodes) = nodes
+        && out.0.len() == before
+    {
+        protected_live(policy, pod, &alts, nodes, out);
+    }
+}
+
+/// Labels: could a node carrying the protected labels meet any alternative?
+fn protected_labels(policy: &Policy, alts: &[Alternative], out: &mut Out) {
+    let pn = &policy.protected_nodes;
+    for (path, reqs, _) in alts {
         if pn.reachable_from(reqs) {
             out.push(
                 RuleId::ProtectedNodes,
@@ -521,9 +537,11 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
             );
         }
     }
-    // Names: nodeName and matchFields.
-    let spec = pod.spec();
-    if let Some(node) = spec.node_name.as_deref().filter(|n| !n.is_empty())
+}
+
+/// Names: `spec.nodeName` and `matchFields` entries naming a protected node.
+fn protected_names(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>, out: &mut Out) {
+    if let Some(node) = pod.spec().node_name.as_deref().filter(|n| !n.is_empty())
         && let Some(by) = protected_node(policy, node, nodes)
     {
         out.push(
@@ -551,10 +569,13 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
             }
         }
     }
-    // Taints: tolerations of protected taints.
-    for (i, t) in spec.tolerations.iter().flatten().enumerate() {
+}
+
+/// Taints: tolerations of protected taints.
+fn protected_taints(policy: &Policy, pod: &PodView, out: &mut Out) {
+    for (i, t) in pod.spec().tolerations.iter().flatten().enumerate() {
         let tol = Tol::of(t);
-        if let Some(taint) = pn.tolerated_taint(&tol) {
+        if let Some(taint) = policy.protected_nodes.tolerated_taint(&tol) {
             out.push(
                 RuleId::ProtectedNodes,
                 format!("spec.tolerations[{i}]"),
@@ -566,13 +587,24 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
             );
         }
     }
-    // Live: a real protected node the pod could be scheduled on. Only when
-    // the static checks found nothing, since they already explain the denial.
-    let Some(nodes) = nodes else { return };
-    if out.0.len() > before {
-        return;
-    }
-    let tols: Vec<Tol> = spec.tolerations.iter().flatten().map(Tol::of).collect();
+}
+
+/// Live: the real protected nodes the pod could be scheduled on.
+fn protected_live(
+    policy: &Policy,
+    pod: &PodView,
+    alts: &[Alternative],
+    nodes: &NodeSnapshot,
+    out: &mut Out,
+) {
+    let pn = &policy.protected_nodes;
+    let tols: Vec<Tol> = pod
+        .spec()
+        .tolerations
+        .iter()
+        .flatten()
+        .map(Tol::of)
+        .collect();
     let is_protected = |n: &&NodeInfo| pn.is_protected(&n.name, Some(&n.labels)).is_some();
     // Protected nodes are few: reach them through the label index when the
     // selector has an `In`, and through the names list.
@@ -591,7 +623,7 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
     let mut reachable: Vec<String> = by_label
         .into_iter()
         .chain(by_name)
-        .filter(|n| schedulable_on(pod, &alts, &tols, n))
+        .filter(|n| schedulable_on(pod, alts, &tols, n))
         .map(|n| n.name.clone())
         .collect();
     reachable.sort_unstable();
@@ -606,12 +638,7 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
 }
 
 /// Would the scheduler accept this node for the pod (labels, fields, NoSchedule/NoExecute taints)?
-fn schedulable_on(
-    pod: &PodView,
-    alts: &[(String, Vec<Requirement>, Option<usize>)],
-    tols: &[Tol],
-    node: &NodeInfo,
-) -> bool {
+fn schedulable_on(pod: &PodView, alts: &[Alternative], tols: &[Tol], node: &NodeInfo) -> bool {
     let terms = pod.required_terms();
     let labels_ok = alts.iter().any(|(_, reqs, term)| {
         reqs.iter().all(|r| matches_labels(&node.labels, r))

@@ -4,7 +4,10 @@ use std::fmt;
 use std::path::Path;
 
 use super::locate::{Seg, format_path, locate};
-use super::{API_VERSION, KIND, Operator, Policy, Requests, TolerationOperator};
+use super::{
+    API_VERSION, KIND, LabelSelector, Operator, Policy, Profile, ProtectedNodes, Requests,
+    TolerationOperator,
+};
 
 /// The reference policy, compiled into the binary as the default.
 pub const EMBEDDED_POLICY: &str = include_str!("../../../examples/policy.yaml");
@@ -161,9 +164,43 @@ fn valid_label_value(s: &str) -> bool {
         && s.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
 }
 
+/// Load errors, each with its field path, in the order they are reported.
+type Errors = Vec<(Vec<Seg>, String)>;
+
 /// Semantic checks the type system cannot express; each with its field path.
-fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
+fn check(p: &Policy) -> Errors {
     let mut errs = Vec::new();
+    check_kind(p, &mut errs);
+    check_namespaces(p, &mut errs);
+    errs.extend(removed_exemptions(p));
+    check_protected_nodes(&p.protected_nodes, &mut errs);
+    for (i, sel) in p.fargate.selectors.iter().enumerate() {
+        if sel.namespace.is_empty() {
+            errs.push((
+                vec![
+                    key("fargate"),
+                    key("selectors"),
+                    Seg::Index(i),
+                    key("namespace"),
+                ],
+                "must name the namespace of the EKS Fargate profile selector".into(),
+            ));
+        }
+    }
+    check_placement(p, &mut errs);
+    for (name, prof) in &p.placement.profiles {
+        check_profile(p, name, prof, &mut errs);
+    }
+    for (role, req) in role_requests(&p.resources.defaults) {
+        errs.extend(negative(req, keys(&["resources", "defaults", role])));
+    }
+    if let Some(max) = &p.resources.max {
+        errs.extend(negative(max, keys(&["resources", "max"])));
+    }
+    errs
+}
+
+fn check_kind(p: &Policy, errs: &mut Errors) {
     if p.api_version != API_VERSION {
         errs.push((
             keys(&["apiVersion"]),
@@ -173,6 +210,10 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
     if p.kind != KIND {
         errs.push((keys(&["kind"]), format!("must be {KIND}, got {:?}", p.kind)));
     }
+}
+
+/// `match.namespaces`: names or `prefix*`, never covering kube-system.
+fn check_namespaces(p: &Policy, errs: &mut Errors) {
     if p.matching.namespaces.is_empty() {
         errs.push((
             keys(&["match", "namespaces"]),
@@ -200,8 +241,9 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
             ));
         }
     }
-    errs.extend(removed_exemptions(p));
-    let pn = &p.protected_nodes;
+}
+
+fn check_protected_nodes(pn: &ProtectedNodes, errs: &mut Errors) {
     if pn.names.is_empty()
         && pn.match_labels.is_empty()
         && pn.match_expressions.is_empty()
@@ -237,19 +279,10 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
             ));
         }
     }
-    for (i, sel) in p.fargate.selectors.iter().enumerate() {
-        if sel.namespace.is_empty() {
-            errs.push((
-                vec![
-                    key("fargate"),
-                    key("selectors"),
-                    Seg::Index(i),
-                    key("namespace"),
-                ],
-                "must name the namespace of the EKS Fargate profile selector".into(),
-            ));
-        }
-    }
+}
+
+/// The profile label, the profiles and the default profile.
+fn check_placement(p: &Policy, errs: &mut Errors) {
     if p.placement.profile_label.is_empty() {
         errs.push((
             keys(&["placement", "profileLabel"]),
@@ -287,105 +320,105 @@ fn check(p: &Policy) -> Vec<(Vec<Seg>, String)> {
             ),
         ));
     }
-    for (name, prof) in &p.placement.profiles {
-        let base = || vec![key("placement"), key("profiles"), key(name)];
-        if !valid_label_value(name) || name.is_empty() {
+}
+
+/// One profile: its name, selector, namespaces, requirements (which must
+/// exclude protected nodes), tolerations, labels and resource defaults.
+fn check_profile(p: &Policy, name: &str, prof: &Profile, errs: &mut Errors) {
+    let base = || vec![key("placement"), key("profiles"), key(name)];
+    if !valid_label_value(name) || name.is_empty() {
+        errs.push((
+            base(),
+            format!("profile name {name:?} is not a valid label value (pods select it by label)"),
+        ));
+    }
+    if let Some(sel) = &prof.selector {
+        let mut path = base();
+        path.push(key("selector"));
+        check_selector(sel, path, errs);
+    }
+    for (i, ns) in prof.namespaces.iter().flatten().enumerate() {
+        if !p
+            .matching
+            .namespaces
+            .iter()
+            .any(|outer| super::pattern_within(ns, outer))
+        {
+            let mut path = base();
+            path.extend([key("namespaces"), Seg::Index(i)]);
+            errs.push((path, format!("{ns:?} is not within match.namespaces; a profile can only be restricted to runner namespaces")));
+        }
+    }
+    let pn = &p.protected_nodes;
+    if pn.reachable_from(&prof.required_node_labels) {
+        let conflict = pn
+            .label_requirements()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut path = base();
+        path.push(key("requiredNodeLabels"));
+        errs.push((path, format!(
+            "do not exclude protected nodes ({conflict}): a protected node could satisfy this profile, so its pods could reach GitLab's nodes; require a label protected nodes lack (e.g. workload In [gitlab-runner]) or narrow protectedNodes (e.g. eks.amazonaws.com/compute-type NotIn [fargate])"
+        )));
+    }
+    for (i, r) in prof.required_node_labels.iter().enumerate() {
+        if let Some(m) = requirement_error(r) {
+            let mut path = base();
+            path.extend([key("requiredNodeLabels"), Seg::Index(i)]);
+            errs.push((path, m));
+        }
+    }
+    for (i, t) in prof.tolerations.iter().enumerate() {
+        let mut path = base();
+        path.extend([key("tolerations"), Seg::Index(i)]);
+        let exists = t.operator == Some(TolerationOperator::Exists);
+        if exists && t.value.as_deref().is_some_and(|v| !v.is_empty()) {
+            errs.push((path, "operator Exists takes no value".into()));
+        } else if !exists && t.key.as_deref().unwrap_or("").is_empty() {
+            errs.push((path, "operator Equal needs a key".into()));
+        }
+    }
+    for (k, v) in &prof.pod_labels {
+        if k.is_empty() || !valid_label_value(v) {
+            let mut path = base();
+            path.extend([key("podLabels"), key(k)]);
+            errs.push((path, format!("{k:?}: {v:?} is not a valid label")));
+        }
+    }
+    if let Some(r) = &prof.resources {
+        for (role, req) in role_requests(&r.defaults) {
+            let mut path = base();
+            path.extend([key("resources"), key("defaults"), key(role)]);
+            errs.extend(negative(req, path));
+        }
+    }
+}
+
+/// A profile's label selector (on pod labels: no Gt/Lt, never empty).
+fn check_selector(sel: &LabelSelector, path: Vec<Seg>, errs: &mut Errors) {
+    if sel.is_empty() {
+        errs.push((path.clone(), "is empty and would select every pod; give matchLabels or matchExpressions, or remove it".into()));
+    }
+    for (i, r) in sel.match_expressions.iter().enumerate() {
+        let mut path = path.clone();
+        path.extend([key("matchExpressions"), Seg::Index(i)]);
+        if matches!(r.operator, Operator::Gt | Operator::Lt) {
             errs.push((
-                base(),
+                path,
                 format!(
-                    "profile name {name:?} is not a valid label value (pods select it by label)"
+                    "operator {} is not allowed in a label selector",
+                    r.operator.as_str()
                 ),
             ));
-        }
-        if let Some(sel) = &prof.selector {
-            if sel.is_empty() {
-                let mut path = base();
-                path.push(key("selector"));
-                errs.push((path, "is empty and would select every pod; give matchLabels or matchExpressions, or remove it".into()));
-            }
-            for (i, r) in sel.match_expressions.iter().enumerate() {
-                let mut path = base();
-                path.extend([key("selector"), key("matchExpressions"), Seg::Index(i)]);
-                if matches!(r.operator, Operator::Gt | Operator::Lt) {
-                    errs.push((
-                        path,
-                        format!(
-                            "operator {} is not allowed in a label selector",
-                            r.operator.as_str()
-                        ),
-                    ));
-                } else if let Some(m) = requirement_error(r) {
-                    errs.push((path, m));
-                }
-            }
-        }
-        for (i, ns) in prof.namespaces.iter().flatten().enumerate() {
-            if !p
-                .matching
-                .namespaces
-                .iter()
-                .any(|outer| super::pattern_within(ns, outer))
-            {
-                let mut path = base();
-                path.extend([key("namespaces"), Seg::Index(i)]);
-                errs.push((path, format!("{ns:?} is not within match.namespaces; a profile can only be restricted to runner namespaces")));
-            }
-        }
-        if pn.reachable_from(&prof.required_node_labels) {
-            let conflict = pn
-                .label_requirements()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut path = base();
-            path.push(key("requiredNodeLabels"));
-            errs.push((path, format!(
-                "do not exclude protected nodes ({conflict}): a protected node could satisfy this profile, so its pods could reach GitLab's nodes; require a label protected nodes lack (e.g. workload In [gitlab-runner]) or narrow protectedNodes (e.g. eks.amazonaws.com/compute-type NotIn [fargate])"
-            )));
-        }
-        for (i, r) in prof.required_node_labels.iter().enumerate() {
-            if let Some(m) = requirement_error(r) {
-                let mut path = base();
-                path.extend([key("requiredNodeLabels"), Seg::Index(i)]);
-                errs.push((path, m));
-            }
-        }
-        for (i, t) in prof.tolerations.iter().enumerate() {
-            let mut path = base();
-            path.extend([key("tolerations"), Seg::Index(i)]);
-            let exists = t.operator == Some(TolerationOperator::Exists);
-            if exists && t.value.as_deref().is_some_and(|v| !v.is_empty()) {
-                errs.push((path, "operator Exists takes no value".into()));
-            } else if !exists && t.key.as_deref().unwrap_or("").is_empty() {
-                errs.push((path, "operator Equal needs a key".into()));
-            }
-        }
-        for (k, v) in &prof.pod_labels {
-            if k.is_empty() || !valid_label_value(v) {
-                let mut path = base();
-                path.extend([key("podLabels"), key(k)]);
-                errs.push((path, format!("{k:?}: {v:?} is not a valid label")));
-            }
-        }
-        if let Some(r) = &prof.resources {
-            for (role, req) in role_requests(&r.defaults) {
-                let mut path = base();
-                path.extend([key("resources"), key("defaults"), key(role)]);
-                errs.extend(negative(req, path));
-            }
+        } else if let Some(m) = requirement_error(r) {
+            errs.push((path, m));
         }
     }
-    for (role, req) in role_requests(&p.resources.defaults) {
-        errs.extend(negative(req, keys(&["resources", "defaults", role])));
-    }
-    if let Some(max) = &p.resources.max {
-        errs.extend(negative(max, keys(&["resources", "max"])));
-    }
-    errs
 }
 
 /// The old exemption fields: each is now a load error that says what to write instead.
-fn removed_exemptions(p: &Policy) -> Vec<(Vec<Seg>, String)> {
+fn removed_exemptions(p: &Policy) -> Errors {
     let m = &p.matching;
     let mut errs = Vec::new();
     let fenced = "every pod in match.namespaces is fenced, whatever its name or labels (an attacker writes both)";
@@ -422,7 +455,7 @@ fn role_requests(d: &super::RoleDefaults) -> Vec<(&'static str, &Requests)> {
     .collect()
 }
 
-fn negative(r: &Requests, path: Vec<Seg>) -> Vec<(Vec<Seg>, String)> {
+fn negative(r: &Requests, path: Vec<Seg>) -> Errors {
     [("cpu", &r.cpu), ("memory", &r.memory)]
         .into_iter()
         .filter_map(|(n, q)| {

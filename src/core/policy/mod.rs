@@ -82,12 +82,19 @@ pub enum Mode {
     Audit,
 }
 
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Mode {
+    /// The mode as written in policies, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Mode::Enforce => "enforce",
             Mode::Audit => "audit",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -6,7 +6,7 @@
 use toml::{Table, Value};
 
 use super::webhooks::RenderError;
-use crate::core::policy::{Policy, ResourceName, Role, TolerationOperator};
+use crate::core::policy::{Policy, Profile, Requirement, ResourceName, Role, TolerationOperator};
 
 /// Renders the fragment for one profile (the default one when `profile` is None).
 pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, RenderError> {
@@ -28,87 +28,17 @@ pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, R
     {
         k.insert("namespace".into(), Value::String(first.clone()));
     }
-    // build -> cpu_request, helper (and init-permissions) -> helper_*, services -> service_*.
-    for (role, prefix) in [
-        (Role::Build, ""),
-        (Role::Helper, "helper_"),
-        (Role::Service, "service_"),
-    ] {
-        for res in ResourceName::ALL {
-            if let Some(q) = policy.default_request(prof, role, res) {
-                k.insert(
-                    format!("{prefix}{}_request", res.as_str()),
-                    Value::String(q.as_str().into()),
-                );
-            }
-        }
-    }
-    let mut labels = Table::new();
-    if name != policy.placement.default {
-        labels.insert(
-            policy.placement.profile_label.clone(),
-            Value::String(name.into()),
-        );
-    }
-    // The labels of the profile's selector choose it too; podLabels are injected anyway.
-    for (key, v) in prof
-        .selector
-        .iter()
-        .flat_map(|s| &s.match_labels)
-        .chain(&prof.pod_labels)
-    {
-        labels.insert(key.clone(), Value::String(v.clone()));
-    }
+    k.extend(requests(policy, prof));
+    let labels = pod_labels(policy, name, prof);
     if !labels.is_empty() {
         k.insert("pod_labels".into(), Value::Table(labels));
     }
-    let mut tolerations = Table::new();
-    for t in &prof.tolerations {
-        // The runner's map form: "key=value" = "effect"; a bare key is Exists.
-        let key = t.key.clone().unwrap_or_default();
-        let entry = match (t.operator, &t.value) {
-            (Some(TolerationOperator::Exists), _) => key,
-            (_, Some(v)) => format!("{key}={v}"),
-            (_, None) => format!("{key}="),
-        };
-        let effect = t.effect.map(|e| e.as_str()).unwrap_or("");
-        tolerations.insert(entry, Value::String(effect.into()));
-    }
+    let tolerations = node_tolerations(prof);
     if !tolerations.is_empty() {
         k.insert("node_tolerations".into(), Value::Table(tolerations));
     }
     if !prof.required_node_labels.is_empty() {
-        let exprs: Vec<Value> = prof
-            .required_node_labels
-            .iter()
-            .map(|r| {
-                let mut e = Table::new();
-                e.insert("key".into(), Value::String(r.key.clone()));
-                e.insert("operator".into(), Value::String(r.operator.as_str().into()));
-                if !r.values.is_empty() {
-                    e.insert(
-                        "values".into(),
-                        Value::Array(r.values.iter().cloned().map(Value::String).collect()),
-                    );
-                }
-                Value::Table(e)
-            })
-            .collect();
-        let mut term = Table::new();
-        term.insert("match_expressions".into(), Value::Array(exprs));
-        let mut required = Table::new();
-        required.insert(
-            "node_selector_terms".into(),
-            Value::Array(vec![Value::Table(term)]),
-        );
-        let mut node_affinity = Table::new();
-        node_affinity.insert(
-            "required_during_scheduling_ignored_during_execution".into(),
-            Value::Table(required),
-        );
-        let mut affinity = Table::new();
-        affinity.insert("node_affinity".into(), Value::Table(node_affinity));
-        k.insert("affinity".into(), Value::Table(affinity));
+        k.insert("affinity".into(), affinity(&prof.required_node_labels));
     }
     let mut runners = Table::new();
     runners.insert("kubernetes".into(), Value::Table(k));
@@ -127,6 +57,98 @@ pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, R
     }
     out.push_str(&body);
     Ok(out)
+}
+
+/// build -> cpu_request, helper (and init-permissions) -> helper_*, services -> service_*.
+fn requests(policy: &Policy, prof: &Profile) -> Table {
+    let mut k = Table::new();
+    for (role, prefix) in [
+        (Role::Build, ""),
+        (Role::Helper, "helper_"),
+        (Role::Service, "service_"),
+    ] {
+        for res in ResourceName::ALL {
+            if let Some(q) = policy.default_request(prof, role, res) {
+                k.insert(
+                    format!("{prefix}{}_request", res.as_str()),
+                    Value::String(q.as_str().into()),
+                );
+            }
+        }
+    }
+    k
+}
+
+/// The profile label (unless it is the default profile), the labels of the
+/// profile's selector (they choose it too) and its podLabels (injected anyway).
+fn pod_labels(policy: &Policy, name: &str, prof: &Profile) -> Table {
+    let mut labels = Table::new();
+    if name != policy.placement.default {
+        labels.insert(
+            policy.placement.profile_label.clone(),
+            Value::String(name.into()),
+        );
+    }
+    for (key, v) in prof
+        .selector
+        .iter()
+        .flat_map(|s| &s.match_labels)
+        .chain(&prof.pod_labels)
+    {
+        labels.insert(key.clone(), Value::String(v.clone()));
+    }
+    labels
+}
+
+/// The runner's map form: "key=value" = "effect"; a bare key is Exists.
+fn node_tolerations(prof: &Profile) -> Table {
+    let mut tolerations = Table::new();
+    for t in &prof.tolerations {
+        let key = t.key.clone().unwrap_or_default();
+        let entry = match (t.operator, &t.value) {
+            (Some(TolerationOperator::Exists), _) => key,
+            (_, Some(v)) => format!("{key}={v}"),
+            (_, None) => format!("{key}="),
+        };
+        let effect = t.effect.map(|e| e.as_str()).unwrap_or("");
+        tolerations.insert(entry, Value::String(effect.into()));
+    }
+    tolerations
+}
+
+/// `affinity.node_affinity.required_during_scheduling_ignored_during_execution`
+/// with one term requiring `required`.
+fn affinity(required: &[Requirement]) -> Value {
+    let exprs: Vec<Value> = required
+        .iter()
+        .map(|r| {
+            let mut e = Table::new();
+            e.insert("key".into(), Value::String(r.key.clone()));
+            e.insert("operator".into(), Value::String(r.operator.as_str().into()));
+            if !r.values.is_empty() {
+                e.insert(
+                    "values".into(),
+                    Value::Array(r.values.iter().cloned().map(Value::String).collect()),
+                );
+            }
+            Value::Table(e)
+        })
+        .collect();
+    let mut term = Table::new();
+    term.insert("match_expressions".into(), Value::Array(exprs));
+    let mut required = Table::new();
+    required.insert(
+        "node_selector_terms".into(),
+        Value::Array(vec![Value::Table(term)]),
+    );
+    let mut node_affinity = Table::new();
+    node_affinity.insert(
+        "required_during_scheduling_ignored_during_execution".into(),
+        Value::Table(required),
+    );
+    let mut affinity = Table::new();
+    affinity.insert("node_affinity".into(), Value::Table(node_affinity));
+    Value::Table(affinity)
 }
 
 #[cfg(test)]
