@@ -75,12 +75,8 @@ impl Quantity {
                 if !(-9..=18).contains(&e) {
                     return Err(err("exponent out of range"));
                 }
-                if e >= -9 {
-                    let shift = e + 9;
-                    (10i128.pow(shift as u32), 1)
-                } else {
-                    (1, 10i128.pow((-9 - e) as u32))
-                }
+                // e >= -9 here, so the multiplier is a whole number of nano-units.
+                (10i128.pow((e + 9).unsigned_abs()), 1)
             }
             _ => return Err(err("unknown suffix")),
         };
@@ -221,6 +217,14 @@ mod tests {
     #[case("2", "2.0001", Ordering::Less)]
     fn compares_like_kubernetes(#[case] a: &str, #[case] b: &str, #[case] want: Ordering) {
         assert_eq!(q(a).cmp(&q(b)), want, "{a} vs {b}");
+    }
+
+    #[test]
+    fn equal_means_the_same_amount() {
+        assert_eq!(q("1"), q("1000m"));
+        assert_eq!(q("1Ki"), q("1024"));
+        assert_ne!(q("1"), q("2"));
+        assert_ne!(q("1k"), q("1Ki"));
     }
 
     #[rstest]
