@@ -430,3 +430,23 @@ fn output_into_a_closed_pipe_does_not_panic(#[case] args: &[&str]) {
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     assert_ne!(out.status.code(), Some(101));
 }
+
+#[test]
+fn a_pod_document_without_metadata_is_evaluated_like_the_apiserver_would_send_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("pod.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Pod\nspec:\n  containers: [{name: build, image: alpine}]\n",
+    )
+    .expect("write");
+    let out = run(&["eval", &f.display().to_string()]);
+    assert!(
+        !stdout(&out).contains("patch does not apply")
+            && !stderr(&out).contains("patch does not apply"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("patch:"), "{}", stdout(&out));
+}

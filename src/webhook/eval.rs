@@ -99,8 +99,13 @@ pub fn to_review(
                 .unwrap_or("")
                 .to_string();
             let mut pod = doc;
-            if let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.insert("namespace".into(), json!(ns));
+            // The apiserver always sends metadata with the namespace set; a Pod
+            // document written without any gets what the apiserver would add.
+            if let Some(obj) = pod.as_object_mut() {
+                let meta = obj.entry("metadata").or_insert_with(|| json!({}));
+                if let Some(meta) = meta.as_object_mut() {
+                    meta.insert("namespace".into(), json!(ns));
+                }
             }
             let old = if operation == Operation::Update {
                 pod.clone()
