@@ -250,7 +250,7 @@ where
 }
 
 /// The requirement met by exactly the nodes that do not meet `r`, where one exists.
-fn negate(r: ReqRef<'_>) -> Option<ReqRef<'_>> {
+pub(crate) fn negate(r: ReqRef<'_>) -> Option<ReqRef<'_>> {
     let operator = match r.operator {
         Operator::In => Operator::NotIn,
         Operator::NotIn => Operator::In,

@@ -9,6 +9,7 @@
 use serde_json::{Value, json};
 
 use crate::core::policy::{Operator, Policy, Requirement};
+use crate::core::selector;
 
 /// More terms than this is a policy whose negation the scheduler would
 /// evaluate slowly and nobody could read; write `affinity` by hand instead.
@@ -24,64 +25,50 @@ pub enum PlacementError {
     TooManyTerms(usize),
 }
 
-/// A nodeSelectorRequirement as JSON.
-fn req(key: &str, operator: &str, values: &[String]) -> Value {
-    if values.is_empty() {
-        json!({"key": key, "operator": operator})
-    } else {
-        json!({"key": key, "operator": operator, "values": values})
+/// A nodeSelectorRequirement as JSON (no `values` for Exists/DoesNotExist).
+fn to_json(r: &Requirement) -> Value {
+    let mut v = json!({"key": r.key, "operator": r.operator});
+    if !r.values.is_empty() {
+        v["values"] = json!(r.values);
+    }
+    v
+}
+
+fn requirement(key: &str, operator: Operator, values: Vec<String>) -> Requirement {
+    Requirement {
+        key: key.to_string(),
+        operator,
+        values,
     }
 }
 
-/// Requirements each of which alone excludes every node `r` matches (a subset
-/// of "not r" where the exact negation cannot be written, as for Gt/Lt).
-fn negations(r: &Requirement) -> Vec<Value> {
-    let int = |d: i64| {
-        r.values
-            .first()
-            .and_then(|v| v.parse::<i64>().ok())
-            .and_then(|n| n.checked_add(d))
-            .map(|n| vec![n.to_string()])
+/// Requirements each of which alone excludes every node `r` matches: the
+/// exact negation where one exists, else (Gt/Lt) a subset of "not r".
+fn negations(r: &Requirement) -> Vec<Requirement> {
+    if let Some(n) = selector::negate(r.into()) {
+        return vec![requirement(n.key, n.operator, n.values.to_vec())];
+    }
+    // Not greater than n: absent, or less than n + 1 (and the mirror for Lt).
+    let (bound, delta) = match r.operator {
+        Operator::Gt => (Operator::Lt, 1),
+        _ => (Operator::Gt, -1),
     };
-    match r.operator {
-        Operator::In => vec![req(&r.key, "NotIn", &r.values)],
-        Operator::NotIn => vec![req(&r.key, "In", &r.values)],
-        Operator::Exists => vec![req(&r.key, "DoesNotExist", &[])],
-        Operator::DoesNotExist => vec![req(&r.key, "Exists", &[])],
-        // Not greater than n: absent, or less than n + 1.
-        Operator::Gt => std::iter::once(req(&r.key, "DoesNotExist", &[]))
-            .chain(int(1).map(|v| req(&r.key, "Lt", &v)))
-            .collect(),
-        Operator::Lt => std::iter::once(req(&r.key, "DoesNotExist", &[]))
-            .chain(int(-1).map(|v| req(&r.key, "Gt", &v)))
-            .collect(),
-    }
-}
-
-/// True when a term cannot match any node (`k In [a]` with `k NotIn [a]`, ...).
-fn contradicts(term: &[Value]) -> bool {
-    term.iter().any(|a| {
-        term.iter().any(|b| {
-            a["key"] == b["key"]
-                && match (a["operator"].as_str(), b["operator"].as_str()) {
-                    (Some("Exists"), Some("DoesNotExist")) => true,
-                    (Some("In"), Some("DoesNotExist")) => true,
-                    (Some("In"), Some("NotIn")) => a["values"].as_array().is_some_and(|vs| {
-                        vs.iter()
-                            .all(|v| b["values"].as_array().is_some_and(|n| n.contains(v)))
-                    }),
-                    _ => false,
-                }
-        })
-    })
+    let shifted = r
+        .values
+        .first()
+        .and_then(|v| v.parse::<i64>().ok())
+        .and_then(|n| n.checked_add(delta));
+    std::iter::once(requirement(&r.key, Operator::DoesNotExist, vec![]))
+        .chain(shifted.map(|n| requirement(&r.key, bound, vec![n.to_string()])))
+        .collect()
 }
 
 /// The webhook Deployment's `nodeAffinity`: required terms no profile's nodes match.
 pub fn webhook_node_affinity(policy: &Policy) -> Result<Value, PlacementError> {
-    let mut terms: Vec<Vec<Value>> = vec![Vec::new()];
+    let mut terms: Vec<Vec<Requirement>> = vec![Vec::new()];
     for profile in policy.placement.profiles.values() {
         // A node escapes this profile when it fails any one of its requirements.
-        let escapes: Vec<Value> = profile
+        let escapes: Vec<Requirement> = profile
             .required_node_labels
             .iter()
             .flat_map(negations)
@@ -97,19 +84,19 @@ pub fn webhook_node_affinity(policy: &Policy) -> Result<Value, PlacementError> {
                     t
                 })
             })
-            .filter(|t| !contradicts(t))
+            .filter(|t| selector::satisfiable(t).is_ok())
             .collect();
         if terms.len() > MAX_TERMS {
             return Err(PlacementError::TooManyTerms(terms.len()));
         }
     }
     let base = [
-        req(
+        requirement(
             "eks.amazonaws.com/compute-type",
-            "NotIn",
-            &["fargate".to_string()],
+            Operator::NotIn,
+            vec!["fargate".to_string()],
         ),
-        req("kubernetes.io/os", "In", &["linux".to_string()]),
+        requirement("kubernetes.io/os", Operator::In, vec!["linux".to_string()]),
     ];
     let terms: Vec<Value> = terms
         .into_iter()
@@ -119,13 +106,10 @@ pub fn webhook_node_affinity(policy: &Policy) -> Result<Value, PlacementError> {
                     t.push(b.clone());
                 }
             }
-            json!({"matchExpressions": t})
+            t
         })
-        .filter(|t| {
-            t["matchExpressions"]
-                .as_array()
-                .is_some_and(|e| !contradicts(e))
-        })
+        .filter(|t| selector::satisfiable(t).is_ok())
+        .map(|t| json!({"matchExpressions": t.iter().map(to_json).collect::<Vec<_>>()}))
         .collect();
     Ok(json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}))
 }
@@ -182,17 +166,19 @@ mod tests {
 
     #[test]
     fn terms_that_cannot_match_are_dropped() {
-        assert!(contradicts(&[
-            req("k", "In", &["a".into()]),
-            req("k", "NotIn", &["a".into(), "b".into()]),
-        ]));
-        assert!(!contradicts(&[
-            req("k", "In", &["a".into(), "c".into()]),
-            req("k", "NotIn", &["a".into()]),
-        ]));
-        assert!(contradicts(&[
-            req("k", "Exists", &[]),
-            req("k", "DoesNotExist", &[]),
-        ]));
+        // The escape `compute-type In [fargate]` contradicts "not Fargate": only
+        // the other way out of the profile is left.
+        let p = policy_with(
+            "  profiles:\n    runner-nodes:\n      requiredNodeLabels:\n        - {key: workload, operator: In, values: [gitlab-runner]}\n        - {key: eks.amazonaws.com/compute-type, operator: NotIn, values: [fargate]}\n      tolerations:\n        - {key: workload, operator: Equal, value: gitlab-runner, effect: NoSchedule}\n",
+        );
+        let a = webhook_node_affinity(&p).unwrap_or_default();
+        assert_eq!(
+            a["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
+            json!([{"matchExpressions": [
+                {"key": "workload", "operator": "NotIn", "values": ["gitlab-runner"]},
+                {"key": "eks.amazonaws.com/compute-type", "operator": "NotIn", "values": ["fargate"]},
+                {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+            ]}])
+        );
     }
 }
