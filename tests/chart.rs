@@ -143,7 +143,7 @@ fn the_shipped_reference_values_are_generated_from_the_reference_policy() {
     // Regenerate with: cargo run -- render helm-values > charts/runner-fence/files/reference-values.yaml
     let want = helm_values::render(
         runner_fence::core::policy::EMBEDDED_POLICY,
-        "the embedded reference policy",
+        "<embedded reference policy>",
         &helm_values::Target {
             namespace: "runner-fence".into(),
             service: "runner-fence".into(),

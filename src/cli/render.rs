@@ -121,15 +121,8 @@ fn render_helm_values(
     namespace: String,
     service: String,
 ) -> Result<ExitCode, Error> {
-    use crate::core::policy as p;
     use crate::core::render::helm_values::{Target, render};
-    let (text, file) = match policy {
-        Some(path) => (p::read_file(path)?, path.display().to_string()),
-        None => (
-            p::EMBEDDED_POLICY.to_string(),
-            "the embedded reference policy".to_string(),
-        ),
-    };
+    let (text, file) = crate::core::policy::source(policy)?;
     out!("{}", render(&text, &file, &Target { namespace, service })?);
     ok()
 }

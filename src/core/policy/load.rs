@@ -57,9 +57,17 @@ pub fn embedded() -> Result<Policy, LoadError> {
 /// The policy `--policy` names, or the embedded reference policy: what every
 /// verb and the server load.
 pub fn load(path: Option<&Path>) -> Result<Policy, LoadError> {
+    let (text, name) = source(path)?;
+    parse(&text, &name)
+}
+
+/// The text of the policy `--policy` names, or of the embedded reference
+/// policy, with the name errors give it; for what needs the policy as written
+/// (`render helm-values`).
+pub fn source(path: Option<&Path>) -> Result<(String, String), LoadError> {
     match path {
-        Some(p) => load_file(p),
-        None => embedded(),
+        Some(p) => Ok((read_file(p)?, p.display().to_string())),
+        None => Ok((EMBEDDED_POLICY.to_string(), EMBEDDED_NAME.to_string())),
     }
 }
 
@@ -69,7 +77,7 @@ pub fn load_file(path: &Path) -> Result<Policy, LoadError> {
 }
 
 /// Reads a policy file's text (size and UTF-8 checked), without parsing it.
-pub fn read_file(path: &Path) -> Result<String, LoadError> {
+fn read_file(path: &Path) -> Result<String, LoadError> {
     let file = path.display().to_string();
     let io_err = |message: String| LoadError {
         file: file.clone(),

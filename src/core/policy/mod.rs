@@ -21,7 +21,7 @@ pub use crate::core::tolerations::{TaintEffect, TaintSpec, TolerationOperator, T
 
 pub use lint::{LintWarning, lint};
 pub use load::{EMBEDDED_POLICY, LoadError, embedded, parse};
-pub(crate) use load::{load, load_file, read_file};
+pub(crate) use load::{load, load_file, source};
 pub use protected::{ProtectedBy, ProtectedNodes};
 
 /// `apiVersion` every policy must carry.
