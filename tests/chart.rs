@@ -32,17 +32,7 @@ fn helm() -> &'static Path {
         if let Ok(p) = std::env::var("RUNNER_FENCE_HELM") {
             return PathBuf::from(p);
         }
-        let out = Command::new("bash")
-            .arg(root().join("scripts/tools/helm.sh"))
-            .output()
-            .expect("run scripts/tools/helm.sh");
-        assert!(
-            out.status.success(),
-            "building Helm failed (scripts/tools/helm.sh needs Go and the Go module proxy):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        PathBuf::from(stdout.lines().last().expect("helm path").trim())
+        common::cached_tool("scripts/tools/helm.sh")
     })
 }
 

@@ -1330,21 +1330,6 @@ fn generate_certs(out: &Path, namespace: &str, sans: &[&str]) -> PathBuf {
     out.to_path_buf()
 }
 
-/// Last stdout line of a cache-building script under scripts/tools (a path).
-fn tool(script: &str) -> PathBuf {
-    let out = Command::new("bash")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(script))
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(stdout.lines().last().expect("a path").trim())
-}
-
 /// The Helm chart on the real apiserver: every object of every option set is
 /// accepted by a server-side dry-run apply (schemas, CEL compilation of the
 /// backstop, admission), in a namespace that enforces the restricted Pod Security
@@ -1353,8 +1338,8 @@ fn tool(script: &str) -> PathBuf {
 #[ignore = "needs the loopback control plane: run bash scripts/e2e.sh"]
 async fn the_chart_is_accepted_by_the_apiserver() {
     const CHART_NS: &str = "rf-chart";
-    let helm = tool("scripts/tools/helm.sh");
-    let crds = tool("scripts/tools/crds.sh");
+    let helm = common::cached_tool("scripts/tools/helm.sh");
+    let crds = common::cached_tool("scripts/tools/crds.sh");
     // cert-manager's and the Prometheus Operator's CRDs, so their objects are checked too.
     kubectl_ok(
         &["apply", "--server-side", "-f", &crds.display().to_string()],

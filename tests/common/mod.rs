@@ -6,6 +6,22 @@ use std::path::PathBuf;
 use runner_fence::core::policy::{self, Policy};
 use serde_json::Value;
 
+/// A tool a `scripts/tools/*.sh` script builds once per machine and caches
+/// (Helm, the CRDs): the path it prints on its last line.
+pub fn cached_tool(script: &str) -> PathBuf {
+    let out = std::process::Command::new("bash")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(script))
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed (the tools are built from the Go module proxy, so it needs Go):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(stdout.lines().last().expect("a path").trim())
+}
+
 /// Path of a file under `tests/data`.
 pub fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
