@@ -180,23 +180,28 @@ fn check_numbers(v: &Value, file: &str, path: &mut String) -> Result<(), HelmVal
                 })
             }
         }
-        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
-            let len = path.len();
-            path.push('/');
-            path.push_str(k);
-            let r = check_numbers(v, file, path);
-            path.truncate(len);
-            r
-        }),
-        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, v)| {
-            let len = path.len();
-            path.push_str(&format!("/{i}"));
-            let r = check_numbers(v, file, path);
-            path.truncate(len);
-            r
-        }),
+        Value::Object(map) => map
+            .iter()
+            .try_for_each(|(k, v)| below(path, k, |path| check_numbers(v, file, path))),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| below(path, i, |path| check_numbers(v, file, path))),
         _ => Ok(()),
     }
+}
+
+/// Runs `f` with `/segment` appended to `path`, then restores it.
+fn below<T>(
+    path: &mut String,
+    segment: impl std::fmt::Display,
+    f: impl FnOnce(&mut String) -> T,
+) -> T {
+    let len = path.len();
+    path.push_str(&format!("/{segment}"));
+    let r = f(path);
+    path.truncate(len);
+    r
 }
 
 /// JSON exactly as Go's `encoding/json` (Helm's `toJson`) writes it: keys
@@ -210,10 +215,6 @@ pub fn go_json(v: &Value, indent: Option<usize>) -> String {
 }
 
 fn write_go_json(v: &Value, indent: Option<usize>, out: &mut String) {
-    let newline = |out: &mut String, depth: usize| {
-        out.push('\n');
-        out.push_str(&"  ".repeat(depth));
-    };
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -227,48 +228,50 @@ fn write_go_json(v: &Value, indent: Option<usize>, out: &mut String) {
             _ => out.push_str(&n.to_string()),
         },
         Value::String(s) => write_go_string(s, indent.is_some(), out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                if let Some(d) = indent {
-                    newline(out, d + 1);
-                }
-                write_go_json(item, indent.map(|d| d + 1), out);
-            }
-            if let (Some(d), false) = (indent, items.is_empty()) {
-                newline(out, d);
-            }
-            out.push(']');
-        }
+        Value::Array(items) => write_seq(('[', ']'), items.iter(), indent, out, |item, d, out| {
+            write_go_json(item, d, out)
+        }),
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                if let Some(d) = indent {
-                    newline(out, d + 1);
-                }
+            write_seq(('{', '}'), keys.into_iter(), indent, out, |k, d, out| {
                 write_go_string(k, indent.is_some(), out);
-                out.push(':');
-                if indent.is_some() {
-                    out.push(' ');
+                out.push_str(if indent.is_some() { ": " } else { ":" });
+                if let Some(item) = map.get(k) {
+                    write_go_json(item, d, out);
                 }
-                if let Some(item) = map.get(*k) {
-                    write_go_json(item, indent.map(|d| d + 1), out);
-                }
-            }
-            if let (Some(d), false) = (indent, map.is_empty()) {
-                newline(out, d);
-            }
-            out.push('}');
+            })
         }
     }
+}
+
+/// `open item,item close`; pretty-printed one item a line when `indent` is set.
+fn write_seq<T>(
+    (open, close): (char, char),
+    items: impl ExactSizeIterator<Item = T>,
+    indent: Option<usize>,
+    out: &mut String,
+    mut item: impl FnMut(T, Option<usize>, &mut String),
+) {
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.push_str(&"  ".repeat(depth));
+    };
+    let empty = items.len() == 0;
+    out.push(open);
+    for (i, it) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if let Some(d) = indent {
+            newline(out, d + 1);
+        }
+        item(it, indent.map(|d| d + 1), out);
+    }
+    if let (Some(d), false) = (indent, empty) {
+        newline(out, d);
+    }
+    out.push(close);
 }
 
 /// `yaml`: also escape what YAML does not allow raw (C1 controls, NEL, which it
