@@ -147,3 +147,43 @@ fn the_kustomize_deployment_stays_off_the_nodes_the_policy_derives() {
     assert!(!terms(&want).is_empty());
     assert_eq!(terms(have), terms(&want));
 }
+
+#[test]
+fn the_shipped_crd_is_generated_from_the_policy_model() {
+    // Regenerate with: cargo run -- render crd > manifests/base/crd.yaml (and the chart's copy)
+    let want = runner_fence::core::render::crd::render_yaml().expect("render");
+    for file in [
+        "manifests/base/crd.yaml",
+        "charts/runner-fence/crds/runnerfencepolicies.runner-fence.dev.yaml",
+    ] {
+        assert!(
+            read(file) == want,
+            "{file} differs from `runner-fence render crd`; regenerate it"
+        );
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+        .args(["render", "crd"])
+        .output()
+        .expect("runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
+
+#[test]
+fn the_example_object_validates_against_the_crd_schema() {
+    // The apiserver's view of the reference policy: its spec passes the CRD's
+    // schema (as JSON Schema), and a typo'd operator does not.
+    let crd = runner_fence::core::render::crd::crd().expect("crd");
+    let spec_schema =
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone();
+    let validator = jsonschema::validator_for(&spec_schema).expect("a JSON Schema");
+    let object: serde_json::Value =
+        serde_saphyr::from_str(&read("examples/runnerfencepolicy.yaml")).expect("yaml");
+    let errors: Vec<String> = validator
+        .iter_errors(&object["spec"])
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut bad = object["spec"].clone();
+    bad["protectedNodes"]["matchExpressions"][0]["operator"] = "Within".into();
+    assert!(!validator.is_valid(&bad));
+}

@@ -24,6 +24,9 @@ pub enum Error {
     /// Nothing can be rendered from this policy.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// The CRD schema cannot be generated from the policy model.
+    #[error(transparent)]
+    Crd(#[from] crate::core::render::crd::SchemaError),
     /// No chart values can be rendered from this policy.
     #[error(transparent)]
     HelmValues(#[from] crate::core::render::helm_values::HelmValuesError),

@@ -33,6 +33,8 @@ pub(super) enum Command {
         #[arg(long, default_value = "runner-fence")]
         namespace: String,
     },
+    /// The RunnerFencePolicy CustomResourceDefinition (schema from the policy model).
+    Crd,
     /// Values for the Helm chart: the policy and what is generated from it.
     HelmValues {
         /// Policy file (default: the embedded reference policy).
@@ -106,6 +108,10 @@ pub(super) fn run(command: Command) -> Result<ExitCode, Error> {
         Command::AdmissionPolicy { policy, namespace } => render(policy.as_deref(), |p| {
             admission_policy::render_yaml(p, &namespace)
         }),
+        Command::Crd => {
+            out!("{}", crate::core::render::crd::render_yaml()?);
+            ok()
+        }
         Command::HelmValues {
             policy,
             namespace,

@@ -3,5 +3,6 @@
 pub mod audit;
 pub mod cache;
 mod client;
+pub mod controller;
 
 pub use client::{Error, client};

@@ -12,8 +12,9 @@ use serde_json::value::RawValue;
 
 use crate::core::engine::pod::PodView;
 use crate::core::engine::{self, Decision, Endpoint, Evaluation, Operation, Request, ReviewError};
+use crate::core::fleet::PolicySet;
 use crate::core::nodes::NodeSnapshot;
-use crate::core::policy::Policy;
+use crate::core::policy::{Mode, Policy};
 
 /// The only AdmissionReview version served.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -377,6 +378,8 @@ pub fn response(uid: &str, d: &Decision) -> ReviewOut {
 
 /// Everything one review produced, for the server's logs and metrics.
 pub struct Reviewed {
+    /// Mode of the policy that reviewed it (`enforce` when none covers the namespace).
+    pub mode: Mode,
     /// The AdmissionReview to send back.
     pub response: ReviewOut,
     /// The engine's decision.
@@ -395,6 +398,34 @@ pub fn handle(
     let request = parse_review(body)?;
     let decision = decide(policy, endpoint, &request, nodes);
     Ok(Reviewed {
+        mode: policy.mode,
+        response: response(request.uid(), &decision),
+        decision,
+        request,
+    })
+}
+
+/// [`handle`] with the policy of a set that covers the request's namespace.
+/// A namespace no policy covers is skipped (an unsupported resource is still
+/// reported, as one policy would).
+pub fn handle_set(
+    set: &PolicySet,
+    endpoint: Endpoint,
+    body: &[u8],
+    nodes: Option<&NodeSnapshot>,
+) -> Result<Reviewed, AdmissionError> {
+    let request = parse_review(body)?;
+    let Some(policy) = set.covering(request.namespace()).or(set.first()) else {
+        return Ok(Reviewed {
+            mode: Mode::Enforce,
+            response: response(request.uid(), &Decision::Skip),
+            decision: Decision::Skip,
+            request,
+        });
+    };
+    let decision = decide(policy, endpoint, &request, nodes);
+    Ok(Reviewed {
+        mode: policy.mode,
         response: response(request.uid(), &decision),
         decision,
         request,

@@ -172,16 +172,16 @@ fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Re
             format!("content type must be application/json, got {ctype:?}"),
         );
     }
-    let policy = s.policy.load();
+    let policies = s.policies.load();
     let nodes = s.nodes.load();
-    let reviewed = match admission::handle(&policy, endpoint, body, nodes.as_deref()) {
+    let reviewed = match admission::handle_set(&policies, endpoint, body, nodes.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             let message = Report(&e).to_string();
             return bad(s, endpoint, StatusCode::BAD_REQUEST, e.reason(), message);
         }
     };
-    let (rule, elapsed) = record(s, endpoint, policy.mode, &reviewed.decision, started);
+    let (rule, elapsed) = record(s, endpoint, reviewed.mode, &reviewed.decision, started);
     log_review(endpoint, &reviewed, rule, elapsed);
     let body = serde_json::to_vec(&reviewed.response).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()

@@ -7,20 +7,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::metrics::Metrics;
+use crate::core::fleet::{PolicySet, State as PolicyState};
 use crate::core::nodes::NodeSnapshot;
 use crate::core::policy::Policy;
 use crate::k8s::cache::NodeSink;
+use crate::k8s::controller::PolicySink;
 
 /// Shared state of a running server.
 pub struct State {
-    /// The active policy.
-    pub policy: ArcSwap<Policy>,
+    /// The active policies (one, or the cluster's Ready ones), swapped on reload.
+    pub policies: ArcSwap<PolicySet>,
     /// The node cache's latest snapshot (None when disabled or not synced yet).
     pub nodes: ArcSwapOption<NodeSnapshot>,
     /// Metrics.
     pub metrics: Metrics,
     node_cache_enabled: bool,
     nodes_synced: AtomicBool,
+    /// None: policies come from a file; else whether the cluster's have been read.
+    policies_synced: Option<AtomicBool>,
     shutting_down: AtomicBool,
 }
 
@@ -30,13 +34,34 @@ impl State {
         let metrics = Metrics::new();
         metrics.set_policy(&policy.metadata.name, &policy.content_hash());
         State {
-            policy: ArcSwap::from_pointee(policy),
+            policies: ArcSwap::from_pointee(PolicySet::single(policy)),
             nodes: ArcSwapOption::empty(),
             metrics,
             node_cache_enabled,
             nodes_synced: AtomicBool::new(false),
+            policies_synced: None,
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// State serving the policies of the cluster (none until they are read).
+    pub fn from_cluster(node_cache_enabled: bool) -> Self {
+        State {
+            policies: ArcSwap::from_pointee(PolicySet::default()),
+            nodes: ArcSwapOption::empty(),
+            metrics: Metrics::new(),
+            node_cache_enabled,
+            nodes_synced: AtomicBool::new(false),
+            policies_synced: Some(AtomicBool::new(false)),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Serves one policy (a reloaded `--policy` file).
+    pub fn set_policy(&self, policy: Policy) {
+        self.metrics
+            .set_policy(&policy.metadata.name, &policy.content_hash());
+        self.policies.store(Arc::new(PolicySet::single(policy)));
     }
 
     /// Why `/readyz` fails; empty when ready.
@@ -47,6 +72,13 @@ impl State {
         }
         if self.node_cache_enabled && !self.nodes_synced.load(Ordering::SeqCst) {
             r.push("node cache not synced");
+        }
+        if self
+            .policies_synced
+            .as_ref()
+            .is_some_and(|s| !s.load(Ordering::SeqCst))
+        {
+            r.push("policies not read from the cluster yet");
         }
         r
     }
@@ -71,5 +103,24 @@ impl NodeSink for State {
 
     fn watch_up(&self, up: bool) {
         self.metrics.node_watch_up.set(i64::from(up));
+    }
+}
+
+impl PolicySink for State {
+    fn publish(&self, set: PolicySet) {
+        self.metrics.policy_info.clear();
+        for p in set.iter() {
+            self.metrics.add_policy(&p.metadata.name, &p.content_hash());
+        }
+        self.policies.store(Arc::new(set));
+        if let Some(s) = &self.policies_synced {
+            s.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn states(&self, counts: &[(PolicyState, usize)]) {
+        for (state, n) in counts {
+            self.metrics.set_policies(state.as_str(), *n);
+        }
     }
 }

@@ -97,10 +97,23 @@ fn read_file(path: &Path) -> Result<String, LoadError> {
     String::from_utf8(bytes).map_err(|_| io_err("file is not UTF-8 text".into()))
 }
 
-/// Parses and checks policy text; `file` names it in errors.
+/// Parses and checks policy text; `file` names it in errors. The text is a
+/// plain `RunnerPolicy` file or a `RunnerFencePolicy` object (SPEC §12).
 pub fn parse(src: &str, file: &str) -> Result<Policy, LoadError> {
+    if super::object::is_object(src) {
+        return super::object::parse(src, file);
+    }
+    let policy: Policy = deserialize(src, file)?;
+    checked(policy, src, file, &[])
+}
+
+/// Deserializes `src`, errors with the field path and line:column.
+pub(super) fn deserialize<T: serde::de::DeserializeOwned>(
+    src: &str,
+    file: &str,
+) -> Result<T, LoadError> {
     let mut field_path = String::new();
-    let policy: Policy = serde_saphyr::with_deserializer_from_str(src, |de| {
+    serde_saphyr::with_deserializer_from_str(src, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
             field_path = e.path().to_string();
             e.into_inner()
@@ -112,8 +125,19 @@ pub fn parse(src: &str, file: &str) -> Result<Policy, LoadError> {
             err.path = std::mem::take(&mut field_path);
         }
         err
-    })?;
+    })
+}
+
+/// `policy` if it passes the semantic checks; else the first error, located
+/// in `src` (where the policy's fields sit under `prefix`).
+pub(super) fn checked(
+    policy: Policy,
+    src: &str,
+    file: &str,
+    prefix: &[Seg],
+) -> Result<Policy, LoadError> {
     if let Some((path, message)) = check(&policy).into_iter().next() {
+        let path: Vec<Seg> = prefix.iter().cloned().chain(path).collect();
         let (line, column) = locate(src, &path).unzip();
         return Err(LoadError {
             file: file.to_string(),

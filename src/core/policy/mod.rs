@@ -6,6 +6,7 @@
 mod lint;
 mod load;
 mod locate;
+mod object;
 mod protected;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ pub use crate::core::tolerations::{TaintEffect, TaintSpec, TolerationOperator, T
 pub use lint::{LintWarning, lint};
 pub use load::{EMBEDDED_POLICY, LoadError, embedded, parse};
 pub(crate) use load::{load, load_file, source};
+pub use object::{GROUP, OBJECT_KIND, PLURAL, VERSION};
 pub use protected::{ProtectedBy, ProtectedNodes};
 
 /// `apiVersion` every policy must carry.
