@@ -32,6 +32,11 @@ pub(super) enum Command {
         /// The webhook's own namespace (never reviewed).
         #[arg(long, default_value = "runner-fence")]
         namespace: String,
+        /// Name the objects as the policy controller of this release does
+        /// (`<release>-backstop`, `-backstop-audit` for an audit policy);
+        /// without it they are `runner-fence-backstop`.
+        #[arg(long)]
+        release: Option<String>,
     },
     /// The RunnerFencePolicy CustomResourceDefinition (schema from the policy model).
     Crd,
@@ -97,6 +102,10 @@ pub(super) struct WebhooksArgs {
     /// timeoutSeconds of both webhooks (1-5).
     #[arg(long, default_value_t = 5)]
     timeout_seconds: i32,
+    /// Name the configurations after this release (`0100-<release>`, `<release>`), as its
+    /// policy controller does.
+    #[arg(long, default_value = "runner-fence")]
+    release: String,
 }
 
 pub(super) fn run(command: Command) -> Result<ExitCode, Error> {
@@ -105,8 +114,20 @@ pub(super) fn run(command: Command) -> Result<ExitCode, Error> {
             render(policy.as_deref(), |p| runner_config(p, profile.as_deref()))
         }
         Command::Webhooks(args) => render_webhooks(args),
-        Command::AdmissionPolicy { policy, namespace } => render(policy.as_deref(), |p| {
+        Command::AdmissionPolicy {
+            policy,
+            namespace,
+            release: None,
+        } => render(policy.as_deref(), |p| {
             admission_policy::render_yaml(p, &namespace)
+        }),
+        Command::AdmissionPolicy {
+            policy,
+            namespace,
+            release: Some(release),
+        } => render(policy.as_deref(), |p| {
+            let name = crate::core::render::cluster::backstop_name(&release, p.mode);
+            admission_policy::render_yaml_named(p, &namespace, &name)
         }),
         Command::Crd => {
             out!("{}", crate::core::render::crd::render_yaml()?);
@@ -173,6 +194,7 @@ fn render_webhooks(a: WebhooksArgs) -> Result<ExitCode, Error> {
         mutate_failure_policy: a.mutate_failure_policy.into(),
         validate_failure_policy: a.validate_failure_policy.into(),
         timeout_seconds: a.timeout_seconds,
+        names: webhooks::Names::release(&a.release),
     };
     render(a.policy.as_deref(), |p| webhooks::render_yaml(p, &opts))
 }

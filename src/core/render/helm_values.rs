@@ -99,6 +99,7 @@ pub fn values(src: &str, file: &str, target: &Target) -> Result<Value, HelmValue
         mutate_failure_policy: failure,
         validate_failure_policy: failure,
         timeout_seconds: 5,
+        names: webhooks::Names::default(),
     };
     let [mutating, validating] = webhooks::objects(&loaded, &opts)?;
     let [admission_policy, binding] = super::admission_policy::objects(&loaded, &target.namespace)?;
