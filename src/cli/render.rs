@@ -3,13 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 
 use super::{Error, ok};
 use crate::core::policy::Policy;
 use crate::core::policy::load as load_policy;
-use crate::core::render::webhooks::{self, FailurePolicy, RenderError};
+use crate::core::render::webhooks::{self, RenderError};
 use crate::core::render::{admission_policy, runner_config};
+use crate::webhook::FailurePolicyArg;
 
 #[derive(Subcommand, Debug)]
 pub(super) enum Command {
@@ -52,24 +53,6 @@ pub(super) enum Command {
         #[arg(long, default_value = "runner-fence")]
         service: String,
     },
-}
-
-/// `failurePolicy` of a rendered webhook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum FailurePolicyArg {
-    /// The request fails when the webhook cannot be reached.
-    Fail,
-    /// The request goes on without the webhook.
-    Ignore,
-}
-
-impl From<FailurePolicyArg> for FailurePolicy {
-    fn from(a: FailurePolicyArg) -> Self {
-        match a {
-            FailurePolicyArg::Fail => Self::Fail,
-            FailurePolicyArg::Ignore => Self::Ignore,
-        }
-    }
 }
 
 /// `render webhooks` flags.

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::core::policy::{LoadError, Mode, Policy, pattern_within};
+use crate::core::policy::{
+    API_VERSION, LoadError, Mode, OBJECT_KIND, Policy, parse, pattern_within,
+};
 
 /// Finalizer that holds a deleted policy (and its fence) until removal is allowed.
 pub const FINALIZER: &str = "runner-fence.dev/keep-enforced";
@@ -180,6 +182,19 @@ pub struct Resolution {
     pub set: PolicySet,
     /// One per candidate, in precedence order.
     pub verdicts: Vec<Verdict>,
+}
+
+/// A stored object's `spec` through the one loader: the same checks and
+/// words as `runner-fence lint` on the object (errors under `spec.`).
+pub fn load_object(name: &str, spec: &Value) -> Result<Policy, LoadError> {
+    let doc = serde_json::json!({
+        "apiVersion": API_VERSION,
+        "kind": OBJECT_KIND,
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    parse(&text, &format!("{OBJECT_KIND}/{name}"))
 }
 
 /// A load error as the CLI prints it, without the file position (which is

@@ -42,8 +42,14 @@ pub struct Server {
 impl Server {
     /// Loads policy and certificate and binds both listeners.
     pub async fn bind(args: ServeArgs) -> Result<Server> {
-        let policy = policy::load(args.policy.as_deref())?;
-        let state = Arc::new(State::new(policy, args.node_cache));
+        let state = if args.policies_from_cluster {
+            Arc::new(State::from_cluster(args.node_cache))
+        } else {
+            Arc::new(State::new(
+                policy::load(args.policy.as_deref())?,
+                args.node_cache,
+            ))
+        };
         if let Some(path) = &args.nodes_file {
             state.set_nodes(crate::core::nodes::read_file(path)?);
         }
@@ -147,6 +153,7 @@ struct Background {
     admin: JoinHandle<()>,
     reloader: JoinHandle<()>,
     node_cache: Option<JoinHandle<()>>,
+    controller: Option<JoinHandle<()>>,
 }
 
 impl Background {
@@ -166,6 +173,13 @@ impl Background {
         let node_cache = args
             .node_cache
             .then(|| tokio::spawn(crate::k8s::cache::run(state.clone(), stop.clone())));
+        let controller = args.policies_from_cluster.then(|| {
+            tokio::spawn(crate::k8s::controller::run(
+                state.clone(),
+                args.cluster.config(),
+                stop.clone(),
+            ))
+        });
         let admin = {
             let mut stop = stop.clone();
             let app = routes::admin_router(state.clone());
@@ -181,6 +195,7 @@ impl Background {
             admin,
             reloader,
             node_cache,
+            controller,
         }
     }
 
@@ -190,6 +205,10 @@ impl Background {
         self.reloader.abort();
         if let Some(t) = self.node_cache {
             t.abort();
+        }
+        // The controller ends on the stop signal (releasing its Lease); bounded.
+        if let Some(t) = self.controller {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), t).await;
         }
     }
 }

@@ -123,4 +123,12 @@ impl PolicySink for State {
             self.metrics.set_policies(state.as_str(), *n);
         }
     }
+
+    fn leader(&self, leads: bool) {
+        self.metrics.leader.set(i64::from(leads));
+    }
+
+    fn reconciled(&self, kind: &'static str, result: &'static str) {
+        self.metrics.reconciled(kind, result);
+    }
 }
