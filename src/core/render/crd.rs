@@ -121,7 +121,7 @@ pub fn crd() -> Result<Value, SchemaError> {
                     {"name": "Mode", "type": "string", "jsonPath": ".status.mode", "description": "Mode of the spec being enforced."},
                     {"name": "Namespaces", "type": "string", "jsonPath": ".status.namespaces", "description": "Namespaces of the spec being enforced."},
                     {"name": "Ready", "type": "string", "jsonPath": format!(".status.conditions[?(@.type==\"{ready}\")].status")},
-                    {"name": "Reason", "type": "string", "priority": 1, "jsonPath": format!(".status.conditions[?(@.type==\"{ready}\")].message")},
+                    {"name": "Message", "type": "string", "priority": 1, "jsonPath": format!(".status.conditions[?(@.type==\"{ready}\")].message")},
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                 ],
                 "schema": {"openAPIV3Schema": {

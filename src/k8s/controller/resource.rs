@@ -12,11 +12,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::core::fleet::{self, ALLOW_REMOVAL, Candidate, Status};
-use crate::core::policy::{GROUP, OBJECT_KIND, PLURAL, VERSION};
+use crate::core::policy::{API_VERSION, GROUP, OBJECT_KIND, PLURAL, VERSION};
 
 /// A `RunnerFencePolicy` (`runner-fence.dev/v1alpha1`, cluster-scoped).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunnerFencePolicy {
+    /// `runner-fence.dev/v1alpha1` (the apiserver needs it in what is written back).
+    #[serde(rename = "apiVersion", default = "api_version")]
+    pub api_version: String,
+    /// `RunnerFencePolicy`.
+    #[serde(default = "kind")]
+    pub kind: String,
     /// Standard object metadata.
     pub metadata: ObjectMeta,
     /// The policy, as stored.
@@ -25,6 +31,14 @@ pub struct RunnerFencePolicy {
     /// What runner-fence wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Value>,
+}
+
+fn api_version() -> String {
+    API_VERSION.into()
+}
+
+fn kind() -> String {
+    OBJECT_KIND.into()
 }
 
 impl kube::Resource for RunnerFencePolicy {
