@@ -134,6 +134,25 @@ pub struct ClusterArgs {
     /// without --manage-certificates the caBundle is left to an injector.
     #[arg(long, env = "RUNNER_FENCE_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
+    /// Keep runner-fence's own CA and serving certificate in the Secret
+    /// `<release>-tls` (created when missing, rotated before expiry by the leader,
+    /// read by every replica; caBundle written into the generated objects).
+    #[arg(
+        long,
+        env = "RUNNER_FENCE_MANAGE_CERTIFICATES",
+        conflicts_with_all = ["ca_bundle"]
+    )]
+    pub manage_certificates: bool,
+    /// Validity of a certificate runner-fence issues.
+    #[arg(long, env = "RUNNER_FENCE_CERTIFICATE_DAYS", default_value_t = 365)]
+    pub certificate_days: u32,
+    /// Rotate when the serving certificate expires within this many days.
+    #[arg(
+        long,
+        env = "RUNNER_FENCE_CERTIFICATE_RENEW_DAYS",
+        default_value_t = 30
+    )]
+    pub certificate_renew_days: u32,
     /// Only serve and report status; never apply the webhook configurations and backstop.
     #[arg(long, env = "RUNNER_FENCE_NO_WEBHOOKS")]
     pub no_webhooks: bool,
@@ -169,6 +188,22 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
+    /// Where `--manage-certificates` keeps the pair.
+    pub fn cert_config(&self) -> crate::k8s::controller::certs::CertConfig {
+        crate::k8s::controller::certs::CertConfig {
+            namespace: self.namespace.clone(),
+            secret: format!("{}-tls", self.release),
+            names: super::certs::service_names(&self.service, &self.namespace),
+            validity_days: self.certificate_days.max(2),
+            renew_before: std::time::Duration::from_secs(
+                u64::from(
+                    self.certificate_renew_days
+                        .min(self.certificate_days.max(2) - 1),
+                ) * 86_400,
+            ),
+        }
+    }
+
     /// The controller's configuration.
     pub fn config(&self) -> crate::k8s::controller::Config {
         use crate::k8s::controller::{CaBundle, Config};
@@ -188,6 +223,7 @@ impl ClusterArgs {
             reconcile_webhooks: !self.no_webhooks,
             ca_bundle: match &self.ca_bundle {
                 Some(p) => CaBundle::File(p.clone()),
+                None if self.manage_certificates => CaBundle::Managed(self.cert_config()),
                 None => CaBundle::Injected,
             },
             mutate_failure_policy: self.mutate_failure_policy.into(),

@@ -25,6 +25,8 @@ pub struct State {
     nodes_synced: AtomicBool,
     /// None: policies come from a file; else whether the cluster's have been read.
     policies_synced: Option<AtomicBool>,
+    /// None: the certificate comes from files; else whether the Secret's pair is served.
+    certificate_synced: Option<AtomicBool>,
     shutting_down: AtomicBool,
 }
 
@@ -40,6 +42,7 @@ impl State {
             node_cache_enabled,
             nodes_synced: AtomicBool::new(false),
             policies_synced: None,
+            certificate_synced: None,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -53,7 +56,20 @@ impl State {
             node_cache_enabled,
             nodes_synced: AtomicBool::new(false),
             policies_synced: Some(AtomicBool::new(false)),
+            certificate_synced: None,
             shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Not ready until [`State::certificate_loaded`] (`--manage-certificates`).
+    pub fn await_certificate(&mut self) {
+        self.certificate_synced = Some(AtomicBool::new(false));
+    }
+
+    /// The managed serving certificate is in use.
+    pub fn certificate_loaded(&self) {
+        if let Some(s) = &self.certificate_synced {
+            s.store(true, Ordering::SeqCst);
         }
     }
 
@@ -79,6 +95,13 @@ impl State {
             .is_some_and(|s| !s.load(Ordering::SeqCst))
         {
             r.push("policies not read from the cluster yet");
+        }
+        if self
+            .certificate_synced
+            .as_ref()
+            .is_some_and(|s| !s.load(Ordering::SeqCst))
+        {
+            r.push("serving certificate not read from its Secret yet");
         }
         r
     }

@@ -4,6 +4,7 @@
 //! status, finalizers and Events and applies the webhook configurations and
 //! the backstop generated from them (`core::render::cluster`).
 
+pub mod certs;
 pub mod lease;
 mod reconcile;
 pub mod resource;
@@ -49,6 +50,8 @@ pub enum CaBundle {
     Injected,
     /// This PEM file (e.g. `ca.crt` of a mounted cert-manager or existing Secret); re-read each round.
     File(PathBuf),
+    /// runner-fence's own CA in a Secret (`--manage-certificates`), rotated by the leader.
+    Managed(certs::CertConfig),
 }
 
 /// What the controller needs to know about its installation.
@@ -125,7 +128,12 @@ pub fn judge(objects: &BTreeMap<String, Arc<RunnerFencePolicy>>) -> Snapshot {
 
 /// Runs the controller until `stop`: the policy watch on every replica, the
 /// Lease and the reconciler beside it.
-pub async fn run<S: PolicySink>(sink: Arc<S>, cfg: Config, stop: watch::Receiver<bool>) {
+pub async fn run<S: PolicySink>(
+    sink: Arc<S>,
+    cfg: Config,
+    tls: Option<Arc<dyn certs::Certificates>>,
+    stop: watch::Receiver<bool>,
+) {
     let client = match Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
@@ -133,7 +141,7 @@ pub async fn run<S: PolicySink>(sink: Arc<S>, cfg: Config, stop: watch::Receiver
             return;
         }
     };
-    run_with(client, sink, cfg, stop).await;
+    run_with(client, sink, cfg, tls, stop).await;
 }
 
 /// [`run`] with a given client (tests point it at a fake API server).
@@ -141,8 +149,18 @@ pub async fn run_with<S: PolicySink>(
     client: Client,
     sink: Arc<S>,
     cfg: Config,
+    tls: Option<Arc<dyn certs::Certificates>>,
     stop: watch::Receiver<bool>,
 ) {
+    let serving = match (&cfg.ca_bundle, &tls) {
+        (CaBundle::Managed(c), Some(t)) => Some(tokio::spawn(certs::serve_from_secret(
+            client.clone(),
+            c.clone(),
+            t.clone(),
+            stop.clone(),
+        ))),
+        _ => None,
+    };
     let (snap_tx, snap_rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
     let (leader_tx, leader_rx) = watch::channel(false);
     let lease = tokio::spawn(lease::run(
@@ -180,6 +198,8 @@ pub async fn run_with<S: PolicySink>(
             cfg,
             sink: sink.clone(),
             applied: BTreeMap::new(),
+            applied_ca: None,
+            tls,
         },
         snap_rx,
         leader_rx,
@@ -188,6 +208,9 @@ pub async fn run_with<S: PolicySink>(
     ));
     watch_policies(Api::all(client), sink, snap_tx, stop).await;
     for t in drift_watches {
+        t.abort();
+    }
+    if let Some(t) = serving {
         t.abort();
     }
     // The reconciler and the Lease end on `stop` (the Lease is released on the way out).
@@ -322,8 +345,17 @@ async fn reconcile_loop<S: PolicySink>(
                     Some(ca) => Some(ca),
                     None => continue,
                 },
+                CaBundle::Managed(c) => {
+                    let Some(t) = r.tls.clone() else { continue };
+                    match certs::rotate(&r.client, c, t.as_ref(), r.applied_ca.as_deref()).await {
+                        Some(ca) => Some(ca),
+                        None => continue,
+                    }
+                }
             };
-            r.objects(&snap, ca.as_deref()).await;
+            if r.objects(&snap, ca.as_deref()).await {
+                r.applied_ca = ca;
+            }
         }
     }
 }

@@ -47,6 +47,10 @@ pub(super) struct Reconciler<S> {
     pub sink: std::sync::Arc<S>,
     pub recorder: Recorder,
     pub applied: BTreeMap<ObjectName, String>,
+    /// The caBundle every generated object got in the last complete round.
+    pub applied_ca: Option<Vec<u8>>,
+    /// The TLS layer, with `--manage-certificates`.
+    pub tls: Option<std::sync::Arc<dyn super::certs::Certificates>>,
 }
 
 fn now() -> String {
@@ -133,43 +137,48 @@ impl<S: PolicySink> Reconciler<S> {
         }
     }
 
-    /// Applies the generated objects for the served set and removes the ones no longer wanted.
-    pub async fn objects(&mut self, snap: &Snapshot, ca_bundle: Option<&[u8]>) {
+    /// Applies the generated objects for the served set and removes the ones
+    /// no longer wanted; true when every object was written.
+    pub async fn objects(&mut self, snap: &Snapshot, ca_bundle: Option<&[u8]>) -> bool {
         let mut opts = self.cfg.webhook_options();
         opts.ca_bundle = ca_bundle.map(<[u8]>::to_vec);
         let desired = match cluster::desired(&snap.resolution.set, &opts, &self.cfg.release) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "cannot generate the webhook configurations; leaving the live ones as they are");
-                return;
+                return false;
             }
         };
         let mut wanted = Vec::new();
+        let mut ok = true;
         for obj in &desired {
             let Some(id) = cluster::object_name(obj) else {
                 continue;
             };
             wanted.push(id.clone());
-            self.apply(&id, obj).await;
+            ok &= self.apply(&id, obj).await;
         }
         for id in cluster::all_names(&self.cfg.release) {
             if !wanted.contains(&id) {
-                self.remove(&id).await;
+                ok &= self.remove(&id).await;
             }
         }
+        ok
     }
 
     fn api(&self, id: &ObjectName) -> Option<Api<DynamicObject>> {
         resource(id.kind).map(|ar| Api::all_with(self.client.clone(), &ar))
     }
 
-    async fn apply(&mut self, id: &ObjectName, want: &Value) {
-        let Some(api) = self.api(id) else { return };
+    async fn apply(&mut self, id: &ObjectName, want: &Value) -> bool {
+        let Some(api) = self.api(id) else {
+            return false;
+        };
         let before = match api.get_opt(&id.name).await {
             Ok(b) => b.and_then(|o| o.metadata.resource_version),
             Err(e) => {
                 self.failed(id, &e);
-                return;
+                return false;
             }
         };
         let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -177,7 +186,7 @@ impl<S: PolicySink> Reconciler<S> {
             Ok(l) => l,
             Err(e) => {
                 self.failed(id, &e);
-                return;
+                return false;
             }
         };
         let mut rv = live.metadata.resource_version.clone().unwrap_or_default();
@@ -186,7 +195,7 @@ impl<S: PolicySink> Reconciler<S> {
         if let Some(why) = cluster::drift(want, &live_json) {
             let mut replacement: DynamicObject = match serde_json::from_value(want.clone()) {
                 Ok(r) => r,
-                Err(_) => return,
+                Err(_) => return false,
             };
             replacement.metadata.resource_version = Some(rv.clone());
             match api
@@ -205,7 +214,10 @@ impl<S: PolicySink> Reconciler<S> {
                     self.sink.reconciled(id.kind, "drift");
                     rv = r.metadata.resource_version.unwrap_or_default();
                 }
-                Err(e) => self.failed(id, &e),
+                Err(e) => {
+                    self.failed(id, &e);
+                    return false;
+                }
             }
         } else if before.as_deref() != Some(rv.as_str()) {
             let ours = self.applied.get(id);
@@ -218,20 +230,28 @@ impl<S: PolicySink> Reconciler<S> {
             }
         }
         self.applied.insert(id.clone(), rv);
+        true
     }
 
-    async fn remove(&mut self, id: &ObjectName) {
-        let Some(api) = self.api(id) else { return };
+    async fn remove(&mut self, id: &ObjectName) -> bool {
+        let Some(api) = self.api(id) else {
+            return false;
+        };
         match api.delete(&id.name, &DeleteParams::default()).await {
             Ok(_) => {
                 tracing::info!(kind = id.kind, name = %id.name, "deleted: no served policy needs it");
                 self.sink.reconciled(id.kind, "deleted");
                 self.applied.remove(id);
+                true
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {
                 self.applied.remove(id);
+                true
             }
-            Err(e) => self.failed(id, &e),
+            Err(e) => {
+                self.failed(id, &e);
+                false
+            }
         }
     }
 
