@@ -187,3 +187,29 @@ fn the_example_object_validates_against_the_crd_schema() {
     bad["protectedNodes"]["matchExpressions"][0]["operator"] = "Within".into();
     assert!(!validator.is_valid(&bad));
 }
+
+#[test]
+fn the_controller_applies_what_render_prints_for_its_release() {
+    // What the leader applies for one policy is exactly `render webhooks --release R`
+    // followed by `render admission-policy --release R`: one implementation.
+    use runner_fence::core::fleet::PolicySet;
+    use runner_fence::core::render::{cluster, webhooks};
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+            .args(args)
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).expect("yaml");
+        docs
+    };
+    for policy in ["examples/policy.yaml", "manifests/overlays/audit/policy.yaml"] {
+        let p = runner_fence::core::policy::parse(&read(policy), policy).expect("policy");
+        let mut printed = run(&["render", "webhooks", "--policy", policy, "--release", "rf-b"]);
+        printed.extend(run(&["render", "admission-policy", "--policy", policy, "--release", "rf-b"]));
+        let opts = webhooks::Options::service("runner-fence", "runner-fence");
+        let applied = cluster::desired(&PolicySet::single(p), &opts, "rf-b").expect("desired");
+        assert_eq!(printed, applied, "{policy}");
+    }
+}

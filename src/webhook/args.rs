@@ -187,6 +187,18 @@ pub struct ClusterArgs {
     pub resync_seconds: u64,
 }
 
+impl Default for ClusterArgs {
+    /// The flags' defaults (and whatever `RUNNER_FENCE_*` variables say, as for `serve`).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            cluster: ClusterArgs,
+        }
+        <Only as clap::Parser>::parse_from(["serve"]).cluster
+    }
+}
+
 impl ClusterArgs {
     /// Where `--manage-certificates` keeps the pair.
     pub fn cert_config(&self) -> crate::k8s::controller::certs::CertConfig {
