@@ -199,15 +199,36 @@ fn the_controller_applies_what_render_prints_for_its_release() {
             .args(args)
             .output()
             .expect("runs");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let docs: Vec<serde_json::Value> =
             serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).expect("yaml");
         docs
     };
-    for policy in ["examples/policy.yaml", "manifests/overlays/audit/policy.yaml"] {
+    for policy in [
+        "examples/policy.yaml",
+        "manifests/overlays/audit/policy.yaml",
+    ] {
         let p = runner_fence::core::policy::parse(&read(policy), policy).expect("policy");
-        let mut printed = run(&["render", "webhooks", "--policy", policy, "--release", "rf-b"]);
-        printed.extend(run(&["render", "admission-policy", "--policy", policy, "--release", "rf-b"]));
+        let mut printed = run(&[
+            "render",
+            "webhooks",
+            "--policy",
+            policy,
+            "--release",
+            "rf-b",
+        ]);
+        printed.extend(run(&[
+            "render",
+            "admission-policy",
+            "--policy",
+            policy,
+            "--release",
+            "rf-b",
+        ]));
         let opts = webhooks::Options::service("runner-fence", "runner-fence");
         let applied = cluster::desired(&PolicySet::single(p), &opts, "rf-b").expect("desired");
         assert_eq!(printed, applied, "{policy}");

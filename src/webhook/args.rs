@@ -126,6 +126,10 @@ pub struct ClusterArgs {
     /// Its port.
     #[arg(long, env = "RUNNER_FENCE_SERVICE_PORT", default_value_t = 443)]
     pub service_port: i32,
+    /// Have the apiserver call this URL base instead of the Service (a webhook
+    /// outside the cluster, e.g. the end-to-end suite's).
+    #[arg(long, env = "RUNNER_FENCE_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
     /// This replica's name in the Lease (default: $HOSTNAME, the pod name).
     #[arg(long, env = "RUNNER_FENCE_POD_NAME")]
     pub pod_name: Option<String>,
@@ -230,6 +234,7 @@ impl ClusterArgs {
             namespace: self.namespace.clone(),
             service: self.service.clone(),
             port: self.service_port,
+            url: self.webhook_url.clone(),
             identity,
             lease_duration: std::time::Duration::from_secs(self.lease_seconds.max(1)),
             reconcile_webhooks: !self.no_webhooks,

@@ -65,6 +65,8 @@ pub struct Config {
     pub service: String,
     /// Its port.
     pub port: i32,
+    /// A URL base the apiserver calls instead of the Service.
+    pub url: Option<String>,
     /// This replica (pod name).
     pub identity: String,
     /// Lease duration.
@@ -86,10 +88,16 @@ pub struct Config {
 impl Config {
     fn webhook_options(&self) -> webhooks::Options {
         webhooks::Options {
-            client: webhooks::Client::Service {
-                name: self.service.clone(),
-                namespace: self.namespace.clone(),
-                port: self.port,
+            client: match &self.url {
+                Some(base) => webhooks::Client::Url {
+                    base: base.clone(),
+                    namespace: self.namespace.clone(),
+                },
+                None => webhooks::Client::Service {
+                    name: self.service.clone(),
+                    namespace: self.namespace.clone(),
+                    port: self.port,
+                },
             },
             ca_bundle: None,
             mutate_failure_policy: self.mutate_failure_policy,
