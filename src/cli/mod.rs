@@ -51,7 +51,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the webhook (HTTPS /mutate and /validate, admin /healthz /readyz /metrics).
-    Serve(crate::webhook::ServeArgs),
+    Serve(Box<crate::webhook::ServeArgs>),
     /// Run mutate then validate offline on Pods or AdmissionReviews.
     Eval(eval::Args),
     /// Run policy test suites; prints `N passed, N failed`.

@@ -9,6 +9,10 @@ use super::{
     TolerationOperator,
 };
 
+mod object;
+
+pub use object::{GROUP, OBJECT_KIND, PLURAL, VERSION};
+
 /// The reference policy, compiled into the binary as the default.
 pub const EMBEDDED_POLICY: &str = include_str!("../../../examples/policy.yaml");
 
@@ -100,8 +104,8 @@ fn read_file(path: &Path) -> Result<String, LoadError> {
 /// Parses and checks policy text; `file` names it in errors. The text is a
 /// plain `RunnerPolicy` file or a `RunnerFencePolicy` object (SPEC §12).
 pub fn parse(src: &str, file: &str) -> Result<Policy, LoadError> {
-    if super::object::is_object(src) {
-        return super::object::parse(src, file);
+    if object::is_object(src) {
+        return object::parse(src, file);
     }
     let policy: Policy = deserialize(src, file)?;
     checked(policy, src, file, &[])

@@ -6,7 +6,6 @@
 mod lint;
 mod load;
 mod locate;
-mod object;
 mod protected;
 
 use std::collections::BTreeMap;
@@ -21,9 +20,8 @@ pub use crate::core::selector::{Operator, Requirement};
 pub use crate::core::tolerations::{TaintEffect, TaintSpec, TolerationOperator, TolerationSpec};
 
 pub use lint::{LintWarning, lint};
-pub use load::{EMBEDDED_POLICY, LoadError, embedded, parse};
+pub use load::{EMBEDDED_POLICY, GROUP, LoadError, OBJECT_KIND, PLURAL, VERSION, embedded, parse};
 pub(crate) use load::{load, load_file, source};
-pub use object::{GROUP, OBJECT_KIND, PLURAL, VERSION};
 pub use protected::{ProtectedBy, ProtectedNodes};
 
 /// `apiVersion` every policy must carry.

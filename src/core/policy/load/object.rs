@@ -14,9 +14,9 @@ use serde::de::{
     self, DeserializeSeed, Deserializer, IgnoredAny, IntoDeserializer, MapAccess, Visitor,
 };
 
-use super::load::{LoadError, checked, deserialize};
-use super::locate::{Seg, locate};
-use super::{API_VERSION, KIND, Policy};
+use super::super::locate::{Seg, locate};
+use super::super::{API_VERSION, KIND, Policy};
+use super::{LoadError, checked, deserialize};
 
 /// API group of the custom resource.
 pub const GROUP: &str = "runner-fence.dev";
@@ -218,12 +218,12 @@ impl<'de, K: DeserializeSeed<'de>> DeserializeSeed<'de> for SpecKey<K> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{EMBEDDED_POLICY, parse};
+    use super::super::super::{EMBEDDED_POLICY, parse};
     use rstest::rstest;
 
     /// The reference policy as a RunnerFencePolicy (the checked-in example).
     fn object() -> String {
-        include_str!("../../../examples/runnerfencepolicy.yaml").to_string()
+        include_str!("../../../../examples/runnerfencepolicy.yaml").to_string()
     }
 
     #[test]
