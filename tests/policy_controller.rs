@@ -140,6 +140,7 @@ async fn replicas_serve_ready_policies_and_keep_the_last_good_one() {
     tokio::spawn(watch_policies(
         kube::Api::all(client),
         state.clone(),
+        "runner-fence".into(),
         snap_tx,
         stop_rx,
     ));

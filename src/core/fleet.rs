@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::core::policy::{
-    API_VERSION, LoadError, Mode, OBJECT_KIND, Policy, parse, pattern_within,
+    API_VERSION, LoadError, Mode, OBJECT_KIND, Policy, lint, namespace_pattern_matches, parse,
+    pattern_within,
 };
 
 /// Finalizer that holds a deleted policy (and its fence) until removal is allowed.
@@ -222,15 +223,43 @@ fn conflict<'a>(
     None
 }
 
+/// The first pattern of `policy` that covers a namespace the webhooks never
+/// review (runner-fence's own): its index, the pattern and the namespace.
+fn covers_excluded<'a>(policy: &Policy, excluded: &[&'a str]) -> Option<(usize, String, &'a str)> {
+    policy
+        .matching
+        .namespaces
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| {
+            excluded
+                .iter()
+                .find(|ns| namespace_pattern_matches(p, ns))
+                .map(|ns| (i, p.clone(), *ns))
+        })
+}
+
+/// [`resolve_excluding`] with nothing excluded.
+pub fn resolve(candidates: Vec<Candidate>) -> Resolution {
+    resolve_excluding(candidates, &[])
+}
+
 /// Judges every policy. Candidates are taken in precedence order (creation
 /// time, then name); a spec that claims a namespace of an earlier served
-/// policy is a `Conflict`. A policy whose current spec cannot be enforced
-/// keeps serving its last valid one.
-pub fn resolve(mut candidates: Vec<Candidate>) -> Resolution {
+/// policy is a `Conflict`, one that covers an `excluded` namespace (the
+/// webhook's own, never reviewed) is `Invalid`. A policy whose current spec
+/// cannot be enforced keeps serving its last valid one.
+pub fn resolve_excluding(mut candidates: Vec<Candidate>, excluded: &[&str]) -> Resolution {
     candidates.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
     let mut served: Vec<(String, Arc<Policy>)> = Vec::new();
     let mut verdicts = Vec::new();
-    for c in candidates {
+    for mut c in candidates {
+        if c.enforced
+            .as_ref()
+            .is_some_and(|(p, _)| covers_excluded(p, excluded).is_some())
+        {
+            c.enforced = None;
+        }
         let still = |what: &str| match &c.enforced {
             Some((_, g)) => format!(
                 "{what}; still enforcing generation {g}, the last valid spec (status.enforcedSpec)"
@@ -238,6 +267,12 @@ pub fn resolve(mut candidates: Vec<Candidate>) -> Resolution {
             None => format!("{what}; nothing is enforced for this policy yet"),
         };
         let current = match &c.spec {
+            Ok(p) if let Some((i, pattern, ns)) = covers_excluded(p, excluded) => Err((
+                State::Invalid,
+                format!(
+                    "spec.match.namespaces[{i}]: {pattern:?} covers {ns}, runner-fence's own namespace, which the webhooks never review (the fence could not hold there); narrow the entry"
+                ),
+            )),
             Ok(p) => match conflict(p, &served) {
                 None => Ok(p.clone()),
                 Some((i, ns, other, theirs)) => Err((
@@ -273,16 +308,22 @@ pub fn resolve(mut candidates: Vec<Candidate>) -> Resolution {
             )
         } else {
             match current {
-                Ok(p) => (
-                    State::Ready,
-                    format!(
+                Ok(p) => {
+                    let mut message = format!(
                         "enforcing generation {} in {}",
                         c.generation,
                         p.matching.namespaces.join(", ")
-                    ),
-                    Enforced::Current(c.generation),
-                    Some(p),
-                ),
+                    );
+                    for w in lint(&p) {
+                        message.push_str(&format!("; lint warning: spec.{w}"));
+                    }
+                    (
+                        State::Ready,
+                        message,
+                        Enforced::Current(c.generation),
+                        Some(p),
+                    )
+                }
                 Err((state, why)) => match &c.enforced {
                     Some((p, g)) => (state, still(&why), Enforced::LastGood(*g), Some(p.clone())),
                     None => (state, still(&why), Enforced::Nothing, None),
@@ -549,6 +590,27 @@ mod tests {
             v.message
         );
         assert!(r.set.covering("team-a").is_some(), "the fence stays");
+    }
+
+    #[test]
+    fn a_policy_covering_runner_fences_own_namespace_is_invalid() {
+        let mut c = candidate("wide", 10, &["runner-*"]);
+        c.enforced = Some((policy(&["runner-*"]), 1));
+        let r = resolve_excluding(vec![c, candidate("ok", 20, &["team-a"])], &["runner-fence"]);
+        let v = &r.verdicts[0];
+        assert_eq!(v.state, State::Invalid);
+        assert!(v.message.contains("covers runner-fence"), "{}", v.message);
+        assert_eq!(
+            v.enforced,
+            Enforced::Nothing,
+            "a last good spec covering it cannot serve either"
+        );
+        assert_eq!(
+            r.verdicts[1].state,
+            State::Ready,
+            "the others are unaffected"
+        );
+        assert_eq!(r.set.len(), 1);
     }
 
     #[test]

@@ -119,9 +119,12 @@ pub struct Snapshot {
     pub resolution: Resolution,
 }
 
-/// Judges every watched object.
-pub fn judge(objects: &BTreeMap<String, Arc<RunnerFencePolicy>>) -> Snapshot {
-    let resolution = fleet::resolve(objects.values().map(|o| o.candidate()).collect());
+/// Judges every watched object; `own_namespace` (never reviewed) may not be covered.
+pub fn judge(objects: &BTreeMap<String, Arc<RunnerFencePolicy>>, own_namespace: &str) -> Snapshot {
+    let resolution = fleet::resolve_excluding(
+        objects.values().map(|o| o.candidate()).collect(),
+        &[own_namespace],
+    );
     let objects: Vec<Arc<RunnerFencePolicy>> = resolution
         .verdicts
         .iter()
@@ -171,6 +174,7 @@ pub async fn run_with<S: PolicySink>(
     };
     let (snap_tx, snap_rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
     let (leader_tx, leader_rx) = watch::channel(false);
+    let own = cfg.namespace.clone();
     let lease = tokio::spawn(lease::run(
         client.clone(),
         lease::LeaseConfig {
@@ -214,7 +218,7 @@ pub async fn run_with<S: PolicySink>(
         drift_rx,
         stop.clone(),
     ));
-    watch_policies(Api::all(client), sink, snap_tx, stop).await;
+    watch_policies(Api::all(client), sink, own, snap_tx, stop).await;
     for t in drift_watches {
         t.abort();
     }
@@ -231,6 +235,7 @@ pub async fn run_with<S: PolicySink>(
 pub async fn watch_policies<S: PolicySink>(
     api: Api<RunnerFencePolicy>,
     sink: Arc<S>,
+    own_namespace: String,
     snap_tx: watch::Sender<Option<Arc<Snapshot>>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -279,7 +284,7 @@ pub async fn watch_policies<S: PolicySink>(
             }
         };
         if changed {
-            let snap = judge(&objects);
+            let snap = judge(&objects, &own_namespace);
             sink.states(&fleet::counts(&snap.verdicts));
             sink.publish(snap.resolution.set.clone());
             tracing::debug!(
