@@ -26,6 +26,7 @@ mod render;
 mod schema;
 mod serve;
 mod test;
+mod uninstall;
 
 use std::process::ExitCode;
 
@@ -68,6 +69,8 @@ enum Command {
     /// Render configuration that matches the policy.
     #[command(subcommand)]
     Render(render::Command),
+    /// Remove what the policy controller created (a Helm pre-delete hook).
+    Uninstall(uninstall::Args),
 }
 
 /// Parses the command line and runs the verb: the exit code of a verb that
@@ -82,6 +85,7 @@ pub fn run() -> Result<ExitCode, Error> {
         Command::Audit(args) => audit::run(args),
         Command::Certs(c) => certs::run(c),
         Command::Render(c) => render::run(c),
+        Command::Uninstall(a) => uninstall::run(a),
     }
 }
 

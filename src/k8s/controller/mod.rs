@@ -8,6 +8,9 @@ pub mod certs;
 pub mod lease;
 mod reconcile;
 pub mod resource;
+mod uninstall;
+
+pub use uninstall::{Removed, uninstall};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -23,7 +23,7 @@ use crate::core::render::cluster::{self, ObjectName};
 /// Field manager of everything runner-fence applies.
 pub const FIELD_MANAGER: &str = "runner-fence";
 /// Field manager that owns only runner-fence's finalizer entry.
-const FINALIZER_MANAGER: &str = "runner-fence-finalizer";
+pub(super) const FINALIZER_MANAGER: &str = "runner-fence-finalizer";
 
 /// The API of a generated object's kind.
 pub(super) fn resource(kind: &str) -> Option<ApiResource> {
