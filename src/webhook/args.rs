@@ -144,7 +144,8 @@ pub struct ClusterArgs {
     #[arg(
         long,
         env = "RUNNER_FENCE_MANAGE_CERTIFICATES",
-        conflicts_with_all = ["ca_bundle"]
+        conflicts_with_all = ["ca_bundle", "tls_cert"],
+        requires = "policies_from_cluster"
     )]
     pub manage_certificates: bool,
     /// Validity of a certificate runner-fence issues.
