@@ -195,12 +195,13 @@ pub struct ClusterArgs {
 impl Default for ClusterArgs {
     /// The flags' defaults (and whatever `RUNNER_FENCE_*` variables say, as for `serve`).
     fn default() -> Self {
+        // Through all of `serve`'s flags: the cluster ones refer to others.
         #[derive(clap::Parser)]
-        struct Only {
+        struct Serve {
             #[command(flatten)]
-            cluster: ClusterArgs,
+            serve: ServeArgs,
         }
-        <Only as clap::Parser>::parse_from(["serve"]).cluster
+        <Serve as clap::Parser>::parse_from(["serve"]).serve.cluster
     }
 }
 
