@@ -2,17 +2,19 @@
 //! module by `scripts/tools/helm.sh` (cached in ~/.cache/runner-fence; the first run
 //! on a machine builds it, which needs Go and the module proxy).
 //!
-//! What is generated from the policy comes from runner-fence itself
-//! (`render helm-values`); these tests hold the chart to that: its webhook
-//! configurations and backstop equal `render webhooks` / `render admission-policy`
-//! for the same policy, and it refuses values whose parts disagree.
+//! The chart installs the policy controller (`serve --policies-from-cluster`): no
+//! policy, webhook configuration or backstop is rendered by Helm, so `helm install`
+//! needs no runner-fence CLI. These tests hold it to what the controller needs: the
+//! RBAC names exactly the objects it writes, names derive from the release, the
+//! optional initial policy loads with the one loader, and uninstall cleans up.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use rstest::rstest;
-use runner_fence::core::render::{admission_policy, helm_values, webhooks};
+use runner_fence::core::render::cluster;
 use serde_json::{Value, json};
 
 mod common;
@@ -36,27 +38,26 @@ fn helm() -> &'static Path {
     })
 }
 
-/// `helm template` in `namespace` with a values file and `--set` pairs: the
-/// objects, or Helm's error text.
-fn template(namespace: &str, values: Option<&str>, set: &[&str]) -> Result<Vec<Value>, String> {
+/// `helm template RELEASE` in `namespace` with a values file and `--set` pairs: the
+/// objects (hooks included), or Helm's error text.
+fn template_release(
+    release: &str,
+    namespace: &str,
+    values: Option<&str>,
+    set: &[&str],
+) -> Result<Vec<Value>, String> {
     let dir = tempfile::tempdir().expect("tmp");
     let mut cmd = Command::new(helm());
-    cmd.args(["template", "runner-fence"]).arg(chart()).args([
+    cmd.args(["template", release]).arg(chart()).args([
         "--namespace",
         namespace,
         "--kube-version",
         "1.33.0",
     ]);
-    match values {
-        Some(v) => {
-            let f = dir.path().join("values.yaml");
-            std::fs::write(&f, v).expect("write values");
-            cmd.arg("-f").arg(f);
-        }
-        // Without a values file the reference policy must be asked for.
-        None => {
-            cmd.args(["--set", "referencePolicy=true"]);
-        }
+    if let Some(v) = values {
+        let f = dir.path().join("values.yaml");
+        std::fs::write(&f, v).expect("write values");
+        cmd.arg("-f").arg(f);
     }
     for s in set {
         cmd.args(["--set", s]);
@@ -70,16 +71,8 @@ fn template(namespace: &str, values: Option<&str>, set: &[&str]) -> Result<Vec<V
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
-fn values_for(policy_text: &str, namespace: &str) -> String {
-    helm_values::render(
-        policy_text,
-        "policy.yaml",
-        &helm_values::Target {
-            namespace: namespace.into(),
-            service: "runner-fence".into(),
-        },
-    )
-    .expect("render helm-values")
+fn template(namespace: &str, values: Option<&str>, set: &[&str]) -> Result<Vec<Value>, String> {
+    template_release("runner-fence", namespace, values, set)
 }
 
 fn find<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
@@ -97,295 +90,256 @@ fn kinds(objs: &[Value]) -> Vec<String> {
     k
 }
 
-/// What the installation owns on a generated object: labels, annotations, caBundle.
-fn without_install(mut obj: Value) -> Value {
-    if let Some(m) = obj["metadata"].as_object_mut() {
-        m.remove("labels");
-        m.remove("annotations");
-    }
-    if let Some(hooks) = obj["webhooks"].as_array_mut() {
-        for h in hooks {
-            if let Some(c) = h["clientConfig"].as_object_mut() {
-                c.remove("caBundle");
-            }
-        }
-    }
-    obj
-}
-
-const AUDIT: &str = "manifests/overlays/audit/policy.yaml";
-
 fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-/// A policy with a prefix namespace, a second exact one and no node names.
-fn prefix_policy() -> String {
-    read("examples/policy.yaml").replacen(
-        "namespaces: [gitlab-runner]",
-        "namespaces: [gitlab-runner, \"ci-job-*\", build]",
-        1,
-    )
+fn is_hook(o: &Value) -> bool {
+    o["metadata"]["annotations"]["helm.sh/hook"].is_string()
+}
+
+fn container(objs: &[Value]) -> &Value {
+    &find(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn env(c: &Value) -> BTreeMap<String, Value> {
+    c["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            let v = e
+                .get("value")
+                .cloned()
+                .unwrap_or_else(|| e["valueFrom"].clone());
+            (e["name"].as_str().unwrap_or("").to_string(), v)
+        })
+        .collect()
+}
+
+/// The initial policy values: the reference policy's spec.
+fn initial_policy_values() -> String {
+    let object: Value =
+        serde_saphyr::from_str(&read("examples/runnerfencepolicy.yaml")).expect("yaml");
+    serde_json::to_string(&json!({"initialPolicy": {
+        "enabled": true, "name": "gitlab-runner-jobs", "spec": object["spec"]}}))
+    .expect("json")
 }
 
 #[test]
-fn the_shipped_reference_values_are_generated_from_the_reference_policy() {
-    // Regenerate with: cargo run -- render helm-values > charts/runner-fence/files/reference-values.yaml
-    let want = helm_values::render(
-        runner_fence::core::policy::EMBEDDED_POLICY,
-        "<embedded reference policy>",
-        &helm_values::Target {
-            namespace: "runner-fence".into(),
-            service: "runner-fence".into(),
-        },
-    )
-    .expect("render");
-    assert!(
-        read("charts/runner-fence/files/reference-values.yaml") == want,
-        "charts/runner-fence/files/reference-values.yaml differs from `runner-fence render helm-values`; regenerate it"
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_runner-fence"))
-        .args(["render", "helm-values"])
-        .output()
-        .expect("runs");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
-}
-
-#[test]
-fn the_values_schema_embeds_the_policy_schema() {
-    // Regenerate with: cargo run -q -- schema | python3 scripts/update-chart-schema.py
-    let values: Value =
-        serde_json::from_str(&read("charts/runner-fence/values.schema.json")).expect("JSON");
-    let mut policy: Value = serde_json::from_slice(
-        &Command::new(env!("CARGO_BIN_EXE_runner-fence"))
-            .arg("schema")
-            .output()
-            .expect("runner-fence schema")
-            .stdout,
-    )
-    .expect("policy schema");
-    let defs = policy
-        .as_object_mut()
-        .and_then(|o| o.remove("$defs"))
-        .expect("$defs");
-    policy.as_object_mut().map(|o| o.remove("$schema"));
-    let mut want = serde_json::Map::new();
-    want.insert("RunnerPolicy".into(), policy);
-    want.extend(defs.as_object().cloned().unwrap_or_default());
-    assert!(
-        values["$defs"] == Value::Object(want),
-        "values.schema.json's $defs are not the policy's JSON Schema; run `cargo run -q -- schema | python3 scripts/update-chart-schema.py`"
-    );
-    assert_eq!(
-        values["properties"]["policy"]["anyOf"][1]["$ref"],
-        "#/$defs/RunnerPolicy"
-    );
-}
-
-#[rstest]
-#[case::reference("examples/policy.yaml", "runner-fence")]
-#[case::audit(AUDIT, "runner-fence")]
-#[case::prefix_namespaces("prefix", "runner-fence")]
-#[case::other_namespace("examples/policy.yaml", "admission")]
-fn the_chart_installs_what_render_generates(#[case] policy: &str, #[case] namespace: &str) {
-    let text = if policy == "prefix" {
-        prefix_policy()
-    } else {
-        read(policy)
-    };
-    let p = runner_fence::core::policy::parse(&text, policy).expect("policy");
-    let objs = template(namespace, Some(&values_for(&text, namespace)), &[]).expect("template");
-
-    // Webhooks: `render webhooks --namespace NS` with the failure policy of the mode
-    // (the audit overlay's Ignore), apart from what the installation adds.
-    let mut opts = webhooks::Options::service("runner-fence", namespace);
-    if p.mode == runner_fence::core::policy::Mode::Audit {
-        opts.mutate_failure_policy = webhooks::FailurePolicy::Ignore;
-        opts.validate_failure_policy = webhooks::FailurePolicy::Ignore;
-    }
-    let [m, v] = webhooks::objects(&p, &opts).expect("render webhooks");
-    assert_eq!(
-        without_install(find(&objs, "MutatingWebhookConfiguration").clone()),
-        without_install(m)
-    );
-    assert_eq!(
-        without_install(find(&objs, "ValidatingWebhookConfiguration").clone()),
-        without_install(v)
-    );
-    // The backstop: `render admission-policy`.
-    let [vap, binding] = admission_policy::objects(&p, namespace).expect("backstop");
-    assert_eq!(
-        without_install(find(&objs, "ValidatingAdmissionPolicy").clone()),
-        without_install(vap)
-    );
-    assert_eq!(
-        without_install(find(&objs, "ValidatingAdmissionPolicyBinding").clone()),
-        without_install(binding)
-    );
-    // The webhook itself stays off every node a job pod may reach.
-    assert_eq!(
-        find(&objs, "Deployment")["spec"]["template"]["spec"]["affinity"]["nodeAffinity"],
-        runner_fence::core::render::placement::webhook_node_affinity(&p).expect("affinity")
-    );
-    // The server enforces the same policy.
-    let cm = find(&objs, "ConfigMap");
-    let served = cm["data"]["policy.yaml"].as_str().expect("policy.yaml");
-    let loaded =
-        runner_fence::core::policy::parse(served, "configmap").expect("served policy loads");
-    assert_eq!(loaded.matching.namespaces, p.matching.namespaces);
-    assert_eq!(loaded.mode, p.mode);
-    // Every namespaced object is in the release namespace.
-    for o in &objs {
-        if let Some(ns) = o["metadata"]["namespace"].as_str() {
-            assert_eq!(ns, namespace, "{}", o["kind"]);
-        }
-    }
-}
-
-#[test]
-fn defaults_install_the_reference_policy_with_everything_a_webhook_needs() {
+fn defaults_install_the_controller_with_everything_a_webhook_needs() {
     let objs = template("runner-fence", None, &[]).expect("template");
+    let release: Vec<Value> = objs.iter().filter(|o| !is_hook(o)).cloned().collect();
     assert_eq!(
-        kinds(&objs),
+        kinds(&release),
         [
             "ClusterRole",
             "ClusterRoleBinding",
-            "ConfigMap",
             "Deployment",
-            "MutatingWebhookConfiguration",
             "PodDisruptionBudget",
-            "Secret",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
             "Service",
             "ServiceAccount",
-            "ValidatingAdmissionPolicy",
-            "ValidatingAdmissionPolicyBinding",
-            "ValidatingWebhookConfiguration",
         ]
     );
-    let served = find(&objs, "ConfigMap")["data"]["policy.yaml"]
-        .as_str()
-        .expect("policy")
-        .to_string();
-    let p = runner_fence::core::policy::parse(&served, "configmap").expect("loads");
-    assert_eq!(p.metadata.name, "gitlab-runner-jobs");
+    // What runner-fence applies itself is never Helm's.
+    for kind in cluster::KINDS
+        .iter()
+        .chain(&["ConfigMap", "Secret", "RunnerFencePolicy"])
+    {
+        assert!(
+            !objs.iter().any(|o| o["kind"] == *kind),
+            "{kind} rendered by Helm"
+        );
+    }
+    let c = container(&objs);
+    assert_eq!(
+        c["args"],
+        json!([
+            "--policies-from-cluster",
+            "--node-cache",
+            "--manage-certificates"
+        ])
+    );
+    let e = env(c);
+    assert_eq!(e["RUNNER_FENCE_RELEASE"], "runner-fence");
+    assert_eq!(e["RUNNER_FENCE_NAMESPACE"], "runner-fence");
+    assert_eq!(e["RUNNER_FENCE_SERVICE"], "runner-fence");
+    assert_eq!(
+        e["RUNNER_FENCE_POD_NAME"],
+        json!({"fieldRef": {"fieldPath": "metadata.name"}})
+    );
+    assert_eq!(e["RUNNER_FENCE_MUTATE_FAILURE_POLICY"], "fail");
+    assert!(
+        c.get("volumeMounts").is_none(),
+        "managed certificates are read from the API"
+    );
+    // Every flag the chart sets is one `serve` knows.
+    let out = Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for name in e.keys() {
+        assert!(help.contains(name.as_str()), "serve has no {name}");
+    }
     let d = find(&objs, "Deployment");
     assert!(d["spec"]["replicas"].as_i64() >= Some(2));
     let pod = &d["spec"]["template"]["spec"];
-    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(
-        pod["securityContext"]["seccompProfile"]["type"],
-        "RuntimeDefault"
-    );
-    let c = &pod["containers"][0];
-    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
     assert_eq!(c["image"], "ghcr.io/runner-fence/runner-fence:0.1.0");
-    // The Service selects the Deployment's pods and is what the webhooks call.
     let svc = find(&objs, "Service");
     for (k, v) in svc["spec"]["selector"].as_object().expect("selector") {
         assert_eq!(&d["spec"]["template"]["metadata"]["labels"][k], v);
     }
-    let hook = &find(&objs, "ValidatingWebhookConfiguration")["webhooks"][0]["clientConfig"];
-    assert_eq!(hook["service"]["name"], svc["metadata"]["name"]);
-    // The PDB keeps one replica through node drains.
+    assert_eq!(svc["metadata"]["name"], "runner-fence");
     let pdb = find(&objs, "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
-    assert_eq!(
-        pdb["spec"]["selector"]["matchLabels"],
-        svc["spec"]["selector"]
-    );
 }
 
-/// Decodes a base64 value of a Secret or caBundle.
-fn b64(v: &Value) -> String {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(v.as_str().expect("base64 string"))
-        .expect("base64");
-    String::from_utf8(bytes).expect("PEM")
+/// The ClusterRole's resourceNames per admissionregistration resource.
+fn generated_names(role: &Value) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in role["rules"].as_array().expect("rules") {
+        if r["apiGroups"] != json!(["admissionregistration.k8s.io"]) {
+            continue;
+        }
+        for res in r["resources"].as_array().into_iter().flatten() {
+            let names = r["resourceNames"].as_array().expect("by name only");
+            out.entry(res.as_str().unwrap_or("").to_string())
+                .or_default()
+                .extend(names.iter().filter_map(Value::as_str).map(String::from));
+        }
+    }
+    out
 }
 
-#[tokio::test]
-async fn generated_certificates_serve_tls_the_apiserver_trusts() {
-    let objs = template("runner-fence", None, &[]).expect("template");
-    let secret = find(&objs, "Secret");
-    let d = find(&objs, "Deployment");
-    assert_eq!(
-        d["spec"]["template"]["spec"]["volumes"][1]["secret"]["secretName"],
-        secret["metadata"]["name"]
-    );
-    let ca = b64(
-        &find(&objs, "MutatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["caBundle"],
-    );
-    assert_eq!(
-        ca,
-        b64(
-            &find(&objs, "ValidatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["caBundle"]
-        )
-    );
-    assert_eq!(ca, b64(&secret["data"]["ca.crt"]));
-
-    // Serve with the Secret's key pair on 127.0.0.1 and call it by the Service's
-    // DNS name, trusting only the caBundle: what the apiserver does.
-    let dir = tempfile::tempdir().expect("tmp");
-    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&crt, b64(&secret["data"]["tls.crt"])).expect("write");
-    std::fs::write(&key, b64(&secret["data"]["tls.key"])).expect("write");
-    let mut args = common::serve_args();
-    args.tls_cert = Some(crt);
-    args.tls_key = Some(key);
-    let server = common::start(args).await;
-    let host = "runner-fence.runner-fence.svc";
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("ca"))
-        .resolve(host, server.addr)
-        .build()
-        .expect("client");
-    let review = common::review_of(
-        common::fixture("plain-job.json")["request"]["object"].clone(),
-        "CREATE",
-    );
-    let rsp = client
-        .post(format!("https://{host}:{}/validate", server.addr.port()))
-        .json(&review)
-        .send()
-        .await
-        .expect("TLS handshake with the chart's certificate");
-    assert_eq!(rsp.status(), 200);
-    // A name the certificate does not carry is refused: the SANs are the Service's.
-    let wrong = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("ca"))
-        .resolve("other.runner-fence.svc", server.addr)
-        .build()
-        .expect("client");
+#[rstest]
+#[case::default_release("runner-fence")]
+#[case::second_release("rf-team-b")]
+fn rbac_names_exactly_the_objects_the_controller_writes(#[case] release: &str) {
+    let objs = template_release(release, "fence", None, &[]).expect("template");
+    use k8s_openapi::Resource as _;
+    use k8s_openapi::api::admissionregistration::v1 as ar;
+    let plural = |kind: &str| {
+        match kind {
+            "MutatingWebhookConfiguration" => ar::MutatingWebhookConfiguration::URL_PATH_SEGMENT,
+            "ValidatingWebhookConfiguration" => {
+                ar::ValidatingWebhookConfiguration::URL_PATH_SEGMENT
+            }
+            "ValidatingAdmissionPolicy" => ar::ValidatingAdmissionPolicy::URL_PATH_SEGMENT,
+            _ => ar::ValidatingAdmissionPolicyBinding::URL_PATH_SEGMENT,
+        }
+        .to_string()
+    };
+    let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for id in cluster::all_names(release) {
+        want.entry(plural(id.kind)).or_default().push(id.name);
+    }
+    for role in objs.iter().filter(|o| o["kind"] == "ClusterRole") {
+        let mut got = generated_names(role);
+        for v in got.values_mut() {
+            v.sort();
+            v.dedup();
+        }
+        for v in want.values_mut() {
+            v.sort();
+            v.dedup();
+        }
+        assert_eq!(got, want, "{}", role["metadata"]["name"]);
+        // And nothing cluster-wide beyond the policies and Nodes.
+        for r in role["rules"].as_array().expect("rules") {
+            let group = r["apiGroups"][0].as_str().unwrap_or("");
+            assert!(
+                ["admissionregistration.k8s.io", "runner-fence.dev", ""].contains(&group),
+                "{r}"
+            );
+            if group.is_empty() {
+                assert_eq!(r["resources"], json!(["nodes"]), "{r}");
+                assert_eq!(r["verbs"], json!(["get", "list", "watch"]), "{r}");
+            }
+        }
+    }
+    // The Lease and the Secret the controller uses, by name, in its namespace.
+    let role = objs
+        .iter()
+        .find(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == "fence" && !is_hook(o))
+        .expect("namespace Role");
+    let text = role["rules"].to_string();
     assert!(
-        wrong
-            .post(format!(
-                "https://other.runner-fence.svc:{}/validate",
-                server.addr.port()
-            ))
-            .json(&review)
-            .send()
-            .await
-            .is_err()
+        text.contains(&format!("{release}-controller")) && text.contains(&format!("{release}-tls")),
+        "{text}"
     );
-    server.stop().await;
 }
 
 #[test]
-fn cert_manager_issues_and_injects() {
+fn two_releases_share_no_cluster_scoped_name() {
+    let names = |release: &str| -> Vec<String> {
+        template_release(release, "fence", None, &[])
+            .expect("template")
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o["kind"].as_str(),
+                    Some("ClusterRole" | "ClusterRoleBinding")
+                ) || o["metadata"]["namespace"] == "default"
+            })
+            .map(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]))
+            .collect()
+    };
+    let (a, b) = (names("rf-a"), names("rf-b"));
+    assert!(!a.is_empty());
+    assert!(a.iter().all(|n| !b.contains(n)), "{a:?} {b:?}");
+    let long = "r".repeat(41);
+    let err = template_release(&long, "fence", None, &[]).expect_err("too long");
+    assert!(err.contains("at most 40"), "{err}");
+}
+
+#[test]
+fn the_initial_policy_is_created_once_and_loads_with_the_one_loader() {
+    let objs = template("runner-fence", Some(&initial_policy_values()), &[]).expect("template");
+    let p = find(&objs, "RunnerFencePolicy");
+    assert_eq!(p["metadata"]["annotations"]["helm.sh/hook"], "post-install");
+    let text = serde_json::to_string_pretty(p).expect("json");
+    let loaded =
+        runner_fence::core::policy::parse(&text, "chart").expect("the chart's policy loads");
+    let reference = runner_fence::core::policy::embedded().expect("reference");
+    assert_eq!(loaded.content_hash(), reference.content_hash());
+    // The values schema is the CRD's: a bad enum is refused by Helm already.
+    let err = template(
+        "runner-fence",
+        Some(&initial_policy_values()),
+        &["initialPolicy.spec.mode=block"],
+    )
+    .expect_err("bad mode");
+    assert!(err.contains("initialPolicy/spec"), "{err}");
+    let err = template("runner-fence", None, &["initialPolicy.enabled=true"]).expect_err("empty");
+    assert!(err.contains("initialPolicy.spec is empty"), "{err}");
+}
+
+#[test]
+fn the_values_schema_embeds_the_crd_spec_schema() {
+    // Regenerate by copying `render crd`'s spec schema into initialPolicy.spec.anyOf[1].
+    let schema: Value =
+        serde_json::from_str(&read("charts/runner-fence/values.schema.json")).expect("schema JSON");
+    let spec = runner_fence::core::render::crd::spec_schema().expect("spec schema");
+    assert_eq!(
+        schema["properties"]["initialPolicy"]["properties"]["spec"]["anyOf"][1], spec,
+        "values.schema.json's initialPolicy.spec differs from the CRD's spec schema"
+    );
+}
+
+#[test]
+fn cert_manager_and_an_existing_secret_serve_the_mounted_pair_and_its_ca() {
     let objs =
         template("runner-fence", None, &["certificates.mode=certManager"]).expect("template");
-    assert!(!objs.iter().any(|o| o["kind"] == "Secret"));
-    let certs: Vec<&Value> = objs.iter().filter(|o| o["kind"] == "Certificate").collect();
-    let serving = certs
+    let serving = objs
         .iter()
-        .find(|c| c["metadata"]["name"] == "runner-fence-serving")
+        .find(|c| c["kind"] == "Certificate" && c["metadata"]["name"] == "runner-fence-serving")
         .expect("serving certificate");
     assert_eq!(
         serving["spec"]["dnsNames"],
@@ -394,119 +348,101 @@ fn cert_manager_issues_and_injects() {
             "runner-fence.runner-fence.svc.cluster.local"
         ])
     );
-    let d = find(&objs, "Deployment");
+    let c = container(&objs);
+    assert!(!c["args"].to_string().contains("--manage-certificates"));
+    let e = env(c);
+    assert_eq!(e["RUNNER_FENCE_CA_BUNDLE"], "/etc/runner-fence/tls/ca.crt");
+    assert_eq!(e["RUNNER_FENCE_TLS_CERT"], "/etc/runner-fence/tls/tls.crt");
+    let pod = &find(&objs, "Deployment")["spec"]["template"]["spec"];
     assert_eq!(
-        d["spec"]["template"]["spec"]["volumes"][1]["secret"]["secretName"],
+        pod["volumes"][0]["secret"]["secretName"],
         serving["spec"]["secretName"]
     );
-    for kind in [
-        "MutatingWebhookConfiguration",
-        "ValidatingWebhookConfiguration",
-    ] {
-        let w = find(&objs, kind);
-        assert_eq!(
-            w["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
-            "runner-fence/runner-fence-serving"
-        );
-        assert!(w["webhooks"][0]["clientConfig"].get("caBundle").is_none());
-    }
-    // Its own chain unless an issuer is given.
-    assert_eq!(kinds(&objs).iter().filter(|k| *k == "Issuer").count(), 2);
-    let own = template(
-        "runner-fence",
-        None,
-        &[
-            "certificates.mode=certManager",
-            "certificates.certManager.issuerRef.name=corp-ca",
-            "certificates.certManager.issuerRef.kind=ClusterIssuer",
-        ],
-    )
-    .expect("template");
-    assert!(!own.iter().any(|o| o["kind"] == "Issuer"));
-    assert_eq!(
-        find(&own, "Certificate")["spec"]["issuerRef"],
-        json!({"name": "corp-ca", "kind": "ClusterIssuer"})
-    );
-}
-
-#[test]
-fn an_existing_secret_needs_its_ca_bundle() {
-    let err = template(
+    assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/runner-fence/tls");
+    let err =
+        template("runner-fence", None, &["certificates.mode=existingSecret"]).expect_err("no name");
+    assert!(err.contains("certificates.existingSecret.name"), "{err}");
+    let objs = template(
         "runner-fence",
         None,
         &[
             "certificates.mode=existingSecret",
-            "certificates.existingSecret.name=my-tls",
+            "certificates.existingSecret.name=corp-tls",
         ],
     )
-    .expect_err("no caBundle");
-    assert!(
-        err.contains("certificates.existingSecret.caBundle"),
-        "{err}"
-    );
-    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-    let values = format!(
-        "referencePolicy: true\ncertificates:\n  mode: existingSecret\n  existingSecret:\n    name: my-tls\n    caBundle: {}\n",
-        serde_json::to_string(pem).expect("json")
-    );
-    let objs = template("runner-fence", Some(&values), &[]).expect("template");
-    assert!(!objs.iter().any(|o| o["kind"] == "Secret"));
+    .expect("template");
+    assert!(!objs.iter().any(|o| o["kind"] == "Certificate"));
     assert_eq!(
-        find(&objs, "Deployment")["spec"]["template"]["spec"]["volumes"][1]["secret"]["secretName"],
-        "my-tls"
-    );
-    assert_eq!(
-        b64(
-            &find(&objs, "ValidatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["caBundle"]
-        ),
-        pem
+        find(&objs, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+        "corp-tls"
     );
 }
 
 #[rstest]
-#[case::edited_policy(
-    &["policy.match.namespaces[1]=default"],
-    "generated from another policy"
-)]
-#[case::edited_scope(
-    &["rendered.validatingWebhookConfiguration.webhooks[0].failurePolicy=Ignore"],
-    "edited by hand"
-)]
-#[case::ignore_without_backstop(
-    &["webhooks.failurePolicy=Ignore", "backstop.enabled=false"],
-    "opens the fence"
-)]
 #[case::one_replica(&["replicaCount=1"], "replicaCount")]
 #[case::timeout(&["webhooks.timeoutSeconds=10"], "timeoutSeconds")]
 #[case::failure_policy(&["webhooks.failurePolicy=Maybe"], "failurePolicy")]
 #[case::cert_mode(&["certificates.mode=selfmade"], "certificates")]
 #[case::shutdown_longer_than_grace(&["drainSeconds=30"], "terminationGracePeriodSeconds")]
 #[case::unknown_value(&["webhook.failurePolicy=Ignore"], "webhook")]
+#[case::old_values(&["policy.mode=audit"], "policy")]
 fn bad_values_are_refused_with_the_reason(#[case] set: &[&str], #[case] says: &str) {
-    let values = values_for(&read("examples/policy.yaml"), "runner-fence");
-    match template("runner-fence", Some(&values), set) {
+    match template("runner-fence", None, set) {
         Ok(objs) => panic!("{set:?} was accepted: {:?}", kinds(&objs)),
         Err(err) => assert!(err.contains(says), "{err}"),
     }
 }
 
 #[test]
-fn no_policy_is_refused_unless_the_reference_policy_is_asked_for() {
-    // `helm upgrade --set image.tag=...` without the values file starts from the
-    // chart's defaults: that must fail, never fence the reference namespaces.
-    let out = Command::new(helm())
-        .args(["template", "runner-fence"])
-        .arg(chart())
-        .args(["--namespace", "runner-fence", "--kube-version", "1.33.0"])
-        .args(["--set", "image.tag=0.1.1"])
-        .output()
-        .expect("helm");
-    assert!(!out.status.success());
+fn uninstall_runs_after_the_replicas_are_gone_with_its_own_rbac() {
+    let objs = template_release("rf-x", "fence", None, &[]).expect("template");
+    let hooks: Vec<&Value> = objs.iter().filter(|o| is_hook(o)).collect();
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("referencePolicy=true"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        hooks
+            .iter()
+            .all(|h| h["metadata"]["annotations"]["helm.sh/hook"] == "post-delete")
     );
+    let job = hooks
+        .iter()
+        .find(|h| h["kind"] == "Job")
+        .expect("uninstall Job");
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "rf-x-uninstall");
+    // It waits out the replicas' grace period and the lease before deleting.
+    assert_eq!(
+        pod["containers"][0]["args"],
+        json!([
+            "uninstall",
+            "--release",
+            "rf-x",
+            "--namespace",
+            "fence",
+            "--lease-seconds",
+            "45"
+        ])
+    );
+    let mut hook_kinds: Vec<&str> = hooks.iter().filter_map(|h| h["kind"].as_str()).collect();
+    hook_kinds.sort_unstable();
+    assert_eq!(
+        hook_kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Job",
+            "Role",
+            "RoleBinding",
+            "ServiceAccount"
+        ]
+    );
+    // The verb exists with those flags.
+    let out = Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+        .args(["uninstall", "--help"])
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--release", "--namespace", "--lease-seconds"] {
+        assert!(help.contains(flag), "{help}");
+    }
 }
 
 #[test]
@@ -514,67 +450,6 @@ fn the_chart_and_the_binary_are_one_version() {
     let chart: Value =
         serde_saphyr::from_str(&read("charts/runner-fence/Chart.yaml")).expect("yaml");
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
-    // Values written by another runner-fence are refused: its scope may differ.
-    let values = values_for(&read("examples/policy.yaml"), "runner-fence").replace(
-        &format!("\"runner-fence {}\"", env!("CARGO_PKG_VERSION")),
-        "\"runner-fence 0.0.9\"",
-    );
-    let mut v: Value = serde_saphyr::from_str(&values).expect("yaml");
-    // Keep the checksum right, so only the version check can refuse it.
-    let mut both = v.clone();
-    both["rendered"].as_object_mut().map(|r| r.remove("sha256"));
-    v["rendered"]["sha256"] = json!(sha256_hex(&helm_values::go_json(&both, None)));
-    let err = template("runner-fence", Some(&v.to_string()), &[]).expect_err("old generator");
-    assert!(err.contains("written by runner-fence 0.0.9"), "{err}");
-}
-
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-#[test]
-fn values_for_another_namespace_or_only_half_generated_are_refused() {
-    let values = values_for(&read("examples/policy.yaml"), "runner-fence");
-    let err = template("ci-admission", Some(&values), &[]).expect_err("namespace");
-    assert!(
-        err.contains("render helm-values --namespace ci-admission"),
-        "{err}"
-    );
-    // A policy without `rendered`: the chart cannot generate the scope itself.
-    let policy_only = format!(
-        "policy: {}\n",
-        serde_json::to_string(
-            &serde_saphyr::from_str::<Value>(&read("examples/policy.yaml")).expect("yaml")
-        )
-        .expect("json")
-    );
-    let err = template("runner-fence", Some(&policy_only), &[]).expect_err("half");
-    assert!(err.contains("`rendered` is not"), "{err}");
-}
-
-#[test]
-fn helm_reads_the_policy_exactly_as_runner_fence_hashed_it() {
-    // Strings Go's JSON encoder escapes and numbers Helm reads as floats: the
-    // checksum only matches when `render helm-values` writes what Go writes.
-    let name = "<ops> & dev \u{2028} caf\u{e9} \t \u{1} tab";
-    let text = read("examples/policy.yaml").replacen(
-        "name: gitlab-runner-jobs",
-        &format!("name: {}", serde_json::to_string(name).expect("json")),
-        1,
-    );
-    runner_fence::core::policy::parse(&text, "p").expect("test policy loads");
-    let values = values_for(&text, "runner-fence");
-    let objs = template("runner-fence", Some(&values), &[]).expect("checksum accepted");
-    let served = find(&objs, "ConfigMap")["data"]["policy.yaml"]
-        .as_str()
-        .expect("policy")
-        .to_string();
-    let v: Value = serde_saphyr::from_str(&served).expect("yaml");
-    assert_eq!(v["metadata"]["name"], name);
 }
 
 #[test]
@@ -606,7 +481,7 @@ fn scheduling_and_monitoring_values_reach_the_objects() {
         json!({"role": "system", "kubernetes.io/arch": "amd64"})
     );
     assert_eq!(pod["priorityClassName"], "platform-critical");
-    // A hand-written nodeAffinity replaces the derived one.
+    // A hand-written nodeAffinity requirement replaces the default one.
     let own = template(
         "runner-fence",
         None,
@@ -620,7 +495,7 @@ fn scheduling_and_monitoring_values_reach_the_objects() {
         json!([{"matchExpressions": [{"key": "role", "operator": "Exists"}]}])
     );
     assert!(aff.get("podAntiAffinity").is_some());
-    // Only preferences of one's own keep the derived requirement.
+    // Preferences of one's own keep the default requirement (off runner nodes and Fargate).
     let pref = template(
         "runner-fence",
         None,
@@ -630,12 +505,11 @@ fn scheduling_and_monitoring_values_reach_the_objects() {
     )
     .expect("template");
     let na = &find(&pref, "Deployment")["spec"]["template"]["spec"]["affinity"]["nodeAffinity"];
-    let policy = runner_fence::core::policy::embedded().expect("policy");
-    let derived =
-        runner_fence::core::render::placement::webhook_node_affinity(&policy).expect("affinity");
-    assert_eq!(
-        na["requiredDuringSchedulingIgnoredDuringExecution"],
-        derived["requiredDuringSchedulingIgnoredDuringExecution"]
+    let terms =
+        na["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"].to_string();
+    assert!(
+        terms.contains("gitlab-runner") && terms.contains("fargate"),
+        "{terms}"
     );
     assert_eq!(
         na["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"],
@@ -663,15 +537,15 @@ fn scheduling_and_monitoring_values_reach_the_objects() {
 #[test]
 fn helm_lint_is_clean_for_every_mode() {
     let dir = tempfile::tempdir().expect("tmp");
-    let audit = dir.path().join("audit.yaml");
-    std::fs::write(&audit, values_for(&read(AUDIT), "runner-fence")).expect("write");
+    let initial = dir.path().join("initial.yaml");
+    std::fs::write(&initial, initial_policy_values()).expect("write");
     for extra in [
         vec![],
-        vec!["-f".to_string(), audit.display().to_string()],
+        vec!["-f".to_string(), initial.display().to_string()],
         vec!["--set".into(), "certificates.mode=certManager".into()],
         vec![
             "--set".into(),
-            "backstop.enabled=false,metrics.serviceMonitor.enabled=true".into(),
+            "webhooks.failurePolicy=Ignore,nodeCache.enabled=false,metrics.serviceMonitor.enabled=true".into(),
         ],
     ] {
         let out = Command::new(helm())
