@@ -13,25 +13,26 @@ out=${1:-$(mktemp -d)}
 mkdir -p "$out"
 chart=charts/runner-fence
 ns=runner-fence
-common=(--namespace "$ns" --kube-version 1.33.0 --set referencePolicy=true)
+common=(--namespace "$ns" --kube-version 1.33.0)
 
-echo "== values for the audit policy (runner-fence render helm-values)"
-cargo run --quiet --locked -- render helm-values --policy manifests/overlays/audit/policy.yaml > "$out/audit.values.yaml"
+echo "== values with an initial policy (the reference policy's spec)"
+python3 - "$out/initial.values.yaml" <<'PY'
+import json, sys, yaml
+spec = yaml.safe_load(open("examples/runnerfencepolicy.yaml"))["spec"]
+json.dump({"initialPolicy": {"enabled": True, "name": "gitlab-runner-jobs", "spec": spec}}, open(sys.argv[1], "w"))
+PY
 
 # name | helm flags. Each option of the chart is set in at least one of them.
 cases=(
-  "generate|"
+  "managed|"
   "cert-manager|--set certificates.mode=certManager"
-  "audit|-f $out/audit.values.yaml"
-  "existing-secret|--set certificates.mode=existingSecret --set certificates.existingSecret.name=corp-tls --set-file certificates.existingSecret.caBundle=manifests/overlays/self-signed/certs/ca.crt"
+  "initial-policy|-f $out/initial.values.yaml"
+  "existing-secret|--set certificates.mode=existingSecret --set certificates.existingSecret.name=corp-tls"
   "cluster-issuer|--set certificates.mode=certManager --set certificates.certManager.issuerRef.name=corp --set certificates.certManager.issuerRef.kind=ClusterIssuer"
   "monitoring|--set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true"
   "scheduling|--set replicaCount=3 --set priorityClassName=system-node-critical --set tolerations[0].key=dedicated --set tolerations[0].operator=Exists --set nodeSelector.role=system --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-  "no-backstop|--set backstop.enabled=false --set nodeCache.enabled=false --set webhooks.failurePolicy=Fail"
+  "fail-open|--set nodeCache.enabled=false --set webhooks.failurePolicy=Ignore"
 )
-if [ ! -f manifests/overlays/self-signed/certs/ca.crt ]; then
-  cargo run --quiet --locked -- certs generate --service runner-fence --namespace runner-fence --out manifests/overlays/self-signed/certs
-fi
 
 for c in "${cases[@]}"; do
   name=${c%%|*}; flags=${c#*|}
@@ -42,21 +43,23 @@ for c in "${cases[@]}"; do
   echo "helm $name: lint clean, $(grep -c '^kind:' "$out/chart-$name.yaml") objects"
 done
 
-echo "== Kubernetes 1.33 schemas (strict; cert-manager and Prometheus Operator kinds are checked by the e2e apiserver)"
+echo "== Kubernetes 1.33 schemas (strict; cert-manager, Prometheus Operator and RunnerFencePolicy objects are checked by the e2e apiserver)"
 for f in "$out"/chart-*.yaml; do
   python3 - "$f" <<'PY' > "$f.core"
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-core = [d for d in docs if not d["apiVersion"].startswith(("cert-manager.io/", "monitoring.coreos.com/"))]
+core = [d for d in docs if not d["apiVersion"].startswith(("cert-manager.io/", "monitoring.coreos.com/", "runner-fence.dev/"))]
 print(yaml.safe_dump_all(core))
 PY
   kubernetes-validate --kubernetes-version 1.33.0 --strict --quiet "$f.core"
 done
 
 echo "== safety properties (same checks as the kustomize overlays)"
-cp "$out/chart-generate.yaml" "$out/helm-self-signed.yaml"
-cp "$out/chart-cert-manager.yaml" "$out/helm-cert-manager.yaml"
-cp "$out/chart-audit.yaml" "$out/helm-audit.yaml"
+# The option sets a deployment uses as they are (scheduling overrides, e.g. tolerations, are
+# the operator's call and not held to the overlays' rules).
+for name in managed cert-manager initial-policy; do
+  cp "$out/chart-$name.yaml" "$out/helm-$name.yaml"
+done
 if [ -z "${1:-}" ]; then
   python3 scripts/check_manifests.py "$out" .
 fi

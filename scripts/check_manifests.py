@@ -195,6 +195,9 @@ def check_deployment(docs, overlay):
         check(delay >= c["readinessProbe"]["periodSeconds"], f"{overlay}: shutdown delay covers a readiness period")
         check(pod.get("terminationGracePeriodSeconds", 30) > pre + delay + drain,
               f"{overlay}: terminationGracePeriodSeconds exceeds preStop + delay + drain")
+    if overlay.startswith("helm-"):
+        check_chart_rbac(docs, overlay)
+        return
     vols = {v["name"]: v for v in pod["volumes"]}
     check(vols.get("policy", {}).get("configMap", {}).get("name") == "runner-fence-policy", f"{overlay}: policy ConfigMap volume")
     check(vols.get("tls", {}).get("secret", {}).get("secretName") == "runner-fence-tls", f"{overlay}: TLS Secret volume")
@@ -207,6 +210,27 @@ def check_deployment(docs, overlay):
     check(not [d for d in docs if d["kind"] in ("Role", "RoleBinding")], f"{overlay}: no other roles")
 
 
+def check_chart_rbac(docs, overlay):
+    """The chart runs the policy controller: it renders no policy, webhook or backstop
+    (runner-fence applies them) and may write the generated objects by name only."""
+    for kind in ("ConfigMap", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+                 "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        check(not [d for d in docs if d["kind"] == kind and "grafana_dashboard" not in d["metadata"].get("labels", {})],
+              f"{overlay}: no {kind} rendered by Helm")
+    c = one(docs, "Deployment", "runner-fence")["spec"]["template"]["spec"]["containers"][0]
+    check("--policies-from-cluster" in c.get("args", []), f"{overlay}: serve --policies-from-cluster")
+    pdb = one(docs, "PodDisruptionBudget", "runner-fence")
+    check(pdb.get("spec", {}).get("minAvailable") == 1, f"{overlay}: PDB keeps one replica")
+    for role in [d for d in docs if d["kind"] in ("ClusterRole", "Role")]:
+        for r in role.get("rules", []):
+            name = role["metadata"]["name"]
+            writes = set(r.get("verbs", [])) & {"update", "patch", "delete"}
+            if r.get("apiGroups") == ["admissionregistration.k8s.io"] or (writes and r.get("resources") in (["secrets"], ["leases"])):
+                check(bool(r.get("resourceNames")) or r.get("verbs") == ["create"],
+                      f"{overlay}: {role['kind']} {name} touches {r.get('resources')} by name only")
+            check("*" not in r.get("verbs", []) and "*" not in r.get("resources", []), f"{overlay}: {name} has no wildcards")
+
+
 def main():
     rendered, root = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
     fixtures = {p.name: json.loads(p.read_text()) for p in sorted((root / "tests/data").glob("*.json"))}
@@ -215,12 +239,15 @@ def main():
     # (helm-*.yaml, written by scripts/check-chart.sh) when present.
     kinds = ["self-signed", "cert-manager", "audit"]
     overlays = [o for o in kinds if (rendered / f"{o}.yaml").exists()]
-    overlays += [f"helm-{o}" for o in kinds if (rendered / f"helm-{o}.yaml").exists()]
+    overlays += sorted(p.stem for p in rendered.glob("helm-*.yaml"))
     check(len(overlays) >= 3, f"rendered manifests in {rendered} (found {overlays})")
     for overlay in overlays:
         docs = load(rendered / f"{overlay}.yaml")
         audit = overlay.endswith("audit")
         helm = overlay.startswith("helm-")
+        if helm:
+            check_deployment(docs, overlay)
+            continue
         check_webhooks(docs, overlay, fixtures, audit)
         check_backstop(docs, overlay, audit)
         check_deployment(docs, overlay)

@@ -1330,10 +1330,10 @@ fn generate_certs(out: &Path, namespace: &str, sans: &[&str]) -> PathBuf {
     out.to_path_buf()
 }
 
-/// The Helm chart on the real apiserver: every object of every option set is
-/// accepted by a server-side dry-run apply (schemas, CEL compilation of the
-/// backstop, admission), in a namespace that enforces the restricted Pod Security
-/// Standard, and the Deployment's pods are really created there.
+/// The Helm chart on the real apiserver: every object of every option set (the
+/// initial RunnerFencePolicy and the uninstall hook included) is accepted by a
+/// server-side dry-run apply, in a namespace that enforces the restricted Pod
+/// Security Standard, and the Deployment's pods are really created there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the loopback control plane: run bash scripts/e2e.sh"]
 async fn the_chart_is_accepted_by_the_apiserver() {
@@ -1369,41 +1369,53 @@ async fn the_chart_is_accepted_by_the_apiserver() {
         None,
     );
 
+    // The CRD (crds/ is what `helm install` applies first), so the initial policy is checked too.
+    kubectl_ok(
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("charts/runner-fence/crds/runnerfencepolicies.runner-fence.dev.yaml")
+                .display()
+                .to_string(),
+        ],
+        None,
+    );
+    kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            "crd/runnerfencepolicies.runner-fence.dev",
+        ],
+        None,
+    );
     let dir = tempfile::tempdir().expect("tmp");
-    let render = |policy: Option<&Path>, file: &str| {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["render", "helm-values", "--namespace", CHART_NS]);
-        if let Some(p) = policy {
-            cmd.arg("--policy").arg(p);
-        }
-        let out = cmd.output().expect("render helm-values");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = dir.path().join(file);
-        std::fs::write(&path, &out.stdout).expect("write");
-        path.display().to_string()
-    };
-    let reference = render(None, "reference.yaml");
-    let audit_policy = dir.path().join("audit-policy.yaml");
-    std::fs::write(&audit_policy, policy_text("audit")).expect("write");
-    let audit = render(Some(&audit_policy), "audit.yaml");
-    let certs = generate_certs(&dir.path().join("certs"), CHART_NS, &[]);
-    let ca = certs.join("ca.crt").display().to_string();
+    let object: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/runnerfencepolicy.yaml"),
+        )
+        .expect("example"),
+    )
+    .expect("yaml");
+    let initial = dir.path().join("initial.yaml");
+    std::fs::write(
+        &initial,
+        json!({"initialPolicy": {"enabled": true, "name": "chart-e2e-initial", "spec": object["spec"]}})
+            .to_string(),
+    )
+    .expect("write");
 
     let cases: Vec<(&str, Vec<String>)> = vec![
-        ("generate", vec![]),
+        ("managed", vec![]),
         ("cert-manager", vec!["--set".into(), "certificates.mode=certManager".into()]),
-        ("audit", vec!["-f".into(), audit.clone()]),
+        ("initial-policy", vec!["-f".into(), initial.display().to_string()]),
         (
             "existing-secret",
             vec![
                 "--set".into(),
                 "certificates.mode=existingSecret,certificates.existingSecret.name=corp-tls".into(),
-                "--set-file".into(),
-                format!("certificates.existingSecret.caBundle={ca}"),
             ],
         ),
         (
@@ -1421,22 +1433,15 @@ async fn the_chart_is_accepted_by_the_apiserver() {
             ],
         ),
         (
-            "no-backstop",
-            vec!["--set".into(), "backstop.enabled=false,nodeCache.enabled=false,webhooks.failurePolicy=Fail".into()],
+            "fail-open",
+            vec!["--set".into(), "nodeCache.enabled=false,webhooks.failurePolicy=Ignore".into()],
         ),
     ];
     let template = |extra: &[String]| {
         let out = Command::new(&helm)
             .args(["template", "runner-fence"])
             .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/runner-fence"))
-            .args([
-                "--namespace",
-                CHART_NS,
-                "--kube-version",
-                "1.36.0",
-                "-f",
-                &reference,
-            ])
+            .args(["--namespace", CHART_NS, "--kube-version", "1.36.0"])
             .args(extra)
             .output()
             .expect("helm template");
@@ -1497,13 +1502,16 @@ async fn the_chart_is_accepted_by_the_apiserver() {
         println!("chart ({name}): {objects} objects accepted (server-side dry-run)");
     }
 
-    // For real, the namespaced part (the webhooks stay out: nothing serves them
-    // here): Pod Security admission checks the pods the ReplicaSet creates.
+    // For real, the namespaced part (not the uninstall hook): Pod Security
+    // admission checks the pods the ReplicaSet creates.
     let yaml = template(&[]);
     let namespaced: Vec<Value> = serde_saphyr::from_multiple::<Value>(&yaml)
         .expect("yaml")
         .into_iter()
-        .filter(|d| d["metadata"]["namespace"] == CHART_NS)
+        .filter(|d| {
+            d["metadata"]["namespace"] == CHART_NS
+                && d["metadata"]["annotations"]["helm.sh/hook"].is_null()
+        })
         .collect();
     let list = json!({"apiVersion": "v1", "kind": "List", "items": namespaced});
     kubectl_ok(
