@@ -10,9 +10,9 @@
 #     own runnerKubernetes settings (no key of runner-fence's overridden);
 #   - the runner manager's placement (affinity, tolerations) is the policy's default
 #     profile, and `runner-fence eval` admits the manager pod without placement patches;
-#   - the runner-fence values helmfile wrote equal `runner-fence render helm-values
-#     --policy examples/policy.yaml --namespace runner-fence`, and `helm template` of the
-#     chart accepts them (the chart refuses values of another policy or namespace);
+#   - the runner-fence values helmfile wrote are the policy file as the chart's initial
+#     RunnerFencePolicy (its fields as the spec), `helm template` accepts them and the
+#     rendered object passes `runner-fence lint`;
 #   - the policy path is the environment value: another policy gives other values, and a
 #     runnerKubernetes key runner-fence owns is refused.
 # Nothing fetches charts.gitlab.io: `build` and `write-values` never prepare charts, and
@@ -48,7 +48,6 @@ echo "== helmfile write-values"
 "${hf[@]}" write-values --output-file-template "$out/values/{{ .Release.Name }}.yaml" >/dev/null \
   || fail "helmfile write-values failed (output above)"
 runner-fence render runner-config --policy examples/policy.yaml > "$out/runner-config.toml"
-runner-fence render helm-values --policy examples/policy.yaml --namespace runner-fence > "$out/fence.values.yaml"
 
 echo "== checks"
 python3 - "$out" examples/policy.yaml <<'PY'
@@ -99,18 +98,14 @@ for name, r in releases.items():
     if embedded[0] != load(f"{out}/values/{name}.yaml"):
         fail(f"{name}: values embedded by helmfile build differ from those written by helmfile write-values")
 
-# The runner-fence values helmfile wrote are what render helm-values prints.
+# The runner-fence values helmfile wrote: the policy file as the initial RunnerFencePolicy's spec.
 written = load(f"{out}/values/runner-fence.yaml")
-expected = load(f"{out}/fence.values.yaml")
-if written != expected:
-    for k in sorted(set(written) | set(expected)):
-        if written.get(k) != expected.get(k):
-            print(f"  differs: {k}", file=sys.stderr)
-    fail("runner-fence values written by helmfile differ from `runner-fence render helm-values "
-         "--policy examples/policy.yaml --namespace runner-fence`")
-if written["rendered"]["namespace"] != "runner-fence":
-    fail(f"rendered.namespace is {written['rendered']['namespace']!r}")
-print("runner-fence values: equal to render helm-values (policy, rendered webhooks and backstop)")
+plain = load(policy_path)
+want = {k: v for k, v in plain.items() if k not in ("apiVersion", "kind", "metadata")}
+initial = written.get("initialPolicy") or {}
+if initial.get("enabled") is not True or initial.get("name") != plain["metadata"]["name"] or initial.get("spec") != want:
+    fail(f"runner-fence values written by helmfile are not the policy file as initialPolicy: {str(written)[:300]}")
+print("runner-fence values: initialPolicy is the policy file (its fields as the spec)")
 
 # The runner's config.toml template.
 values = load(f"{out}/values/gitlab-runner.yaml")
@@ -182,23 +177,29 @@ PY
 echo "== helm template charts/runner-fence with the values helmfile wrote"
 "$helm" template runner-fence charts/runner-fence -n runner-fence --kube-version 1.33.0 \
   -f "$out/values/runner-fence.yaml" > "$out/chart.yaml" || fail "helm template refused the values helmfile wrote"
-grep -q '^kind: ValidatingWebhookConfiguration' "$out/chart.yaml" || fail "no ValidatingWebhookConfiguration rendered"
-grep -q '^kind: MutatingWebhookConfiguration' "$out/chart.yaml" || fail "no MutatingWebhookConfiguration rendered"
+grep -q '^kind: RunnerFencePolicy' "$out/chart.yaml" || fail "no initial RunnerFencePolicy rendered"
+python3 - "$out/chart.yaml" "$target/debug/runner-fence" <<'PY' || fail "the chart's RunnerFencePolicy does not load with runner-fence lint"
+import subprocess, sys, tempfile, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "RunnerFencePolicy"]
+with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+    yaml.safe_dump(docs[0], f)
+    f.flush()
+    subprocess.run([sys.argv[2], "lint", f.name], check=True)
+PY
 echo "helm template: $(grep -c '^kind:' "$out/chart.yaml") objects"
 
 echo "== the policy is the environment value 'policy'"
 "${hf[@]}" --state-values-set policy=../../manifests/overlays/audit/policy.yaml \
   write-values --output-file-template "$out/audit/{{ .Release.Name }}.yaml" >/dev/null \
   || fail "helmfile write-values with --state-values-set policy=... failed"
-runner-fence render helm-values --policy manifests/overlays/audit/policy.yaml --namespace runner-fence > "$out/audit.values.yaml"
-python3 - "$out" <<'PY' || fail "--state-values-set policy=manifests/overlays/audit/policy.yaml did not change the rendered values"
+python3 - "$out" <<'PY' || fail "--state-values-set policy=manifests/overlays/audit/policy.yaml did not change the values"
 import sys, yaml
 out = sys.argv[1]
-a = yaml.safe_load(open(f"{out}/audit/runner-fence.yaml"))
-assert a == yaml.safe_load(open(f"{out}/audit.values.yaml"))
-reference = yaml.safe_load(open(f"{out}/values/runner-fence.yaml"))
-assert a["policy"] != reference["policy"] and a["rendered"] != reference["rendered"]
-print(f"  manifests/overlays/audit/policy.yaml: mode {a['policy']['mode']}, values equal to its render helm-values")
+a = yaml.safe_load(open(f"{out}/audit/runner-fence.yaml"))["initialPolicy"]["spec"]
+reference = yaml.safe_load(open(f"{out}/values/runner-fence.yaml"))["initialPolicy"]["spec"]
+assert a["mode"] == "audit" and reference["mode"] == "enforce"
+assert {k: v for k, v in a.items() if k != "mode"} == {k: v for k, v in reference.items() if k != "mode"}
+print(f"  manifests/overlays/audit/policy.yaml: initialPolicy mode {a['mode']}")
 PY
 
 echo "== a runnerKubernetes key runner-fence owns is refused"

@@ -303,7 +303,7 @@ fn two_releases_share_no_cluster_scoped_name() {
 fn the_initial_policy_is_created_once_and_loads_with_the_one_loader() {
     let objs = template("runner-fence", Some(&initial_policy_values()), &[]).expect("template");
     let p = find(&objs, "RunnerFencePolicy");
-    assert_eq!(p["metadata"]["annotations"]["helm.sh/hook"], "post-install");
+    assert_eq!(p["metadata"]["annotations"]["helm.sh/hook"], "pre-install");
     let text = serde_json::to_string_pretty(p).expect("json");
     let loaded =
         runner_fence::core::policy::parse(&text, "chart").expect("the chart's policy loads");

@@ -414,7 +414,7 @@ fn render_runner_config_is_toml_for_the_policy() {
 
 #[rstest::rstest]
 #[case::schema(&["schema"])]
-#[case::render(&["render", "helm-values"])]
+#[case::render(&["render", "crd"])]
 #[case::eval(&["eval", "--output", "json", "tests/data/plain-job.json", "tests/data/fargate-job.json"])]
 fn output_into_a_closed_pipe_does_not_panic(#[case] args: &[&str]) {
     // `runner-fence ... | head`: the reader is gone before the first write.

@@ -116,8 +116,8 @@ fn dockerfile_runs_serve_as_non_root() {
 
 #[test]
 fn the_kustomize_deployment_stays_off_the_nodes_the_policy_derives() {
-    // The chart uses `render helm-values`' derived affinity; the kustomize base writes
-    // it by hand for the reference policy and must say the same (order aside).
+    // What `render::placement` derives for the reference policy; the kustomize base
+    // writes it by hand and must say the same (order aside).
     let policy = runner_fence::core::policy::embedded().expect("policy");
     let want =
         runner_fence::core::render::placement::webhook_node_affinity(&policy).expect("affinity");

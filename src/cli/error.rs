@@ -27,9 +27,6 @@ pub enum Error {
     /// The CRD schema cannot be generated from the policy model.
     #[error(transparent)]
     Crd(#[from] crate::core::render::crd::SchemaError),
-    /// No chart values can be rendered from this policy.
-    #[error(transparent)]
-    HelmValues(#[from] crate::core::render::helm_values::HelmValuesError),
     /// The webhook (or its certificates) could not be set up.
     #[error(transparent)]
     Webhook(#[from] crate::webhook::Error),

@@ -41,18 +41,6 @@ pub(super) enum Command {
     },
     /// The RunnerFencePolicy CustomResourceDefinition (schema from the policy model).
     Crd,
-    /// Values for the Helm chart: the policy and what is generated from it.
-    HelmValues {
-        /// Policy file (default: the embedded reference policy).
-        #[arg(long, env = "RUNNER_FENCE_POLICY")]
-        policy: Option<PathBuf>,
-        /// The release namespace (the webhook's own, never reviewed).
-        #[arg(long, default_value = "runner-fence")]
-        namespace: String,
-        /// Name of the webhook Service.
-        #[arg(long, default_value = "runner-fence")]
-        service: String,
-    },
 }
 
 /// `render webhooks` flags.
@@ -116,25 +104,7 @@ pub(super) fn run(command: Command) -> Result<ExitCode, Error> {
             out!("{}", crate::core::render::crd::render_yaml()?);
             ok()
         }
-        Command::HelmValues {
-            policy,
-            namespace,
-            service,
-        } => render_helm_values(policy.as_deref(), namespace, service),
     }
-}
-
-/// The chart values are rendered from the policy text, not only the loaded
-/// policy: the chart mounts the policy as written and hashes it.
-fn render_helm_values(
-    policy: Option<&Path>,
-    namespace: String,
-    service: String,
-) -> Result<ExitCode, Error> {
-    use crate::core::render::helm_values::{Target, render};
-    let (text, file) = crate::core::policy::source(policy)?;
-    out!("{}", render(&text, &file, &Target { namespace, service })?);
-    ok()
 }
 
 /// Loads `--policy`, renders something from it and prints it.

@@ -66,8 +66,7 @@ pub fn load(path: Option<&Path>) -> Result<Policy, LoadError> {
 }
 
 /// The text of the policy `--policy` names, or of the embedded reference
-/// policy, with the name errors give it; for what needs the policy as written
-/// (`render helm-values`).
+/// policy, with the name errors give it.
 pub fn source(path: Option<&Path>) -> Result<(String, String), LoadError> {
     match path {
         Some(p) => Ok((read_file(p)?, p.display().to_string())),

@@ -21,7 +21,7 @@ pub use crate::core::tolerations::{TaintEffect, TaintSpec, TolerationOperator, T
 
 pub use lint::{LintWarning, lint};
 pub use load::{EMBEDDED_POLICY, GROUP, LoadError, OBJECT_KIND, PLURAL, VERSION, embedded, parse};
-pub(crate) use load::{load, load_file, source};
+pub(crate) use load::{load, load_file};
 pub use protected::{ProtectedBy, ProtectedNodes};
 
 /// `apiVersion` every policy must carry.

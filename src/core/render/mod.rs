@@ -5,7 +5,6 @@
 pub mod admission_policy;
 pub mod cluster;
 pub mod crd;
-pub mod helm_values;
 pub mod placement;
 mod runner_config;
 pub mod webhooks;
