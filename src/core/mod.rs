@@ -9,6 +9,7 @@ pub mod engine;
 pub mod nodes;
 pub mod policy;
 pub mod quantity;
+pub mod rbac;
 pub mod render;
 pub mod report;
 pub(crate) mod selector;
