@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{fixture, reference};
+use std::sync::Arc;
+
+use cel::extractors::This;
+use common::{fixture, fixture_names, reference};
 use rstest::rstest;
 use runner_fence::core::engine::Endpoint;
 use runner_fence::core::policy::Policy;
@@ -66,6 +69,18 @@ fn failed(spec: &Value, request: &Value) -> Vec<String> {
         "oldObject",
         cel::to_value(&request["oldObject"]).expect("cel"),
     );
+    // Kubernetes' list library (k8s.io/apiserver/pkg/cel/library/lists.go), part
+    // of every apiserver's CEL environment: `<list<T>>.indexOf(<T>)`, -1 if absent.
+    ctx.add_function(
+        "indexOf",
+        |This(list): This<Arc<Vec<cel::Value>>>, item: cel::Value| -> i64 {
+            list.iter()
+                .position(|x| *x == item)
+                .and_then(|i| i64::try_from(i).ok())
+                .unwrap_or(-1)
+        },
+    )
+    .expect("indexOf");
     // Scope: the same matchConditions as the webhooks.
     for c in spec["matchConditions"].as_array().into_iter().flatten() {
         if !matches!(
@@ -176,9 +191,9 @@ fn with_spec(name: &str, f: impl FnOnce(&mut Value)) -> Value {
 }
 
 #[rstest]
-#[case::tolerate_all(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"operator": "Exists"}])), "protected-nodes: spec.tolerations tolerates workload=gitlab:NoSchedule of protected GitLab nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
-#[case::key_only_exists(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"key": "workload", "operator": "Exists"}])), "protected-nodes: spec.tolerations tolerates workload=gitlab:NoSchedule of protected GitLab nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
-#[case::gitlab_toleration(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"key": "workload", "value": "gitlab", "effect": "NoSchedule"}])), "protected-nodes: spec.tolerations tolerates workload=gitlab:NoSchedule of protected GitLab nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
+#[case::tolerate_all(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"operator": "Exists"}])), "protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule of protected GitLab nodes (it tolerates every taint (empty key, operator Exists)); remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
+#[case::key_only_exists(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"key": "workload", "operator": "Exists"}])), "protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule of protected GitLab nodes (it tolerates workload (any value) with any effect); remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
+#[case::gitlab_toleration(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"}, {"key": "workload", "value": "gitlab", "effect": "NoSchedule"}])), "protected-nodes: spec.tolerations[1] tolerates workload=gitlab:NoSchedule of protected GitLab nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
 #[case::node_name(with_spec("plain-job.json", |s| s["nodeName"] = json!("gitlab-1")), "node-name: spec.nodeName is set to gitlab-1; job pods must be placed by the scheduler, remove spec.nodeName")]
 #[case::extra_or_term(with_spec("plain-job.json", |s| {
     let terms = &mut s["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
@@ -396,4 +411,156 @@ fn audited_rules_warn_and_enforced_ones_deny() {
             .denied
             .is_empty()
     );
+}
+
+/// The reference policy with `mode: audit`: the mutating webhook patches nothing.
+fn audit_policy() -> Policy {
+    runner_fence::core::policy::parse(
+        &runner_fence::core::policy::EMBEDDED_POLICY.replacen("mode: enforce", "mode: audit", 1),
+        "audit.yaml",
+    )
+    .expect("policy")
+}
+
+/// The validating webhook's violations for a review, as its messages word for
+/// word: what it denies, or in audit mode reports.
+fn webhook_violations(p: &Policy, review: &Value) -> Vec<String> {
+    let r = admission::handle(
+        p,
+        Endpoint::Validate,
+        &serde_json::to_vec(review).expect("json"),
+        None,
+    )
+    .expect("review");
+    r.decision
+        .denials()
+        .iter()
+        .chain(r.decision.audited())
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// Every CREATE fixture in the runner namespace, and the attacks on a plain job.
+fn creations(f: impl Fn(&Value) -> Value) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = fixture_names()
+        .into_iter()
+        .map(|n| (n.clone(), fixture(&n)))
+        .filter(|(_, r)| {
+            r["request"]["operation"] == "CREATE" && r["request"]["namespace"] == "gitlab-runner"
+        })
+        .collect();
+    let attacks: [(&str, Value); 5] = [
+        (
+            "tolerate-all",
+            json!({"tolerations": [{"operator": "Exists"}]}),
+        ),
+        (
+            "key-only",
+            json!({"tolerations": [{"key": "workload", "operator": "Exists", "effect": "NoSchedule"}]}),
+        ),
+        (
+            "gitlab-toleration-second",
+            json!({"tolerations": [{"key": "a", "value": "b"}, {"key": "workload", "value": "gitlab", "effect": "NoSchedule"}]}),
+        ),
+        ("node-name", json!({"nodeName": "gitlab-1"})),
+        (
+            "gitlab-selector",
+            json!({"nodeSelector": {"workload": "gitlab"}}),
+        ),
+    ];
+    for (name, spec) in attacks {
+        let mut r = fixture("plain-job.json");
+        for (k, v) in spec.as_object().into_iter().flatten() {
+            r["request"]["object"]["spec"][k] = v.clone();
+        }
+        out.push((name.to_string(), r));
+    }
+    out.into_iter().map(|(n, r)| (n, f(&r))).collect()
+}
+
+const SOURCE: &str = " [runner-fence backstop]";
+
+/// The backstop's messages about tolerations and nodeName are the webhook's
+/// own for the same pod (the first such violation: one message per check).
+fn assert_same_words(name: &str, backstop: &[String], webhook: &[String]) {
+    for m in backstop {
+        let text = m
+            .strip_suffix(SOURCE)
+            .unwrap_or_else(|| panic!("{name}: {m:?} does not say where it comes from"));
+        if !text.starts_with("placement: ") {
+            assert!(
+                webhook.iter().any(|w| w == text),
+                "{name}: the backstop says {text:?}, the webhook {webhook:?}"
+            );
+        }
+    }
+    for prefix in [
+        "protected-nodes: spec.tolerations[",
+        "node-name: spec.nodeName",
+    ] {
+        let first = |list: &[String]| {
+            list.iter()
+                .map(|m| m.trim_end_matches(SOURCE).to_string())
+                .find(|m| m.starts_with(prefix))
+        };
+        assert_eq!(first(backstop), first(webhook), "{name}: {prefix}");
+    }
+}
+
+#[test]
+fn in_audit_mode_the_backstop_warns_only_what_enforce_mode_would_deny_in_the_webhooks_words() {
+    let p = audit_policy();
+    let mut warned = Vec::new();
+    // Audit mode patches nothing: the backstop sees the pods as created.
+    for (name, review) in creations(Value::clone) {
+        let v = verdict(&p, &request(&review));
+        assert!(v.denied.is_empty(), "{name}: audit mode denies {v:?}");
+        assert_same_words(&name, &v.warned, &webhook_violations(&p, &review));
+        if !v.warned.is_empty() {
+            warned.push(name);
+        }
+    }
+    // An unmutated job pod is what audit mode admits: no warning (it used to
+    // warn on every pod that the mutating webhook was probably not running).
+    assert_eq!(
+        verdict(&p, &request(&fixture("plain-job.json"))),
+        Verdict::default()
+    );
+    assert_eq!(
+        warned,
+        [
+            "job-with-toleration-overwrite.json",
+            "tolerate-all",
+            "key-only",
+            "gitlab-toleration-second",
+            "node-name"
+        ]
+    );
+    assert_eq!(
+        verdict(&p, &request(&fixture("job-with-toleration-overwrite.json"))).warned,
+        [
+            "protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule of protected GitLab nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]"
+        ]
+    );
+    // The audit-mode backstop has no placement check: nothing it could judge
+    // without the mutation.
+    let objs = objects(&p, "runner-fence").expect("render");
+    let validations = objs[0]["spec"]["validations"].as_array().expect("list");
+    assert!(
+        validations.iter().all(|v| !v["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("placement:")),
+        "{validations:?}"
+    );
+}
+
+#[test]
+fn in_enforce_mode_the_backstop_denies_tolerations_and_node_name_in_the_webhooks_words() {
+    let p = reference();
+    for (name, review) in creations(|r| mutated(&reference(), r)) {
+        let v = verdict(&p, &request(&review));
+        assert!(v.warned.is_empty(), "{name}: {v:?}");
+        assert_same_words(&name, &v.denied, &webhook_violations(&p, &review));
+    }
 }

@@ -198,12 +198,32 @@ fn the_chart_installs_what_render_generates(#[case] policy: &str, #[case] namesp
 
     // Webhooks: `render webhooks --namespace NS` with the failure policy of the mode
     // (the audit overlay's Ignore), apart from what the installation adds.
-    let mut opts = webhooks::Options::service("runner-fence", namespace);
-    if p.mode == runner_fence::core::policy::Mode::Audit {
-        opts.mutate_failure_policy = webhooks::FailurePolicy::Ignore;
-        opts.validate_failure_policy = webhooks::FailurePolicy::Ignore;
-    }
+    let opts = webhooks::Options::service_for(&p, "runner-fence", namespace);
     let [m, v] = webhooks::objects(&p, &opts).expect("render webhooks");
+    // The CLI's default failure policies are the chart's: Ignore for an audit
+    // policy, Fail otherwise (one decision, `FailurePolicy::for_policy`).
+    let file = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(file.path(), &text).expect("write policy");
+    let cli = Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+        .args(["render", "webhooks", "--namespace", namespace, "--policy"])
+        .arg(file.path())
+        .output()
+        .expect("render webhooks");
+    let cli: Vec<Value> =
+        serde_saphyr::from_multiple(&String::from_utf8_lossy(&cli.stdout)).expect("yaml");
+    let want = if p.mode == runner_fence::core::policy::Mode::Audit {
+        "Ignore"
+    } else {
+        "Fail"
+    };
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        let chart = &find(&objs, kind)["webhooks"][0]["failurePolicy"];
+        let rendered = &find(&cli, kind)["webhooks"][0]["failurePolicy"];
+        assert_eq!((chart, rendered), (&json!(want), &json!(want)), "{kind}");
+    }
     assert_eq!(
         without_install(find(&objs, "MutatingWebhookConfiguration").clone()),
         without_install(m)

@@ -86,12 +86,12 @@ pub(super) struct WebhooksArgs {
     /// PEM CA bundle file to put in caBundle (omit when cert-manager or kustomize injects it).
     #[arg(long)]
     ca_bundle: Option<PathBuf>,
-    /// failurePolicy of the mutating webhook.
-    #[arg(long, value_enum, default_value = "fail")]
-    mutate_failure_policy: FailurePolicyArg,
-    /// failurePolicy of the validating webhook.
-    #[arg(long, value_enum, default_value = "fail")]
-    validate_failure_policy: FailurePolicyArg,
+    /// failurePolicy of the mutating webhook (default: fail when the policy enforces, ignore when it audits).
+    #[arg(long, value_enum)]
+    mutate_failure_policy: Option<FailurePolicyArg>,
+    /// failurePolicy of the validating webhook (default: fail when the policy enforces, ignore when it audits).
+    #[arg(long, value_enum)]
+    validate_failure_policy: Option<FailurePolicyArg>,
     /// timeoutSeconds of both webhooks (1-5).
     #[arg(long, default_value_t = 5)]
     timeout_seconds: i32,
@@ -161,12 +161,16 @@ fn render_webhooks(a: WebhooksArgs) -> Result<ExitCode, Error> {
             port: a.port,
         },
     };
-    let opts = webhooks::Options {
-        client,
-        ca_bundle,
-        mutate_failure_policy: a.mutate_failure_policy.into(),
-        validate_failure_policy: a.validate_failure_policy.into(),
-        timeout_seconds: a.timeout_seconds,
-    };
-    render(a.policy.as_deref(), |p| webhooks::render_yaml(p, &opts))
+    render(a.policy.as_deref(), |p| {
+        // Unless asked otherwise, what the chart installs for this policy.
+        let default = FailurePolicy::for_policy(p);
+        let opts = webhooks::Options {
+            client,
+            ca_bundle,
+            mutate_failure_policy: a.mutate_failure_policy.map_or(default, Into::into),
+            validate_failure_policy: a.validate_failure_policy.map_or(default, Into::into),
+            timeout_seconds: a.timeout_seconds,
+        };
+        webhooks::render_yaml(p, &opts)
+    })
 }

@@ -16,7 +16,12 @@
 //! scheduler may place the pod, so it is judged like a new one.
 //!
 //! Per-rule modes are honoured: validations whose rules are all in audit mode
-//! go to a second policy (`<name>-audit`) bound with `Warn, Audit`. A check
+//! go to a second policy (`<name>-audit`) bound with `Warn, Audit`. When the
+//! whole policy audits, the mutating webhook patches nothing, so every pod
+//! lacks its profile's requirements: the placement check would warn on every
+//! pod and is left out. What remains judges what mutation never changes
+//! (tolerations of protected taints, `nodeName`, bindings), so the backstop
+//! warns only for pods enforce mode would deny, in the webhook's words. A check
 //! that stands for two rules (the placement check also keeps pods off protected
 //! nodes; `nodeName` bypasses the scheduler, so the backstop cannot prove the
 //! node unprotected) denies while either rule enforces: deliberately
@@ -127,20 +132,29 @@ fn placement_expression(policy: &Policy) -> String {
     alts.join(" || ")
 }
 
-/// The CEL that toleration `t` tolerates the protected taint (as `Tol::tolerates_spec`).
-fn tolerates(taint: &TaintSpec) -> String {
-    let exists = "(has(t.operator) && t.operator == 'Exists')";
+/// `(has(t.operator) && t.operator == 'Exists')` for toleration `t`.
+fn exists(t: &str) -> String {
+    format!("(has({t}.operator) && {t}.operator == 'Exists')")
+}
+
+/// The CEL that toleration `t` (a CEL expression) tolerates the protected
+/// taint (as `Tol::tolerates_spec`).
+fn tolerates(taint: &TaintSpec, t: &str) -> String {
+    let exists = exists(t);
     let key_ok = format!(
-        "(((!has(t.key) || t.key == '') && {exists}) || (has(t.key) && t.key == {}))",
+        "(((!has({t}.key) || {t}.key == '') && {exists}) || (has({t}.key) && {t}.key == {}))",
         lit(&taint.key)
     );
     let value_ok = match &taint.value {
-        Some(v) => format!("({exists} || (has(t.value) ? t.value : '') == {})", lit(v)),
+        Some(v) => format!(
+            "({exists} || (has({t}.value) ? {t}.value : '') == {})",
+            lit(v)
+        ),
         None => "true".into(),
     };
     let effect_ok = match taint.effect {
         Some(e) => format!(
-            "(!has(t.effect) || t.effect == '' || t.effect == {})",
+            "(!has({t}.effect) || {t}.effect == '' || {t}.effect == {})",
             lit(e.as_str())
         ),
         None => "true".into(),
@@ -148,19 +162,42 @@ fn tolerates(taint: &TaintSpec) -> String {
     format!("({key_ok} && {value_ok} && {effect_ok})")
 }
 
-fn tolerations_expression(policy: &Policy) -> String {
+/// The pod's tolerations that tolerate a protected taint (variable `tolerating`).
+fn tolerating_expression(policy: &Policy) -> String {
     if policy.protected_nodes.taints.is_empty() {
-        return "true".into();
+        return "[]".into();
     }
     let any: Vec<String> = policy
         .protected_nodes
         .taints
         .iter()
-        .map(tolerates)
+        .map(|taint| tolerates(taint, "t"))
         .collect();
     format!(
-        "!has(object.spec.tolerations) || object.spec.tolerations.all(t, !({}))",
+        "has(object.spec) && has(object.spec.tolerations) ? object.spec.tolerations.filter(t, {}) : []",
         any.join(" || ")
+    )
+}
+
+/// The webhook's message for the first tolerating toleration, word for word
+/// (`Cause::ToleratesProtectedTaint`): its index, the first protected taint
+/// it tolerates and, for `Exists`, what it tolerates (`Tol::describe`).
+fn tolerations_message(policy: &Policy) -> String {
+    let t = "variables.tolerating[0]";
+    let mut taint = String::from("''");
+    for spec in policy.protected_nodes.taints.iter().rev() {
+        taint = format!(
+            "({} ? {} : {taint})",
+            tolerates(spec, t),
+            lit(&spec.to_string())
+        );
+    }
+    let describe = format!(
+        "((!has({t}.key) || {t}.key == '') ? 'every taint (empty key, operator Exists)' : {t}.key + ' (any value)' + ((!has({t}.effect) || {t}.effect == '') ? ' with any effect' : ':' + {t}.effect))"
+    );
+    format!(
+        "'protected-nodes: spec.tolerations[' + string(object.spec.tolerations.indexOf({t})) + '] tolerates ' + {taint} + ' of protected GitLab nodes' + ({} ? ' (it tolerates ' + {describe} + ')' : '') + '; remove the KUBERNETES_NODE_TOLERATIONS_* override {SOURCE}'",
+        exists(t)
     )
 }
 
@@ -246,8 +283,11 @@ fn checks(policy: &Policy) -> Vec<Check> {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    let mut out = vec![
-        Check {
+    let mut out = Vec::new();
+    // Only a patched pod can carry its profile's requirements: in audit mode
+    // nothing is patched and enforce mode would add them, so the check is left out.
+    if policy.mode == Mode::Enforce {
+        out.push(Check {
             rules: &[RuleId::Placement, RuleId::ProtectedNodes],
             expression: format!(
                 "!({is_pod}) || {placement_unchanged} || {}",
@@ -257,20 +297,21 @@ fn checks(policy: &Policy) -> Vec<Check> {
                 "placement: spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms (or spec.nodeSelector) does not require the node labels of a runner-fence profile this namespace may use ({profiles}), so nothing keeps the pod off protected GitLab nodes; the runner-fence mutating webhook adds them: check that runner-fence is running and its MutatingWebhookConfiguration registered {SOURCE}"
             ),
             message_expression: None,
-        },
-        Check {
+        });
+    }
+    if !policy.protected_nodes.taints.is_empty() {
+        out.push(Check {
             rules: &[RuleId::ProtectedNodes],
             expression: format!(
-                "!({is_pod}) || {} || {}",
+                "!({is_pod}) || {} || size(variables.tolerating) == 0",
                 unchanged("tolerations"),
-                tolerations_expression(policy)
             ),
             message: format!(
                 "protected-nodes: spec.tolerations tolerates {taints} of protected GitLab nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override {SOURCE}"
             ),
-            message_expression: None,
-        },
-    ];
+            message_expression: Some(tolerations_message(policy)),
+        });
+    }
     if !policy.allow_node_name {
         out.push(Check {
             rules: &[RuleId::NodeName, RuleId::ProtectedNodes],
@@ -314,7 +355,11 @@ pub fn objects(policy: &Policy, own_namespace: &str) -> Result<Vec<Value>, Rende
     let (enforced, audited): (Vec<Check>, Vec<Check>) = checks(policy)
         .into_iter()
         .partition(|c| c.mode(policy) == Mode::Enforce);
-    let groups: Vec<(&str, Vec<Check>, Mode)> = if enforced.is_empty() {
+    let groups: Vec<(&str, Vec<Check>, Mode)> = if enforced.is_empty() && audited.is_empty() {
+        // Nothing to check (an audit policy without protected taints or names
+        // that allows nodeName): a policy without validations is invalid.
+        Vec::new()
+    } else if enforced.is_empty() {
         vec![(NAME, audited, Mode::Audit)]
     } else if audited.is_empty() {
         vec![(NAME, enforced, Mode::Enforce)]
@@ -350,6 +395,7 @@ pub fn objects(policy: &Policy, own_namespace: &str) -> Result<Vec<Value>, Rende
                 "variables": [
                     {"name": "terms", "expression": TERMS},
                     {"name": "ungating", "expression": UNGATING},
+                    {"name": "tolerating", "expression": tolerating_expression(policy)},
                 ],
                 "validations": validations,
             },

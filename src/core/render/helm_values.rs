@@ -15,8 +15,8 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::webhooks::{self, Client, FailurePolicy, Options, RenderError};
-use crate::core::policy::{self, LoadError, Mode};
+use super::webhooks::{self, Options, RenderError};
+use crate::core::policy::{self, LoadError};
 
 /// The largest integer Helm carries exactly: it reads values as float64.
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
@@ -84,22 +84,8 @@ pub fn values(src: &str, file: &str, target: &Target) -> Result<Value, HelmValue
         ),
     })?;
 
-    let failure = match loaded.mode {
-        Mode::Enforce => FailurePolicy::Fail,
-        // Audit mode never blocks: an outage must not either.
-        Mode::Audit => FailurePolicy::Ignore,
-    };
-    let opts = Options {
-        client: Client::Service {
-            name: target.service.clone(),
-            namespace: target.namespace.clone(),
-            port: 443,
-        },
-        ca_bundle: None,
-        mutate_failure_policy: failure,
-        validate_failure_policy: failure,
-        timeout_seconds: 5,
-    };
+    // Fail when enforcing, Ignore when auditing: the same as `render webhooks`.
+    let opts = Options::service_for(&loaded, &target.service, &target.namespace);
     let [mutating, validating] = webhooks::objects(&loaded, &opts)?;
     let backstop = super::admission_policy::objects(&loaded, &target.namespace)?;
     let mut rendered = Map::new();

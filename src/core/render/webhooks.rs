@@ -106,10 +106,23 @@ pub enum FailurePolicy {
 }
 
 impl FailurePolicy {
-    fn as_str(self) -> &'static str {
+    /// As the apiserver spells it.
+    pub fn as_str(self) -> &'static str {
         match self {
             FailurePolicy::Fail => "Fail",
             FailurePolicy::Ignore => "Ignore",
+        }
+    }
+
+    /// The failurePolicy of both webhooks for a policy: `Fail` when it
+    /// enforces (an outage must not open the fence), `Ignore` when the whole
+    /// policy audits (audit mode never blocks a creation, so neither may an
+    /// outage). The one decision behind `render webhooks`, `render
+    /// helm-values` (the chart) and `audit`.
+    pub fn for_policy(policy: &Policy) -> Self {
+        match policy.mode {
+            Mode::Enforce => FailurePolicy::Fail,
+            Mode::Audit => FailurePolicy::Ignore,
         }
     }
 }
@@ -130,6 +143,17 @@ pub struct Options {
 }
 
 impl Options {
+    /// For a Service on port 443, with the failure policy of the policy's mode
+    /// ([`FailurePolicy::for_policy`]), 5 s.
+    pub fn service_for(policy: &Policy, name: &str, namespace: &str) -> Self {
+        let failure = FailurePolicy::for_policy(policy);
+        Options {
+            mutate_failure_policy: failure,
+            validate_failure_policy: failure,
+            ..Self::service(name, namespace)
+        }
+    }
+
     /// The shipped manifests: Service `runner-fence/runner-fence:443`, `Fail`, 5 s.
     pub fn service(name: &str, namespace: &str) -> Self {
         Options {
@@ -531,17 +555,23 @@ pub fn coverage_gaps(policy: &Policy, live: &[LiveWebhook], backstop: bool) -> V
             continue;
         }
         for w in &hooks {
-            if policy.mode == Mode::Enforce && w.failure_policy == "Ignore" && !backstop {
-                gaps.push(Gap {
-                    webhook: kind,
-                    namespace: String::new(),
-                    request: String::new(),
-                    reason: format!(
-                        "{}/{} has failurePolicy: Ignore while the policy enforces: an outage opens the fence",
-                        w.configuration, w.name
-                    ),
-                });
-            }
+            let reason = match FailurePolicy::for_policy(policy) {
+                FailurePolicy::Fail if w.failure_policy == "Ignore" && !backstop => format!(
+                    "{}/{} has failurePolicy: Ignore while the policy enforces: an outage opens the fence",
+                    w.configuration, w.name
+                ),
+                FailurePolicy::Ignore if w.failure_policy != "Ignore" => format!(
+                    "{}/{} has failurePolicy: {} while the policy audits: an outage blocks pod creations that audit mode allows; render webhooks emits Ignore for an audit policy",
+                    w.configuration, w.name, w.failure_policy
+                ),
+                _ => continue,
+            };
+            gaps.push(Gap {
+                webhook: kind,
+                namespace: String::new(),
+                request: String::new(),
+                reason,
+            });
         }
         // A webhook whose filters are exactly the generated ones, or absent.
         // Why this webhook would not be sent the request; None when it would.
