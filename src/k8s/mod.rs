@@ -6,4 +6,4 @@ pub mod cache;
 mod client;
 pub mod nodes;
 
-pub use client::{Error, client};
+pub use client::{ApiError, Call, Error, client};

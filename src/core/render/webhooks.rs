@@ -788,6 +788,36 @@ mod tests {
     }
 
     #[test]
+    fn an_audit_policy_wants_both_webhooks_to_fail_open() {
+        let mut p = policy_with(&["gitlab-runner"]);
+        p.mode = Mode::Audit;
+        // What `render webhooks` and the chart generate for it: no gap.
+        let opts = Options::service_for(&p, "runner-fence", "runner-fence");
+        assert_eq!(opts.mutate_failure_policy, FailurePolicy::Ignore);
+        assert_eq!(opts.validate_failure_policy, FailurePolicy::Ignore);
+        let (m, v) = configurations(&p, &opts).expect("render");
+        assert_eq!(coverage_gaps(&p, &as_live(&m, &v), false), vec![]);
+        // The enforce defaults left in place: an outage would block creations.
+        let (m, v) =
+            configurations(&p, &Options::service("runner-fence", "runner-fence")).expect("render");
+        let reasons: Vec<String> = coverage_gaps(&p, &as_live(&m, &v), true)
+            .into_iter()
+            .map(|g| g.reason)
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "0100-runner-fence/pods.mutate.runner-fence.dev has failurePolicy: Fail while the policy audits: an outage blocks pod creations that audit mode allows; render webhooks emits Ignore for an audit policy",
+                "runner-fence/pods.validate.runner-fence.dev has failurePolicy: Fail while the policy audits: an outage blocks pod creations that audit mode allows; render webhooks emits Ignore for an audit policy",
+            ]
+        );
+        // Enforcing, Fail is right and Ignore needs the backstop.
+        p.mode = Mode::Enforce;
+        assert_eq!(FailurePolicy::for_policy(&p), FailurePolicy::Fail);
+        assert_eq!(coverage_gaps(&p, &as_live(&m, &v), false), vec![]);
+    }
+
+    #[test]
     fn excluded_namespaces_cannot_be_in_scope() {
         let p = policy_with(&["runner-*"]);
         let err = configurations(&p, &Options::service("runner-fence", "runner-fence"))
