@@ -142,9 +142,14 @@ struct Fake {
     forbidden: Vec<&'static str>,
     /// Filled in by `serve`: the webhook's Service, Deployment and EndpointSlice.
     objects: Vec<Value>,
-    /// PolicyReports as stored; None: the CRD is not installed.
-    reports: Option<std::sync::Mutex<std::collections::BTreeMap<(String, String), Value>>>,
+    /// PolicyReports as stored (shared across passes); None: the CRD is not installed.
+    reports: Option<Store>,
+    /// The webhook's TLS endpoint `(port, CA)`, when made by the test.
+    endpoint: Option<(u16, String)>,
 }
+
+/// PolicyReports by namespace and name.
+type Store = Arc<std::sync::Mutex<std::collections::BTreeMap<(String, String), Value>>>;
 
 fn status(code: StatusCode, reason: &str, message: String) -> Response {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -156,7 +161,9 @@ fn forbidden(resource: &str) -> Response {
     status(
         StatusCode::FORBIDDEN,
         "Forbidden",
-        format!("{resource} is forbidden: User \"system:serviceaccount:ci:auditor\" cannot read resource \"{resource}\""),
+        format!(
+            "{resource} is forbidden: User \"system:serviceaccount:ci:auditor\" cannot read resource \"{resource}\""
+        ),
     )
 }
 
@@ -206,17 +213,22 @@ async fn list_namespaced(
         "endpointslices" => "EndpointSlice",
         _ => return not_found(&resource, ""),
     };
-    let items = f.objects.iter().filter(|o| o["kind"] == kind).cloned().collect();
+    let items = f
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == kind)
+        .cloned()
+        .collect();
     list(&format!("{kind}List"), items, None).into_response()
 }
 
 /// A TLS endpoint presenting a certificate for the webhook Service's name, as
 /// the webhook's pods do: its port and the CA that signed it.
-async fn tls_endpoint(days: u32) -> (u16, String) {
+async fn tls_endpoint(names: &[&str], days: u32) -> (u16, String) {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let g = runner_fence::webhook::certs::generate(&["runner-fence.runner-fence.svc".into()], days)
-        .expect("certs");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let g = runner_fence::webhook::certs::generate(&names, days).expect("certs");
     let chain = CertificateDer::pem_slice_iter(g.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .expect("chain");
@@ -261,23 +273,29 @@ fn serving_objects(s: &Serving, port: u16) -> Vec<Value> {
             "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "webhook", "image": "runner-fence"}]}}},
         "status": {"replicas": s.replicas, "readyReplicas": s.ready}}));
     let port = if s.unreachable { 1 } else { port };
-    out.push(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+    out.push(
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "runner-fence-x7k2p", "namespace": "runner-fence",
             "labels": {"kubernetes.io/service-name": "runner-fence"}},
         "addressType": "IPv4",
         "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": s.ready > 0}}],
-        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}));
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}),
+    );
     out
 }
 
-/// Sets every caBundle the configurations carry to `ca`.
+/// Stands for the CA of the fake's endpoint until `serve` makes it.
+const PLACEHOLDER_CA: &[u8] = b"-----BEGIN CERTIFICATE-----\n";
+
+/// Sets every placeholder caBundle of the configurations to `ca`.
 fn set_ca_bundles(configs: &mut [Value], ca: &str) {
     use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(ca);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let placeholder = json!(b64.encode(PLACEHOLDER_CA));
     for c in configs {
         for w in c["webhooks"].as_array_mut().into_iter().flatten() {
-            if w["clientConfig"].get("caBundle").is_some() {
-                w["clientConfig"]["caBundle"] = json!(b64);
+            if w["clientConfig"]["caBundle"] == placeholder {
+                w["clientConfig"]["caBundle"] = json!(b64.encode(ca));
             }
         }
     }
@@ -332,7 +350,11 @@ async fn delete_report(
     let Some(store) = &f.reports else {
         return no_such_resource();
     };
-    match store.lock().ok().and_then(|mut s| s.remove(&(ns, name.clone()))) {
+    match store
+        .lock()
+        .ok()
+        .and_then(|mut s| s.remove(&(ns, name.clone())))
+    {
         Some(_) => axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))
             .into_response(),
         None => not_found("policyreports.wgpolicyk8s.io", &name),
@@ -418,10 +440,19 @@ fn eks_fargate_mutating() -> Value {
 
 /// Both configurations exactly as `render webhooks` generates them.
 fn generated() -> (Value, Value) {
-    use runner_fence::core::render::webhooks::{Options, configurations};
-    let mut opts = Options::service("runner-fence", "runner-fence");
-    opts.ca_bundle = Some(b"-----BEGIN CERTIFICATE-----\n".to_vec());
-    let (m, v) = configurations(&reference(), &opts).expect("render");
+    let mut opts =
+        runner_fence::core::render::webhooks::Options::service("runner-fence", "runner-fence");
+    opts.ca_bundle = Some(PLACEHOLDER_CA.to_vec());
+    generated_with(&reference(), &opts)
+}
+
+/// Both configurations as `render webhooks` generates them with `opts`.
+fn generated_with(
+    p: &runner_fence::core::policy::Policy,
+    opts: &runner_fence::core::render::webhooks::Options,
+) -> (Value, Value) {
+    use runner_fence::core::render::webhooks::configurations;
+    let (m, v) = configurations(p, opts).expect("render");
     let typed = |c: Value, kind: &str| {
         let mut c = c;
         c["apiVersion"] = json!("admissionregistration.k8s.io/v1");
@@ -548,9 +579,14 @@ fn client_for(addr: std::net::SocketAddr) -> kube::Client {
 async fn serve(mut fake: Fake) -> (std::net::SocketAddr, Arc<Fake>) {
     // The webhook's endpoint: a real TLS listener with a certificate for the
     // Service's name, and the caBundles of the configurations set to its CA.
-    let (port, ca) = tls_endpoint(fake.serving.cert_days).await;
+    let (port, ca) = match fake.endpoint.clone() {
+        Some(e) => e,
+        None => tls_endpoint(&["runner-fence.runner-fence.svc"], fake.serving.cert_days).await,
+    };
     let trusted = if fake.serving.foreign_ca {
-        tls_endpoint(365).await.1
+        tls_endpoint(&["runner-fence.runner-fence.svc"], 365)
+            .await
+            .1
     } else {
         ca
     };
@@ -581,7 +617,10 @@ async fn serve(mut fake: Fake) -> (std::net::SocketAddr, Arc<Fake>) {
             "/apis/admissionregistration.k8s.io/v1/{resource}/{name}",
             get(get_named),
         )
-        .route("/apis/apps/v1/namespaces/{ns}/{resource}", get(list_namespaced))
+        .route(
+            "/apis/apps/v1/namespaces/{ns}/{resource}",
+            get(list_namespaced),
+        )
         .route(
             "/apis/discovery.k8s.io/v1/namespaces/{ns}/{resource}",
             get(list_namespaced),
@@ -1233,7 +1272,10 @@ async fn policy_reports_carry_outside_pods_and_runner_reach() {
             .any(|(sa, m)| *sa == "default" && m.contains("ci-job-123"))
     );
     assert_eq!(
-        reach.iter().filter(|(sa, _)| *sa == "gitlab-runner").count(),
+        reach
+            .iter()
+            .filter(|(sa, _)| *sa == "gitlab-runner")
+            .count(),
         3
     );
     assert_eq!(
@@ -1295,4 +1337,780 @@ async fn the_opt_in_audit_rbac_allows_every_read_audit_makes() {
             "audit-rbac.yaml does not allow {verb} {resource}.{group} ({req})"
         );
     }
+}
+
+/// The clean cluster with the webhook served as `serving` says.
+fn served(serving: Serving) -> Fake {
+    Fake {
+        serving,
+        ..clean_cluster(Some(Rbac::default()))
+    }
+}
+
+fn issues(r: &runner_fence::k8s::audit::Report) -> Vec<String> {
+    r.serving.issues.iter().map(ToString::to_string).collect()
+}
+
+#[tokio::test]
+async fn a_serving_webhook_is_checked_to_its_certificate() {
+    let (addr, _) = serve(served(Serving::default())).await;
+    let r = runner_fence::k8s::audit::collect(client_for(addr), &reference())
+        .await
+        .expect("audit");
+    assert_eq!(issues(&r), Vec::<String>::new());
+    assert!(
+        !r.has_violations(),
+        "{}",
+        runner_fence::k8s::audit::table(&r)
+    );
+    let t = &r.serving.targets[0];
+    assert_eq!(
+        t.target.to_string(),
+        "Service runner-fence/runner-fence:443"
+    );
+    assert_eq!(
+        t.deployments,
+        [runner_fence::k8s::audit::DeploymentStatus {
+            name: "runner-fence/runner-fence".into(),
+            replicas: 2,
+            ready: 2
+        }]
+    );
+    assert_eq!(t.ready_endpoints, Some(1));
+    // The caBundle's CA, and what the endpoint presents for the Service's name.
+    let sources: Vec<&str> = t.certificates.iter().map(|c| c.source.as_str()).collect();
+    assert_eq!(sources.len(), 2, "{sources:?}");
+    assert_eq!(
+        sources[0],
+        "caBundle of 0100-runner-fence/pods.mutate.runner-fence.dev, runner-fence/pods.validate.runner-fence.dev"
+    );
+    assert!(
+        sources[1].starts_with("Service runner-fence/runner-fence:443 (served by 127.0.0.1:"),
+        "{sources:?}"
+    );
+    assert_eq!(
+        t.certificates[1].subject,
+        "CN=runner-fence.runner-fence.svc"
+    );
+    assert!(t.certificates.iter().all(|c| c.not_after > 1_700_000_000));
+    let table = runner_fence::k8s::audit::table(&r);
+    assert!(table.contains("WEBHOOK SERVING (0 issues)\n  Service runner-fence/runner-fence:443\n    Deployment runner-fence/runner-fence 2/2 Ready\n    1 ready endpoints\n"), "{table}");
+}
+
+#[rstest::rstest]
+#[case::scaled_down(Serving { ready: 0, ..Serving::default() }, &[
+    "Deployment runner-fence/runner-fence: has 0 of 2 replicas Ready; kubectl -n runner-fence describe deployment runner-fence",
+    "Service runner-fence/runner-fence: has no ready endpoints: the apiserver cannot reach the webhook;",
+])]
+#[case::scaled_to_zero(Serving { replicas: 0, ready: 0, ..Serving::default() }, &[
+    "Deployment runner-fence/runner-fence: is scaled to 0 replicas: nothing answers the webhook calls;",
+    "Service runner-fence/runner-fence: has no ready endpoints",
+])]
+#[case::one_ready(Serving { ready: 1, ..Serving::default() }, &[
+    "Deployment runner-fence/runner-fence: has 1 of 2 replicas Ready;",
+])]
+#[case::no_service(Serving { service: false, ..Serving::default() }, &[
+    "Service runner-fence/runner-fence: does not exist, but 0100-runner-fence/pods.mutate.runner-fence.dev, runner-fence/pods.validate.runner-fence.dev call it: every call fails;",
+])]
+#[case::expiring(Serving { cert_days: 1, ..Serving::default() }, &[
+    "caBundle of 0100-runner-fence/pods.mutate.runner-fence.dev, runner-fence/pods.validate.runner-fence.dev: the certificate (CN=runner-fence CA) expires on",
+    "Service runner-fence/runner-fence:443 (served by 127.0.0.1:",
+])]
+#[case::foreign_ca(Serving { foreign_ca: true, ..Serving::default() }, &[
+    "Service runner-fence/runner-fence:443 (served by 127.0.0.1:",
+])]
+fn what_keeps_the_webhook_from_answering_is_a_finding(
+    #[case] serving: Serving,
+    #[case] want: &[&str],
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let foreign = serving.foreign_ca;
+        let expiring = serving.cert_days < 14;
+        let (addr, _) = serve(served(serving)).await;
+        let r = runner_fence::k8s::audit::collect(client_for(addr), &reference())
+            .await
+            .expect("audit");
+        let got = issues(&r);
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.starts_with(w), "{g}\nwant {w}");
+        }
+        if foreign {
+            assert!(
+                got[0].contains("is not accepted for runner-fence.runner-fence.svc with the caBundle of 0100-runner-fence/pods.mutate.runner-fence.dev, runner-fence/pods.validate.runner-fence.dev: invalid peer certificate: ")
+                    && got[0].contains(": the apiserver's calls fail; set caBundle to the CA that signed the serving certificate"),
+                "{got:?}"
+            );
+        }
+        if expiring {
+            assert!(
+                got.iter().all(|g| g.contains("expires on") && g.contains("(in ")),
+                "{got:?}"
+            );
+        }
+        assert!(r.has_violations());
+        let out = audit_cli(addr, &[]).await;
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("WEBHOOK SERVING ({} issues)", want.len())), "{text}");
+    });
+}
+
+#[tokio::test]
+async fn an_endpoint_audit_cannot_reach_is_a_note_not_a_finding() {
+    let (addr, _) = serve(served(Serving {
+        unreachable: true,
+        ..Serving::default()
+    }))
+    .await;
+    let r = runner_fence::k8s::audit::collect(client_for(addr), &reference())
+        .await
+        .expect("audit");
+    assert_eq!(issues(&r), Vec::<String>::new());
+    let notes = &r.serving.targets[0].notes;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("the serving certificate at 127.0.0.1:1 was not read: ")
+            && notes[0].ends_with("run audit there to check it)"),
+        "{notes:?}"
+    );
+    // The caBundle is still read.
+    assert_eq!(r.serving.targets[0].certificates.len(), 1);
+}
+
+#[tokio::test]
+async fn webhooks_called_by_url_are_probed_there_and_the_flags_name_their_deployment() {
+    use runner_fence::core::render::webhooks::{Client, Options};
+    // One endpoint for the URL the e2e suite uses and for the Service's name.
+    let (port, ca) = tls_endpoint(&["127.0.0.1", "runner-fence.runner-fence.svc"], 365).await;
+    let opts = Options {
+        client: Client::Url {
+            base: format!("https://127.0.0.1:{port}"),
+            namespace: "runner-fence".into(),
+        },
+        ca_bundle: Some(ca.clone().into_bytes()),
+        ..Options::service("runner-fence", "runner-fence")
+    };
+    let (m, v) = generated_with(&reference(), &opts);
+    let fake = |serving: Serving| Fake {
+        mutating: vec![m.clone()],
+        validating: vec![v.clone()],
+        endpoint: Some((port, ca.clone())),
+        serving,
+        ..clean_cluster(Some(Rbac::default()))
+    };
+    let (addr, _) = serve(fake(Serving::default())).await;
+    let r = runner_fence::k8s::audit::collect(client_for(addr), &reference())
+        .await
+        .expect("audit");
+    assert_eq!(issues(&r), Vec::<String>::new());
+    let t = &r.serving.targets[0];
+    assert_eq!(
+        t.target.to_string(),
+        format!("URL https://127.0.0.1:{port}/mutate")
+    );
+    assert!(t.notes[0].starts_with("called by URL: its Deployment and endpoints are not checked (pass --webhook-namespace and --webhook-service"), "{:?}", t.notes);
+    assert_eq!(t.certificates.len(), 2, "{:?}", t.certificates);
+    // Scaled down, and named by the flags: the Deployment is checked.
+    let (addr, _) = serve(fake(Serving {
+        ready: 0,
+        ..Serving::default()
+    }))
+    .await;
+    let out = audit_cli(
+        addr,
+        &[
+            "--output",
+            "json",
+            "--webhook-namespace",
+            "runner-fence",
+            "--webhook-service",
+            "runner-fence",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v["serving"]["targets"][0]["target"],
+        json!({"kind": "service", "namespace": "runner-fence", "name": "runner-fence", "port": 443})
+    );
+    assert_eq!(
+        v["serving"]["issues"][0]["problem"],
+        "has 0 of 2 replicas Ready"
+    );
+    // Without the flags the same cluster shows no Deployment issue (not checked).
+    let out = audit_cli(addr, &["--output", "json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["serving"]["issues"], json!([]));
+}
+
+/// The backstop objects `render admission-policy` generates for `p`.
+fn backstop_of(p: &runner_fence::core::policy::Policy) -> Vec<Value> {
+    runner_fence::core::render::admission_policy::objects(p, "runner-fence").expect("render")
+}
+
+fn audit_policy() -> runner_fence::core::policy::Policy {
+    reference_with("mode: enforce", "mode: audit")
+}
+
+#[tokio::test]
+async fn every_backstop_setting_it_generates_is_recognised() {
+    let enforce = reference();
+    let audit = audit_policy();
+    let mixed = reference_with(
+        "  resources: audit\n",
+        "  resources: audit\n  protected-nodes: audit\n  node-name: audit\n",
+    );
+    for (p, want) in [
+        (&enforce, "runner-fence-backstop (Deny)"),
+        (&audit, "runner-fence-backstop (Warn, Audit)"),
+        (
+            &mixed,
+            "runner-fence-backstop (Deny), runner-fence-backstop-audit (Warn, Audit)",
+        ),
+    ] {
+        let (addr, _) = serve(Fake {
+            backstop: backstop_of(p),
+            ..clean_cluster(Some(Rbac::default()))
+        })
+        .await;
+        let r = runner_fence::k8s::audit::collect(client_for(addr), p)
+            .await
+            .expect("audit");
+        assert_eq!(r.backstop.summary(), want);
+        assert_eq!(r.backstop.issues, Vec::<String>::new(), "{want}");
+        let table = runner_fence::k8s::audit::table(&r);
+        assert!(
+            table.contains(&format!("IN-TREE BACKSTOP: {want}\n")),
+            "{table}"
+        );
+    }
+    // The enforce backstop while the policy audits: rejects what audit mode allows.
+    let (addr, _) = serve(Fake {
+        backstop: backstop_of(&enforce),
+        ..clean_cluster(Some(Rbac::default()))
+    })
+    .await;
+    let r = runner_fence::k8s::audit::collect(client_for(addr), &audit)
+        .await
+        .expect("audit");
+    assert!(
+        r.backstop
+            .issues
+            .iter()
+            .any(|i| i
+                .contains("binds it Warn, Audit, so it rejects pods that audit mode only reports")),
+        "{:?}",
+        r.backstop.issues
+    );
+    assert!(r.has_violations());
+}
+
+#[tokio::test]
+async fn a_denying_backstop_makes_fail_open_webhooks_the_documented_setting() {
+    use runner_fence::core::render::webhooks::{FailurePolicy, Options};
+    let mut opts = Options::service("runner-fence", "runner-fence");
+    opts.ca_bundle = Some(PLACEHOLDER_CA.to_vec());
+    opts.mutate_failure_policy = FailurePolicy::Ignore;
+    opts.validate_failure_policy = FailurePolicy::Ignore;
+    let (m, v) = generated_with(&reference(), &opts);
+    let fake = |backstop: Vec<Value>, forbidden: Vec<&'static str>| Fake {
+        mutating: vec![m.clone()],
+        validating: vec![v.clone()],
+        backstop,
+        forbidden,
+        ..clean_cluster(Some(Rbac::default()))
+    };
+    let (addr, _) = serve(fake(backstop_of(&reference()), vec![])).await;
+    let r = runner_fence::k8s::audit::collect(client_for(addr), &reference())
+        .await
+        .expect("audit");
+    assert!(r.backstop.denies());
+    assert_eq!(r.coverage_gaps, vec![]);
+    assert!(
+        !r.has_violations(),
+        "{}",
+        runner_fence::k8s::audit::table(&r)
+    );
+    // The backstop cannot be read: unreadable, not "not installed", and the
+    // fail-open webhooks count as unguarded.
+    let (addr, _) = serve(fake(
+        backstop_of(&reference()),
+        vec![
+            "validatingadmissionpolicies",
+            "validatingadmissionpolicybindings",
+        ],
+    ))
+    .await;
+    let r = runner_fence::k8s::audit::collect(client_for(addr), &reference())
+        .await
+        .expect("audit");
+    let what: Vec<(&str, Option<u16>)> = r
+        .unreadable
+        .iter()
+        .map(|u| (u.what.as_str(), u.code))
+        .collect();
+    assert_eq!(
+        what,
+        [
+            (
+                "validatingadmissionpolicies.admissionregistration.k8s.io runner-fence-backstop",
+                Some(403)
+            ),
+            (
+                "validatingadmissionpolicybindings.admissionregistration.k8s.io runner-fence-backstop",
+                Some(403)
+            ),
+            (
+                "validatingadmissionpolicies.admissionregistration.k8s.io runner-fence-backstop-audit",
+                Some(403)
+            ),
+            (
+                "validatingadmissionpolicybindings.admissionregistration.k8s.io runner-fence-backstop-audit",
+                Some(403)
+            ),
+        ]
+    );
+    let line = r.unreadable[0].to_string();
+    assert!(
+        line.starts_with("cannot get validatingadmissionpolicies.admissionregistration.k8s.io runner-fence-backstop: 403 Forbidden: ")
+            && line.contains("whether the in-tree backstop is installed is not known")
+            && line.ends_with("grant get on it to whoever runs audit (manifests/extras/audit-rbac.yaml)"),
+        "{line}"
+    );
+    assert_eq!(r.backstop.summary(), "not installed");
+    assert_eq!(r.coverage_gaps.len(), 2, "{:?}", r.coverage_gaps);
+    let out = audit_cli(addr, &["--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["unreadable"][0]["check"], "backstop");
+}
+
+#[tokio::test]
+async fn audit_is_clean_on_the_audit_mode_setup_it_generates() {
+    // `render webhooks` (now Ignore for an audit policy) and `render
+    // admission-policy` for the audit policy, one well-placed pod.
+    let audit = audit_policy();
+    let mut opts = runner_fence::core::render::webhooks::Options::service_for(
+        &audit,
+        "runner-fence",
+        "runner-fence",
+    );
+    opts.ca_bundle = Some(PLACEHOLDER_CA.to_vec());
+    let (m, v) = generated_with(&audit, &opts);
+    let (addr, _) = serve(Fake {
+        mutating: vec![m],
+        validating: vec![v],
+        backstop: backstop_of(&audit),
+        ..clean_cluster(Some(cluster_rbac_without_ways_out()))
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("audit.yaml");
+    std::fs::write(
+        &file,
+        runner_fence::core::policy::EMBEDDED_POLICY.replacen("mode: enforce", "mode: audit", 1),
+    )
+    .expect("write");
+    let out = audit_cli(addr, &["--policy", file.to_str().unwrap_or("")]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("IN-TREE BACKSTOP: runner-fence-backstop (Warn, Audit)\n"),
+        "{text}"
+    );
+    // The webhooks the enforce defaults left behind would be a finding.
+    let (m, v) = generated();
+    let (addr, _) = serve(Fake {
+        mutating: vec![m],
+        validating: vec![v],
+        backstop: backstop_of(&audit),
+        ..clean_cluster(Some(cluster_rbac_without_ways_out()))
+    })
+    .await;
+    let out = audit_cli(addr, &["--policy", file.to_str().unwrap_or("")]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("has failurePolicy: Fail while the policy audits"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A pod the engine cannot decode (`spec.tolerations` is not a list), bound
+/// to a GitLab node.
+fn undecodable_pod() -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "runner-broken", "namespace": "gitlab-runner", "uid": "0d9e8c7b-aaaa-4bbb-8ccc-1234567890ab"},
+        "spec": {"nodeName": "gitlab-1", "containers": [{"name": "build", "image": "alpine"}], "tolerations": "everything"}})
+}
+
+#[tokio::test]
+async fn a_pod_that_cannot_be_evaluated_is_reported_not_dropped() {
+    let (addr, _) = serve(Fake {
+        pods: vec![scheduled("plain-job.json", "runner-1"), undecodable_pod()],
+        ..clean_cluster(Some(cluster_rbac_without_ways_out()))
+    })
+    .await;
+    let r = runner_fence::k8s::audit::collect(client_for(addr), &reference())
+        .await
+        .expect("audit goes on");
+    assert_eq!(r.job_pods.len(), 1);
+    assert_eq!(r.unreadable.len(), 1, "{:?}", r.unreadable);
+    let u = &r.unreadable[0];
+    assert_eq!(u.what, "pod gitlab-runner/runner-broken");
+    assert_eq!(u.check, runner_fence::k8s::audit::Check::Pod);
+    let pod = u.pod.as_ref().expect("pod");
+    assert!(pod.on_protected_node);
+    let line = u.to_string();
+    assert!(
+        line.starts_with("cannot evaluate pod gitlab-runner/runner-broken: object is not a valid Pod: ")
+            && line.contains("spec.tolerations: invalid type: string \"everything\", expected a sequence")
+            && line.ends_with("what enforce mode would do to it is not known; it RUNS ON PROTECTED NODE gitlab-1; fix or delete the pod"),
+        "{line}"
+    );
+    assert!(r.has_violations());
+    // In the PolicyReports: an error result on the pod.
+    let reports = runner_fence::k8s::audit::policy_reports(&r, "gitlab-runner-jobs", 1);
+    let rep = reports_of(&reports, "Pod", "runner-broken");
+    assert_eq!(rep.len(), 1);
+    assert_eq!(
+        rep[0]["metadata"]["name"],
+        "runner-fence-pod-0d9e8c7b-aaaa-4bbb-8ccc-1234567890ab"
+    );
+    assert_eq!(rep[0]["results"][0]["rule"], "unreadable");
+    assert_eq!(rep[0]["results"][0]["result"], "error");
+    assert_eq!(rep[0]["summary"]["error"], 1);
+    // And exit 1, with the finding in the JSON.
+    let out = audit_cli(addr, &["--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["unreadable"][0]["check"], "pod");
+    assert_eq!(v["unreadable"][0]["pod"]["node"], "gitlab-1");
+    let table = runner_fence::k8s::audit::table(&r);
+    assert!(table.contains("UNREADABLE (1)"), "{table}");
+}
+
+/// The plain job as the runner sends it, never mutated (created in audit
+/// mode or before install), gated or pending.
+fn unmutated(name: &str, gated: bool) -> Value {
+    let mut pod = pod_in("plain-job.json", "gitlab-runner", None);
+    pod["metadata"]["name"] = json!(name);
+    if gated {
+        pod["spec"]["schedulingGates"] = json!([{"name": "example.com/hold"}]);
+    }
+    pod
+}
+
+#[test]
+fn pods_that_only_lack_the_profile_affinity_are_denied_when_they_become_schedulable() {
+    use runner_fence::k8s::audit::{Inputs, analyze, table};
+    let p = reference();
+    let mutated_gated = {
+        let mut review = fixture("plain-job.json");
+        let m = runner_fence::webhook::admission::handle(
+            &p,
+            runner_fence::core::engine::Endpoint::Mutate,
+            &serde_json::to_vec(&review).expect("json"),
+            None,
+        )
+        .expect("mutate");
+        let patch = runner_fence::webhook::admission::response_patch(&m.response).expect("patch");
+        json_patch::patch(&mut review["request"]["object"], &patch).expect("applies");
+        let mut pod = review["request"]["object"].clone();
+        pod["metadata"]["name"] = json!("runner-mutated-gated");
+        pod["metadata"]["namespace"] = json!("gitlab-runner");
+        pod["spec"]["schedulingGates"] = json!([{"name": "example.com/hold"}]);
+        pod
+    };
+    let r = analyze(
+        &p,
+        &Inputs {
+            pods: vec![
+                unmutated("runner-gated", true),
+                unmutated("runner-pending", false),
+                mutated_gated,
+            ],
+            ..Default::default()
+        },
+    );
+    let of = |name: &str| r.job_pods.iter().find(|j| j.name == name).expect(name);
+    // As created they would be patched, not denied...
+    for name in ["runner-gated", "runner-pending"] {
+        let j = of(name);
+        assert!(j.findings.is_empty() && j.would_patch, "{j:?}");
+        // ...but removing the gate is an UPDATE that no mutation runs on.
+        assert!(j.would_deny, "{j:?}");
+        let rules: Vec<&str> = j.when_schedulable.iter().map(|f| f.rule.as_str()).collect();
+        assert_eq!(rules, ["protected-nodes", "placement"], "{j:?}");
+        assert!(j.when_schedulable.iter().all(|f| f.enforced));
+    }
+    // A gated pod that was patched at creation is fine when ungated.
+    let ok = of("runner-mutated-gated");
+    assert!(!ok.would_deny && ok.when_schedulable.is_empty(), "{ok:?}");
+    let listed: Vec<&str> = r
+        .delete_or_fix_before_enforcing
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(listed, ["runner-gated", "runner-pending"]);
+    let text = table(&r);
+    assert!(
+        text.lines().any(|l| l.contains("gitlab-runner/runner-gated")
+            && l.contains("gated (example.com/hold)")
+            && l.contains("when its gates are removed (no mutation then): protected-nodes: spec has no nodeSelector or required node affinity")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("gitlab-runner/runner-pending")
+                && l.contains(
+                    "as stored (no mutation runs on an existing pod): protected-nodes: "
+                )),
+        "{text}"
+    );
+    // In the PolicyReports: a failure, said to be about the pod as stored.
+    let reports = runner_fence::k8s::audit::policy_reports(&r, "gitlab-runner-jobs", 1);
+    let rep = reports_of(&reports, "Pod", "runner-gated")[0];
+    let placement = rep["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|x| x["rule"] == "placement")
+        .expect("placement");
+    assert_eq!(placement["result"], "fail");
+    assert!(
+        placement["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("as stored, when it becomes schedulable: placement: ")),
+        "{placement}"
+    );
+}
+
+#[test]
+fn two_thousand_pods_in_one_namespace_make_reports_each_far_below_etcds_limit() {
+    use runner_fence::k8s::audit::{Inputs, MAX_RESULTS, analyze, policy_reports};
+    let p = reference();
+    let mut pods: Vec<Value> = (0..2000)
+        .map(|i| {
+            let mut pod = scheduled(
+                if i % 3 == 0 {
+                    "job-with-toleration-overwrite.json"
+                } else {
+                    "plain-job.json"
+                },
+                if i % 3 == 0 { "gitlab-1" } else { "runner-1" },
+            );
+            pod["metadata"]["name"] =
+                json!(format!("runner-kq9pz8wrx-project-4521-concurrent-{i}-x"));
+            pod["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{i:012}"));
+            pod
+        })
+        .collect();
+    // The worst pod: 300 containers, each over the maximum, with long names.
+    let mut worst = scheduled("plain-job.json", "runner-1");
+    worst["metadata"]["name"] = json!("runner-worst");
+    worst["metadata"]["uid"] = json!("00000000-0000-4000-8000-ffffffffffff");
+    worst["spec"]["containers"] = Value::Array(
+        (0..300)
+            .map(|i| json!({"name": format!("svc-{i}-{}", "x".repeat(40)), "image": "alpine",
+                "resources": {"requests": {"cpu": "64", "memory": "1Ti"}, "limits": {"cpu": "1", "memory": "1Gi"}}}))
+            .collect(),
+    );
+    pods.push(worst);
+    let inputs = Inputs {
+        nodes: vec![
+            runner_fence::core::nodes::NodeInfo::from_node(
+                &serde_json::from_value(node("gitlab-1", "gitlab")).expect("node"),
+            )
+            .expect("info"),
+        ],
+        pods,
+        ..Default::default()
+    };
+    let r = analyze(&p, &inputs);
+    assert_eq!(r.job_pods.len(), 2001);
+    let reports = policy_reports(&r, "gitlab-runner-jobs", 1_700_000_000);
+    assert_eq!(reports.len(), 2001, "one report per pod");
+    let mut names = std::collections::BTreeSet::new();
+    let mut largest = 0;
+    for rep in &reports {
+        let size = serde_json::to_vec(rep).expect("json").len();
+        largest = largest.max(size);
+        assert!(
+            size < 1 << 20,
+            "{} is {size} bytes",
+            rep["metadata"]["name"]
+        );
+        assert!(
+            rep["results"]
+                .as_array()
+                .is_some_and(|r| r.len() <= MAX_RESULTS)
+        );
+        assert!(
+            names.insert(rep["metadata"]["name"].as_str().unwrap_or("").to_string()),
+            "unique"
+        );
+        assert_eq!(rep["metadata"]["ownerReferences"][0]["kind"], "Pod");
+    }
+    // Far below: a typical report is a few KiB, the worst one stays bounded.
+    assert!(largest < 64 * 1024, "largest report {largest} bytes");
+    // Stable: the same cluster, the same names.
+    let again: std::collections::BTreeSet<String> =
+        policy_reports(&analyze(&p, &inputs), "gitlab-runner-jobs", 1_800_000_000)
+            .iter()
+            .map(|r| r["metadata"]["name"].as_str().unwrap_or("").to_string())
+            .collect();
+    assert_eq!(again, names);
+    assert!(names.contains("runner-fence-pod-00000000-0000-4000-8000-000000001999"));
+}
+
+fn store() -> Store {
+    Store::default()
+}
+
+fn stored(s: &Store) -> Vec<(String, String)> {
+    s.lock()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// One `audit --output policy-report --apply` pass over a cluster with `pods`,
+/// whose PolicyReports are in `s`.
+async fn pass(s: &Store, pods: Vec<Value>) -> runner_fence::k8s::audit::Applied {
+    use runner_fence::k8s::audit::{apply_reports, collect, policy_reports};
+    let (addr, _) = serve(Fake {
+        pods,
+        reports: Some(s.clone()),
+        ..clean_cluster(Some(Rbac::default()))
+    })
+    .await;
+    let client = client_for(addr);
+    let r = collect(client.clone(), &reference()).await.expect("audit");
+    let reports = policy_reports(&r, "gitlab-runner-jobs", 1_700_000_000);
+    apply_reports(&client, &reports, "gitlab-runner-jobs")
+        .await
+        .expect("apply")
+}
+
+#[tokio::test]
+async fn reports_are_updated_in_place_and_removed_with_their_pods() {
+    use runner_fence::k8s::audit::Applied;
+    let s = store();
+    // Reports of another policy, and the single report of an older version.
+    let other = json!({"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+        "metadata": {"name": "runner-fence-pod-other", "namespace": "ci-other",
+            "labels": {"app.kubernetes.io/managed-by": "runner-fence", "runner-fence.dev/policy": "other-policy"}},
+        "results": []});
+    let legacy = json!({"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+        "metadata": {"name": "runner-fence", "namespace": "gitlab-runner",
+            "labels": {"app.kubernetes.io/managed-by": "runner-fence"}},
+        "results": []});
+    if let Ok(mut m) = s.lock() {
+        m.insert(("ci-other".into(), "runner-fence-pod-other".into()), other);
+        m.insert(("gitlab-runner".into(), "runner-fence".into()), legacy);
+    }
+    let mut second = scheduled("plain-job.json", "runner-1");
+    second["metadata"]["name"] = json!("runner-second");
+    second["metadata"]["uid"] = json!("second-uid");
+    let first = scheduled("plain-job.json", "runner-1");
+    let done = pass(&s, vec![first.clone(), second.clone()]).await;
+    assert_eq!(
+        done,
+        Applied {
+            written: 2,
+            unchanged: 0,
+            deleted: 1
+        },
+        "the legacy report goes"
+    );
+    let names = stored(&s);
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.contains(&("gitlab-runner".into(), "runner-fence-pod-second-uid".into())));
+    // Nothing changed: nothing written.
+    let done = pass(&s, vec![first.clone(), second.clone()]).await;
+    assert_eq!(
+        done,
+        Applied {
+            written: 0,
+            unchanged: 2,
+            deleted: 0
+        }
+    );
+    // The second pod is deleted: its report goes on the next pass; another
+    // policy's report stays.
+    let done = pass(&s, vec![first.clone()]).await;
+    assert_eq!(
+        done,
+        Applied {
+            written: 0,
+            unchanged: 1,
+            deleted: 1
+        }
+    );
+    let names = stored(&s);
+    assert!(
+        !names.iter().any(|(_, n)| n.contains("second")),
+        "{names:?}"
+    );
+    assert!(names.contains(&("ci-other".into(), "runner-fence-pod-other".into())));
+    // A changed result is written in place.
+    let mut bad = first.clone();
+    bad["spec"]["tolerations"] = json!([{"operator": "Exists"}]);
+    let done = pass(&s, vec![bad]).await;
+    assert_eq!(
+        done,
+        Applied {
+            written: 1,
+            unchanged: 0,
+            deleted: 0
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_missing_policyreport_crd_is_one_line_that_says_what_to_install() {
+    let (addr, _) = serve(clean_cluster(Some(Rbac::default()))).await;
+    let out = audit_cli(addr, &["--output", "policy-report", "--apply"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "error: listing policyreports.wgpolicyk8s.io: 404 page not found; install the PolicyReport CRD: kubectl apply -f manifests/extras/policyreport-crd.yaml"
+    );
+    // With the CRD: written, and said so.
+    let (addr, _) = serve(Fake {
+        reports: Some(store()),
+        ..clean_cluster(Some(Rbac::default()))
+    })
+    .await;
+    let out = audit_cli(addr, &["--output", "policy-report", "--apply"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("PolicyReports: 1 written, 0 unchanged, 0 deleted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -70,9 +70,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
             let done = audit::apply_reports(&client, &reports, &p.metadata.name).await?;
             eprintln!(
                 "PolicyReports: {} written, {} unchanged, {} deleted",
-                done.written,
-                done.unchanged,
-                done.deleted
+                done.written, done.unchanged, done.deleted
             );
         }
         Ok::<_, k8s::Error>((r, reports))

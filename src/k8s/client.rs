@@ -178,7 +178,11 @@ mod tests {
         let e = status(500, "InternalError", "etcdserver: request is too large");
         let text = ApiError::new(&e, Call::Reports("patch")).to_string();
         assert_eq!(text, "500 InternalError: etcdserver: request is too large");
-        let e = status(403, "Forbidden", "pods is forbidden: User \"x\" cannot list resource \"pods\"");
+        let e = status(
+            403,
+            "Forbidden",
+            "pods is forbidden: User \"x\" cannot list resource \"pods\"",
+        );
         let a = ApiError::new(&e, Call::Read("list", "pods"));
         assert_eq!(a.code, Some(403));
         assert_eq!(

@@ -138,12 +138,8 @@ impl AuditMetrics {
 
     /// Records a finished pass.
     pub fn record(&self, report: &AuditReport, took: Duration, finished_at_seconds: i64) {
-        let checked = report.job_pods.len()
-            + report
-                .unreadable
-                .iter()
-                .filter(|u| u.pod.is_some())
-                .count();
+        let checked =
+            report.job_pods.len() + report.unreadable.iter().filter(|u| u.pod.is_some()).count();
         self.pods_checked.set(checked as i64);
         self.findings.clear();
         for (rule, n) in report.findings_by_rule() {
@@ -359,19 +355,37 @@ mod tests {
                 .to_string()
         };
         assert_eq!(value("runner_fence_audit_pods_checked "), "3");
-        assert_eq!(value("runner_fence_audit_findings{rule=\"protected-nodes\"}"), "1");
-        assert_eq!(value("runner_fence_audit_findings{rule=\"unreadable\"}"), "1");
-        assert_eq!(value("runner_fence_audit_findings{rule=\"resources\"}"), "0");
+        assert_eq!(
+            value("runner_fence_audit_findings{rule=\"protected-nodes\"}"),
+            "1"
+        );
+        assert_eq!(
+            value("runner_fence_audit_findings{rule=\"unreadable\"}"),
+            "1"
+        );
+        assert_eq!(
+            value("runner_fence_audit_findings{rule=\"resources\"}"),
+            "0"
+        );
         // No webhooks registered: both are gaps.
-        assert_eq!(value("runner_fence_audit_findings{rule=\"coverage-gap\"}"), "2");
+        assert_eq!(
+            value("runner_fence_audit_findings{rule=\"coverage-gap\"}"),
+            "2"
+        );
         assert_eq!(
             value("runner_fence_audit_last_run_timestamp_seconds "),
             "1800000000"
         );
         assert_eq!(value("runner_fence_audit_duration_seconds "), "1.5");
-        assert_eq!(value("runner_fence_audit_runs_total{result=\"findings\"}"), "1");
+        assert_eq!(
+            value("runner_fence_audit_runs_total{result=\"findings\"}"),
+            "1"
+        );
         m.audit.failed();
-        assert!(m.encode().contains("runner_fence_audit_runs_total{result=\"failed\"} 1"));
+        assert!(
+            m.encode()
+                .contains("runner_fence_audit_runs_total{result=\"failed\"} 1")
+        );
     }
 
     #[test]

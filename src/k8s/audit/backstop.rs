@@ -44,9 +44,9 @@ impl Backstop {
     /// `runner-fence-backstop` is installed with a binding that denies: what
     /// makes a fail-open webhook safe while the policy enforces.
     pub fn denies(&self) -> bool {
-        self.found.iter().any(|o| {
-            o.name == NAME && o.policy && o.actions.iter().flatten().any(|a| a == "Deny")
-        })
+        self.found
+            .iter()
+            .any(|o| o.name == NAME && o.policy && o.actions.iter().flatten().any(|a| a == "Deny"))
     }
 
     /// How the table shows it: `runner-fence-backstop (Deny)`, or `not installed`.
@@ -125,7 +125,10 @@ pub fn assess(policy: &Policy, own_namespace: &str, live: &[LiveBackstop]) -> Ba
             want("ValidatingAdmissionPolicy", name),
             want("ValidatingAdmissionPolicyBinding", name),
         );
-        match (want_policy.is_some(), have_policy.is_some() || have_binding.is_some()) {
+        match (
+            want_policy.is_some(),
+            have_policy.is_some() || have_binding.is_some(),
+        ) {
             (false, false) => continue,
             (false, true) => {
                 out.issues.push(format!(
@@ -237,7 +240,10 @@ mod tests {
             assert_eq!(b.summary(), want);
             assert_eq!(b.denies(), denies, "{want}");
         }
-        assert_eq!(assess(&enforce, "runner-fence", &[]).summary(), "not installed");
+        assert_eq!(
+            assess(&enforce, "runner-fence", &[]).summary(),
+            "not installed"
+        );
     }
 
     #[test]
@@ -256,7 +262,8 @@ mod tests {
         // The audit overlay's old way: the enforce validations bound Warn, Audit,
         // while the policy enforces: it holds nothing.
         let mut warn_only = generated(&enforce);
-        warn_only[0].binding = Some(serde_json::json!({"policyName": NAME, "validationActions": ["Warn", "Audit"]}));
+        warn_only[0].binding =
+            Some(serde_json::json!({"policyName": NAME, "validationActions": ["Warn", "Audit"]}));
         let b = assess(&enforce, "runner-fence", &warn_only);
         assert!(!b.denies());
         assert_eq!(b.issues.len(), 1, "{:?}", b.issues);
@@ -280,7 +287,10 @@ mod tests {
         half[0].policy = None;
         let b = assess(&enforce, "runner-fence", &half);
         assert!(!b.denies());
-        assert_eq!(b.summary(), "runner-fence-backstop (binding without its policy)");
+        assert_eq!(
+            b.summary(),
+            "runner-fence-backstop (binding without its policy)"
+        );
         assert_eq!(b.issues.len(), 1, "{:?}", b.issues);
     }
 }

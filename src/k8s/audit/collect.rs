@@ -10,9 +10,9 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectList};
+use kube::api::{Api, ListParams, ObjectList};
 use kube::{Client, Resource};
 use serde_json::Value;
 
@@ -152,7 +152,11 @@ fn targets(
             (None, None, None) => continue,
         };
         let by = format!("{}/{}", info.configuration, info.webhook);
-        let bundle = client.ca_bundle.as_ref().map(|b| b.0.clone()).filter(|b| !b.is_empty());
+        let bundle = client
+            .ca_bundle
+            .as_ref()
+            .map(|b| b.0.clone())
+            .filter(|b| !b.is_empty());
         match out.iter_mut().find(|c| c.target == target) {
             Some(c) => {
                 c.by.push(by);
@@ -252,6 +256,51 @@ async fn backstop(client: &Client) -> (Vec<LiveBackstop>, Vec<Unreadable>) {
     (out, unread)
 }
 
+/// One cluster-wide list of pods, page by page, keeping the runner
+/// namespaces' pods and job pods the runner put elsewhere (the rest dropped at
+/// once). As plain JSON: a pod that does not decode cannot fail the list or
+/// vanish from it; the engine's decoder judges it, or it is reported.
+async fn list_pods(
+    client: &Client,
+    policy: &Policy,
+    progress: &Progress,
+) -> Result<Vec<Value>, Error> {
+    let failed = |e: kube::Error| Error::List {
+        what: "pods",
+        source: ApiError::new(&e, Call::Read("list", "pods")),
+    };
+    let mut out = Vec::new();
+    let mut seen = 0;
+    let mut lp = ListParams::default().limit(PAGE);
+    loop {
+        let request = kube::core::Request::new("/api/v1/pods")
+            .list(&lp)
+            .map_err(|e| failed(kube::Error::BuildRequest(e)))?;
+        let page: ObjectList<Value> = client.request(request).await.map_err(failed)?;
+        seen += page.items.len();
+        for mut p in page.items {
+            let ns = p
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !policy.matching.covers(ns) && !looks_like_job(&p) {
+                continue;
+            }
+            // Managed fields are the largest part of a pod and never judged.
+            if let Some(m) = p.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("managedFields");
+            }
+            out.push(p);
+        }
+        progress.show("pods", seen);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = ListParams::default().limit(PAGE).continue_token(&c),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
 /// Lists nodes, pods and webhook configurations and analyzes them: the audit
 /// as `runner-fence audit` runs it, with the defaults.
 pub async fn collect(client: Client, policy: &Policy) -> Result<Report, Error> {
@@ -268,23 +317,7 @@ pub async fn run_once(client: Client, policy: &Policy, opts: &Options) -> Result
         .iter()
         .filter_map(NodeInfo::from_node)
         .collect();
-    // One cluster-wide list: the runner namespaces' pods, and job pods the
-    // runner put elsewhere (kept page by page, the rest dropped at once). As
-    // plain JSON, so that one pod the typed client could not decode cannot
-    // fail the list: the engine's decoder judges it, or reports it.
-    let pods_api =
-        Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<Pod>(&()));
-    let pods: Vec<Value> = list_kept(&pods_api, "pods", &progress, |mut p: DynamicObject| {
-        let ns = p.metadata.namespace.as_deref().unwrap_or("");
-        if policy.matching.covers(ns) || looks_like_job(&p.metadata) {
-            // Managed fields are the largest part of a pod and never judged.
-            p.metadata.managed_fields = None;
-            serde_json::to_value(&p).ok()
-        } else {
-            None
-        }
-    })
-    .await?;
+    let pods = list_pods(&client, policy, &progress).await?;
     let mut hooks = Vec::new();
     let mwcs = list_all(
         &Api::<MutatingWebhookConfiguration>::all(client.clone()),
@@ -339,8 +372,7 @@ async fn access(client: &Client, policy: &Policy, progress: &Progress) -> Access
     let covers = |ns: Option<&str>| policy.matching.covers(ns.unwrap_or(""));
     fn ok<T>(r: Result<Vec<T>, Error>, a: &mut Access) -> Vec<T> {
         r.unwrap_or_else(|e| {
-            a.unreadable
-                .push(unreadable(e, Check::RunnerReach, "list"));
+            a.unreadable.push(unreadable(e, Check::RunnerReach, "list"));
             Vec::new()
         })
     }

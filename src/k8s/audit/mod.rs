@@ -20,11 +20,11 @@ use serde_json::Value;
 
 use crate::core::engine::pod::{MetaView, PodView};
 use crate::core::engine::{Decision, Evaluation, Operation, Request, ReviewError, evaluate};
-use crate::core::report::Report as ErrorReport;
 use crate::core::nodes::{NodeInfo, NodeSnapshot};
 use crate::core::policy::{Policy, ProtectedBy, RuleId};
 use crate::core::rbac::{self, Reach, ServiceAccountRef};
 use crate::core::render::webhooks::{Gap, LiveWebhook, coverage_gaps};
+use crate::core::report::Report as ErrorReport;
 
 pub use backstop::{Backstop, BackstopObject, LiveBackstop};
 pub use collect::{Options, collect, run_once};
@@ -33,7 +33,7 @@ pub use reports::{
     UNREADABLE_RULE, apply_reports, label_value, policy_reports,
 };
 pub use serving::{
-    Certificate, Called, DeploymentStatus, EXPIRY_WARNING_DAYS, Served, Serving, ServingIssue,
+    Called, Certificate, DeploymentStatus, EXPIRY_WARNING_DAYS, Served, Serving, ServingIssue,
     Target,
 };
 pub use table::table;
@@ -520,10 +520,10 @@ fn runner_marks<'a>(
 }
 
 /// Does this pod carry GitLab Runner's job labels or annotations?
-fn looks_like_job(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+fn looks_like_job(pod: &Value) -> bool {
     let (l, a) = runner_marks(
-        meta.labels.iter().flatten().map(|(k, _)| k.as_str()),
-        meta.annotations.iter().flatten().map(|(k, _)| k.as_str()),
+        keys(pod, "/metadata/labels"),
+        keys(pod, "/metadata/annotations"),
     );
     !l.is_empty() || !a.is_empty()
 }
@@ -689,7 +689,9 @@ fn evaluated(
     ns: &str,
     snapshot: &NodeSnapshot,
 ) -> Result<(MetaView, Evaluation, Vec<Finding>), String> {
-    let meta = PodView::from_value(pod).map_err(|e| ErrorReport(&e).to_string())?.metadata;
+    let meta = PodView::from_value(pod)
+        .map_err(|e| decode_error(pod, &e))?
+        .metadata;
     let ev = evaluate_as_created(policy, pod, ns, meta.name.as_deref(), snapshot)?;
     let later = match pod_state(pod).0 {
         PodState::Gated | PodState::Pending => {
@@ -699,6 +701,17 @@ fn evaluated(
         PodState::Bound | PodState::Finished => Vec::new(),
     };
     Ok((meta, ev, later))
+}
+
+/// Why a pod does not decode, with the field at fault (looked up only then:
+/// the engine's decoder does not track paths).
+fn decode_error(pod: &Value, e: &ReviewError) -> String {
+    match (e, serde_path_to_error::deserialize::<_, PodView>(pod)) {
+        (ReviewError::InvalidPod(_), Err(at)) => {
+            format!("object is not a valid Pod: {}: {}", at.path(), at.inner())
+        }
+        _ => ErrorReport(e).to_string(),
+    }
 }
 
 /// Each violation of these decisions with its rule: enforced (a denial) or
@@ -719,8 +732,14 @@ fn findings(decisions: &[&Decision]) -> Vec<Finding> {
 }
 
 /// Runs the engine on `object` and fails when it could not judge the pod.
-fn judged(policy: &Policy, request: &Request<'_>, object: &Value, snapshot: &NodeSnapshot) -> Result<Evaluation, String> {
-    let ev = evaluate(policy, request, object, Some(snapshot)).map_err(|e| ErrorReport(&e).to_string())?;
+fn judged(
+    policy: &Policy,
+    request: &Request<'_>,
+    object: &Value,
+    snapshot: &NodeSnapshot,
+) -> Result<Evaluation, String> {
+    let ev = evaluate(policy, request, object, Some(snapshot))
+        .map_err(|e| ErrorReport(&e).to_string())?;
     let error = [&ev.mutate_decision, &ev.validate_decision]
         .into_iter()
         .find_map(|d| d.error())

@@ -110,7 +110,10 @@ impl Subject {
             _ => "runner-fence-sa-",
         };
         match &self.uid {
-            Some(uid) if uid.len() <= 64 && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+            Some(uid)
+                if uid.len() <= 64
+                    && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+            {
                 format!("{prefix}{}", uid.to_ascii_lowercase())
             }
             _ if prefix.len() + self.name.len() <= 240 => format!("{prefix}{}", self.name),
@@ -315,7 +318,11 @@ fn fingerprint(report: &Value) -> Value {
             o.remove("timestamp");
         }
     }
-    json!([report["scope"], results, report["metadata"]["ownerReferences"]])
+    json!([
+        report["scope"],
+        results,
+        report["metadata"]["ownerReferences"]
+    ])
 }
 
 /// What [`apply_reports`] did.
@@ -350,7 +357,11 @@ pub async fn apply_reports(
             source: ApiError::new(&e, Call::Reports("list")),
         })?;
         for o in page.items {
-            let label = o.metadata.labels.as_ref().and_then(|l| l.get(POLICY_LABEL).cloned());
+            let label = o
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(POLICY_LABEL).cloned());
             let key = (
                 o.metadata.namespace.clone().unwrap_or_default(),
                 o.metadata.name.clone().unwrap_or_default(),
@@ -359,13 +370,21 @@ pub async fn apply_reports(
             existing.insert(key, (label, fp));
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(c) => lp = ListParams::default().labels(&selector).limit(super::PAGE).continue_token(&c),
+            Some(c) => {
+                lp = ListParams::default()
+                    .labels(&selector)
+                    .limit(super::PAGE)
+                    .continue_token(&c)
+            }
             None => break,
         }
     }
     let key = |r: &Value| {
         (
-            r["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
+            r["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
             r["metadata"]["name"].as_str().unwrap_or("").to_string(),
         )
     };
@@ -463,7 +482,10 @@ mod tests {
             s("runner-x", Some("5E1B-77")).report_name(),
             "runner-fence-pod-5e1b-77"
         );
-        assert_eq!(s("runner-x", None).report_name(), "runner-fence-pod-runner-x");
+        assert_eq!(
+            s("runner-x", None).report_name(),
+            "runner-fence-pod-runner-x"
+        );
         let long = s(&"r".repeat(253), None).report_name();
         assert_eq!(long.len(), "runner-fence-pod-".len() + 32);
     }

@@ -174,11 +174,15 @@ pub fn expiry_issue(c: &Certificate, now: i64) -> Option<ServingIssue> {
             date(c.not_after)
         )
     } else if left < EXPIRY_WARNING_DAYS * 86_400 {
+        let days = match left / 86_400 {
+            0 => "less than a day".to_string(),
+            1 => "1 day".to_string(),
+            n => format!("{n} days"),
+        };
         format!(
-            "the certificate ({}) expires on {} (in {} days)",
+            "the certificate ({}) expires on {} (in {days})",
             c.subject,
-            date(c.not_after),
-            left / 86_400
+            date(c.not_after)
         )
     } else {
         return None;
@@ -392,7 +396,12 @@ fn ca_certificates(called: &Called) -> Vec<Certificate> {
     out
 }
 
-fn unreadable(e: &kube::Error, what: String, verb: &'static str, resource: &'static str) -> Unreadable {
+fn unreadable(
+    e: &kube::Error,
+    what: String,
+    verb: &'static str,
+    resource: &'static str,
+) -> Unreadable {
     let a = ApiError::new(e, Call::Read(verb, resource));
     Unreadable {
         what,
@@ -411,7 +420,10 @@ fn url_address(url: &str) -> Option<(String, String)> {
     let (host, port) = match authority.strip_prefix('[') {
         Some(v6) => {
             let (h, after) = v6.split_once(']')?;
-            (h.to_string(), after.strip_prefix(':').unwrap_or("443").to_string())
+            (
+                h.to_string(),
+                after.strip_prefix(':').unwrap_or("443").to_string(),
+            )
         }
         None => match authority.rsplit_once(':') {
             Some((h, p)) => (h.to_string(), p.to_string()),
@@ -462,8 +474,16 @@ pub(super) async fn check(
                 name,
                 port,
             } => {
-                service(client, &mut served, &mut out.issues, &mut unread, c, (namespace, name, *port), now)
-                    .await
+                service(
+                    client,
+                    &mut served,
+                    &mut out.issues,
+                    &mut unread,
+                    c,
+                    (namespace, name, *port),
+                    now,
+                )
+                .await
             }
         }
         out.targets.push(served);
@@ -487,7 +507,12 @@ async fn service(
         .await
     {
         Err(e) => {
-            unread.push(unreadable(&e, format!("service {namespace}/{name}"), "get", "services"));
+            unread.push(unreadable(
+                &e,
+                format!("service {namespace}/{name}"),
+                "get",
+                "services",
+            ));
             return;
         }
         Ok(None) => {
@@ -506,9 +531,9 @@ async fn service(
     let spec = svc.spec.unwrap_or_default();
     let selector = spec.selector.unwrap_or_default();
     if selector.is_empty() {
-        served
-            .notes
-            .push(format!("{object} has no selector: its Deployment is not known"));
+        served.notes.push(format!(
+            "{object} has no selector: its Deployment is not known"
+        ));
     } else {
         match Api::<Deployment>::namespaced(client.clone(), namespace)
             .list(&ListParams::default())
@@ -548,7 +573,8 @@ async fn service(
                             "no Deployment in {namespace} runs the pods it selects ({})",
                             sel.join(",")
                         ),
-                        fix: "install runner-fence's Deployment, or fix the Service's selector".into(),
+                        fix: "install runner-fence's Deployment, or fix the Service's selector"
+                            .into(),
                     });
                 }
             }
@@ -582,7 +608,11 @@ async fn service(
             .ports
             .iter()
             .flatten()
-            .find(|p| port_name.as_deref().is_none_or(|n| p.name.clone().unwrap_or_default() == n))
+            .find(|p| {
+                port_name
+                    .as_deref()
+                    .is_none_or(|n| p.name.clone().unwrap_or_default() == n)
+            })
             .and_then(|p| p.port);
         for e in &s.endpoints {
             // Unset means ready (EndpointConditions).
@@ -612,7 +642,11 @@ async fn service(
         return;
     }
     let sni = format!("{name}.{namespace}.svc");
-    for addr in ready.iter().filter(|a| a.contains(':')).take(PROBED_ENDPOINTS) {
+    for addr in ready
+        .iter()
+        .filter(|a| a.contains(':'))
+        .take(PROBED_ENDPOINTS)
+    {
         probe(served, issues, addr, &sni, called, now).await;
     }
 }
@@ -655,6 +689,10 @@ mod tests {
             soon.problem,
             "the certificate (CN=runner-fence CA) expires on 2027-01-18 (in 3 days)"
         );
+        assert!(expiry_issue(&c(DAY + 1), now).is_some_and(|i| i.problem.ends_with("(in 1 day)")));
+        assert!(
+            expiry_issue(&c(60), now).is_some_and(|i| i.problem.ends_with("(in less than a day)"))
+        );
         let gone = expiry_issue(&c(-DAY), now).expect("expired");
         assert!(gone.problem.contains("expired on 2027-01-14"), "{gone}");
     }
@@ -667,7 +705,10 @@ mod tests {
         );
         assert_eq!(
             url_address("https://webhook.example.com/mutate"),
-            Some(("webhook.example.com:443".into(), "webhook.example.com".into()))
+            Some((
+                "webhook.example.com:443".into(),
+                "webhook.example.com".into()
+            ))
         );
         assert_eq!(
             url_address("https://[::1]:8443/x"),

@@ -218,7 +218,6 @@ pub fn table(r: &Report) -> String {
     o
 }
 
-
 /// The first reason enforce mode would deny the pod: as created, else as
 /// stored when it becomes schedulable.
 fn deny_reason(p: &JobPod) -> String {
@@ -234,6 +233,9 @@ fn deny_reason(p: &JobPod) -> String {
     }
     p.messages
         .first()
-        .map(|m| m.trim_start_matches("runner-fence denied the job pod: ").to_string())
+        .map(|m| {
+            m.trim_start_matches("runner-fence denied the job pod: ")
+                .to_string()
+        })
         .unwrap_or_default()
 }
