@@ -1128,23 +1128,26 @@ async fn the_fence_holds_on_a_real_control_plane() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("kind: PolicyReport"));
+    // One report per pod, found by the label every report carries.
     let stored: Value = serde_json::from_str(&kubectl_ok(
         &[
             "-n",
             NS,
             "get",
-            "policyreport",
-            "runner-fence",
+            "policyreports",
+            "-l",
+            "app.kubernetes.io/managed-by=runner-fence",
             "-o",
             "json",
         ],
         None,
     ))
     .expect("policyreport json");
-    let fails = stored["results"]
+    let fails = stored["items"]
         .as_array()
         .into_iter()
         .flatten()
+        .flat_map(|r| r["results"].as_array().into_iter().flatten())
         .filter(|r| r["result"] == "fail" && r["rule"] == "protected-nodes")
         .count();
     assert!(
@@ -1208,7 +1211,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
     let report = runner_fence::k8s::audit::collect(client.clone(), &policy)
         .await
         .expect("audit");
-    assert!(report.backstop, "audit does not see the backstop");
+    assert!(report.backstop.denies(), "audit does not see the backstop");
     assert!(
         !report
             .coverage_gaps

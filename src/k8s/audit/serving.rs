@@ -210,7 +210,7 @@ fn describe(der: &[u8], source: String) -> Option<Certificate> {
 struct Recorder {
     trusted: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
-    seen: Mutex<Option<(CertificateDer<'static>, Option<Result<(), rustls::Error>>)>>,
+    seen: Mutex<Option<Presented>>,
 }
 
 impl rustls::client::danger::ServerCertVerifier for Recorder {
@@ -227,7 +227,10 @@ impl rustls::client::danger::ServerCertVerifier for Recorder {
                 .map(|_| ())
         });
         if let Ok(mut seen) = self.seen.lock() {
-            *seen = Some((end_entity.clone().into_owned(), trust));
+            *seen = Some(Presented {
+                der: end_entity.clone().into_owned(),
+                trust,
+            });
         }
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
@@ -268,6 +271,7 @@ impl rustls::client::danger::ServerCertVerifier for Recorder {
 }
 
 /// What one handshake showed.
+#[derive(Debug)]
 struct Presented {
     der: CertificateDer<'static>,
     /// `None`: no caBundle to check it against.
@@ -321,8 +325,7 @@ async fn handshake(addr: &str, name: &str, ca_bundles: &[Vec<u8>]) -> Result<Pre
         Ok(Ok(_stream)) => {}
     }
     let seen = recorder.seen.lock().ok().and_then(|mut s| s.take());
-    let (der, trust) = seen.ok_or("the server presented no certificate")?;
-    Ok(Presented { der, trust })
+    seen.ok_or_else(|| "the server presented no certificate".to_string())
 }
 
 /// Whether a verification error is only the expiry (reported as such).
@@ -530,6 +533,11 @@ async fn service(
     };
     let spec = svc.spec.unwrap_or_default();
     let selector = spec.selector.unwrap_or_default();
+    let selector_text = selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
     if selector.is_empty() {
         served.notes.push(format!(
             "{object} has no selector: its Deployment is not known"
@@ -565,13 +573,10 @@ async fn service(
                     served.deployments.push(status);
                 }
                 if served.deployments.is_empty() {
-                    let sel: Vec<String> =
-                        selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     issues.push(ServingIssue {
                         object: object.clone(),
                         problem: format!(
-                            "no Deployment in {namespace} runs the pods it selects ({})",
-                            sel.join(",")
+                            "no Deployment in {namespace} runs the pods it selects ({selector_text})"
                         ),
                         fix: "install runner-fence's Deployment, or fix the Service's selector"
                             .into(),
@@ -636,7 +641,7 @@ async fn service(
             object,
             problem: "has no ready endpoints: the apiserver cannot reach the webhook".into(),
             fix: format!(
-                "kubectl -n {namespace} get pods,endpointslices -l ... (the webhook's pods are not Ready: see their readiness probe on /readyz)"
+                "kubectl -n {namespace} get pods -l {selector_text} (the webhook's pods are not Ready: see their readiness probe on /readyz)"
             ),
         });
         return;
