@@ -93,7 +93,9 @@ pub struct AuditRunLabels {
 }
 
 /// The `runner_fence_audit_*` family: what the last audit pass found. The
-/// continuous audit records each pass with [`AuditMetrics::record`].
+/// continuous audit registers it ([`AuditMetrics::register`] on
+/// [`Metrics::registry`], which every exported family must have a dashboard
+/// panel for) and records each pass with [`AuditMetrics::record`].
 #[derive(Clone, Debug, Default)]
 pub struct AuditMetrics {
     /// Pods judged in the runner namespaces by the last pass.
@@ -191,8 +193,6 @@ pub struct Metrics {
     pub node_watch_up: Gauge,
     /// Nodes read on demand (no node cache), by result.
     pub node_lookups: Family<NodeLookupLabels, Counter>,
-    /// The continuous audit's results (`runner_fence_audit_*`).
-    pub audit: AuditMetrics,
 }
 
 impl Default for Metrics {
@@ -256,9 +256,7 @@ impl Metrics {
             "Nodes read on demand for bindings and ephemeral containers without the node cache, by result",
             node_lookups.clone(),
         );
-        let audit = AuditMetrics::register(&mut registry);
         Metrics {
-            audit,
             registry,
             reviews,
             violations,
@@ -324,7 +322,8 @@ mod tests {
 
     #[test]
     fn the_audit_family_reports_the_last_pass() {
-        let m = Metrics::new();
+        let mut m = Metrics::new();
+        let audit = AuditMetrics::register(&mut m.registry);
         let policy = crate::core::policy::embedded().expect("policy");
         // Bound to a runner node: judged as created (a pending one without the
         // profile's affinity would also be judged as it stands).
@@ -342,8 +341,7 @@ mod tests {
             ..Default::default()
         };
         let report = crate::k8s::audit::analyze(&policy, &inputs);
-        m.audit
-            .record(&report, Duration::from_millis(1500), 1_800_000_000);
+        audit.record(&report, Duration::from_millis(1500), 1_800_000_000);
         let text = m.encode();
         let value = |line: &str| {
             text.lines()
@@ -381,7 +379,7 @@ mod tests {
             value("runner_fence_audit_runs_total{result=\"findings\"}"),
             "1"
         );
-        m.audit.failed();
+        audit.failed();
         assert!(
             m.encode()
                 .contains("runner_fence_audit_runs_total{result=\"failed\"} 1")

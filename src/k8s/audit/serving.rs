@@ -338,16 +338,17 @@ fn only_expired(e: &rustls::Error) -> bool {
     )
 }
 
-/// Reads the certificate `addr` presents for `name` into `served`, with its issues.
-async fn probe(
+/// Records the certificate `addr` presented for `name` (the result of
+/// [`handshake`]) in `served`, with its issues.
+fn record(
     served: &mut Served,
     issues: &mut Vec<ServingIssue>,
-    addr: &str,
-    name: &str,
+    (addr, name): (&str, &str),
     called: &Called,
     now: i64,
+    presented: Result<Presented, String>,
 ) {
-    match handshake(addr, name, &called.ca_bundles).await {
+    match presented {
         Err(e) => served.notes.push(format!(
             "the serving certificate at {addr} was not read: {e} (pod addresses are often reachable only from inside the cluster: run audit there to check it)"
         )),
@@ -467,7 +468,15 @@ pub(super) async fn check(
                 );
                 match url_address(url) {
                     Some((addr, host)) => {
-                        probe(&mut served, &mut out.issues, &addr, &host, c, now).await
+                        let presented = handshake(&addr, &host, &c.ca_bundles).await;
+                        record(
+                            &mut served,
+                            &mut out.issues,
+                            (&addr, &host),
+                            c,
+                            now,
+                            presented,
+                        )
                     }
                     None => served.notes.push(format!("{url} is not an https:// URL")),
                 }
@@ -646,13 +655,19 @@ async fn service(
         });
         return;
     }
+    // The name the apiserver checks the certificate for. All at once, so that
+    // addresses unreachable from here cost one timeout, not one each.
     let sni = format!("{name}.{namespace}.svc");
-    for addr in ready
+    let addrs: Vec<&String> = ready
         .iter()
         .filter(|a| a.contains(':'))
         .take(PROBED_ENDPOINTS)
-    {
-        probe(served, issues, addr, &sni, called, now).await;
+        .collect();
+    let presented =
+        futures::future::join_all(addrs.iter().map(|a| handshake(a, &sni, &called.ca_bundles)))
+            .await;
+    for (addr, p) in addrs.into_iter().zip(presented) {
+        record(served, issues, (addr, &sni), called, now, p);
     }
 }
 
