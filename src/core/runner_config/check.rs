@@ -219,7 +219,14 @@ impl Checker<'_> {
             match self.resolve_template(&written, opts) {
                 Some(ns) => ns,
                 None => {
-                    let assumed = m.namespaces.iter().find(|n| !n.ends_with('*'))?.clone();
+                    // As if installed in the policy's first namespace (a
+                    // representative name for a prefix).
+                    let assumed = m
+                        .namespaces
+                        .iter()
+                        .find(|n| !n.ends_with('*'))
+                        .or(m.namespaces.first())?
+                        .replace('*', "1");
                     self.push(
                         FindingId::NamespaceUnresolved,
                         Severity::Warning,
@@ -531,9 +538,14 @@ impl Checker<'_> {
             .get(job.profile())
             .map(|p| p.required_node_labels.clone())
             .unwrap_or_default();
-        let at = job_pod
-            .origin(&path, config.first().map(|r| r.key.as_str()))
-            .clone();
+        let culprit = config.first().map(|r| r.key.as_str());
+        let at = job_pod.origin(&path, culprit).clone();
+        let in_node_selector = culprit.is_some_and(|k| {
+            pod.spec()
+                .node_selector
+                .as_ref()
+                .is_some_and(|s| s.contains_key(k))
+        });
         self.push(
             FindingId::Unschedulable,
             Severity::Error,
@@ -542,6 +554,7 @@ impl Checker<'_> {
                 job,
                 config,
                 required,
+                in_node_selector,
             },
         );
     }

@@ -410,7 +410,7 @@ fn toml_error(e: &toml::de::Error, toml: &str, base: Option<usize>, file: &str) 
         file: file.to_string(),
         line: match base {
             Some(b) => line.map(|l| b + l),
-            None if toml.len() == 0 => None,
+            None if toml.is_empty() => None,
             None => line,
         },
         message: first_line(e.message()),

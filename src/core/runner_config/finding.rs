@@ -206,6 +206,8 @@ pub enum Problem {
         config: Vec<Requirement>,
         /// The profile's requiredNodeLabels.
         required: Vec<Requirement>,
+        /// The runner's requirement is a `node_selector` entry (AND-ed with every term).
+        in_node_selector: bool,
     },
     /// A request setting that replaces profiles' defaults.
     RequestOverridesProfile {
@@ -360,6 +362,7 @@ impl Finding {
                 job,
                 config,
                 required,
+                ..
             } => format!(
                 "{job} requires {} (this setting) and {} (the profile): Fargate nodes carry no such label, so no node matches and the job stays Pending until poll_timeout",
                 reqs(config),
@@ -428,6 +431,7 @@ impl Finding {
             Problem::PodSpecFile { .. } => "inline the patch (patch = '''...''') so that it can be checked".into(),
             Problem::PodSpecUnreadable { .. } => "fix the patch: strategic and merge patches are YAML/JSON objects, json patches a list of operations".into(),
             Problem::Denied { violation, .. } => denied_fix(violation),
+            Problem::Unschedulable { in_node_selector: true, .. } => "move it from node_selector (AND-ed with every term) into a node_selector_terms entry of its own, one per profile (terms are OR-ed and runner-fence adds the chosen profile's requirements to each): `runner-fence render runner-config` prints them".into(),
             Problem::Unschedulable { .. } => "give each profile its own node_selector_terms entry instead (terms are OR-ed and runner-fence adds the chosen profile's requirements to each): `runner-fence render runner-config` prints them".into(),
             Problem::RequestOverridesProfile { setting, .. } => format!(
                 "remove {setting}: runner-fence injects each profile's default"

@@ -123,7 +123,7 @@ fn examples(hir: &Hir, m: &Match) -> Vec<String> {
                 continue;
             }
             for candidate in [
-                format!("{text}"),
+                text.to_string(),
                 format!("{text}-x"),
                 format!("x-{text}-x"),
                 format!("x{text}x"),
