@@ -78,11 +78,11 @@ const CI_JOB_POLICY: &str = "tests/data/runner-configs/policy-ci-job.yaml";
     ("on-gitlab-nodes", "denied-protected-nodes", 34, "error"),
 ])]
 #[case::chart_default("chart-default-values.yaml", &[], 0, &[
-    ("", "namespace-unresolved", 23, "warning"),
+    ("", "namespace-unresolved", 25, "warning"),
 ])]
 #[case::chart_default_in_runner_namespace("chart-default-values.yaml", &["--release-namespace", "gitlab-runner"], 0, &[])]
 #[case::chart_default_in_default("chart-default-values.yaml", &["--release-namespace", "default"], 1, &[
-    ("", "namespace-not-covered", 23, "error"),
+    ("", "namespace-not-covered", 25, "error"),
 ])]
 fn check_finds_exactly(
     #[case] file: &str,
@@ -190,7 +190,8 @@ fn render_output_passes_the_check_for_every_profile(
     }
 }
 
-/// Nodes shaped like the e2e cluster's: GitLab's, the runner group, Fargate.
+/// Nodes shaped like the e2e cluster's: GitLab's, the runner group, Fargate
+/// (and a GPU group for the ci-job policy).
 fn model_nodes() -> Vec<(&'static str, BTreeMap<String, String>)> {
     let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
         pairs
@@ -202,6 +203,7 @@ fn model_nodes() -> Vec<(&'static str, BTreeMap<String, String>)> {
     vec![
         ("gitlab", labels(&[("workload", "gitlab")])),
         ("runner-nodes", labels(&[("workload", "gitlab-runner")])),
+        ("gpu", labels(&[("workload", "gpu")])),
         (
             "fargate",
             labels(&[
@@ -253,10 +255,11 @@ fn schedulable_on(pod: &Value, labels: &BTreeMap<String, String>) -> bool {
 /// The recorded GitLab Runner 19.4 job pod, with the fields the runner takes
 /// from config.toml replaced by what `job_pod` builds from `config` and a
 /// job's `labels`.
-fn recorded_job(config: &ConfigFile, labels: &BTreeMap<String, String>) -> Value {
+fn recorded_job(config: &ConfigFile, namespace: &str, labels: &BTreeMap<String, String>) -> Value {
     let review = common::fixture("runner-configs/recorded-runner-19.4-rendered-config-job.json");
     let mut pod = review["request"]["object"].clone();
-    let built = job_pod(config, 0, "gitlab-runner", labels).pod;
+    pod["metadata"]["namespace"] = json!(namespace);
+    let built = job_pod(config, 0, namespace, labels).pod;
     let spec = &built["spec"];
     pod["spec"]["affinity"] = spec["affinity"].clone();
     match spec.get("nodeSelector") {
@@ -313,7 +316,7 @@ fn recorded_job(config: &ConfigFile, labels: &BTreeMap<String, String>) -> Value
     pod
 }
 
-fn evaluate(policy: &Policy, pod: &Value) -> Evaluation {
+fn evaluate(policy: &Policy, namespace: &str, pod: &Value) -> Evaluation {
     let view = PodView::from_value(pod).expect("pod");
     let req = Request {
         group: "",
@@ -321,7 +324,7 @@ fn evaluate(policy: &Policy, pod: &Value) -> Evaluation {
         resource: "pods",
         sub_resource: "",
         operation: Operation::Create,
-        namespace: "gitlab-runner",
+        namespace,
         name: pod["metadata"]["name"].as_str().unwrap_or(""),
         object: Some(&view),
         old_object: None,
@@ -374,14 +377,40 @@ fn the_job_pod_is_what_gitlab_runner_19_4_built_from_the_seed_config() {
 }
 
 #[rstest]
+#[case::default_runner_nodes("examples/policy.yaml", "gitlab-runner", None, "runner-nodes")]
+#[case::default_fargate("examples/policy.yaml", "gitlab-runner", None, "fargate")]
+#[case::runner_nodes_runner_nodes(
+    "examples/policy.yaml",
+    "gitlab-runner",
+    Some("runner-nodes"),
+    "runner-nodes"
+)]
+#[case::runner_nodes_fargate(
+    "examples/policy.yaml",
+    "gitlab-runner",
+    Some("runner-nodes"),
+    "fargate"
+)]
+#[case::fargate_runner_nodes(
+    "examples/policy.yaml",
+    "gitlab-runner",
+    Some("fargate"),
+    "runner-nodes"
+)]
+#[case::fargate_fargate("examples/policy.yaml", "gitlab-runner", Some("fargate"), "fargate")]
+#[case::ci_job_default_fargate(CI_JOB_POLICY, "gitlab-runner", None, "fargate")]
+#[case::ci_job_gpu_gpu(CI_JOB_POLICY, "ci-job-7", Some("gpu"), "gpu")]
+#[case::ci_job_gpu_runner_nodes(CI_JOB_POLICY, "ci-job-7", Some("gpu"), "runner-nodes")]
 fn a_job_choosing_any_profile_lands_on_its_nodes_with_its_requests(
-    #[values(None, Some("runner-nodes"), Some("fargate"))] rendered_for: Option<&str>,
-    #[values("runner-nodes", "fargate")] profile: &str,
+    #[case] path: &str,
+    #[case] namespace: &str,
+    #[case] rendered_for: Option<&str>,
+    #[case] profile: &str,
 ) {
-    let p = load_policy("examples/policy.yaml");
+    let p = load_policy(path);
     let config = parse_config(&rendered(&p, rendered_for));
-    let pod = recorded_job(&config, &choosing(&p, profile));
-    let ev = evaluate(&p, &pod);
+    let pod = recorded_job(&config, namespace, &choosing(&p, profile));
+    let ev = evaluate(&p, namespace, &pod);
     assert!(ev.allowed(), "{:?}", ev.messages());
     assert_eq!(ev.profile.as_deref(), Some(profile));
     let nodes: Vec<&str> = model_nodes()
@@ -408,9 +437,13 @@ fn a_job_choosing_any_profile_lands_on_its_nodes_with_its_requests(
     for (k, v) in &prof.pod_labels {
         assert_eq!(ev.pod["metadata"]["labels"][k].as_str(), Some(v.as_str()));
     }
+    // EKS sends exactly the Fargate profile's jobs to Fargate.
+    assert_eq!(
+        p.fargate_selects(namespace, &labels_of(&ev.pod)),
+        prof.fargate,
+        "{profile}"
+    );
     if profile == "fargate" {
-        // What EKS's Fargate profile selects, and the Fargate build size.
-        assert!(p.fargate_selects("gitlab-runner", &labels_of(&ev.pod)));
         assert_eq!(
             build["resources"]["requests"],
             json!({"cpu": "2", "memory": "8Gi"})
@@ -434,7 +467,8 @@ fn on_the_seed_config_a_fargate_job_is_admitted_but_fits_no_node() {
     let p = load_policy("examples/policy.yaml");
     let text = std::fs::read_to_string(root().join(configs("seed-like.toml"))).expect("read");
     let config = parse_config(&text);
-    let ev = evaluate(&p, &recorded_job(&config, &choosing(&p, "fargate")));
+    let job = recorded_job(&config, "gitlab-runner", &choosing(&p, "fargate"));
+    let ev = evaluate(&p, "gitlab-runner", &job);
     assert!(ev.allowed(), "{:?}", ev.messages());
     assert!(
         model_nodes()

@@ -18,7 +18,10 @@ use std::collections::BTreeMap;
 use toml::{Table, Value};
 
 use super::webhooks::RenderError;
-use crate::core::policy::{Policy, Profile, Requirement, ResourceName, Role, TolerationOperator};
+use crate::core::policy::{
+    Match, Policy, Profile, Requirement, ResourceName, Role, TolerationOperator,
+};
+use crate::core::runner_config::{PER_JOB_PREFIX, covers_per_job};
 
 /// Renders the fragment for one profile (the default one when `profile` is
 /// None): that profile is what jobs get without choosing.
@@ -35,8 +38,18 @@ pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, R
         .namespaces
         .as_ref()
         .unwrap_or(&policy.matching.namespaces);
-    let namespace = patterns.iter().find(|n| !n.ends_with('*'));
-    let scope = namespace.or(patterns.first());
+    let namespace = patterns.iter().find(|n| !n.ends_with('*')).cloned();
+    // Only prefixes: namespace_per_job's `ci-job-<job id>`, when one covers them.
+    let prefixes = Match {
+        namespaces: patterns.clone(),
+        ..policy.matching.clone()
+    };
+    let per_job = namespace.is_none() && covers_per_job(&prefixes);
+    let scope = namespace
+        .clone()
+        .or_else(|| per_job.then(|| format!("{PER_JOB_PREFIX}1")))
+        .or_else(|| patterns.first().cloned());
+    let scope = scope.as_deref();
     // The profiles a job there may choose: this one first.
     let mut usable: Vec<(&str, &Profile)> = vec![(name, prof)];
     usable.extend(
@@ -50,7 +63,10 @@ pub fn runner_config(policy: &Policy, profile: Option<&str>) -> Result<String, R
 
     let mut k = Table::new();
     if let Some(ns) = namespace {
-        k.insert("namespace".into(), Value::String(ns.clone()));
+        k.insert("namespace".into(), Value::String(ns));
+    }
+    if per_job {
+        k.insert("namespace_per_job".into(), Value::Boolean(true));
     }
     let (requests, differing) = requests(policy, &usable);
     k.extend(requests);

@@ -751,6 +751,37 @@ fn patched_fields(text: &str, patch_type: &str) -> Result<Vec<String>, String> {
 mod tests {
     use super::*;
 
+    fn findings(values: &str, release: Option<&str>) -> Vec<FindingId> {
+        let p = crate::core::policy::embedded().expect("policy");
+        let file = ConfigFile::parse(values, "values.yaml").expect("values");
+        let opts = Options {
+            release_namespace: release.map(String::from),
+        };
+        let r = check(&p, &file, &opts).expect("check");
+        r.findings.iter().map(|f| f.id).collect()
+    }
+
+    #[test]
+    fn the_charts_namespace_templates_resolve() {
+        let newer = "runners:\n  jobNamespace: JOBNS\n  config: |\n    [[runners]]\n      [runners.kubernetes]\n        namespace = \"{{ default .Release.Namespace .Values.runners.jobNamespace }}\"\n";
+        let with = |ns: &str| newer.replace("JOBNS", ns);
+        assert_eq!(findings(&with("gitlab-runner"), None), []);
+        assert_eq!(
+            findings(&with("builds"), Some("gitlab-runner")),
+            [FindingId::NamespaceNotCovered]
+        );
+        assert_eq!(findings(&with("\"\""), Some("gitlab-runner")), []);
+        assert_eq!(
+            findings(&with("\"\""), None),
+            [FindingId::NamespaceUnresolved]
+        );
+        let other = "runners:\n  config: |\n    [[runners]]\n      [runners.kubernetes]\n        namespace = \"{{ .Values.ns }}\"\n";
+        assert_eq!(
+            findings(other, Some("gitlab-runner")),
+            [FindingId::NamespaceUnresolved]
+        );
+    }
+
     #[test]
     fn patch_fields_by_type() {
         assert_eq!(

@@ -506,6 +506,19 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_runners_config_keeps_its_toml_lines() {
+        let values = "runners:\n  config: \"[[runners]]\\n  [runners.kubernetes]\\n    namespace = 'x'\\n\"\n";
+        let c = ConfigFile::parse(values, "values.yaml").expect("parses");
+        let k = c.runners[0]
+            .kubernetes
+            .as_ref()
+            .expect("kubernetes")
+            .get_ref();
+        let at = c.locate(k.namespace.as_ref().expect("namespace").span(), "ns");
+        assert_eq!((at.line, at.toml_line), (None, 3));
+    }
+
+    #[test]
     fn bad_input_names_file_and_line() {
         let e = ConfigFile::parse(
             "[[runners]]\n  [runners.kubernetes]\n    privileged = \"yes\"\n",

@@ -14,3 +14,4 @@ pub use config::{ConfigError, ConfigFile, Format, Kubernetes, Location, Runner};
 pub use finding::{Finding, FindingId, Job, Problem, RunnerRef, Severity};
 pub use job::{JobPod, job_pod};
 pub use namespaces::Reach;
+pub(crate) use namespaces::{PER_JOB_PREFIX, covers_per_job};

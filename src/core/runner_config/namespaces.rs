@@ -214,6 +214,69 @@ mod tests {
         assert_eq!(overwrite_reach(regex, &scope(ns)), want, "{regex}");
     }
 
+    const PIECES: [&str; 10] = [
+        "gitlab-runner",
+        "ci-job-",
+        "ci-",
+        "team-",
+        ".*",
+        "[0-9]+",
+        "[a-z]+",
+        "-",
+        "x",
+        "(gitlab-runner|ci-job-[0-9]+)",
+    ];
+
+    fn regex() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        (
+            any::<bool>(),
+            proptest::collection::vec(proptest::sample::select(PIECES.to_vec()), 1..4),
+            any::<bool>(),
+        )
+            .prop_map(|(start, pieces, end)| {
+                format!(
+                    "{}{}{}",
+                    if start { "^" } else { "" },
+                    pieces.concat(),
+                    if end { "$" } else { "" }
+                )
+            })
+    }
+
+    fn name() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        (
+            "[a-z0-9-]{0,3}",
+            proptest::sample::select(PIECES[..4].to_vec()),
+            "[a-z0-9-]{0,6}",
+        )
+            .prop_map(|(a, p, b)| format!("{a}{p}{b}"))
+    }
+
+    proptest::proptest! {
+        /// Covered is a proof: no name the regex accepts is outside the policy.
+        #[test]
+        fn covered_regexes_accept_only_fenced_namespaces(
+            r in regex(),
+            names in proptest::collection::vec(name(), 1..40),
+        ) {
+            let m = scope(&["gitlab-runner", "ci-job-*"]);
+            let re = regex::Regex::new(&r).expect("regex");
+            match overwrite_reach(&r, &m) {
+                Reach::Covered => {
+                    for n in names.iter().filter(|n| re.is_match(n)) {
+                        proptest::prop_assert!(m.covers(n), "{r} accepts {n}");
+                    }
+                }
+                Reach::Example(n) => {
+                    proptest::prop_assert!(re.is_match(&n) && !m.covers(&n), "{r}: {n}");
+                }
+                _ => {}
+            }
+        }
+    }
+
     #[test]
     fn per_job_namespaces_need_a_prefix() {
         assert!(covers_per_job(&scope(&["gitlab-runner", "ci-job-*"])));
