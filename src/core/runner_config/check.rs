@@ -15,11 +15,11 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 use super::Location;
-use super::config::{ConfigFile, Kubernetes, Text};
+use super::config::{ConfigError, ConfigFile, Kubernetes, Text};
 use super::finding::{Finding, FindingId, Job, Problem, RunnerRef, Severity};
 use super::job::{JobPod, job_pod, requests};
 use super::namespaces::{self, DEFAULT_NAMESPACE, PER_JOB_PREFIX, Reach};
-use crate::core::engine::pod::{PodView, term_requirements};
+use crate::core::engine::pod::{PodView, TERMS_PATH, term_requirements};
 use crate::core::engine::{self, Cause, Evaluation, Operation, Request, ReviewError, Violation};
 use crate::core::policy::{Operator, Policy, Requirement, ResourceName, Role};
 use crate::core::quantity::Quantity;
@@ -48,17 +48,6 @@ impl Report {
     }
 }
 
-/// Why a configuration could not be checked (never the configuration's fault).
-#[derive(Debug, thiserror::Error)]
-#[error("cannot evaluate the job pod of {runner}")]
-pub struct CheckError {
-    /// The runner.
-    pub runner: RunnerRef,
-    /// Why.
-    #[source]
-    pub source: ReviewError,
-}
-
 /// Fargate nodes carry `eks.amazonaws.com/compute-type=fargate` and only
 /// labels EKS and Kubernetes set (zone, region, hostname, os, arch, the
 /// Fargate profile); never a node group's own labels.
@@ -73,7 +62,7 @@ const FARGATE_LABEL_PREFIXES: [&str; 6] = [
 const COMPUTE_TYPE: &str = "eks.amazonaws.com/compute-type";
 
 /// Checks every runner of `file` against `policy`.
-pub fn check(policy: &Policy, file: &ConfigFile, opts: &Options) -> Result<Report, CheckError> {
+pub fn check(policy: &Policy, file: &ConfigFile, opts: &Options) -> Result<Report, ConfigError> {
     let mut report = Report::default();
     for (index, runner) in file.runners.iter().enumerate() {
         let rref = RunnerRef {
@@ -399,7 +388,7 @@ impl Checker<'_> {
     /// Runs the runner's job pod through the engine: as every job gets it,
     /// and choosing each profile the namespace may use. Returns the profiles
     /// the runner's jobs can get (its own first).
-    fn jobs(&mut self, namespace: &str) -> Result<Vec<String>, CheckError> {
+    fn jobs(&mut self, namespace: &str) -> Result<Vec<String>, ConfigError> {
         let own = job_pod(self.file, self.index, namespace, &BTreeMap::new());
         let eval = self.evaluate(namespace, &own)?;
         let own_profile = eval.profile.clone().unwrap_or_default();
@@ -426,10 +415,10 @@ impl Checker<'_> {
         Ok(profiles)
     }
 
-    fn evaluate(&self, namespace: &str, job: &JobPod) -> Result<Evaluation, CheckError> {
-        let err = |source| CheckError {
-            runner: self.runner.clone(),
-            source,
+    fn evaluate(&self, namespace: &str, job: &JobPod) -> Result<Evaluation, ConfigError> {
+        let err = |source: ReviewError| ConfigError::Engine {
+            runner: self.runner.to_string(),
+            message: crate::core::report::Report(&source).to_string(),
         };
         let view = PodView::from_value(&job.pod).map_err(err)?;
         let req = Request {
@@ -506,7 +495,7 @@ impl Checker<'_> {
                 .filter_map(|(i, t)| {
                     let mut reqs = selector.clone();
                     reqs.extend(term_requirements(t)?);
-                    Some((format!("{TERMS}[{i}]"), reqs))
+                    Some((format!("{TERMS_PATH}[{i}]"), reqs))
                 })
                 .collect()
         };
@@ -658,6 +647,10 @@ impl Checker<'_> {
             }
         }
         let clamp = self.policy.resources.on_exceed == crate::core::policy::OnExceed::Clamp;
+        let audited = self
+            .policy
+            .rule_mode(crate::core::policy::RuleId::Resources)
+            == crate::core::policy::Mode::Audit;
         for (at, setting, value, max) in found {
             self.push(
                 FindingId::OverwriteMaxAboveMax,
@@ -668,14 +661,12 @@ impl Checker<'_> {
                     value,
                     max,
                     clamp,
+                    audited,
                 },
             );
         }
     }
 }
-
-const TERMS: &str =
-    "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms";
 
 /// The label key a placement violation blames, to find the setting behind it.
 fn culprit_key(c: &Cause) -> Option<&str> {

@@ -49,6 +49,14 @@ pub enum ConfigError {
         /// The file.
         file: String,
     },
+    /// The engine could not review a runner's job pod (a bug, never the file's fault).
+    #[error("cannot evaluate the job pod of {runner}: {message}")]
+    Engine {
+        /// The runner.
+        runner: String,
+        /// Why.
+        message: String,
+    },
     /// No `[[runners]]` entry at all.
     #[error("{file}: no [[runners]] entry, so nothing to check")]
     NoRunners {

@@ -228,6 +228,8 @@ pub enum Problem {
         max: Quantity,
         /// `onExceed: clamp` (else deny).
         clamp: bool,
+        /// The `resources` rule is in audit mode: only reported.
+        audited: bool,
     },
 }
 
@@ -311,8 +313,12 @@ impl Finding {
             ),
             Problem::OverwriteAllowed { regex, taints } => match self.id {
                 FindingId::NodeTolerationsOverwrite => format!(
-                    "node_tolerations_overwrite_allowed {regex:?} lets jobs add tolerations (KUBERNETES_NODE_TOLERATIONS_*); runner-fence denies those of GitLab's taints ({}), so such jobs fail at once",
-                    list(taints)
+                    "node_tolerations_overwrite_allowed {regex:?} lets jobs add tolerations (KUBERNETES_NODE_TOLERATIONS_*); runner-fence denies those of GitLab's taints{}, so such jobs fail at once",
+                    if taints.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", list(taints))
+                    }
                 ),
                 FindingId::ServiceAccountOverwrite => format!(
                     "service_account_overwrite_allowed {regex:?} lets jobs run as other ServiceAccounts (KUBERNETES_SERVICE_ACCOUNT_OVERWRITE); one that may create pods in namespaces the policy does not cover takes a job out of the fence"
@@ -390,10 +396,15 @@ impl Finding {
                 value,
                 max,
                 clamp,
+                audited,
             } => format!(
-                "{setting} = {:?} lets jobs ask for more than the policy's resources.max ({max}): runner-fence {} them",
+                "{setting} = {:?} lets jobs ask for more than the policy's resources.max ({max}): runner-fence {}",
                 value.as_str(),
-                if *clamp { "lowers" } else { "denies" }
+                match (clamp, audited) {
+                    (true, _) => "lowers such requests to the maximum",
+                    (false, true) => "only reports such jobs (the resources rule is in audit mode)",
+                    (false, false) => "denies such jobs",
+                }
             ),
         }
     }

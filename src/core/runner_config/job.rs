@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use toml::Spanned;
 
 use super::config::{ConfigFile, Kubernetes, Text};
+use crate::core::engine::pod::TERMS_PATH;
 use crate::core::policy::Role;
 
 /// A job pod and where its fields came from.
@@ -159,7 +160,7 @@ pub fn job_pod(
             let span = sel.get_ref()[name].span();
             for i in 0..terms_len(k).max(1) {
                 at(
-                    format!("{TERMS}[{i}]#{name}"),
+                    format!("{TERMS_PATH}[{i}]#{name}"),
                     span.clone(),
                     key(&format!("node_selector.{name}")),
                 );
@@ -176,7 +177,7 @@ pub fn job_pod(
             let mut terms = Vec::new();
             for (i, t) in req.get_ref().node_selector_terms.iter().enumerate() {
                 let term_key = format!("{req_key}.node_selector_terms[{i}]");
-                at(format!("{TERMS}[{i}]"), t.span(), key(&term_key));
+                at(format!("{TERMS_PATH}[{i}]"), t.span(), key(&term_key));
                 let mut term = Map::new();
                 for (field, list) in [
                     ("matchExpressions", &t.get_ref().match_expressions),
@@ -193,11 +194,15 @@ pub fn job_pod(
                     let mut exprs = Vec::new();
                     for (j, e) in list.iter().enumerate() {
                         let e_key = format!("{term_key}.{toml_field}[{j}]");
-                        at(format!("{TERMS}[{i}].{field}[{j}]"), e.span(), key(&e_key));
+                        at(
+                            format!("{TERMS_PATH}[{i}].{field}[{j}]"),
+                            e.span(),
+                            key(&e_key),
+                        );
                         let e = e.get_ref();
                         if field == "matchExpressions" {
                             at(
-                                format!("{TERMS}[{i}]#{}", e.key),
+                                format!("{TERMS_PATH}[{i}]#{}", e.key),
                                 list[j].span(),
                                 key(&e_key),
                             );
@@ -354,9 +359,6 @@ pub fn job_pod(
         table: file.runner_location(index),
     }
 }
-
-const TERMS: &str =
-    "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms";
 
 fn terms_len(k: &Kubernetes) -> usize {
     k.affinity

@@ -9,7 +9,7 @@ mod finding;
 mod job;
 mod namespaces;
 
-pub use check::{CheckError, Options, Report, check};
+pub use check::{Options, Report, check};
 pub use config::{ConfigError, ConfigFile, Format, Kubernetes, Location, Runner};
 pub use finding::{Finding, FindingId, Job, Problem, RunnerRef, Severity};
 pub use job::{JobPod, job_pod};
