@@ -99,7 +99,11 @@ fn print_text(name: &str, report: &Report) {
         outln!("{} {}: {f}", f.runner, place(name, &f.at));
     }
     for (r, executor) in &report.skipped {
-        outln!("note: {r} {name}: executor {executor:?}, not checked");
+        if executor.is_empty() {
+            outln!("note: {r} {name}: no executor and no [runners.kubernetes], not checked");
+        } else {
+            outln!("note: {r} {name}: executor {executor:?}, not checked");
+        }
     }
     let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
     let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));

@@ -75,6 +75,15 @@ pub fn check(policy: &Policy, file: &ConfigFile, opts: &Options) -> Result<Repor
             report.skipped.push((rref, e.get_ref().clone()));
             continue;
         }
+        // The chart registers its runner with the kubernetes executor;
+        // config.toml names it.
+        if runner.executor.is_none()
+            && runner.kubernetes.is_none()
+            && file.format == super::Format::ConfigToml
+        {
+            report.skipped.push((rref, String::new()));
+            continue;
+        }
         let mut c = Checker {
             policy,
             file,
@@ -750,6 +759,23 @@ mod tests {
         };
         let r = check(&p, &file, &opts).expect("check");
         r.findings.iter().map(|f| f.id).collect()
+    }
+
+    #[test]
+    fn runners_of_other_executors_are_skipped() {
+        let p = crate::core::policy::embedded().expect("policy");
+        let text = "[[runners]]\n  name = \"d\"\n  executor = \"docker\"\n[[runners]]\n  name = \"none\"\n  [runners.docker]\n    image = \"x\"\n[[runners]]\n  name = \"k\"\n  [runners.kubernetes]\n    namespace = \"default\"\n";
+        let file = ConfigFile::parse(text, "config.toml").expect("parses");
+        let r = check(&p, &file, &Options::default()).expect("check");
+        let skipped: Vec<(Option<&str>, &str)> = r
+            .skipped
+            .iter()
+            .map(|(r, e)| (r.name.as_deref(), e.as_str()))
+            .collect();
+        assert_eq!(skipped, [(Some("d"), "docker"), (Some("none"), "")]);
+        let ids: Vec<FindingId> = r.findings.iter().map(|f| f.id).collect();
+        assert_eq!(ids, [FindingId::NamespaceNotCovered]);
+        assert_eq!(r.findings[0].at.line, Some(11));
     }
 
     #[test]
