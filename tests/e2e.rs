@@ -308,7 +308,12 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
 /// A pod from a GitLab job fixture, as the runner submits it (minus what the
 /// apiserver itself fills in, like the service-account token volume).
 fn fixture_pod(name: &str) -> Value {
-    let mut pod = common::fixture(name)["request"]["object"].clone();
+    submittable(common::fixture(name)["request"]["object"].clone())
+}
+
+/// A pod as the apiserver returned it, made fit to create again: no server-set
+/// metadata, status, node or service-account token volume.
+fn submittable(mut pod: Value) -> Value {
     if let Some(m) = pod["metadata"].as_object_mut() {
         for key in [
             "managedFields",
@@ -777,6 +782,124 @@ async fn the_fence_holds_on_a_real_control_plane() {
             "{fixture}: scheduled on {node}"
         );
         println!("{fixture}: admitted, patched, scheduled on {node}");
+    }
+
+    // 3a. A runner configured from `render runner-config`: a job choosing any profile
+    //     of the policy lands on that profile's nodes with that profile's requests.
+    //     (Before, a Fargate job got the runner node group's requirement AND Fargate's
+    //     and sat Pending with the config's requests.)
+    let render = Command::new(BIN)
+        .args(["render", "runner-config", "--policy"])
+        .arg(d.join("policy.yaml"))
+        .output()
+        .expect("render runner-config");
+    assert!(
+        render.status.success(),
+        "{}",
+        String::from_utf8_lossy(&render.stderr)
+    );
+    let config = runner_fence::core::runner_config::ConfigFile::parse(
+        &format!(
+            "[[runners]]\n  name = \"rendered\"\n  executor = \"kubernetes\"\n{}",
+            String::from_utf8_lossy(&render.stdout)
+        ),
+        "config.toml",
+    )
+    .expect("rendered config.toml");
+    let node_labels = |name: &str| -> BTreeMap<String, String> {
+        let n: Value =
+            serde_json::from_str(&kubectl_ok(&["get", "node", name, "-o", "json"], None))
+                .expect("node json");
+        serde_json::from_value(n["metadata"]["labels"].clone()).unwrap_or_default()
+    };
+    let matches_a_term = |pod: &Value, labels: &BTreeMap<String, String>| {
+        let terms = pod
+            .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        terms.iter().any(|t| {
+            t["matchExpressions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|e| {
+                    let key = e["key"].as_str().unwrap_or("");
+                    let values: Vec<&str> = e["values"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    let have = labels.get(key).map(String::as_str);
+                    match e["operator"].as_str() {
+                        Some("In") => have.is_some_and(|v| values.contains(&v)),
+                        Some("NotIn") => have.is_none_or(|v| !values.contains(&v)),
+                        Some("Exists") => have.is_some(),
+                        Some("DoesNotExist") => have.is_none(),
+                        _ => false,
+                    }
+                })
+        })
+    };
+    for (choice, want_node, want_build) in [
+        (
+            BTreeMap::new(),
+            "runner-",
+            json!({"cpu": "500m", "memory": "1Gi"}),
+        ),
+        (
+            BTreeMap::from([("use-fargate".to_string(), "true".to_string())]),
+            "fargate-",
+            json!({"cpu": "2", "memory": "8Gi"}),
+        ),
+    ] {
+        let name = format!("runner-rendered-{}", want_node.trim_end_matches('-'));
+        let pod = named(
+            submittable(common::recorded_job(&config, NS, &choice)),
+            &name,
+            NS,
+        );
+        let stored = serde_json::to_value(
+            create(&client, &pod)
+                .await
+                .unwrap_or_else(|e| panic!("rendered-config job {name}: {e}")),
+        )
+        .expect("json");
+        let build = stored["spec"]["containers"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == "build"))
+            .cloned()
+            .expect("build container");
+        assert_eq!(
+            build["resources"]["requests"], want_build,
+            "{name}: build requests"
+        );
+        if want_node == "fargate-" {
+            // Only Fargate can take it: the runner nodes do not meet its terms.
+            assert!(
+                matches_a_term(&stored, &node_labels("fargate-1")),
+                "{name}: {}",
+                stored["spec"]["affinity"]
+            );
+            assert!(
+                !matches_a_term(&stored, &node_labels("runner-1")),
+                "{name}: {}",
+                stored["spec"]["affinity"]
+            );
+            bind(&client, "pods/binding", &name, "fargate-1")
+                .await
+                .expect("bind to Fargate");
+        }
+        let node = wait_scheduled(&client, NS, &name).await;
+        assert!(node.starts_with(want_node), "{name}: scheduled on {node}");
+        assert!(
+            matches_a_term(&stored, &node_labels(&node)),
+            "{name} on {node}"
+        );
+        println!(
+            "rendered config.toml: {name} admitted with build requests {want_build}, on {node}"
+        );
     }
 
     // 3b. Rolling restarts under continuous pod creation: not one creation fails.

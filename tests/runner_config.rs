@@ -252,70 +252,6 @@ fn schedulable_on(pod: &Value, labels: &BTreeMap<String, String>) -> bool {
             }))
 }
 
-/// The recorded GitLab Runner 19.4 job pod, with the fields the runner takes
-/// from config.toml replaced by what `job_pod` builds from `config` and a
-/// job's `labels`.
-fn recorded_job(config: &ConfigFile, namespace: &str, labels: &BTreeMap<String, String>) -> Value {
-    let review = common::fixture("runner-configs/recorded-runner-19.4-rendered-config-job.json");
-    let mut pod = review["request"]["object"].clone();
-    pod["metadata"]["namespace"] = json!(namespace);
-    let built = job_pod(config, 0, namespace, labels).pod;
-    let spec = &built["spec"];
-    pod["spec"]["affinity"] = spec["affinity"].clone();
-    match spec.get("nodeSelector") {
-        Some(s) => pod["spec"]["nodeSelector"] = s.clone(),
-        None => {
-            if let Some(s) = pod["spec"].as_object_mut() {
-                s.remove("nodeSelector");
-            }
-        }
-    }
-    // The apiserver's NoExecute defaults stay; the rest is config.toml's.
-    let mut tolerations: Vec<Value> = spec["tolerations"].as_array().cloned().unwrap_or_default();
-    tolerations.extend(
-        pod["spec"]["tolerations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|t| t.get("tolerationSeconds").is_some())
-            .cloned(),
-    );
-    pod["spec"]["tolerations"] = Value::Array(tolerations);
-    let built_resources = |name: &str| -> Value {
-        spec["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .chain(spec["initContainers"].as_array().into_iter().flatten())
-            .find(|c| c["name"] == name)
-            .map(|c| c["resources"].clone())
-            .unwrap_or_else(|| panic!("no {name}"))
-    };
-    for (list, init) in [("containers", false), ("initContainers", true)] {
-        for c in pod["spec"][list].as_array_mut().into_iter().flatten() {
-            let name = c["name"].as_str().unwrap_or("").to_string();
-            let role = if init {
-                "init-permissions"
-            } else {
-                match Role::of_container(&name) {
-                    Role::Build => "build",
-                    Role::Helper => "helper",
-                    _ => "svc-0",
-                }
-            };
-            c["resources"] = built_resources(role);
-        }
-    }
-    for (k, v) in built["metadata"]["labels"]
-        .as_object()
-        .into_iter()
-        .flatten()
-    {
-        pod["metadata"]["labels"][k] = v.clone();
-    }
-    pod
-}
-
 fn evaluate(policy: &Policy, namespace: &str, pod: &Value) -> Evaluation {
     let view = PodView::from_value(pod).expect("pod");
     let req = Request {
@@ -409,7 +345,7 @@ fn a_job_choosing_any_profile_lands_on_its_nodes_with_its_requests(
 ) {
     let p = load_policy(path);
     let config = parse_config(&rendered(&p, rendered_for));
-    let pod = recorded_job(&config, namespace, &choosing(&p, profile));
+    let pod = common::recorded_job(&config, namespace, &choosing(&p, profile));
     let ev = evaluate(&p, namespace, &pod);
     assert!(ev.allowed(), "{:?}", ev.messages());
     assert_eq!(ev.profile.as_deref(), Some(profile));
@@ -467,7 +403,7 @@ fn on_the_seed_config_a_fargate_job_is_admitted_but_fits_no_node() {
     let p = load_policy("examples/policy.yaml");
     let text = std::fs::read_to_string(root().join(configs("seed-like.toml"))).expect("read");
     let config = parse_config(&text);
-    let job = recorded_job(&config, "gitlab-runner", &choosing(&p, "fargate"));
+    let job = common::recorded_job(&config, "gitlab-runner", &choosing(&p, "fargate"));
     let ev = evaluate(&p, "gitlab-runner", &job);
     assert!(ev.allowed(), "{:?}", ev.messages());
     assert!(
