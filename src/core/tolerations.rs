@@ -74,7 +74,7 @@ pub struct TolerationSpec {
     #[serde(default)]
     pub effect: Option<TaintEffect>,
     /// For NoExecute: how long the pod stays after the taint appears.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::core::scalar::strict_i64")]
     pub toleration_seconds: Option<i64>,
 }
 
