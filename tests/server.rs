@@ -292,7 +292,13 @@ async fn certificate_rotation_through_a_data_symlink_swap() {
     let dir = tempfile::tempdir().expect("tmp");
     let names = ["localhost".to_string(), "127.0.0.1".to_string()];
     let first = runner_fence::webhook::certs::generate(&names, 30).expect("first");
-    let second = runner_fence::webhook::certs::generate(&names, 30).expect("second");
+    let second = runner_fence::webhook::certs::generate(&names, 60).expect("second");
+    let expiry = |g: &runner_fence::webhook::certs::Generated| {
+        format!(
+            "runner_fence_certificate_expiry_timestamp_seconds {}\n",
+            g.not_after.unix_timestamp()
+        )
+    };
     write_pair(&dir.path().join("..v1"), &first);
     write_pair(&dir.path().join("..v2"), &second);
     std::os::unix::fs::symlink("..v1", dir.path().join("..data")).expect("link");
@@ -303,6 +309,8 @@ async fn certificate_rotation_through_a_data_symlink_swap() {
     a.tls_key = Some(dir.path().join("tls.key"));
     let r = common::start(a).await;
     let port = r.addr.port();
+    let metrics = r.state.metrics.encode();
+    assert!(metrics.contains(&expiry(&first)), "{metrics}");
     assert!(
         post_fixture(
             &client(&first.ca_pem, false, None),
@@ -345,6 +353,11 @@ async fn certificate_rotation_through_a_data_symlink_swap() {
     assert!(
         served_new,
         "the rotated certificate is served without a restart"
+    );
+    let metrics = r.state.metrics.encode();
+    assert!(
+        metrics.contains(&expiry(&second)),
+        "the expiry metric follows the rotated certificate: {metrics}"
     );
     // A broken key keeps the current certificate.
     std::fs::write(dir.path().join("..v2/tls.key"), "garbage").expect("break");
