@@ -834,3 +834,61 @@ fn dashboard_panels_have_unique_ids_and_use_the_datasource_variable() {
         problems.join("\n")
     );
 }
+
+/// Every dashboard description and alert annotation about the latency
+/// histogram's buckets names its real range (from the server's histogram).
+#[test]
+fn latency_texts_name_the_real_buckets() {
+    let m = runner_fence::webhook::metrics::Metrics::new();
+    m.latency
+        .get_or_create(&runner_fence::webhook::metrics::EndpointLabels {
+            endpoint: "validate",
+        })
+        .observe(0.001);
+    let les: Vec<f64> = m
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("runner_fence_review_duration_seconds_bucket"))
+        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.parse().ok())
+        .filter(|le: &f64| le.is_finite())
+        .collect();
+    let largest = format!("{:.2} s", les.iter().copied().fold(0.0, f64::max));
+    let smallest = format!(
+        "{:.0} µs",
+        les.iter().copied().fold(f64::MAX, f64::min) * 1e6
+    );
+    let dash = dashboard();
+    let mut texts: Vec<(String, String)> = panels(&dash)
+        .into_iter()
+        .filter_map(|p| {
+            Some((
+                format!("panel {}", p["title"]),
+                p["description"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    for g in rules().groups {
+        for r in g.rules {
+            for (k, v) in r.annotations {
+                texts.push((format!("{:?} {k}", r.alert), v));
+            }
+        }
+    }
+    let about: Vec<&(String, String)> = texts
+        .iter()
+        .filter(|(_, t)| t.replace("_bucket", "").contains("bucket"))
+        .collect();
+    assert!(about.len() >= 2, "texts about the buckets: {about:?}");
+    for (origin, text) in about {
+        assert!(
+            text.contains(&largest),
+            "{origin} does not say the buckets reach {largest}: {text}"
+        );
+        if origin.starts_with("panel") {
+            assert!(
+                text.contains(&smallest),
+                "{origin} does not say the buckets start at {smallest}: {text}"
+            );
+        }
+    }
+}

@@ -13,5 +13,6 @@ pub mod rbac;
 pub mod render;
 pub mod report;
 pub mod runner_config;
+pub(crate) mod scalar;
 pub(crate) mod selector;
 pub(crate) mod tolerations;
