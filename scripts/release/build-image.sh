@@ -43,7 +43,7 @@ if [ -n "${CI_COMMIT_TAG:-}" ] && [ "$CI_COMMIT_TAG" != "v$version" ]; then
   fail "tag $CI_COMMIT_TAG does not match the version $version (expected v$version)"
 fi
 revision=${CI_COMMIT_SHA:-$(git rev-parse HEAD)}
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
+epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
 source_url=${CI_PROJECT_URL:-https://gitlab.com/runner-fence/runner-fence}
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 [ -s "$ca_bundle" ] || fail "$ca_bundle is missing: install Debian's ca-certificates"
@@ -75,10 +75,12 @@ for platform in $PLATFORMS; do
   # The registry path is remapped so the binary does not depend on where CARGO_HOME is.
   export "CARGO_TARGET_${env_triple}_RUSTFLAGS=-C target-feature=+crt-static --remap-path-prefix=$CARGO_HOME/registry/src=/cargo/registry/src"
   echo "== cargo build --profile dist --target $triple (static)"
-  cargo build --locked --profile dist --target "$triple" --bin runner-fence --target-dir "$target_dir"
+  # GCC (ring's C) reads SOURCE_DATE_EPOCH, and cc-rs rebuilds when it changes: a fixed value
+  # keeps the binary independent of the commit time and the cached build valid across commits.
+  SOURCE_DATE_EPOCH=0 cargo build --locked --profile dist --target "$triple" --bin runner-fence --target-dir "$target_dir"
   bin="$out/runner-fence-$version-linux-$arch"
   cp "$target_dir/$triple/dist/runner-fence" "$bin"
-  touch -d "@$SOURCE_DATE_EPOCH" "$bin"
+  touch -d "@$epoch" "$bin"
   binaries+=(--binary "$platform=$bin")
 
   echo "== SBOM (CycloneDX, cargo-cyclonedx) for $triple"
@@ -86,13 +88,13 @@ for platform in $PLATFORMS; do
   "$cyclonedx" cyclonedx --format json --spec-version 1.5 --target "$triple" \
     --override-filename "runner-fence-sbom.$arch" --quiet >/dev/null
   python3 scripts/release/sbom.py finish "runner-fence-sbom.$arch.json" "$bin.cdx.json" \
-    --epoch "$SOURCE_DATE_EPOCH" --binary "$bin" --version "$version"
+    --epoch "$epoch" --binary "$bin" --version "$version"
   rm -f "runner-fence-sbom.$arch.json"
 done
 
 echo "== OCI image layout ($PLATFORMS)"
 digest=$(python3 scripts/release/oci_image.py build --out "$out/oci" --tag "$version" \
-  --epoch "$SOURCE_DATE_EPOCH" --ca-bundle "$ca_bundle" --license LICENSE \
+  --epoch "$epoch" --ca-bundle "$ca_bundle" --license LICENSE \
   --label "org.opencontainers.image.title=runner-fence" \
   --label "org.opencontainers.image.description=Admission webhook that keeps GitLab Runner job pods off GitLab's own Kubernetes nodes" \
   --label "org.opencontainers.image.version=$version" \
@@ -106,7 +108,7 @@ digest=$(python3 scripts/release/oci_image.py build --out "$out/oci" --tag "$ver
 {
   echo "VERSION=$version"
   echo "REVISION=$revision"
-  echo "CREATED=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)"
+  echo "CREATED=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)"
   echo "IMAGE_DIGEST=$digest"
   python3 - "$out/oci" "$digest" <<'PY'
 import json, sys

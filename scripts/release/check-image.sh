@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 dist=${1:-target/dist}
 fail() { echo "FAIL: check-image.sh: $*" >&2; exit 1; }
-step() { echo "== $* ($(date +%s.%N | cut -c1-14))"; }
+step() { echo "== $* (+${SECONDS}s)"; }
 [ "$(id -u)" -eq 0 ] || fail "needs root: the webhook is started with chroot as the image's user"
 
 if ! command -v skopeo >/dev/null || ! command -v umoci >/dev/null; then
@@ -109,9 +109,11 @@ step "in the image, as $uid:$gid: certs generate, then serve"
 in_image "$entry" certs generate --service runner-fence --namespace runner-fence --san 127.0.0.1 --out /tmp/tls > /dev/null
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port) admin=$(free_port)
-in_image "$entry" serve --addr "127.0.0.1:$port" --admin-addr "127.0.0.1:$admin" \
+# exec: $! is then the webhook itself (env and chroot exec it in turn).
+(exec env -i "${image_env[@]}" "$chroot" --userspec="$uid:$gid" --groups="$gid" "$rootfs" \
+  "$entry" serve --addr "127.0.0.1:$port" --admin-addr "127.0.0.1:$admin" \
   --tls-cert /tmp/tls/tls.crt --tls-key /tmp/tls/tls.key --shutdown-delay-seconds 0 \
-  --log-format json > "$work/serve.log" 2>&1 &
+  --log-format json > "$work/serve.log" 2>&1) &
 server_pid=$!
 for _ in $(seq 1 200); do
   curl -fsS -o /dev/null "http://127.0.0.1:$admin/readyz" 2>/dev/null && break
