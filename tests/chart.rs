@@ -607,10 +607,7 @@ fn scheduling_and_monitoring_values_reach_the_objects() {
         pod["tolerations"],
         json!([{"key": "dedicated", "operator": "Equal", "value": "gitlab", "effect": "NoSchedule"}])
     );
-    assert_eq!(
-        pod["nodeSelector"],
-        json!({"role": "system"})
-    );
+    assert_eq!(pod["nodeSelector"], json!({"role": "system"}));
     assert_eq!(pod["priorityClassName"], "platform-critical");
     // A hand-written nodeAffinity replaces the derived one.
     let own = template(

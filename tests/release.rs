@@ -35,7 +35,10 @@ fn repo_files() -> Vec<PathBuf> {
             let p = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
             if p.is_dir() {
-                if !matches!(name.as_str(), "target" | ".git" | "certs" | "corpus" | "artifacts") {
+                if !matches!(
+                    name.as_str(),
+                    "target" | ".git" | "certs" | "corpus" | "artifacts"
+                ) {
                     stack.push(p);
                 }
             } else if std::fs::read_to_string(&p).is_ok() {
@@ -72,7 +75,10 @@ fn chart_version_and_app_version_are_the_crate_version() {
     let values = yaml("charts/runner-fence/values.yaml");
     assert_eq!(values["image"]["repository"], IMAGE);
     // An empty tag means the chart's appVersion (templates/_helpers.tpl).
-    assert_eq!(values["image"]["tag"], "", "values.yaml image.tag must follow appVersion");
+    assert_eq!(
+        values["image"]["tag"], "",
+        "values.yaml image.tag must follow appVersion"
+    );
     assert!(read("charts/runner-fence/templates/_helpers.tpl").contains(".Chart.AppVersion"));
     // The values render helm-values writes name the same version (the chart refuses others).
     let reference = read("charts/runner-fence/files/reference-values.yaml");
@@ -92,7 +98,11 @@ fn every_published_image_reference_has_this_version() {
     ];
     for path in repo_files() {
         let text = std::fs::read_to_string(&path).expect("text");
-        let rel = path.strip_prefix(root()).expect("inside").display().to_string();
+        let rel = path
+            .strip_prefix(root())
+            .expect("inside")
+            .display()
+            .to_string();
         for s in &stale {
             assert!(!text.contains(s.as_str()), "{rel} still names {s}");
         }
@@ -121,7 +131,10 @@ fn every_published_image_reference_has_this_version() {
 #[test]
 fn the_changelog_has_a_dated_section_for_this_version() {
     let log = read("CHANGELOG.md");
-    assert!(log.contains("[Keep a Changelog]"), "not a Keep a Changelog file");
+    assert!(
+        log.contains("[Keep a Changelog]"),
+        "not a Keep a Changelog file"
+    );
     assert!(log.contains("\n## [Unreleased]\n"));
     let heading = format!("\n## [{VERSION}] - ");
     let at = log
@@ -130,13 +143,27 @@ fn the_changelog_has_a_dated_section_for_this_version() {
     let date = &log[at + heading.len()..][..10];
     let b = date.as_bytes();
     assert!(
-        date.len() == 10 && b[4] == b'-' && b[7] == b'-' && date.replace('-', "").bytes().all(|c| c.is_ascii_digit()),
+        date.len() == 10
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && date.replace('-', "").bytes().all(|c| c.is_ascii_digit()),
         "the {VERSION} section's date {date:?} is not YYYY-MM-DD"
     );
-    assert!(log.contains(&format!("\n[{VERSION}]: ")), "no link for [{VERSION}]");
+    assert!(
+        log.contains(&format!("\n[{VERSION}]: ")),
+        "no link for [{VERSION}]"
+    );
     for line in log.lines().filter(|l| l.starts_with("### ")) {
         assert!(
-            ["Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"].contains(&&line[4..]),
+            [
+                "Added",
+                "Changed",
+                "Deprecated",
+                "Removed",
+                "Fixed",
+                "Security"
+            ]
+            .contains(&&line[4..]),
             "CHANGELOG.md: {line:?} is not a Keep a Changelog section"
         );
     }
@@ -150,7 +177,10 @@ fn the_licence_is_the_one_cargo_toml_declares() {
     assert!(license.trim_start().starts_with("Apache License"));
     assert!(license.contains("Version 2.0, January 2004"));
     assert!(license.contains("END OF TERMS AND CONDITIONS"));
-    assert!(read("scripts/release/build-image.sh").contains("org.opencontainers.image.licenses=Apache-2.0"));
+    assert!(
+        read("scripts/release/build-image.sh")
+            .contains("org.opencontainers.image.licenses=Apache-2.0")
+    );
 }
 
 /// `include_str!`/`include_bytes!` paths in the sources, resolved against the including file.
@@ -196,23 +226,47 @@ fn the_package_holds_every_file_the_crate_embeds() {
         .collect();
     let mut embedded = BTreeSet::new();
     embedded_files(&root().join("src"), &mut embedded);
-    assert!(!embedded.is_empty(), "no include_str! found: the scan is broken");
+    assert!(
+        !embedded.is_empty(),
+        "no include_str! found: the scan is broken"
+    );
     let base = root().canonicalize().expect("root");
     for f in &embedded {
         let rel = f
             .strip_prefix(&base)
             .unwrap_or_else(|_| panic!("{} is outside the crate", f.display()));
         let rel = rel.to_string_lossy().replace('\\', "/");
-        assert!(listed.contains(&rel), "the package lacks {rel}, which src/ embeds");
+        assert!(
+            listed.contains(&rel),
+            "the package lacks {rel}, which src/ embeds"
+        );
     }
-    for must in ["Cargo.toml", "Cargo.lock", "README.md", "LICENSE", "CHANGELOG.md", "src/main.rs", "src/lib.rs"] {
-        assert!(listed.contains(must), "the package lacks {must}: {listed:?}");
+    for must in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "README.md",
+        "LICENSE",
+        "CHANGELOG.md",
+        "src/main.rs",
+        "src/lib.rs",
+    ] {
+        assert!(
+            listed.contains(must),
+            "the package lacks {must}: {listed:?}"
+        );
     }
     for f in &listed {
         assert!(
-            !["tests/", "charts/", "fuzz/", "manifests/", "scripts/", "target/"]
-                .iter()
-                .any(|d| f.starts_with(d)),
+            ![
+                "tests/",
+                "charts/",
+                "fuzz/",
+                "manifests/",
+                "scripts/",
+                "target/"
+            ]
+            .iter()
+            .any(|d| f.starts_with(d)),
             "the package carries {f}, which the crate does not need"
         );
     }
@@ -222,13 +276,22 @@ fn the_package_holds_every_file_the_crate_embeds() {
 fn the_dockerfile_builds_what_the_release_script_builds() {
     let docker = read("Dockerfile");
     let oci = read("scripts/release/oci_image.py");
-    assert!(oci.contains("USER = 65532\n") && oci.contains("ENTRYPOINT = \"/usr/local/bin/runner-fence\"\n"));
-    assert!(docker.contains("USER 65532:65532"), "Dockerfile: not the image's user 65532");
+    assert!(
+        oci.contains("USER = 65532\n")
+            && oci.contains("ENTRYPOINT = \"/usr/local/bin/runner-fence\"\n")
+    );
+    assert!(
+        docker.contains("USER 65532:65532"),
+        "Dockerfile: not the image's user 65532"
+    );
     assert!(
         docker.contains("ENTRYPOINT [\"/usr/local/bin/runner-fence\", \"serve\"]"),
         "Dockerfile: not the image's entrypoint"
     );
-    assert!(docker.contains("FROM scratch"), "Dockerfile: the image has no base");
+    assert!(
+        docker.contains("FROM scratch"),
+        "Dockerfile: the image has no base"
+    );
     assert!(docker.contains("target-feature=+crt-static") && docker.contains("--profile dist"));
     assert!(read("scripts/release/build-image.sh").contains("target-feature=+crt-static"));
 }
@@ -242,7 +305,10 @@ fn the_webhook_is_not_pinned_to_one_architecture() {
         "values.yaml still pins an architecture"
     );
     let base = read("manifests/base/deployment.yaml");
-    assert!(!base.contains("kubernetes.io/arch"), "the kustomize base still pins an architecture");
+    assert!(
+        !base.contains("kubernetes.io/arch"),
+        "the kustomize base still pins an architecture"
+    );
     let ci = read(".gitlab-ci.yml");
     assert!(ci.contains("PLATFORMS: linux/amd64 linux/arm64"));
 }

@@ -25,7 +25,6 @@
 # CREATED, IMAGE_DIGEST and DIGEST_linux_ARCH of each platform's manifest).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$PWD
 out=${1:-target/dist}
 PLATFORMS=${PLATFORMS:-linux/amd64}
 CACHE=${RUNNER_FENCE_CACHE:-$HOME/.cache/runner-fence}
@@ -117,6 +116,6 @@ for m in blob["manifests"]:
     print(f"DIGEST_{m['platform']['os']}_{m['platform']['architecture']}={m['digest']}")
 PY
 } > "$out/image.env"
-echo "== built in $root/$out"
+echo "== built in $out"
 cat "$out/image.env"
 cat "$out/SHA256SUMS"

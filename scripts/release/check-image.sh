@@ -53,6 +53,20 @@ cmp "$dist/SHA256SUMS" "$work/again/SHA256SUMS" || fail "the binaries differ bet
 rm -rf "$work/again"
 echo "same image $IMAGE_DIGEST, SBOM and binary"
 
+step "oci_image.py refuses what would not start in the image"
+refused() { # EXPECTED-MESSAGE ARGS...: oci_image.py layer must fail saying so
+  local want=$1 out
+  shift
+  if out=$(python3 scripts/release/oci_image.py layer --out "$work/refused.tar" \
+      --ca-bundle /etc/ssl/certs/ca-certificates.crt --license LICENSE "$@" 2>&1); then
+    fail "oci_image.py accepted $*"
+  fi
+  grep -q -- "$want" <<<"$out" || fail "oci_image.py $*: said '$out', expected '$want'"
+}
+refused "dynamically linked" --binary "linux/amd64=/usr/bin/env"
+refused "ELF machine 62, but linux/arm64 needs 183" --binary "linux/arm64=$bin"
+refused "not an ELF file" --binary "linux/amd64=LICENSE"
+
 step "the binary runs with an empty environment"
 env -i "$bin" --version | grep -qx "runner-fence $VERSION" || fail "$bin --version is not 'runner-fence $VERSION'"
 
