@@ -6,8 +6,9 @@ and tied to the binary; and its check.
     sbom.py check SBOM --binary PATH --version VERSION --lock Cargo.lock
 
 finish: the timestamp becomes SOURCE_DATE_EPOCH, the serial number a UUID derived from the
-content (cargo-cyclonedx writes a random one), and the binary's SHA-256 is added to the
-metadata component, so the SBOM names exactly the file it describes.
+content (cargo-cyclonedx writes a random one), the crate's references no longer name the
+checkout's path, and the binary's SHA-256 is added to the metadata component, so the SBOM
+names exactly the file it describes.
 
 check: valid against the CycloneDX 1.5 JSON schema (cyclonedx-python-lib, strict), describes
 runner-fence VERSION with that binary's hash, and every component is a package of Cargo.lock
@@ -58,6 +59,11 @@ def finish(args) -> None:
     if comp.get("version") != args.version:
         raise Fail(f"{args.input}: metadata.component.version is {comp.get('version')!r}, expected {args.version}")
     comp["hashes"] = [{"alg": "SHA-256", "content": sha256(args.binary)}]
+    # cargo-cyclonedx names the crate by its cargo package id, path+file:///CHECKOUT#...:
+    # the same SBOM from any checkout names it by name and version instead.
+    local_id = comp.get("bom-ref", "")
+    if local_id.startswith("path+file://"):
+        bom = json.loads(json.dumps(bom).replace(json.dumps(local_id)[1:-1], f"runner-fence@{args.version}"))
     bom.pop("serialNumber", None)
     body = json.dumps(bom, sort_keys=True, separators=(",", ":")).encode()
     bom["serialNumber"] = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, hashlib.sha256(body).hexdigest())}"
@@ -78,6 +84,8 @@ def check(args) -> None:
     error = JsonStrictValidator(SchemaVersion.V1_5).validate_str(text)
     if error is not None:
         raise Fail(f"{args.sbom}: not valid against the CycloneDX 1.5 schema: {error}")
+    if "path+file://" in text:
+        raise Fail(f"{args.sbom}: names a checkout path (path+file://), so it depends on where it was built")
     comp = bom.get("metadata", {}).get("component", {})
     if comp.get("name") != "runner-fence" or comp.get("version") != args.version:
         raise Fail(f"{args.sbom}: describes {comp.get('name')} {comp.get('version')}, expected runner-fence {args.version}")
