@@ -213,15 +213,29 @@ fn the_chart_installs_what_render_generates(#[case] policy: &str, #[case] namesp
         without_install(v)
     );
     // The backstop: `render admission-policy`.
-    let [vap, binding] = admission_policy::objects(&p, namespace).expect("backstop");
-    assert_eq!(
-        without_install(find(&objs, "ValidatingAdmissionPolicy").clone()),
-        without_install(vap)
-    );
-    assert_eq!(
-        without_install(find(&objs, "ValidatingAdmissionPolicyBinding").clone()),
-        without_install(binding)
-    );
+    let backstop = admission_policy::objects(&p, namespace).expect("backstop");
+    let in_chart = |kind: &str| objs.iter().filter(|o| o["kind"] == kind).count();
+    for kind in [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        let rendered = backstop.iter().filter(|o| o["kind"] == kind).count();
+        assert_eq!(in_chart(kind), rendered, "{kind}: chart vs render");
+    }
+    for want in backstop {
+        let got = objs
+            .iter()
+            .find(|o| {
+                o["kind"] == want["kind"] && o["metadata"]["name"] == want["metadata"]["name"]
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {} {} in the chart output",
+                    want["kind"], want["metadata"]["name"]
+                )
+            });
+        assert_eq!(without_install(got.clone()), without_install(want));
+    }
     // The webhook itself stays off every node a job pod may reach.
     assert_eq!(
         find(&objs, "Deployment")["spec"]["template"]["spec"]["affinity"]["nodeAffinity"],

@@ -1,7 +1,9 @@
-//! Talking to the Kubernetes API: the client, the node cache and `audit`.
+//! Talking to the Kubernetes API: the client, the node cache, on-demand node
+//! reads and `audit`.
 
 pub mod audit;
 pub mod cache;
 mod client;
+pub mod nodes;
 
 pub use client::{Error, client};

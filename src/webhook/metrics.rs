@@ -65,6 +65,13 @@ pub struct PolicyLabels {
     pub hash: String,
 }
 
+/// Labels of an on-demand node read.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLookupLabels {
+    /// `found`, `not-found`, `error` or `no-client`.
+    pub result: &'static str,
+}
+
 type HistogramFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric, registered in one registry.
@@ -89,6 +96,8 @@ pub struct Metrics {
     pub nodes: Gauge,
     /// 1 when the node cache's watch is healthy.
     pub node_watch_up: Gauge,
+    /// Nodes read on demand (no node cache), by result.
+    pub node_lookups: Family<NodeLookupLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -146,6 +155,12 @@ impl Metrics {
             "1 while the node watch is healthy",
             node_watch_up.clone(),
         );
+        let node_lookups = Family::<NodeLookupLabels, Counter>::default();
+        registry.register(
+            "node_lookups",
+            "Nodes read on demand for bindings and ephemeral containers without the node cache, by result",
+            node_lookups.clone(),
+        );
         Metrics {
             registry,
             reviews,
@@ -157,7 +172,15 @@ impl Metrics {
             cert_expiry,
             nodes,
             node_watch_up,
+            node_lookups,
         }
+    }
+
+    /// Counts an on-demand node read.
+    pub fn node_lookup(&self, result: &'static str) {
+        self.node_lookups
+            .get_or_create(&NodeLookupLabels { result })
+            .inc();
     }
 
     /// Counts a reload.

@@ -137,11 +137,11 @@ async fn metrics(AxState(s): AxState<Arc<State>>) -> Response {
 }
 
 async fn mutate(s: AxState<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
-    review(&s.0, Endpoint::Mutate, &headers, &body)
+    review(&s.0, Endpoint::Mutate, &headers, &body).await
 }
 
 async fn validate(s: AxState<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
-    review(&s.0, Endpoint::Validate, &headers, &body)
+    review(&s.0, Endpoint::Validate, &headers, &body).await
 }
 
 fn bad(
@@ -161,7 +161,7 @@ fn bad(
         .into_response()
 }
 
-fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Response {
+async fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Response {
     let started = Instant::now();
     if let Err(ctype) = json_content_type(headers) {
         return bad(
@@ -172,15 +172,28 @@ fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Re
             format!("content type must be application/json, got {ctype:?}"),
         );
     }
-    let policy = s.policy.load();
-    let nodes = s.nodes.load();
-    let reviewed = match admission::handle(&policy, endpoint, body, nodes.as_deref()) {
+    let request = match admission::parse_review(body) {
         Ok(r) => r,
         Err(e) => {
             let message = Report(&e).to_string();
             return bad(s, endpoint, StatusCode::BAD_REQUEST, e.reason(), message);
         }
     };
+    let nodes = s.nodes.load_full();
+    // Without the node cache, a node the request places something on is read
+    // from the API (or, failing that, counts as protected): names alone cannot
+    // tell GitLab's nodes. Only /validate decides on it.
+    let looked_up = match (&nodes, endpoint, request.named_node()) {
+        (None, Endpoint::Validate, Some(node))
+            if s.policy.load().matching.covers(request.namespace()) =>
+        {
+            Some(s.look_up_node(node).await)
+        }
+        _ => None,
+    };
+    let policy = s.policy.load();
+    let snapshot = nodes.as_deref().or(looked_up.as_ref());
+    let reviewed = admission::answer(&policy, endpoint, request, snapshot);
     let (rule, elapsed) = record(s, endpoint, policy.mode, &reviewed.decision, started);
     log_review(endpoint, &reviewed, rule, elapsed);
     let body = serde_json::to_vec(&reviewed.response).unwrap_or_default();

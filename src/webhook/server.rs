@@ -47,6 +47,9 @@ impl Server {
         if let Some(path) = &args.nodes_file {
             state.set_nodes(crate::core::nodes::read_file(path)?);
         }
+        if !args.node_cache && args.nodes_file.is_none() {
+            state.set_node_reader(node_reader().await);
+        }
         let (key, expiry, generated_ca) = serving_certificate(&args)?;
         if let Some(e) = expiry {
             state.metrics.cert_expiry.set(e);
@@ -139,6 +142,21 @@ fn serving_certificate(args: &ServeArgs) -> Result<(CertifiedKey, Option<i64>, O
         Path::new("<generated key>"),
     )?;
     Ok((k, e, Some(g.ca_pem)))
+}
+
+/// Without the node cache, nodes that bindings and ephemeral containers name
+/// are read on demand; with no cluster access at all they count as protected.
+async fn node_reader() -> Option<crate::k8s::nodes::NodeReader> {
+    match crate::k8s::nodes::NodeReader::from_environment().await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "no Kubernetes client (kubeconfig or in-cluster) and no node cache: bindings and ephemeral containers in runner namespaces will be denied unless their node is read (fail closed)"
+            );
+            None
+        }
+    }
 }
 
 /// The tasks beside the accept loop: the admin server, the reloader and the

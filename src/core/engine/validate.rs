@@ -86,6 +86,13 @@ pub enum Cause {
         /// Node names, sorted.
         nodes: Vec<String>,
     },
+    /// Ephemeral containers added to a pod that runs on a protected node.
+    EphemeralOnProtectedNode {
+        /// The pod's node.
+        node: String,
+        /// Why it is protected.
+        by: ProtectedBy,
+    },
     /// `spec.nodeName` is set.
     NodeNameSet {
         /// The node.
@@ -198,11 +205,7 @@ impl fmt::Display for Violation {
                 )
             }
             Cause::NamesProtectedNode { node, by, via } => {
-                let why = match by {
-                    ProtectedBy::Name => "listed in protectedNodes.names",
-                    ProtectedBy::Labels => "its labels match protectedNodes",
-                    ProtectedBy::Unknown => "the node cache does not know it, so it may be one",
-                };
+                let why = protected_why(*by);
                 match via {
                     NodeRef::NodeName => write!(
                         f,
@@ -246,6 +249,11 @@ impl fmt::Display for Violation {
                     " (labels match and taints are tolerated); require a label those nodes lack"
                 )
             }
+            Cause::EphemeralOnProtectedNode { node, by } => write!(
+                f,
+                "adds a container to a pod on protected GitLab node {node} ({}); debug the job on a runner node instead, and delete the pod",
+                protected_why(*by)
+            ),
             Cause::NodeNameSet { node } => write!(
                 f,
                 "is set to {node}; job pods must be placed by the scheduler, remove spec.nodeName (or set allowNodeName: true in the policy)"
@@ -340,6 +348,17 @@ impl fmt::Display for Violation {
                     "{who}limit {resource} {limit} is below its request {request}; raise the limit or lower the request"
                 )
             }
+        }
+    }
+}
+
+/// Why a node counts as protected, in words.
+fn protected_why(by: ProtectedBy) -> &'static str {
+    match by {
+        ProtectedBy::Name => "listed in protectedNodes.names",
+        ProtectedBy::Labels => "its labels match protectedNodes",
+        ProtectedBy::Unknown => {
+            "runner-fence does not know this node (not in the node cache, or it could not be read), so it may be one"
         }
     }
 }
@@ -452,6 +471,29 @@ pub fn validate_binding(
         );
     }
     out.0
+}
+
+/// `pods/ephemeralcontainers` on a pod bound to a protected node: denied
+/// whatever the pod was admitted with, since the container would run there.
+pub fn ephemeral_on_protected(
+    policy: &Policy,
+    pod: &PodView,
+    nodes: Option<&NodeSnapshot>,
+) -> Vec<Violation> {
+    let Some(node) = pod.spec().node_name.as_deref().filter(|n| !n.is_empty()) else {
+        return Vec::new();
+    };
+    protected_node(policy, node, nodes)
+        .map(|by| Violation {
+            rule: RuleId::ProtectedNodes,
+            path: "spec.ephemeralContainers".into(),
+            cause: Cause::EphemeralOnProtectedNode {
+                node: node.to_string(),
+                by,
+            },
+        })
+        .into_iter()
+        .collect()
 }
 
 /// Why the node a pod or binding names is protected, if it is. Without the

@@ -468,7 +468,7 @@ fn negative(r: &Requests, path: Vec<Seg>) -> Errors {
         .into_iter()
         .filter_map(|(n, q)| {
             let q = q.as_ref()?;
-            (q.nanos() <= 0).then(|| {
+            (!q.is_positive()).then(|| {
                 let mut p = path.clone();
                 p.push(key(n));
                 (p, format!("{q} must be greater than zero"))

@@ -101,7 +101,7 @@ pub fn values(src: &str, file: &str, target: &Target) -> Result<Value, HelmValue
         timeout_seconds: 5,
     };
     let [mutating, validating] = webhooks::objects(&loaded, &opts)?;
-    let [admission_policy, binding] = super::admission_policy::objects(&loaded, &target.namespace)?;
+    let backstop = super::admission_policy::objects(&loaded, &target.namespace)?;
     let mut rendered = Map::new();
     // The chart refuses values written by another version: the scope may differ.
     rendered.insert(
@@ -112,8 +112,8 @@ pub fn values(src: &str, file: &str, target: &Target) -> Result<Value, HelmValue
     rendered.insert("service".into(), target.service.clone().into());
     rendered.insert("mutatingWebhookConfiguration".into(), mutating);
     rendered.insert("validatingWebhookConfiguration".into(), validating);
-    rendered.insert("admissionPolicy".into(), admission_policy);
-    rendered.insert("admissionPolicyBinding".into(), binding);
+    // Policies and their bindings, in order (a second pair when rules audit).
+    rendered.insert("backstop".into(), Value::Array(backstop));
     rendered.insert(
         "webhookNodeAffinity".into(),
         super::placement::webhook_node_affinity(&loaded)?,
