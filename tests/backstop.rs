@@ -191,9 +191,9 @@ fn with_spec(name: &str, f: impl FnOnce(&mut Value)) -> Value {
 }
 
 #[rstest]
-#[case::tolerate_all(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"operator": "Exists"}])), "protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule of protected GitLab nodes (it tolerates every taint (empty key, operator Exists)); remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
-#[case::key_only_exists(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"key": "workload", "operator": "Exists"}])), "protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule of protected GitLab nodes (it tolerates workload (any value) with any effect); remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
-#[case::gitlab_toleration(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"}, {"key": "workload", "value": "gitlab", "effect": "NoSchedule"}])), "protected-nodes: spec.tolerations[1] tolerates workload=gitlab:NoSchedule of protected GitLab nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
+#[case::tolerate_all(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"operator": "Exists"}])), "protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule, the taint protectedNodes.taints lists for GitLab's nodes (it tolerates every taint (empty key, operator Exists)); remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
+#[case::key_only_exists(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"key": "workload", "operator": "Exists"}])), "protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule, the taint protectedNodes.taints lists for GitLab's nodes (it tolerates workload (any value) with any effect); remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
+#[case::gitlab_toleration(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"}, {"key": "workload", "value": "gitlab", "effect": "NoSchedule"}])), "protected-nodes: spec.tolerations[1] tolerates workload=gitlab:NoSchedule, the taint protectedNodes.taints lists for GitLab's nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
 #[case::node_name(with_spec("plain-job.json", |s| s["nodeName"] = json!("gitlab-1")), "node-name: spec.nodeName is set to gitlab-1; job pods must be placed by the scheduler, remove spec.nodeName")]
 #[case::extra_or_term(with_spec("plain-job.json", |s| {
     let terms = &mut s["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
@@ -539,7 +539,7 @@ fn in_audit_mode_the_backstop_warns_only_what_enforce_mode_would_deny_in_the_web
     assert_eq!(
         verdict(&p, &request(&fixture("job-with-toleration-overwrite.json"))).warned,
         [
-            "protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule of protected GitLab nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]"
+            "protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule, the taint protectedNodes.taints lists for GitLab's nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]"
         ]
     );
     // The audit-mode backstop has no placement check: nothing it could judge
@@ -562,5 +562,189 @@ fn in_enforce_mode_the_backstop_denies_tolerations_and_node_name_in_the_webhooks
         let v = verdict(&p, &request(&review));
         assert!(v.warned.is_empty(), "{name}: {v:?}");
         assert_same_words(&name, &v.denied, &webhook_violations(&p, &review));
+    }
+}
+
+// ---- differential: the backstop's CEL against the Rust engine ----
+//
+// The backstop claims one thing: it never admits a pod that the engine says can
+// reach a protected node (it may deny more). And it must not deny what the
+// mutating webhook placed, or job pods would fail while runner-fence is up (the
+// apiserver runs admission policies before the webhooks' verdict counts).
+
+mod differential {
+    use super::*;
+    use proptest::prelude::*;
+    use runner_fence::core::policy::RuleId;
+
+    const KEYS: &[&str] = &[
+        "workload",
+        "eks.amazonaws.com/compute-type",
+        "topology.kubernetes.io/zone",
+        "",
+    ];
+    const VALUES: &[&str] = &["gitlab", "gitlab-runner", "fargate", "auto", "a", ""];
+
+    fn toleration() -> impl Strategy<Value = Value> {
+        (
+            proptest::option::of(proptest::sample::select(KEYS)),
+            proptest::option::of(proptest::sample::select(&["Equal", "Exists", ""][..])),
+            proptest::option::of(proptest::sample::select(VALUES)),
+            proptest::option::of(proptest::sample::select(
+                &["NoSchedule", "NoExecute", "PreferNoSchedule", ""][..],
+            )),
+        )
+            .prop_map(|(k, op, v, e)| {
+                let mut t = serde_json::Map::new();
+                for (name, x) in [("key", k), ("operator", op), ("value", v), ("effect", e)] {
+                    if let Some(x) = x {
+                        t.insert(name.into(), json!(x));
+                    }
+                }
+                Value::Object(t)
+            })
+    }
+
+    fn requirement() -> impl Strategy<Value = Value> {
+        (
+            proptest::sample::select(&KEYS[..3]),
+            proptest::sample::select(&["In", "NotIn", "Exists", "DoesNotExist"][..]),
+            proptest::sample::subsequence(&VALUES[..5], 1..3),
+        )
+            .prop_map(|(k, op, vals)| match op {
+                "Exists" | "DoesNotExist" => json!({"key": k, "operator": op}),
+                _ => json!({"key": k, "operator": op, "values": vals}),
+            })
+    }
+
+    fn spec() -> impl Strategy<Value = Value> {
+        (
+            proptest::collection::btree_map(
+                proptest::sample::select(&KEYS[..3]),
+                proptest::sample::select(&VALUES[..5]),
+                0..3,
+            ),
+            proptest::option::of(proptest::collection::vec(
+                proptest::collection::vec(requirement(), 0..3),
+                0..3,
+            )),
+            proptest::collection::vec(toleration(), 0..3),
+            proptest::option::of(proptest::sample::select(&["gitlab-1", "runner-1"][..])),
+        )
+            .prop_map(|(ns, terms, tols, node)| {
+                let mut s = json!({"containers": [{"name": "build", "image": "alpine"}]});
+                if !ns.is_empty() {
+                    s["nodeSelector"] = json!(ns);
+                }
+                if let Some(terms) = terms {
+                    let terms: Vec<Value> = terms
+                        .into_iter()
+                        .map(|t| json!({"matchExpressions": t}))
+                        .collect();
+                    s["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}});
+                }
+                if !tols.is_empty() {
+                    s["tolerations"] = json!(tols);
+                }
+                if let Some(n) = node {
+                    s["nodeName"] = json!(n);
+                }
+                s
+            })
+    }
+
+    fn labels() -> impl Strategy<Value = Value> {
+        proptest::option::of(proptest::sample::select(
+            &[
+                ("use-fargate", "true"),
+                ("runner-fence.dev/profile", "fargate"),
+                ("runner-fence.dev/profile", "runner-nodes"),
+            ][..],
+        ))
+        .prop_map(|l| match l {
+            Some((k, v)) => json!({k: v}),
+            None => json!({}),
+        })
+    }
+
+    fn review_of(pod: &Value, operation: &str, old: Option<&Value>) -> Value {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "d", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "p", "namespace": "gitlab-runner", "operation": operation,
+            "object": pod, "oldObject": old.cloned().unwrap_or(Value::Null)}})
+    }
+
+    /// The rules the backstop stands for, as the engine reports them on `review`.
+    fn engine_reaches(p: &Policy, review: &Value) -> Vec<String> {
+        let d = admission::handle(
+            p,
+            Endpoint::Validate,
+            &serde_json::to_vec(review).expect("json"),
+            None,
+        )
+        .expect("validate answers")
+        .decision;
+        d.denials()
+            .iter()
+            .chain(d.audited())
+            .filter(|v| matches!(v.rule, RuleId::ProtectedNodes | RuleId::NodeName))
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn pod(labels: Value, spec: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "gitlab-runner", "labels": labels}, "spec": spec})
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+
+        /// Whatever a pod asks for: what the backstop admits, the engine finds no
+        /// way to a protected node for.
+        #[test]
+        fn the_backstop_never_admits_what_can_reach_a_protected_node(labels in labels(), spec in spec()) {
+            let p = reference();
+            let review = review_of(&pod(labels, spec), "CREATE", None);
+            if verdict(&p, &request(&review)).denied.is_empty() {
+                let reach = engine_reaches(&p, &review);
+                prop_assert!(reach.is_empty(), "backstop admitted, engine: {reach:?}\n{review}");
+            }
+        }
+
+        /// A pod created before enforcement, released from its gate: the same.
+        #[test]
+        fn ungating_is_judged_alike(labels in labels(), spec in spec()) {
+            let p = reference();
+            let mut old = pod(labels, spec);
+            old["spec"]["schedulingGates"] = json!([{"name": "example.com/hold"}]);
+            if let Some(s) = old["spec"].as_object_mut() {
+                s.remove("nodeName");
+            }
+            let mut new = old.clone();
+            if let Some(s) = new["spec"].as_object_mut() {
+                s.remove("schedulingGates");
+            }
+            let review = review_of(&new, "UPDATE", Some(&old));
+            if verdict(&p, &request(&review)).denied.is_empty() {
+                let reach = engine_reaches(&p, &review);
+                prop_assert!(reach.is_empty(), "backstop admitted the ungating, engine: {reach:?}\n{review}");
+            }
+        }
+
+        /// What the mutating webhook placed and the validating webhook admits, the
+        /// backstop admits too (else job pods fail while runner-fence is up).
+        #[test]
+        fn what_runner_fence_places_the_backstop_admits(labels in labels(), spec in spec()) {
+            let p = reference();
+            let review = review_of(&pod(labels, spec), "CREATE", None);
+            let placed = mutated(&p, &review);
+            let v = admission::handle(&p, Endpoint::Validate, &serde_json::to_vec(&placed).expect("json"), None)
+                .expect("validate answers");
+            if v.decision.allowed() {
+                let b = verdict(&p, &request(&placed));
+                prop_assert!(b.denied.is_empty(), "runner-fence admitted, backstop denied: {:?}\n{placed}", b.denied);
+            }
+        }
     }
 }

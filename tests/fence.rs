@@ -624,3 +624,78 @@ fn ungating_is_judged_like_a_creation_but_an_edit_while_gated_is_not() {
         "{msg}"
     );
 }
+
+// ---- differential: the generated scope (rules, namespaceSelector, CEL) vs covers() ----
+
+mod scope_differential {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Namespace names around the patterns: equal, prefixes, longer, shorter, the
+    /// excluded namespaces and characters CEL or a selector could treat specially.
+    fn namespace() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(
+                &[
+                    "gitlab-runner",
+                    "gitlab-runner-2",
+                    "gitlab-runne",
+                    "ci-job-",
+                    "ci-job-1",
+                    "ci-job-123456",
+                    "ci-jo",
+                    "ci-jobs",
+                    "kube-system",
+                    "runner-fence",
+                    "default",
+                    "team-a-ci",
+                    "team-a-ci-9",
+                    "builds",
+                ][..]
+            )
+            .prop_map(String::from),
+            "[a-z][a-z0-9-]{0,12}",
+        ]
+    }
+
+    fn patterns() -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::btree_set(
+            prop_oneof![
+                proptest::sample::select(
+                    &["gitlab-runner", "ci-job-*", "team-a-ci*", "builds"][..]
+                )
+                .prop_map(String::from),
+                "[a-z][a-z0-9-]{0,6}\\*?",
+            ],
+            1..4,
+        )
+        .prop_map(|s| s.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// The apiserver sends a namespace's pods to both webhooks exactly when
+        /// the engine's `covers()` says the policy fences it.
+        #[test]
+        fn the_webhooks_scope_is_what_the_policy_covers(patterns in patterns(), ns in namespace()) {
+            let list = patterns.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ");
+            let text = runner_fence::core::policy::EMBEDDED_POLICY
+                .replacen("namespaces: [gitlab-runner]", &format!("namespaces: [{list}]"), 1);
+            let parsed = runner_fence::core::policy::parse(&text, "scope.yaml");
+            prop_assume!(parsed.is_ok());
+            let p = parsed.expect("assumed");
+            // The renderer refuses exactly the scopes that would cover kube-system
+            // or the webhook's own namespace (they are never sent).
+            let refused = configurations(&p, &Options::service("runner-fence", "runner-fence")).is_err();
+            let covers_excluded = ["kube-system", "runner-fence"].iter().any(|n| p.matching.covers(n));
+            prop_assert_eq!(refused, covers_excluded, "{:?}", patterns);
+            prop_assume!(!refused);
+            let (ms, vs) = scopes(&p);
+            let r = review(&ns, "CREATE", pod(json!({"name": "x"}), json!({})));
+            let covered = p.matching.covers(&ns);
+            prop_assert_eq!(sent(&ms, &r), covered, "mutating scope for {} with {:?}", ns, patterns);
+            prop_assert_eq!(sent(&vs, &r), covered, "validating scope for {} with {:?}", ns, patterns);
+        }
+    }
+}

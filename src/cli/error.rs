@@ -24,6 +24,9 @@ pub enum Error {
     /// Nothing can be rendered from this policy.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// A runner configuration does not read (or could not be checked).
+    #[error(transparent)]
+    RunnerConfig(#[from] crate::core::runner_config::ConfigError),
     /// No chart values can be rendered from this policy.
     #[error(transparent)]
     HelmValues(#[from] crate::core::render::helm_values::HelmValuesError),

@@ -19,6 +19,7 @@ macro_rules! outln {
 
 mod audit;
 mod certs;
+mod check;
 mod error;
 mod eval;
 mod lint;
@@ -68,6 +69,9 @@ enum Command {
     /// Render configuration that matches the policy.
     #[command(subcommand)]
     Render(render::Command),
+    /// Check configuration against the policy.
+    #[command(subcommand)]
+    Check(check::Command),
 }
 
 /// Parses the command line and runs the verb: the exit code of a verb that
@@ -82,6 +86,7 @@ pub fn run() -> Result<ExitCode, Error> {
         Command::Audit(args) => audit::run(args),
         Command::Certs(c) => certs::run(c),
         Command::Render(c) => render::run(c),
+        Command::Check(c) => check::run(c),
     }
 }
 

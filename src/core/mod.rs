@@ -12,5 +12,7 @@ pub mod quantity;
 pub mod rbac;
 pub mod render;
 pub mod report;
+pub mod runner_config;
+pub(crate) mod scalar;
 pub(crate) mod selector;
 pub(crate) mod tolerations;

@@ -17,7 +17,7 @@ pub use error::ReviewError;
 pub use evaluate::{Evaluation, evaluate};
 pub use mutate::Mutation;
 use pod::PodView;
-pub use validate::{Cause, Context, FargateIssue, NodeRef, ProfileRef, Violation};
+pub use validate::{Cause, Chosen, Context, FargateIssue, NodeRef, ProfileRef, Violation};
 
 /// Which webhook is asking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,21 +282,21 @@ pub(crate) fn resolve_profile<'a>(
     pod: &'a PodView,
 ) -> ProfileRef<'a> {
     let labels = pod.labels();
-    let name = labels
+    let (name, chosen) = labels
         .get(&policy.placement.profile_label)
-        .map(String::as_str)
+        .map(|n| (n.as_str(), Chosen::Label))
         .or_else(|| {
             policy
                 .placement
                 .profiles
                 .iter()
                 .find(|(_, p)| p.selector.as_ref().is_some_and(|s| s.matches(labels)))
-                .map(|(n, _)| n.as_str())
+                .map(|(n, _)| (n.as_str(), Chosen::Selector))
         })
-        .unwrap_or(&policy.placement.default);
+        .unwrap_or((&policy.placement.default, Chosen::Default));
     match policy.placement.profiles.get_key_value(name) {
         Some((n, p)) if p.allowed_in(namespace) => ProfileRef::Known(n, p),
-        Some((n, _)) => ProfileRef::NotAllowed(n),
+        Some((n, _)) => ProfileRef::NotAllowed(n, chosen),
         None => ProfileRef::Unknown(name),
     }
 }

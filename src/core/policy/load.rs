@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::locate::{Seg, format_path, locate};
+use super::yaml;
 use super::{
     API_VERSION, KIND, LabelSelector, Operator, Policy, Profile, ProtectedNodes, Requests,
     TolerationOperator,
@@ -99,20 +100,7 @@ fn read_file(path: &Path) -> Result<String, LoadError> {
 
 /// Parses and checks policy text; `file` names it in errors.
 pub fn parse(src: &str, file: &str) -> Result<Policy, LoadError> {
-    let mut field_path = String::new();
-    let policy: Policy = serde_saphyr::with_deserializer_from_str(src, |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            field_path = e.path().to_string();
-            e.into_inner()
-        })
-    })
-    .map_err(|e| {
-        let mut err = syntax_error(e, file);
-        if field_path != "." {
-            err.path = std::mem::take(&mut field_path);
-        }
-        err
-    })?;
+    let policy: Policy = yaml::from_str(src, file)?;
     if let Some((path, message)) = check(&policy).into_iter().next() {
         let (line, column) = locate(src, &path).unzip();
         return Err(LoadError {
@@ -124,27 +112,6 @@ pub fn parse(src: &str, file: &str) -> Result<Policy, LoadError> {
         });
     }
     Ok(policy)
-}
-
-fn syntax_error(e: serde_saphyr::Error, file: &str) -> LoadError {
-    let loc = e.location();
-    // serde-saphyr renders a source snippet; the first line is the message.
-    let full = e.to_string();
-    let first = full.lines().next().unwrap_or("invalid policy").to_string();
-    let message = first
-        .strip_prefix("error: ")
-        .unwrap_or(&first)
-        .split_once(": ")
-        .filter(|(head, _)| head.starts_with("line "))
-        .map(|(_, rest)| rest.to_string())
-        .unwrap_or_else(|| first.clone());
-    LoadError {
-        file: file.to_string(),
-        line: loc.map(|l| l.line()).filter(|l| *l > 0),
-        column: loc.map(|l| l.column()).filter(|c| *c > 0),
-        path: String::new(),
-        message,
-    }
 }
 
 fn key(s: &str) -> Seg {
@@ -634,7 +601,12 @@ mod tests {
         "kube-system",
         "match.namespaces[0]"
     )]
-    #[case::duplicate_profile("    fargate:\n", "    runner-nodes:\n", "duplicate mapping key", "")]
+    #[case::duplicate_profile(
+        "    fargate:\n",
+        "    runner-nodes:\n",
+        "key \"runner-nodes\" appears twice",
+        "placement.profiles.runner-nodes"
+    )]
     #[case::bad_operator(
         "operator: In, values: [gitlab-runner]",
         "operator: Within, values: [gitlab-runner]",

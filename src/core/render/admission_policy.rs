@@ -180,8 +180,9 @@ fn tolerating_expression(policy: &Policy) -> String {
 }
 
 /// The webhook's message for the first tolerating toleration, word for word
-/// (`Cause::ToleratesProtectedTaint`): its index, the first protected taint
-/// it tolerates and, for `Exists`, what it tolerates (`Tol::describe`).
+/// (`Cause::ToleratesProtectedTaint` without the node cache, which the
+/// backstop does not have): its index, the first protected taint it
+/// tolerates and, for `Exists`, what it tolerates (`Tol::describe`).
 fn tolerations_message(policy: &Policy) -> String {
     let t = "variables.tolerating[0]";
     let mut taint = String::from("''");
@@ -196,7 +197,7 @@ fn tolerations_message(policy: &Policy) -> String {
         "((!has({t}.key) || {t}.key == '') ? 'every taint (empty key, operator Exists)' : {t}.key + ' (any value)' + ((!has({t}.effect) || {t}.effect == '') ? ' with any effect' : ':' + {t}.effect))"
     );
     format!(
-        "'protected-nodes: spec.tolerations[' + string(object.spec.tolerations.indexOf({t})) + '] tolerates ' + {taint} + ' of protected GitLab nodes' + ({} ? ' (it tolerates ' + {describe} + ')' : '') + '; remove the KUBERNETES_NODE_TOLERATIONS_* override {SOURCE}'",
+        "'protected-nodes: spec.tolerations[' + string(object.spec.tolerations.indexOf({t})) + '] tolerates ' + {taint} + ', the taint protectedNodes.taints lists for GitLab\\'s nodes' + ({} ? ' (it tolerates ' + {describe} + ')' : '') + '; remove the KUBERNETES_NODE_TOLERATIONS_* override {SOURCE}'",
         exists(t)
     )
 }
@@ -307,7 +308,7 @@ fn checks(policy: &Policy) -> Vec<Check> {
                 unchanged("tolerations"),
             ),
             message: format!(
-                "protected-nodes: spec.tolerations tolerates {taints} of protected GitLab nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override {SOURCE}"
+                "protected-nodes: spec.tolerations tolerates {taints}, the taint protectedNodes.taints lists for GitLab's nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override {SOURCE}"
             ),
             message_expression: Some(tolerations_message(policy)),
         });

@@ -59,13 +59,15 @@ pub enum HelmValuesError {
 /// The chart values (`policy`, `rendered`) for the policy text `src` read from `file`.
 pub fn values(src: &str, file: &str, target: &Target) -> Result<Value, HelmValuesError> {
     let loaded = policy::parse(src, file)?;
-    let raw: Value = serde_saphyr::from_str(src).map_err(|e| LoadError {
-        file: file.to_string(),
-        line: None,
-        column: None,
-        path: String::new(),
-        message: e.to_string(),
-    })?;
+    // Read as the loader reads it (YAML 1.2 core): `name: yes` stays a string.
+    let raw: Value = serde_saphyr::from_str_with_options(src, crate::core::scalar::yaml_options())
+        .map_err(|e| LoadError {
+            file: file.to_string(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message: e.to_string(),
+        })?;
     // Helm drops null map entries when it merges values; drop them first so
     // the checksum is over what the chart will see.
     let raw = without_nulls(raw);
