@@ -107,14 +107,6 @@ fn webhook_names_and_ordering() {
 }
 
 #[test]
-fn dockerfile_runs_serve_as_non_root() {
-    let d = read("Dockerfile");
-    assert!(d.contains("ENTRYPOINT [\"runner-fence\", \"serve\"]"));
-    assert!(d.contains("USER 65532:65532"));
-    assert!(d.contains("distroless/static"));
-}
-
-#[test]
 fn the_kustomize_deployment_stays_off_the_nodes_the_policy_derives() {
     // The chart uses `render helm-values`' derived affinity; the kustomize base writes
     // it by hand for the reference policy and must say the same (order aside).

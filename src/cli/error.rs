@@ -27,6 +27,9 @@ pub enum Error {
     /// The CRD schema cannot be generated from the policy model.
     #[error(transparent)]
     Crd(#[from] crate::core::render::crd::SchemaError),
+    /// A runner configuration does not read (or could not be checked).
+    #[error(transparent)]
+    RunnerConfig(#[from] crate::core::runner_config::ConfigError),
     /// No chart values can be rendered from this policy.
     #[error(transparent)]
     HelmValues(#[from] crate::core::render::helm_values::HelmValuesError),

@@ -109,7 +109,10 @@ pub(super) fn run(command: Command) -> Result<ExitCode, Error> {
             namespace,
             release: Some(release),
         } => render(policy.as_deref(), |p| {
-            let name = crate::core::render::cluster::backstop_name(&release, p.mode);
+            let name = crate::core::render::cluster::backstop_name(
+                &release,
+                crate::core::policy::Mode::Enforce,
+            );
             admission_policy::render_yaml_named(p, &namespace, &name)
         }),
         Command::Crd => {

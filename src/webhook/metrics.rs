@@ -81,6 +81,13 @@ pub struct PolicyLabels {
     pub hash: String,
 }
 
+/// Labels of an on-demand node read.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLookupLabels {
+    /// `found`, `not-found`, `error` or `no-client`.
+    pub result: &'static str,
+}
+
 type HistogramFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric, registered in one registry.
@@ -111,6 +118,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Server-side applies and deletions of the generated objects.
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Nodes read on demand (no node cache), by result.
+    pub node_lookups: Family<NodeLookupLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -186,6 +195,12 @@ impl Metrics {
             "Applies and deletions of the generated webhook configurations and backstop",
             reconciles.clone(),
         );
+        let node_lookups = Family::<NodeLookupLabels, Counter>::default();
+        registry.register(
+            "node_lookups",
+            "Nodes read on demand for bindings and ephemeral containers without the node cache, by result",
+            node_lookups.clone(),
+        );
         Metrics {
             registry,
             policies,
@@ -200,7 +215,15 @@ impl Metrics {
             cert_expiry,
             nodes,
             node_watch_up,
+            node_lookups,
         }
+    }
+
+    /// Counts an on-demand node read.
+    pub fn node_lookup(&self, result: &'static str) {
+        self.node_lookups
+            .get_or_create(&NodeLookupLabels { result })
+            .inc();
     }
 
     /// Counts a reload.

@@ -59,13 +59,15 @@ pub enum HelmValuesError {
 /// The chart values (`policy`, `rendered`) for the policy text `src` read from `file`.
 pub fn values(src: &str, file: &str, target: &Target) -> Result<Value, HelmValuesError> {
     let loaded = policy::parse(src, file)?;
-    let raw: Value = serde_saphyr::from_str(src).map_err(|e| LoadError {
-        file: file.to_string(),
-        line: None,
-        column: None,
-        path: String::new(),
-        message: e.to_string(),
-    })?;
+    // Read as the loader reads it (YAML 1.2 core): `name: yes` stays a string.
+    let raw: Value = serde_saphyr::from_str_with_options(src, crate::core::scalar::yaml_options())
+        .map_err(|e| LoadError {
+            file: file.to_string(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message: e.to_string(),
+        })?;
     // Helm drops null map entries when it merges values; drop them first so
     // the checksum is over what the chart will see.
     let raw = without_nulls(raw);
@@ -102,7 +104,7 @@ pub fn values(src: &str, file: &str, target: &Target) -> Result<Value, HelmValue
         names: webhooks::Names::default(),
     };
     let [mutating, validating] = webhooks::objects(&loaded, &opts)?;
-    let [admission_policy, binding] = super::admission_policy::objects(&loaded, &target.namespace)?;
+    let backstop = super::admission_policy::objects(&loaded, &target.namespace)?;
     let mut rendered = Map::new();
     // The chart refuses values written by another version: the scope may differ.
     rendered.insert(
@@ -113,8 +115,8 @@ pub fn values(src: &str, file: &str, target: &Target) -> Result<Value, HelmValue
     rendered.insert("service".into(), target.service.clone().into());
     rendered.insert("mutatingWebhookConfiguration".into(), mutating);
     rendered.insert("validatingWebhookConfiguration".into(), validating);
-    rendered.insert("admissionPolicy".into(), admission_policy);
-    rendered.insert("admissionPolicyBinding".into(), binding);
+    // Policies and their bindings, in order (a second pair when rules audit).
+    rendered.insert("backstop".into(), Value::Array(backstop));
     rendered.insert(
         "webhookNodeAffinity".into(),
         super::placement::webhook_node_affinity(&loaded)?,
