@@ -1573,7 +1573,7 @@ async fn every_backstop_setting_it_generates_is_recognised() {
     );
     for (p, want) in [
         (&enforce, "runner-fence-backstop (Deny)"),
-        (&audit, "runner-fence-backstop (Warn, Audit)"),
+        (&audit, "runner-fence-backstop-audit (Warn, Audit)"),
         (
             &mixed,
             "runner-fence-backstop (Deny), runner-fence-backstop-audit (Warn, Audit)",
@@ -1605,11 +1605,9 @@ async fn every_backstop_setting_it_generates_is_recognised() {
         .await
         .expect("audit");
     assert!(
-        r.backstop
-            .issues
-            .iter()
-            .any(|i| i
-                .contains("binds it Warn, Audit, so it rejects pods that audit mode only reports")),
+        r.backstop.issues.iter().any(|i| i.contains(
+            "runner-fence-backstop is not generated for this policy (mode audit): delete it"
+        )),
         "{:?}",
         r.backstop.issues
     );
@@ -1731,7 +1729,7 @@ async fn audit_is_clean_on_the_audit_mode_setup_it_generates() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("IN-TREE BACKSTOP: runner-fence-backstop (Warn, Audit)\n"),
+        text.contains("IN-TREE BACKSTOP: runner-fence-backstop-audit (Warn, Audit)\n"),
         "{text}"
     );
     // The webhooks the enforce defaults left behind would be a finding.

@@ -196,3 +196,96 @@ fn the_kustomize_deployment_stays_off_the_nodes_the_policy_derives() {
     assert!(!terms(&want).is_empty());
     assert_eq!(terms(have), terms(&want));
 }
+
+#[test]
+fn the_shipped_crd_is_generated_from_the_policy_model() {
+    // Regenerate with: cargo run -- render crd > manifests/base/crd.yaml (and the chart's copy)
+    let want = runner_fence::core::render::crd::render_yaml().expect("render");
+    for file in [
+        "manifests/base/crd.yaml",
+        "charts/runner-fence/crds/runnerfencepolicies.runner-fence.dev.yaml",
+    ] {
+        assert!(
+            read(file) == want,
+            "{file} differs from `runner-fence render crd`; regenerate it"
+        );
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+        .args(["render", "crd"])
+        .output()
+        .expect("runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
+
+#[test]
+fn the_example_object_validates_against_the_crd_schema() {
+    // The apiserver's view of the reference policy: its spec passes the CRD's
+    // schema (as JSON Schema), and a typo'd operator does not.
+    let crd = runner_fence::core::render::crd::crd().expect("crd");
+    let spec_schema =
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone();
+    let validator = jsonschema::validator_for(&spec_schema).expect("a JSON Schema");
+    let object: serde_json::Value =
+        serde_saphyr::from_str(&read("examples/runnerfencepolicy.yaml")).expect("yaml");
+    let errors: Vec<String> = validator
+        .iter_errors(&object["spec"])
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut bad = object["spec"].clone();
+    bad["protectedNodes"]["matchExpressions"][0]["operator"] = "Within".into();
+    assert!(!validator.is_valid(&bad));
+}
+
+#[test]
+fn the_controller_applies_what_render_prints_for_its_release() {
+    // What the leader applies for one policy is exactly `render webhooks --release R`
+    // followed by `render admission-policy --release R`: one implementation.
+    use runner_fence::core::fleet::PolicySet;
+    use runner_fence::core::render::{cluster, webhooks};
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+            .args(args)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).expect("yaml");
+        docs
+    };
+    for policy in [
+        "examples/policy.yaml",
+        "manifests/overlays/audit/policy.yaml",
+    ] {
+        let p = runner_fence::core::policy::parse(&read(policy), policy).expect("policy");
+        let mut printed = run(&[
+            "render",
+            "webhooks",
+            "--policy",
+            policy,
+            "--release",
+            "rf-b",
+        ]);
+        printed.extend(run(&[
+            "render",
+            "admission-policy",
+            "--policy",
+            policy,
+            "--release",
+            "rf-b",
+        ]));
+        // The controller's default failure policies: from the served policies.
+        let default = webhooks::FailurePolicy::for_set(&PolicySet::single(p.clone()));
+        let opts = webhooks::Options {
+            mutate_failure_policy: default,
+            validate_failure_policy: default,
+            ..webhooks::Options::service("runner-fence", "runner-fence")
+        };
+        let applied = cluster::desired(&PolicySet::single(p), &opts, "rf-b").expect("desired");
+        assert_eq!(printed, applied, "{policy}");
+    }
+}

@@ -24,6 +24,9 @@ pub enum Error {
     /// Nothing can be rendered from this policy.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// The CRD schema cannot be generated from the policy model.
+    #[error(transparent)]
+    Crd(#[from] crate::core::render::crd::SchemaError),
     /// A runner configuration does not read (or could not be checked).
     #[error(transparent)]
     RunnerConfig(#[from] crate::core::runner_config::ConfigError),

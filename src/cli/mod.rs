@@ -27,6 +27,7 @@ mod render;
 mod schema;
 mod serve;
 mod test;
+mod uninstall;
 
 use std::process::ExitCode;
 
@@ -52,7 +53,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the webhook (HTTPS /mutate and /validate, admin /healthz /readyz /metrics).
-    Serve(crate::webhook::ServeArgs),
+    Serve(Box<crate::webhook::ServeArgs>),
     /// Run mutate then validate offline on Pods or AdmissionReviews.
     Eval(eval::Args),
     /// Run policy test suites; prints `N passed, N failed`.
@@ -69,6 +70,8 @@ enum Command {
     /// Render configuration that matches the policy.
     #[command(subcommand)]
     Render(render::Command),
+    /// Remove what the policy controller created (a Helm pre-delete hook).
+    Uninstall(uninstall::Args),
     /// Check configuration against the policy.
     #[command(subcommand)]
     Check(check::Command),
@@ -86,6 +89,7 @@ pub fn run() -> Result<ExitCode, Error> {
         Command::Audit(args) => audit::run(args),
         Command::Certs(c) => certs::run(c),
         Command::Render(c) => render::run(c),
+        Command::Uninstall(a) => uninstall::run(a),
         Command::Check(c) => check::run(c),
     }
 }

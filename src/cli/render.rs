@@ -3,13 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 
 use super::{Error, ok};
 use crate::core::policy::Policy;
 use crate::core::policy::load as load_policy;
-use crate::core::render::webhooks::{self, FailurePolicy, RenderError};
+use crate::core::render::webhooks::{self, RenderError};
 use crate::core::render::{admission_policy, runner_config};
+use crate::webhook::FailurePolicyArg;
 
 #[derive(Subcommand, Debug)]
 pub(super) enum Command {
@@ -32,7 +33,14 @@ pub(super) enum Command {
         /// The webhook's own namespace (never reviewed).
         #[arg(long, default_value = "runner-fence")]
         namespace: String,
+        /// Name the objects as the policy controller of this release does
+        /// (`<release>-backstop`, `-backstop-audit` for an audit policy);
+        /// without it they are `runner-fence-backstop`.
+        #[arg(long)]
+        release: Option<String>,
     },
+    /// The RunnerFencePolicy CustomResourceDefinition (schema from the policy model).
+    Crd,
     /// Values for the Helm chart: the policy and what is generated from it.
     HelmValues {
         /// Policy file (default: the embedded reference policy).
@@ -45,24 +53,6 @@ pub(super) enum Command {
         #[arg(long, default_value = "runner-fence")]
         service: String,
     },
-}
-
-/// `failurePolicy` of a rendered webhook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum FailurePolicyArg {
-    /// The request fails when the webhook cannot be reached.
-    Fail,
-    /// The request goes on without the webhook.
-    Ignore,
-}
-
-impl From<FailurePolicyArg> for FailurePolicy {
-    fn from(a: FailurePolicyArg) -> Self {
-        match a {
-            FailurePolicyArg::Fail => Self::Fail,
-            FailurePolicyArg::Ignore => Self::Ignore,
-        }
-    }
 }
 
 /// `render webhooks` flags.
@@ -95,6 +85,10 @@ pub(super) struct WebhooksArgs {
     /// timeoutSeconds of both webhooks (1-5).
     #[arg(long, default_value_t = 5)]
     timeout_seconds: i32,
+    /// Name the configurations after this release (`0100-<release>`, `<release>`), as its
+    /// policy controller does.
+    #[arg(long, default_value = "runner-fence")]
+    release: String,
 }
 
 pub(super) fn run(command: Command) -> Result<ExitCode, Error> {
@@ -103,9 +97,28 @@ pub(super) fn run(command: Command) -> Result<ExitCode, Error> {
             render(policy.as_deref(), |p| runner_config(p, profile.as_deref()))
         }
         Command::Webhooks(args) => render_webhooks(args),
-        Command::AdmissionPolicy { policy, namespace } => render(policy.as_deref(), |p| {
+        Command::AdmissionPolicy {
+            policy,
+            namespace,
+            release: None,
+        } => render(policy.as_deref(), |p| {
             admission_policy::render_yaml(p, &namespace)
         }),
+        Command::AdmissionPolicy {
+            policy,
+            namespace,
+            release: Some(release),
+        } => render(policy.as_deref(), |p| {
+            let name = crate::core::render::cluster::backstop_name(
+                &release,
+                crate::core::policy::Mode::Enforce,
+            );
+            admission_policy::render_yaml_named(p, &namespace, &name)
+        }),
+        Command::Crd => {
+            out!("{}", crate::core::render::crd::render_yaml()?);
+            ok()
+        }
         Command::HelmValues {
             policy,
             namespace,
@@ -161,15 +174,17 @@ fn render_webhooks(a: WebhooksArgs) -> Result<ExitCode, Error> {
             port: a.port,
         },
     };
+    let names = webhooks::Names::release(&a.release);
     render(a.policy.as_deref(), |p| {
         // Unless asked otherwise, what the chart installs for this policy.
-        let default = FailurePolicy::for_policy(p);
+        let default = webhooks::FailurePolicy::for_policy(p);
         let opts = webhooks::Options {
-            client,
-            ca_bundle,
+            client: client.clone(),
+            ca_bundle: ca_bundle.clone(),
             mutate_failure_policy: a.mutate_failure_policy.map_or(default, Into::into),
             validate_failure_policy: a.validate_failure_policy.map_or(default, Into::into),
             timeout_seconds: a.timeout_seconds,
+            names: names.clone(),
         };
         webhooks::render_yaml(p, &opts)
     })

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use super::{Error, ok};
 use crate::webhook::ServeArgs;
 
-pub(super) fn run(args: ServeArgs) -> Result<ExitCode, Error> {
-    crate::webhook::serve(args)?;
+pub(super) fn run(args: Box<ServeArgs>) -> Result<ExitCode, Error> {
+    crate::webhook::serve(*args)?;
     ok()
 }

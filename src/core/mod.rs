@@ -6,6 +6,7 @@
 
 pub mod document;
 pub mod engine;
+pub mod fleet;
 pub mod nodes;
 pub mod policy;
 pub mod quantity;

@@ -36,6 +36,15 @@ pub enum Error {
         #[source]
         source: ApiError,
     },
+    /// `uninstall` could not remove something.
+    #[error("uninstall: {what}")]
+    Uninstall {
+        /// What it was doing.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
     /// A PolicyReport could not be written or removed.
     #[error("{action} PolicyReport {namespace}/{name}")]
     WriteReport {

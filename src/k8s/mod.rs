@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod cache;
 mod client;
+pub mod controller;
 pub mod nodes;
 
 pub use client::{ApiError, Call, Error, client};

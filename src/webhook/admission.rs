@@ -12,8 +12,9 @@ use serde_json::value::RawValue;
 
 use crate::core::engine::pod::PodView;
 use crate::core::engine::{self, Decision, Endpoint, Evaluation, Operation, Request, ReviewError};
+use crate::core::fleet::PolicySet;
 use crate::core::nodes::NodeSnapshot;
-use crate::core::policy::Policy;
+use crate::core::policy::{Mode, Policy};
 
 /// The only AdmissionReview version served.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -397,6 +398,8 @@ pub fn response(uid: &str, d: &Decision) -> ReviewOut {
 
 /// Everything one review produced, for the server's logs and metrics.
 pub struct Reviewed {
+    /// Mode of the policy that reviewed it (`enforce` when none covers the namespace).
+    pub mode: Mode,
     /// The AdmissionReview to send back.
     pub response: ReviewOut,
     /// The engine's decision.
@@ -424,10 +427,41 @@ pub fn answer(
 ) -> Reviewed {
     let decision = decide(policy, endpoint, &request, nodes);
     Reviewed {
+        mode: policy.mode,
         response: response(request.uid(), &decision),
         decision,
         request,
     }
+}
+
+/// [`answer`] with the policy of a set that covers the request's namespace.
+/// A namespace no policy covers is skipped (an unsupported resource is still
+/// reported, as one policy would).
+pub fn answer_set(
+    set: &PolicySet,
+    endpoint: Endpoint,
+    request: RequestIn,
+    nodes: Option<&NodeSnapshot>,
+) -> Reviewed {
+    let Some(policy) = set.covering(request.namespace()).or(set.first()) else {
+        return Reviewed {
+            mode: Mode::Enforce,
+            response: response(request.uid(), &Decision::Skip),
+            decision: Decision::Skip,
+            request,
+        };
+    };
+    answer(policy, endpoint, request, nodes)
+}
+
+/// [`handle`] with the policy of a set that covers the request's namespace.
+pub fn handle_set(
+    set: &PolicySet,
+    endpoint: Endpoint,
+    body: &[u8],
+    nodes: Option<&NodeSnapshot>,
+) -> Result<Reviewed, AdmissionError> {
+    Ok(answer_set(set, endpoint, parse_review(body)?, nodes))
 }
 
 /// Decodes the JSON Patch of a response (for tests and `eval`).

@@ -61,6 +61,22 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// Labels of the policy-state gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyStateLabels {
+    /// `Ready`, `Invalid`, `Conflict`, `Deleting`, `Released`.
+    pub state: &'static str,
+}
+
+/// Labels of a reconciliation of a generated object.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// The object's kind.
+    pub kind: &'static str,
+    /// `applied`, `drift` (a hand edit reverted), `deleted`, `failed`.
+    pub result: &'static str,
+}
+
 /// Labels identifying the active policy.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -191,6 +207,12 @@ pub struct Metrics {
     pub nodes: Gauge,
     /// 1 when the node cache's watch is healthy.
     pub node_watch_up: Gauge,
+    /// RunnerFencePolicy objects by state.
+    pub policies: Family<PolicyStateLabels, Gauge>,
+    /// 1 while this replica holds the reconciliation lease.
+    pub leader: Gauge,
+    /// Server-side applies and deletions of the generated objects.
+    pub reconciles: Family<ReconcileLabels, Counter>,
     /// Nodes read on demand (no node cache), by result.
     pub node_lookups: Family<NodeLookupLabels, Counter>,
 }
@@ -250,6 +272,24 @@ impl Metrics {
             "1 while the node watch is healthy",
             node_watch_up.clone(),
         );
+        let policies = Family::<PolicyStateLabels, Gauge>::default();
+        registry.register(
+            "policies",
+            "RunnerFencePolicy objects by state",
+            policies.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica reconciles the generated objects",
+            leader.clone(),
+        );
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Applies and deletions of the generated webhook configurations and backstop",
+            reconciles.clone(),
+        );
         let node_lookups = Family::<NodeLookupLabels, Counter>::default();
         registry.register(
             "node_lookups",
@@ -258,6 +298,9 @@ impl Metrics {
         );
         Metrics {
             registry,
+            policies,
+            leader,
+            reconciles,
             reviews,
             violations,
             latency,
@@ -288,15 +331,34 @@ impl Metrics {
             .inc();
     }
 
-    /// Marks the active policy.
+    /// Marks the active policy (the only one).
     pub fn set_policy(&self, name: &str, hash: &str) {
         self.policy_info.clear();
+        self.add_policy(name, hash);
+    }
+
+    /// Marks one more active policy.
+    pub fn add_policy(&self, name: &str, hash: &str) {
         self.policy_info
             .get_or_create(&PolicyLabels {
                 name: name.into(),
                 hash: hash.into(),
             })
             .set(1);
+    }
+
+    /// How many policies are in `state`.
+    pub fn set_policies(&self, state: &'static str, n: usize) {
+        self.policies
+            .get_or_create(&PolicyStateLabels { state })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a reconciliation of a generated object.
+    pub fn reconciled(&self, kind: &'static str, result: &'static str) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels { kind, result })
+            .inc();
     }
 
     /// Counts a request rejected before review.

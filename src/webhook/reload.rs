@@ -77,8 +77,7 @@ async fn reload_policy(state: &State, path: &Path) {
     match loaded {
         Ok(p) => {
             let hash = p.content_hash();
-            state.metrics.set_policy(&p.metadata.name, &hash);
-            state.policy.store(Arc::new(p));
+            state.set_policy(p);
             state.metrics.reload("policy", true);
             tracing::info!(policy = %path.display(), hash, "policy reloaded");
         }

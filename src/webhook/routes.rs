@@ -290,16 +290,16 @@ async fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8])
     // tell GitLab's nodes. Only /validate decides on it.
     let looked_up = match (&nodes, endpoint, request.named_node()) {
         (None, Endpoint::Validate, Some(node))
-            if s.policy.load().matching.covers(request.namespace()) =>
+            if s.policies.load().covering(request.namespace()).is_some() =>
         {
             Some(s.look_up_node(node).await)
         }
         _ => None,
     };
-    let policy = s.policy.load();
+    let policies = s.policies.load();
     let snapshot = nodes.as_deref().or(looked_up.as_ref());
-    let reviewed = admission::answer(&policy, endpoint, request, snapshot);
-    let (rule, elapsed) = record(s, endpoint, policy.mode, &reviewed.decision, started);
+    let reviewed = admission::answer_set(&policies, endpoint, request, snapshot);
+    let (rule, elapsed) = record(s, endpoint, reviewed.mode, &reviewed.decision, started);
     log_review(endpoint, &reviewed, rule, elapsed);
     let body = serde_json::to_vec(&reviewed.response).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()

@@ -42,8 +42,18 @@ pub struct Server {
 impl Server {
     /// Loads policy and certificate and binds both listeners.
     pub async fn bind(args: ServeArgs) -> Result<Server> {
-        let policy = policy::load(args.policy.as_deref())?;
-        let state = Arc::new(State::new(policy, args.node_cache));
+        let state = if args.policies_from_cluster {
+            let mut s = State::from_cluster(args.node_cache);
+            if args.cluster.manage_certificates {
+                s.await_certificate();
+            }
+            Arc::new(s)
+        } else {
+            Arc::new(State::new(
+                policy::load(args.policy.as_deref())?,
+                args.node_cache,
+            ))
+        };
         if let Some(path) = &args.nodes_file {
             state.set_nodes(crate::core::nodes::read_file(path)?);
         }
@@ -141,7 +151,57 @@ fn serving_certificate(args: &ServeArgs) -> Result<(CertifiedKey, Option<i64>, O
         Path::new("<generated certificate>"),
         Path::new("<generated key>"),
     )?;
-    Ok((k, e, Some(g.ca_pem)))
+    // With --manage-certificates this only bridges until the Secret's pair is read
+    // (the server is not ready before), so its CA is of no use to anyone.
+    let managed = args.policies_from_cluster && args.cluster.manage_certificates;
+    Ok((k, e, (!managed).then_some(g.ca_pem)))
+}
+
+/// The TLS side of `--manage-certificates`: issues pairs for the controller and
+/// serves the Secret's pair.
+struct ManagedTls {
+    state: Arc<State>,
+    resolver: Arc<Resolver>,
+}
+
+impl crate::k8s::controller::certs::Certificates for ManagedTls {
+    fn issue(
+        &self,
+        names: &[String],
+        days: u32,
+    ) -> std::result::Result<crate::k8s::controller::certs::Issued, String> {
+        let g = certs::generate(names, days)
+            .map_err(|e| crate::core::report::Report(&e).to_string())?;
+        Ok(crate::k8s::controller::certs::Issued {
+            ca_pem: g.ca_pem,
+            cert_pem: g.cert_pem,
+            key_pem: g.key_pem,
+        })
+    }
+
+    fn not_after(&self, pem: &[u8]) -> Vec<i64> {
+        certs::parse_chain(pem, Path::new("<bundle>"))
+            .map(|chain| chain.iter().filter_map(certs::not_after).collect())
+            .unwrap_or_default()
+    }
+
+    fn serve(&self, cert_pem: &[u8], key_pem: &[u8]) -> std::result::Result<(), String> {
+        let (key, expiry) = tls::certified_key(
+            cert_pem,
+            key_pem,
+            Path::new("<Secret tls.crt>"),
+            Path::new("<Secret tls.key>"),
+        )
+        .map_err(|e| crate::core::report::Report(&e).to_string())?;
+        self.resolver.swap(key);
+        if let Some(e) = expiry {
+            self.state.metrics.cert_expiry.set(e);
+        }
+        self.state.metrics.reload("certificate", true);
+        self.state.certificate_loaded();
+        tracing::info!("serving the certificate from its Secret");
+        Ok(())
+    }
 }
 
 /// Without the node cache, nodes that bindings and ephemeral containers name
@@ -165,6 +225,7 @@ struct Background {
     admin: JoinHandle<()>,
     reloader: JoinHandle<()>,
     node_cache: Option<JoinHandle<()>>,
+    controller: Option<JoinHandle<()>>,
 }
 
 impl Background {
@@ -177,13 +238,28 @@ impl Background {
     ) -> Self {
         let reloader = tokio::spawn(reload_loop(
             state.clone(),
-            resolver,
+            resolver.clone(),
             args.clone(),
             stop.clone(),
         ));
         let node_cache = args
             .node_cache
             .then(|| tokio::spawn(crate::k8s::cache::run(state.clone(), stop.clone())));
+        let controller = args.policies_from_cluster.then(|| {
+            let tls: Option<Arc<dyn crate::k8s::controller::certs::Certificates>> =
+                args.cluster.manage_certificates.then(|| {
+                    Arc::new(ManagedTls {
+                        state: state.clone(),
+                        resolver: resolver.clone(),
+                    }) as Arc<dyn crate::k8s::controller::certs::Certificates>
+                });
+            tokio::spawn(crate::k8s::controller::run(
+                state.clone(),
+                args.cluster.config(),
+                tls,
+                stop.clone(),
+            ))
+        });
         let admin = {
             let mut stop = stop.clone();
             let app = routes::admin_router(state.clone());
@@ -199,6 +275,7 @@ impl Background {
             admin,
             reloader,
             node_cache,
+            controller,
         }
     }
 
@@ -208,6 +285,10 @@ impl Background {
         self.reloader.abort();
         if let Some(t) = self.node_cache {
             t.abort();
+        }
+        // The controller ends on the stop signal (releasing its Lease); bounded.
+        if let Some(t) = self.controller {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), t).await;
         }
     }
 }

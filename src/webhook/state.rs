@@ -7,15 +7,17 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::metrics::Metrics;
+use crate::core::fleet::{PolicySet, State as PolicyState};
 use crate::core::nodes::NodeSnapshot;
 use crate::core::policy::Policy;
 use crate::k8s::cache::NodeSink;
+use crate::k8s::controller::PolicySink;
 use crate::k8s::nodes::{Lookup, NodeReader};
 
 /// Shared state of a running server.
 pub struct State {
-    /// The active policy.
-    pub policy: ArcSwap<Policy>,
+    /// The active policies (one, or the cluster's Ready ones), swapped on reload.
+    pub policies: ArcSwap<PolicySet>,
     /// The node cache's latest snapshot (None when disabled or not synced yet).
     pub nodes: ArcSwapOption<NodeSnapshot>,
     /// Metrics.
@@ -24,6 +26,10 @@ pub struct State {
     /// Reads a named node when there is no snapshot (None: no cluster access).
     node_reader: OnceLock<Option<NodeReader>>,
     nodes_synced: AtomicBool,
+    /// None: policies come from a file; else whether the cluster's have been read.
+    policies_synced: Option<AtomicBool>,
+    /// None: the certificate comes from files; else whether the Secret's pair is served.
+    certificate_synced: Option<AtomicBool>,
     shutting_down: AtomicBool,
 }
 
@@ -33,14 +39,50 @@ impl State {
         let metrics = Metrics::new();
         metrics.set_policy(&policy.metadata.name, &policy.content_hash());
         State {
-            policy: ArcSwap::from_pointee(policy),
+            policies: ArcSwap::from_pointee(PolicySet::single(policy)),
             nodes: ArcSwapOption::empty(),
             metrics,
             node_cache_enabled,
             node_reader: OnceLock::new(),
             nodes_synced: AtomicBool::new(false),
+            policies_synced: None,
+            certificate_synced: None,
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// State serving the policies of the cluster (none until they are read).
+    pub fn from_cluster(node_cache_enabled: bool) -> Self {
+        State {
+            policies: ArcSwap::from_pointee(PolicySet::default()),
+            nodes: ArcSwapOption::empty(),
+            metrics: Metrics::new(),
+            node_cache_enabled,
+            node_reader: OnceLock::new(),
+            nodes_synced: AtomicBool::new(false),
+            policies_synced: Some(AtomicBool::new(false)),
+            certificate_synced: None,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Not ready until [`State::certificate_loaded`] (`--manage-certificates`).
+    pub fn await_certificate(&mut self) {
+        self.certificate_synced = Some(AtomicBool::new(false));
+    }
+
+    /// The managed serving certificate is in use.
+    pub fn certificate_loaded(&self) {
+        if let Some(s) = &self.certificate_synced {
+            s.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Serves one policy (a reloaded `--policy` file).
+    pub fn set_policy(&self, policy: Policy) {
+        self.metrics
+            .set_policy(&policy.metadata.name, &policy.content_hash());
+        self.policies.store(Arc::new(PolicySet::single(policy)));
     }
 
     /// Why `/readyz` fails; empty when ready.
@@ -51,6 +93,20 @@ impl State {
         }
         if self.node_cache_enabled && !self.nodes_synced.load(Ordering::SeqCst) {
             r.push("node cache not synced");
+        }
+        if self
+            .policies_synced
+            .as_ref()
+            .is_some_and(|s| !s.load(Ordering::SeqCst))
+        {
+            r.push("policies not read from the cluster yet");
+        }
+        if self
+            .certificate_synced
+            .as_ref()
+            .is_some_and(|s| !s.load(Ordering::SeqCst))
+        {
+            r.push("serving certificate not read from its Secret yet");
         }
         r
     }
@@ -105,5 +161,32 @@ impl NodeSink for State {
 
     fn watch_up(&self, up: bool) {
         self.metrics.node_watch_up.set(i64::from(up));
+    }
+}
+
+impl PolicySink for State {
+    fn publish(&self, set: PolicySet) {
+        self.metrics.policy_info.clear();
+        for p in set.iter() {
+            self.metrics.add_policy(&p.metadata.name, &p.content_hash());
+        }
+        self.policies.store(Arc::new(set));
+        if let Some(s) = &self.policies_synced {
+            s.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn states(&self, counts: &[(PolicyState, usize)]) {
+        for (state, n) in counts {
+            self.metrics.set_policies(state.as_str(), *n);
+        }
+    }
+
+    fn leader(&self, leads: bool) {
+        self.metrics.leader.set(i64::from(leads));
+    }
+
+    fn reconciled(&self, kind: &'static str, result: &'static str) {
+        self.metrics.reconciled(kind, result);
     }
 }

@@ -92,6 +92,8 @@ pub fn review_of(pod: Value, operation: &str) -> Value {
 pub fn serve_args() -> runner_fence::webhook::ServeArgs {
     runner_fence::webhook::ServeArgs {
         policy: None,
+        policies_from_cluster: false,
+        cluster: runner_fence::webhook::ClusterArgs::default(),
         tls_cert: None,
         tls_key: None,
         client_ca: None,

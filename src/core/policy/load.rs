@@ -10,6 +10,10 @@ use super::{
     TolerationOperator,
 };
 
+mod object;
+
+pub use object::{GROUP, OBJECT_KIND, PLURAL, VERSION};
+
 /// The reference policy, compiled into the binary as the default.
 pub const EMBEDDED_POLICY: &str = include_str!("../../../examples/policy.yaml");
 
@@ -98,10 +102,34 @@ fn read_file(path: &Path) -> Result<String, LoadError> {
     String::from_utf8(bytes).map_err(|_| io_err("file is not UTF-8 text".into()))
 }
 
-/// Parses and checks policy text; `file` names it in errors.
+/// Parses and checks policy text; `file` names it in errors. The text is a
+/// plain `RunnerPolicy` file or a `RunnerFencePolicy` object (SPEC §12).
 pub fn parse(src: &str, file: &str) -> Result<Policy, LoadError> {
-    let policy: Policy = yaml::from_str(src, file)?;
+    if object::is_object(src) {
+        return object::parse(src, file);
+    }
+    let policy: Policy = deserialize(src, file)?;
+    checked(policy, src, file, &[])
+}
+
+/// Deserializes `src` as YAML 1.2 core data; errors with the field path and line:column.
+pub(super) fn deserialize<T: serde::de::DeserializeOwned>(
+    src: &str,
+    file: &str,
+) -> Result<T, LoadError> {
+    yaml::from_str(src, file)
+}
+
+/// `policy` if it passes the semantic checks; else the first error, located
+/// in `src` (where the policy's fields sit under `prefix`).
+pub(super) fn checked(
+    policy: Policy,
+    src: &str,
+    file: &str,
+    prefix: &[Seg],
+) -> Result<Policy, LoadError> {
     if let Some((path, message)) = check(&policy).into_iter().next() {
+        let path: Vec<Seg> = prefix.iter().cloned().chain(path).collect();
         let (line, column) = locate(src, &path).unzip();
         return Err(LoadError {
             file: file.to_string(),

@@ -22,7 +22,7 @@ pub use crate::core::selector::{Operator, Requirement};
 pub use crate::core::tolerations::{TaintEffect, TaintSpec, TolerationOperator, TolerationSpec};
 
 pub use lint::{LintWarning, lint};
-pub use load::{EMBEDDED_POLICY, LoadError, embedded, parse};
+pub use load::{EMBEDDED_POLICY, GROUP, LoadError, OBJECT_KIND, PLURAL, VERSION, embedded, parse};
 pub(crate) use load::{load, load_file, source};
 pub use protected::{ProtectedBy, ProtectedNodes};
 pub use schema::json_schema;

@@ -38,7 +38,7 @@ use crate::core::policy::{Mode, Operator, Policy, Requirement, RuleId, TaintSpec
 /// Name of the ValidatingAdmissionPolicy and its binding.
 pub const NAME: &str = "runner-fence-backstop";
 
-/// Name of the second policy, for validations whose rules are all audited.
+/// Name of the policy for validations whose rules are all audited ([`name_for`]).
 pub const AUDIT_NAME: &str = "runner-fence-backstop-audit";
 
 use super::webhooks::cel_string as lit;
@@ -346,81 +346,152 @@ fn checks(policy: &Policy) -> Vec<Check> {
     out
 }
 
-/// The ValidatingAdmissionPolicies and their bindings, as JSON objects: the
-/// enforced checks under [`NAME`] (bound with `Deny`, or `Warn, Audit` when the
-/// whole policy audits) and, when some rules audit while others enforce, the
-/// audited ones under [`AUDIT_NAME`] (`Warn, Audit`).
-pub fn objects(policy: &Policy, own_namespace: &str) -> Result<Vec<Value>, RenderError> {
-    // Same scope checks as the webhooks (kube-system, the webhook's namespace).
-    super::webhooks::check_scope(policy, own_namespace)?;
+/// Name of the policy holding a mode's checks: `base` (bound `Deny`) or
+/// `base-audit` (bound `Warn, Audit`).
+pub fn name_for(base: &str, mode: Mode) -> String {
+    match mode {
+        Mode::Enforce => base.to_string(),
+        Mode::Audit => format!("{base}-audit"),
+    }
+}
+
+/// A policy's checks as ValidatingAdmissionPolicy validations, by the action
+/// they get: enforced ones first, then audited ones.
+pub fn validations(policy: &Policy) -> [(Mode, Vec<Value>); 2] {
     let (enforced, audited): (Vec<Check>, Vec<Check>) = checks(policy)
         .into_iter()
         .partition(|c| c.mode(policy) == Mode::Enforce);
-    let groups: Vec<(&str, Vec<Check>, Mode)> = if enforced.is_empty() && audited.is_empty() {
-        // Nothing to check (an audit policy without protected taints or names
-        // that allows nodeName): a policy without validations is invalid.
-        Vec::new()
-    } else if enforced.is_empty() {
-        vec![(NAME, audited, Mode::Audit)]
-    } else if audited.is_empty() {
-        vec![(NAME, enforced, Mode::Enforce)]
-    } else {
-        vec![
-            (NAME, enforced, Mode::Enforce),
-            (AUDIT_NAME, audited, Mode::Audit),
-        ]
-    };
-    let conditions: Vec<Value> = match_conditions(policy)
+    let json = |cs: Vec<Check>| cs.iter().map(Check::to_json).collect();
+    [
+        (Mode::Enforce, json(enforced)),
+        (Mode::Audit, json(audited)),
+    ]
+}
+
+/// The `matchConditions` of a namespace scope, as JSON.
+pub(crate) fn conditions_json(
+    conditions: Vec<k8s_openapi::api::admissionregistration::v1::MatchCondition>,
+) -> Vec<Value> {
+    conditions
         .into_iter()
         .map(|c| json!({"name": c.name, "expression": c.expression}))
-        .collect();
+        .collect()
+}
+
+/// The variables a policy's validations read: `terms`, `ungating` and, under
+/// `tolerating`, the pod's tolerations of the policy's protected taints.
+pub fn variables(policy: &Policy) -> Vec<Value> {
+    vec![
+        json!({"name": "terms", "expression": TERMS}),
+        json!({"name": "ungating", "expression": UNGATING}),
+        json!({"name": TOLERATING, "expression": tolerating_expression(policy)}),
+    ]
+}
+
+/// The one variable that depends on the policy (its protected taints).
+pub const TOLERATING: &str = "tolerating";
+
+/// A ValidatingAdmissionPolicy and its binding for `validations` in a scope.
+pub fn pair(
+    name: &str,
+    mode: Mode,
+    validations: Vec<Value>,
+    variables: Vec<Value>,
+    conditions: Vec<Value>,
+    namespace_selector: Value,
+) -> [Value; 2] {
+    let vap = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "runner-fence"}},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"], "scope": "Namespaced"},
+                    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/binding", "bindings"], "scope": "Namespaced"},
+                ],
+                "namespaceSelector": namespace_selector,
+            },
+            "matchConditions": conditions,
+            "variables": variables,
+            "validations": validations,
+        },
+    });
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "runner-fence"}},
+        "spec": {
+            "policyName": name,
+            // Audit: reported to the client and the audit log, never denied.
+            "validationActions": match mode {
+                Mode::Enforce => json!(["Deny"]),
+                Mode::Audit => json!(["Warn", "Audit"]),
+            },
+        },
+    });
+    [vap, binding]
+}
+
+/// The ValidatingAdmissionPolicies and their bindings, as JSON objects: the
+/// enforced checks under [`NAME`] (bound `Deny`) and the audited ones under
+/// [`AUDIT_NAME`] (`Warn, Audit`); a policy without checks of a mode has no
+/// object of it (a whole policy in audit mode has only [`AUDIT_NAME`]).
+pub fn objects(policy: &Policy, own_namespace: &str) -> Result<Vec<Value>, RenderError> {
+    objects_named(policy, own_namespace, NAME)
+}
+
+/// [`objects`] under another base name (one per release: `<release>-backstop`).
+pub fn objects_named(
+    policy: &Policy,
+    own_namespace: &str,
+    base: &str,
+) -> Result<Vec<Value>, RenderError> {
+    // Same scope checks as the webhooks (kube-system, the webhook's namespace).
+    super::webhooks::check_scope(policy, own_namespace)?;
+    let conditions = conditions_json(match_conditions(policy));
     let namespace_selector =
         serde_json::to_value(namespace_selector(policy, own_namespace)).unwrap_or(Value::Null);
     let mut out = Vec::new();
-    for (name, checks, mode) in groups {
-        let validations: Vec<Value> = checks.iter().map(Check::to_json).collect();
-        out.push(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "runner-fence"}},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {
-                    "resourceRules": [
-                        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"], "scope": "Namespaced"},
-                        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/binding", "bindings"], "scope": "Namespaced"},
-                    ],
-                    "namespaceSelector": namespace_selector,
-                },
-                "matchConditions": conditions,
-                "variables": [
-                    {"name": "terms", "expression": TERMS},
-                    {"name": "ungating", "expression": UNGATING},
-                    {"name": "tolerating", "expression": tolerating_expression(policy)},
-                ],
-                "validations": validations,
-            },
-        }));
-        out.push(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "runner-fence"}},
-            "spec": {
-                "policyName": name,
-                // Audit: reported to the client and the audit log, never denied.
-                "validationActions": match mode {
-                    Mode::Enforce => json!(["Deny"]),
-                    Mode::Audit => json!(["Warn", "Audit"]),
-                },
-            },
-        }));
+    for (mode, validations) in validations(policy) {
+        if !validations.is_empty() {
+            out.extend(pair(
+                &name_for(base, mode),
+                mode,
+                validations,
+                variables(policy),
+                conditions.clone(),
+                namespace_selector.clone(),
+            ));
+        }
     }
     Ok(out)
 }
 
+/// Marks a validation's messages as coming from one RunnerFencePolicy (when
+/// several share a backstop object).
+pub fn attribute(validation: &mut Value, policy: &str) {
+    let tag = format!("[runner-fence backstop, RunnerFencePolicy {policy}]");
+    for key in ["message", "messageExpression"] {
+        if let Some(m) = validation[key].as_str() {
+            validation[key] = m.replace(SOURCE, &tag).into();
+        }
+    }
+}
+
 /// The objects as one YAML stream, with a header.
 pub fn render_yaml(policy: &Policy, own_namespace: &str) -> Result<String, RenderError> {
-    let docs = objects(policy, own_namespace)?;
+    render_yaml_named(policy, own_namespace, NAME)
+}
+
+/// [`render_yaml`] under another base name (see [`objects_named`]).
+pub fn render_yaml_named(
+    policy: &Policy,
+    own_namespace: &str,
+    base: &str,
+) -> Result<String, RenderError> {
+    let docs = objects_named(policy, own_namespace, base)?;
     let mut out = format!(
         "# Generated by `runner-fence render admission-policy` from policy {:?}; do not edit by hand.\n\
          # The in-tree backstop: the apiserver itself keeps job pods off protected nodes while\n\

@@ -3,6 +3,8 @@
 //! can never drift from what the engine enforces.
 
 pub mod admission_policy;
+pub mod cluster;
+pub mod crd;
 pub mod helm_values;
 pub mod placement;
 mod runner_config;

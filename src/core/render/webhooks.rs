@@ -41,6 +41,33 @@ pub const SCOPE_CONDITION: &str = "runner-namespaces";
 pub const KUBE_SYSTEM: &str = "kube-system";
 const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
+/// Names of the cluster-scoped objects of one installation (a Helm release):
+/// two releases in one cluster must not share them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// The MutatingWebhookConfiguration: `0100-<release>`, so it sorts before
+    /// EKS's `0500-amazon-eks-fargate-mutation.amazonaws.com`.
+    pub mutating: String,
+    /// The ValidatingWebhookConfiguration: `<release>`.
+    pub validating: String,
+}
+
+impl Names {
+    /// The names for a release; `runner-fence` gives [`MUTATING_NAME`] and [`VALIDATING_NAME`].
+    pub fn release(release: &str) -> Self {
+        Names {
+            mutating: format!("0100-{release}"),
+            validating: release.to_string(),
+        }
+    }
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names::release(VALIDATING_NAME)
+    }
+}
+
 /// Where the apiserver reaches the webhook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Client {
@@ -125,6 +152,19 @@ impl FailurePolicy {
             Mode::Audit => FailurePolicy::Ignore,
         }
     }
+
+    /// For configurations shared by several policies: `Fail` while any of them
+    /// enforces (an outage must not open its fence), `Ignore` when all audit.
+    pub fn for_set(set: &crate::core::fleet::PolicySet) -> Self {
+        if set
+            .iter()
+            .any(|p| Self::for_policy(p) == FailurePolicy::Fail)
+        {
+            FailurePolicy::Fail
+        } else {
+            FailurePolicy::Ignore
+        }
+    }
 }
 
 /// Everything `render webhooks` needs besides the policy.
@@ -140,6 +180,8 @@ pub struct Options {
     pub validate_failure_policy: FailurePolicy,
     /// timeoutSeconds (1-5; the apiserver allows up to 30, a job pod should not wait).
     pub timeout_seconds: i32,
+    /// Names of the two configurations.
+    pub names: Names,
 }
 
 impl Options {
@@ -166,6 +208,7 @@ impl Options {
             mutate_failure_policy: FailurePolicy::Fail,
             validate_failure_policy: FailurePolicy::Fail,
             timeout_seconds: 5,
+            names: Names::default(),
         }
     }
 }
@@ -183,6 +226,9 @@ pub enum RenderError {
         /// The excluded namespace.
         namespace: String,
     },
+    /// A backstop for no policy at all.
+    #[error("no policy to build the backstop from")]
+    NoPolicies,
     /// timeoutSeconds out of range.
     #[error("timeoutSeconds must be between 1 and 5, got {0}")]
     Timeout(i32),
@@ -255,9 +301,14 @@ pub(crate) fn cel_string(s: &str) -> String {
 
 /// The CEL test on `request.namespace` for the policy's namespaces.
 pub(crate) fn scope_expression(policy: &Policy) -> String {
+    scope_expression_of(&policy.matching.namespaces)
+}
+
+/// The CEL test on `request.namespace` for namespace patterns.
+pub(crate) fn scope_expression_of(namespaces: &[String]) -> String {
     let mut exact = Vec::new();
     let mut parts = Vec::new();
-    for ns in &policy.matching.namespaces {
+    for ns in namespaces {
         match ns.strip_suffix('*') {
             Some(prefix) => parts.push(format!(
                 "request.namespace.startsWith({})",
@@ -274,22 +325,31 @@ pub(crate) fn scope_expression(policy: &Policy) -> String {
 
 /// The matchConditions both webhooks carry.
 pub(crate) fn match_conditions(policy: &Policy) -> Vec<MatchCondition> {
+    match_conditions_of(&policy.matching.namespaces)
+}
+
+/// The matchConditions for namespace patterns.
+pub(crate) fn match_conditions_of(namespaces: &[String]) -> Vec<MatchCondition> {
     vec![MatchCondition {
         name: SCOPE_CONDITION.into(),
-        expression: scope_expression(policy),
+        expression: scope_expression_of(namespaces),
     }]
 }
 
 /// The namespaceSelector: exact names when there are only exact names, every
 /// namespace (but the excluded ones) when prefixes need the CEL test.
 pub(crate) fn namespace_selector(policy: &Policy, own_namespace: &str) -> LabelSelector {
+    namespace_selector_of(&policy.matching.namespaces, own_namespace)
+}
+
+/// The namespaceSelector for namespace patterns.
+pub(crate) fn namespace_selector_of(names: &[String], own_namespace: &str) -> LabelSelector {
     let mut exprs = Vec::new();
-    let names = &policy.matching.namespaces;
     if names.iter().all(|n| !n.ends_with('*')) {
         exprs.push(LabelSelectorRequirement {
             key: NAME_LABEL.into(),
             operator: "In".into(),
-            values: Some(names.clone()),
+            values: Some(names.to_vec()),
         });
     }
     exprs.push(LabelSelectorRequirement {
@@ -303,19 +363,25 @@ pub(crate) fn namespace_selector(policy: &Policy, own_namespace: &str) -> LabelS
     }
 }
 
-fn check(policy: &Policy, opts: &Options) -> Result<(), RenderError> {
+fn check(namespaces: &[String], opts: &Options) -> Result<(), RenderError> {
     if !(1..=5).contains(&opts.timeout_seconds) {
         return Err(RenderError::Timeout(opts.timeout_seconds));
     }
-    check_scope(policy, opts.client.own_namespace())
+    check_scope_of(namespaces, opts.client.own_namespace())
 }
 
 /// The policy must not cover a namespace that is never reviewed.
 pub(crate) fn check_scope(policy: &Policy, own_namespace: &str) -> Result<(), RenderError> {
+    check_scope_of(&policy.matching.namespaces, own_namespace)
+}
+
+/// Namespace patterns must not cover a namespace that is never reviewed.
+pub(crate) fn check_scope_of(
+    namespaces: &[String],
+    own_namespace: &str,
+) -> Result<(), RenderError> {
     for excluded in [own_namespace, KUBE_SYSTEM] {
-        if let Some(p) = policy
-            .matching
-            .namespaces
+        if let Some(p) = namespaces
             .iter()
             .find(|p| namespace_pattern_matches(p, excluded))
         {
@@ -333,7 +399,15 @@ pub fn configurations(
     policy: &Policy,
     opts: &Options,
 ) -> Result<(MutatingWebhookConfiguration, ValidatingWebhookConfiguration), RenderError> {
-    check(policy, opts)?;
+    configurations_for(&policy.matching.namespaces, opts)
+}
+
+/// Both configurations for namespace patterns (the union of several policies' `match.namespaces`).
+pub fn configurations_for(
+    namespaces: &[String],
+    opts: &Options,
+) -> Result<(MutatingWebhookConfiguration, ValidatingWebhookConfiguration), RenderError> {
+    check(namespaces, opts)?;
     let own = opts.client.own_namespace();
     let ca = opts.ca_bundle.as_deref();
     let meta = |name: &str| ObjectMeta {
@@ -345,7 +419,7 @@ pub fn configurations(
         ..ObjectMeta::default()
     };
     let mutating = MutatingWebhookConfiguration {
-        metadata: meta(MUTATING_NAME),
+        metadata: meta(&opts.names.mutating),
         webhooks: Some(vec![MutatingWebhook {
             name: MUTATING_WEBHOOK.into(),
             admission_review_versions: vec!["v1".into()],
@@ -356,13 +430,13 @@ pub fn configurations(
             reinvocation_policy: Some("IfNeeded".into()),
             client_config: opts.client.config("/mutate", ca),
             rules: Some(rules(required_mutating())),
-            namespace_selector: Some(namespace_selector(policy, own)),
+            namespace_selector: Some(namespace_selector_of(namespaces, own)),
             object_selector: None,
-            match_conditions: Some(match_conditions(policy)),
+            match_conditions: Some(match_conditions_of(namespaces)),
         }]),
     };
     let validating = ValidatingWebhookConfiguration {
-        metadata: meta(VALIDATING_NAME),
+        metadata: meta(&opts.names.validating),
         webhooks: Some(vec![ValidatingWebhook {
             name: VALIDATING_WEBHOOK.into(),
             admission_review_versions: vec!["v1".into()],
@@ -372,9 +446,9 @@ pub fn configurations(
             match_policy: Some("Equivalent".into()),
             client_config: opts.client.config("/validate", ca),
             rules: Some(rules(required_validating())),
-            namespace_selector: Some(namespace_selector(policy, own)),
+            namespace_selector: Some(namespace_selector_of(namespaces, own)),
             object_selector: None,
-            match_conditions: Some(match_conditions(policy)),
+            match_conditions: Some(match_conditions_of(namespaces)),
         }]),
     };
     Ok((mutating, validating))
@@ -382,7 +456,15 @@ pub fn configurations(
 
 /// Both configurations as JSON objects with apiVersion and kind, as applied.
 pub fn objects(policy: &Policy, opts: &Options) -> Result<[serde_json::Value; 2], RenderError> {
-    let (m, v) = configurations(policy, opts)?;
+    objects_for(&policy.matching.namespaces, opts)
+}
+
+/// [`objects`] for namespace patterns (several policies).
+pub fn objects_for(
+    namespaces: &[String],
+    opts: &Options,
+) -> Result<[serde_json::Value; 2], RenderError> {
+    let (m, v) = configurations_for(namespaces, opts)?;
     // k8s-openapi's Serialize omits apiVersion/kind for nested use; add them.
     let with_kind = |value: serde_json::Value, kind: &str| {
         let mut map = serde_json::Map::new();

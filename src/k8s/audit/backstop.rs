@@ -228,7 +228,7 @@ mod tests {
         ));
         for (p, want, denies) in [
             (&enforce, "runner-fence-backstop (Deny)", true),
-            (&audit, "runner-fence-backstop (Warn, Audit)", false),
+            (&audit, "runner-fence-backstop-audit (Warn, Audit)", false),
             (
                 &mixed,
                 "runner-fence-backstop (Deny), runner-fence-backstop-audit (Warn, Audit)",
@@ -253,9 +253,15 @@ mod tests {
         // The enforce backstop left in place after switching the policy to audit.
         let b = assess(&audit, "runner-fence", &generated(&enforce));
         assert_eq!(b.issues.len(), 2, "{:?}", b.issues);
-        assert!(b.issues[0].starts_with("runner-fence-backstop: its validations differ"));
         assert!(
-            b.issues[1].starts_with("runner-fence-backstop is bound Deny but this policy (mode audit) binds it Warn, Audit, so it rejects pods that audit mode only reports"),
+            b.issues[0].starts_with(
+                "runner-fence-backstop is not generated for this policy (mode audit): delete it"
+            ),
+            "{:?}",
+            b.issues
+        );
+        assert!(
+            b.issues[1].starts_with("runner-fence-backstop-audit is missing although other backstop objects are installed"),
             "{:?}",
             b.issues
         );
