@@ -384,6 +384,13 @@ async fn certificate_rotation_through_a_data_symlink_swap() {
     r.stop().await;
 }
 
+/// Writes `text` to `path` by renaming a complete file over it.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
 #[tokio::test]
 async fn policy_reload_good_then_broken() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -406,11 +413,12 @@ async fn policy_reload_good_then_broken() {
         v["response"]["allowed"].as_bool()
     };
     assert_eq!(allowed(c.clone()).await, Some(false));
-    std::fs::write(
+    // Replaced atomically, as Kubernetes swaps a ConfigMap: a plain write can be
+    // read half-done by the reload loop and counted as a second failed reload.
+    replace_file(
         &path,
-        runner_fence::core::policy::EMBEDDED_POLICY.replacen("mode: enforce ", "mode: audit ", 1),
-    )
-    .expect("write");
+        &runner_fence::core::policy::EMBEDDED_POLICY.replacen("mode: enforce ", "mode: audit ", 1),
+    );
     let mut switched = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -420,7 +428,7 @@ async fn policy_reload_good_then_broken() {
         }
     }
     assert!(switched, "the new policy decides");
-    std::fs::write(&path, "mode: [broken").expect("write");
+    replace_file(&path, "mode: [broken");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
         allowed(c.clone()).await,

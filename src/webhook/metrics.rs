@@ -77,6 +77,9 @@ pub struct ReconcileLabels {
     pub result: &'static str,
 }
 
+/// The results a reconciliation is counted under.
+pub const RECONCILE_RESULTS: [&str; 4] = ["applied", "drift", "deleted", "failed"];
+
 /// Labels identifying the active policy.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -296,6 +299,20 @@ impl Metrics {
             "Nodes read on demand for bindings and ephemeral containers without the node cache, by result",
             node_lookups.clone(),
         );
+        // Every series exists from the start, at 0: dashboards and alerts see the
+        // labels before the first policy or reconciliation.
+        for state in crate::core::fleet::State::ALL {
+            policies
+                .get_or_create(&PolicyStateLabels {
+                    state: state.as_str(),
+                })
+                .set(0);
+        }
+        for kind in crate::core::render::cluster::KINDS {
+            for result in RECONCILE_RESULTS {
+                let _ = reconciles.get_or_create(&ReconcileLabels { kind, result });
+            }
+        }
         Metrics {
             registry,
             policies,
