@@ -1944,3 +1944,136 @@ async fn the_chart_is_accepted_by_the_apiserver() {
     println!("chart: Deployment's pods created in a restricted namespace");
     let _ = kubectl(&["delete", "namespace", CHART_NS, "--wait=false"], None);
 }
+
+/// The reference a `local-registry.sh push` printed (scripts/e2e.sh exports them).
+fn published(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| {
+        panic!("{key} is not set: run bash scripts/e2e.sh, which pushes the image and the chart to the loopback registry")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the loopback control plane: run bash scripts/e2e.sh"]
+async fn the_published_chart_installs_from_the_registry() {
+    // The chart and image as the release pipeline publishes them, from the loopback
+    // registry: `helm install oci://...`, no runner-fence CLI, a second release
+    // beside the others (cluster-scoped names derive from the release).
+    const NS_OCI: &str = "rf-oci";
+    let helm = common::cached_tool("scripts/tools/helm.sh");
+    let (chart, version) = (
+        published("RUNNER_FENCE_CHART"),
+        published("RUNNER_FENCE_CHART_VERSION"),
+    );
+    let (repository, digest) = (
+        published("RUNNER_FENCE_IMAGE_REPOSITORY"),
+        published("RUNNER_FENCE_IMAGE_DIGEST"),
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let spec: Value = serde_saphyr::from_str::<Value>(runner_fence::core::policy::EMBEDDED_POLICY)
+        .map(|mut p| {
+            if let Some(o) = p.as_object_mut() {
+                for k in ["apiVersion", "kind", "metadata"] {
+                    o.remove(k);
+                }
+            }
+            p["match"]["namespaces"] = json!(["rf-oci-jobs"]);
+            p
+        })
+        .expect("reference policy");
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        serde_saphyr::to_string(&json!({
+            "image": {"repository": repository, "digest": digest},
+            "initialPolicy": {"enabled": true, "name": "rf-oci-jobs", "spec": spec},
+        }))
+        .expect("yaml"),
+    )
+    .expect("values");
+    let out = Command::new(&helm)
+        .args([
+            "install",
+            "rf-oci",
+            &chart,
+            "--version",
+            &version,
+            "--plain-http",
+        ])
+        .args(["--namespace", NS_OCI, "--create-namespace", "--kubeconfig"])
+        .arg(kubeconfig())
+        .arg("-f")
+        .arg(&values)
+        .output()
+        .expect("helm install");
+    assert!(
+        out.status.success(),
+        "helm install {chart}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The Deployment runs the pushed image by digest.
+    let images = kubectl_ok(
+        &[
+            "-n",
+            NS_OCI,
+            "get",
+            "deployments",
+            "-o",
+            "jsonpath={..containers[*].image}",
+        ],
+        None,
+    );
+    assert!(
+        images.contains(&format!("{repository}@{digest}")),
+        "deployment images: {images}"
+    );
+    // The CRD came with the chart, and the initial policy is an API object.
+    kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=established",
+            "--timeout=30s",
+            "crd/runnerfencepolicies.runner-fence.dev",
+        ],
+        None,
+    );
+    let policy = kubectl_ok(
+        &["get", "runnerfencepolicy", "rf-oci-jobs", "-o", "json"],
+        None,
+    );
+    assert!(policy.contains("rf-oci-jobs"), "{policy}");
+    // Uninstall without the hook Job (no kubelet here runs it); the release is gone.
+    let out = Command::new(&helm)
+        .args([
+            "uninstall",
+            "rf-oci",
+            "--no-hooks",
+            "--namespace",
+            NS_OCI,
+            "--kubeconfig",
+        ])
+        .arg(kubeconfig())
+        .output()
+        .expect("helm uninstall");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Policies outlive the release by design; this one goes (allowing removal first,
+    // in case a controller of another release holds it).
+    kubectl_ok(
+        &[
+            "annotate",
+            "runnerfencepolicy",
+            "rf-oci-jobs",
+            "runner-fence.dev/allow-removal=true",
+        ],
+        None,
+    );
+    kubectl_ok(
+        &["delete", "runnerfencepolicy", "rf-oci-jobs", "--wait=false"],
+        None,
+    );
+    println!("published chart {chart} {version} installed with image {repository}@{digest}");
+}
