@@ -261,10 +261,13 @@ def xsd_selftest(xsd: Path) -> None:
 # Running the job
 
 
+# The platform the template's job asks crane for on this machine (uname -m, as the job does).
+PLATFORM = "linux/arm64" if os.uname().machine in ("aarch64", "arm64") else "linux/amd64"
+
 FAKE_CRANE = """#!/bin/sh
 # Stands in for crane in gcr.io/go-containerregistry/crane:debug: records its calls,
-# and `export IMAGE -` writes a tarball of a prepared root filesystem, as crane export
-# writes the flattened filesystem of the image.
+# and `export --platform linux/ARCH IMAGE -` writes a tarball of a prepared root filesystem,
+# as crane export writes the flattened filesystem of the image's platform.
 log="$FAKE_CRANE_LOG"
 echo "crane $*" >> "$log"
 if [ -n "${DOCKER_CONFIG:-}" ] && [ -f "$DOCKER_CONFIG/config.json" ]; then
@@ -272,7 +275,12 @@ if [ -n "${DOCKER_CONFIG:-}" ] && [ -f "$DOCKER_CONFIG/config.json" ]; then
 fi
 case "$1" in
   export)
-    [ "$3" = "-" ] || { echo "fake crane: expected export IMAGE -" >&2; exit 1; }
+    # The image is multi-arch: without --platform crane would take linux/amd64 anywhere.
+    case "$2 $3" in
+      "--platform linux/amd64" | "--platform linux/arm64") shift 2 ;;
+      *) echo "fake crane: expected export --platform linux/amd64|linux/arm64 IMAGE -" >&2; exit 1 ;;
+    esac
+    [ "$3" = "-" ] || { echo "fake crane: expected export --platform P IMAGE -" >&2; exit 1; }
     if [ "$2" != "$FAKE_CRANE_IMAGE" ]; then
       echo "fake crane: MANIFEST_UNKNOWN: $2" >&2; exit 1
     fi
@@ -460,7 +468,7 @@ def jobs(template: Path, binary: Path, xsd: Path, work: Path) -> None:
     proj = j.project("defaults")
     out, junit = j.run(t, inputs={}, cwd=proj, shell="sh", binary_on_path=False,
                        expect_exit=0, crane_image=default_image)
-    expect_in(t, out, f"crane export {default_image} -", "runner-fence 0.", "policy/policy.yaml: ok")
+    expect_in(t, out, f"crane export --platform {PLATFORM} {default_image} -", "runner-fence 0.", "policy/policy.yaml: ok")
     expect_not_in(t, out, "crane auth", "config.json")
     if junit != proj / "runner-fence-junit.xml":
         fail(f"{t}: report at {junit}, expected the default runner-fence-junit.xml")
@@ -475,7 +483,7 @@ def jobs(template: Path, binary: Path, xsd: Path, work: Path) -> None:
                                   "CI_REGISTRY_USER": "gitlab-ci-token",
                                   "CI_REGISTRY_PASSWORD": "job-token-value"})
     expect_in(t, out, "crane auth login registry.example.com -u gitlab-ci-token --password-stdin",
-              "password from stdin: job-token-value", f"crane export {image} -")
+              "password from stdin: job-token-value", f"crane export --platform {PLATFORM} {image} -")
     j.report(t, out, junit)
 
     # 4. Another private registry: DOCKER_AUTH_CONFIG becomes crane's config.json.
@@ -485,17 +493,17 @@ def jobs(template: Path, binary: Path, xsd: Path, work: Path) -> None:
     out, junit = j.run(t, inputs={"runner-fence-image": image}, cwd=j.project("docker-auth"),
                        shell="sh", binary_on_path=False, expect_exit=0, crane_image=image,
                        extra_env={"DOCKER_AUTH_CONFIG": auth, "CI_REGISTRY": "registry.example.com"})
-    expect_in(t, out, f"config.json: {auth}", f"crane export {image} -")
+    expect_in(t, out, f"config.json: {auth}", f"crane export --platform {PLATFORM} {image} -")
     expect_not_in(t, out, "crane auth")
     j.report(t, out, junit)
 
     # 4b. An image crane cannot read: the job stops there, with crane's error.
     t = "unreadable runner-fence image"
     proj = j.project("no-image")
-    out, junit = j.run(t, inputs={"runner-fence-image": "ghcr.io/runner-fence/runner-fence:9.9.9"},
+    out, junit = j.run(t, inputs={"runner-fence-image": "registry.example.com/platform/runner-fence:9.9.9"},
                        cwd=proj, shell="sh", binary_on_path=False, expect_exit="non-zero",
                        crane_image=default_image)
-    expect_in(t, out, "MANIFEST_UNKNOWN: ghcr.io/runner-fence/runner-fence:9.9.9")
+    expect_in(t, out, "MANIFEST_UNKNOWN: registry.example.com/platform/runner-fence:9.9.9")
     expect_not_in(t, out, "$ runner-fence test")
     if junit.exists():
         fail(f"{t}: a JUnit report was written although runner-fence never ran")

@@ -146,6 +146,9 @@ def check_backstop(docs, overlay, audit):
     check(binding["spec"]["validationActions"] == want, f"{overlay}: backstop validationActions {want}")
     check(binding["spec"]["policyName"] == "runner-fence-backstop", f"{overlay}: backstop binding names its policy")
     check(vap["spec"]["failurePolicy"] == "Fail", f"{overlay}: backstop failurePolicy Fail")
+    # Nothing is patched in audit mode: a placement check would warn on every pod.
+    placement = [v for v in vap["spec"]["validations"] if v["message"].startswith("placement:")]
+    check(bool(placement) != audit, f"{overlay}: backstop placement check {'absent' if audit else 'present'}")
     sel = vap["spec"]["matchConstraints"]["namespaceSelector"]
     for ns in ("runner-fence", "kube-system", "default"):
         check(not namespace_selected(sel, ns), f"{overlay}: backstop must not select {ns}")

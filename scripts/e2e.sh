@@ -19,5 +19,17 @@ export KUBECONFIG="$dir/kubeconfig"
 bash scripts/cluster/nodes.sh
 kubectl get nodes -o wide
 
+echo "== loopback registry with the image and the chart (the e2e installs the chart from it)"
+if ! refs=$(bash scripts/release/local-registry.sh env 2>/dev/null) || ! grep -q '^RUNNER_FENCE_CHART=' <<<"$refs"; then
+  # Not left running by .ci/run's image check: build, push and keep it for this run.
+  KEEP_REGISTRY=1 bash scripts/release/check-image.sh
+  trap 'cleanup; bash scripts/release/local-registry.sh down >/dev/null 2>&1 || true' EXIT
+  refs=$(bash scripts/release/local-registry.sh env)
+fi
+while IFS='=' read -r key value; do
+  case "$key" in RUNNER_FENCE_*) export "$key=$value" ;; esac
+done <<<"$refs"
+echo "chart: $RUNNER_FENCE_CHART $RUNNER_FENCE_CHART_VERSION, image: $RUNNER_FENCE_IMAGE"
+
 echo "== e2e suite"
 RUNNER_FENCE_E2E_KUBECONFIG="$KUBECONFIG" cargo test --locked --test e2e -- --ignored --nocapture "$@"

@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{fixture, reference};
+use std::sync::Arc;
+
+use cel::extractors::This;
+use common::{fixture, fixture_names, reference};
 use rstest::rstest;
 use runner_fence::core::engine::Endpoint;
 use runner_fence::core::policy::Policy;
@@ -13,14 +16,52 @@ use runner_fence::core::render::admission_policy::objects;
 use runner_fence::webhook::admission;
 use serde_json::{Value, json};
 
-/// Evaluates the policy's validations on a request; `Err(messages)` when denied.
-fn backstop(p: &Policy, request: &Value) -> Result<(), Vec<String>> {
-    let [vap, _] = objects(p, "runner-fence").expect("render");
-    let spec = &vap["spec"];
-    let compile = |e: &Value| {
-        cel::Program::compile(e.as_str().unwrap_or(""))
-            .unwrap_or_else(|err| panic!("does not compile: {err:?}\n{e}"))
-    };
+/// What the apiserver would do with a request: the messages of failed
+/// validations bound with `Deny`, and those bound with `Warn`.
+#[derive(Debug, Default, PartialEq)]
+struct Verdict {
+    denied: Vec<String>,
+    warned: Vec<String>,
+}
+
+fn compile(e: &Value) -> cel::Program {
+    cel::Program::compile(e.as_str().unwrap_or(""))
+        .unwrap_or_else(|err| panic!("does not compile: {err:?}\n{e}"))
+}
+
+/// Evaluates every generated policy (with its binding's actions) on a request.
+fn verdict(p: &Policy, request: &Value) -> Verdict {
+    let objs = objects(p, "runner-fence").expect("render");
+    let mut out = Verdict::default();
+    for vap in objs
+        .iter()
+        .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
+    {
+        let binding = objs
+            .iter()
+            .find(|o| {
+                o["kind"] == "ValidatingAdmissionPolicyBinding"
+                    && o["spec"]["policyName"] == vap["metadata"]["name"]
+            })
+            .expect("every policy has its binding");
+        let actions = &binding["spec"]["validationActions"];
+        let messages = failed(&vap["spec"], request);
+        if actions
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("Deny")))
+        {
+            out.denied.extend(messages);
+        } else {
+            assert_eq!(actions, &json!(["Warn", "Audit"]), "{binding}");
+            out.warned.extend(messages);
+        }
+    }
+    out
+}
+
+/// The messages (messageExpression when set, as the apiserver prefers) of the
+/// validations that fail.
+fn failed(spec: &Value, request: &Value) -> Vec<String> {
     let mut ctx = cel::Context::default();
     ctx.add_variable_from_value("request", cel::to_value(request).expect("cel"));
     ctx.add_variable_from_value("object", cel::to_value(&request["object"]).expect("cel"));
@@ -28,13 +69,25 @@ fn backstop(p: &Policy, request: &Value) -> Result<(), Vec<String>> {
         "oldObject",
         cel::to_value(&request["oldObject"]).expect("cel"),
     );
+    // Kubernetes' list library (k8s.io/apiserver/pkg/cel/library/lists.go), part
+    // of every apiserver's CEL environment: `<list<T>>.indexOf(<T>)`, -1 if absent.
+    ctx.add_function(
+        "indexOf",
+        |This(list): This<Arc<Vec<cel::Value>>>, item: cel::Value| -> i64 {
+            list.iter()
+                .position(|x| *x == item)
+                .and_then(|i| i64::try_from(i).ok())
+                .unwrap_or(-1)
+        },
+    )
+    .expect("indexOf");
     // Scope: the same matchConditions as the webhooks.
     for c in spec["matchConditions"].as_array().into_iter().flatten() {
         if !matches!(
             compile(&c["expression"]).execute(&ctx),
             Ok(cel::Value::Bool(true))
         ) {
-            return Ok(());
+            return Vec::new();
         }
     }
     let mut vars = serde_json::Map::new();
@@ -49,7 +102,7 @@ fn backstop(p: &Policy, request: &Value) -> Result<(), Vec<String>> {
         "variables",
         cel::to_value(Value::Object(vars)).expect("cel"),
     );
-    let denied: Vec<String> = spec["validations"]
+    spec["validations"]
         .as_array()
         .into_iter()
         .flatten()
@@ -59,12 +112,23 @@ fn backstop(p: &Policy, request: &Value) -> Result<(), Vec<String>> {
                 Ok(cel::Value::Bool(true))
             )
         })
-        .map(|v| v["message"].as_str().unwrap_or("").to_string())
-        .collect();
-    if denied.is_empty() {
+        .map(|v| match v.get("messageExpression") {
+            Some(e) => match compile(e).execute(&ctx) {
+                Ok(cel::Value::String(m)) => m.to_string(),
+                other => panic!("messageExpression {e} gave {other:?}"),
+            },
+            None => v["message"].as_str().unwrap_or("").to_string(),
+        })
+        .collect()
+}
+
+/// `Err(denials)` when the backstop denies the request.
+fn backstop(p: &Policy, request: &Value) -> Result<(), Vec<String>> {
+    let v = verdict(p, request);
+    if v.denied.is_empty() {
         Ok(())
     } else {
-        Err(denied)
+        Err(v.denied)
     }
 }
 
@@ -114,7 +178,7 @@ fn pods_runner_fence_patched_pass_and_unmutated_ones_are_denied(#[case] name: &s
     // runner-fence down, mutating webhook Ignore: the raw pod reaches the backstop.
     let err = backstop(&p, &request(&review)).expect_err("unmutated pod");
     assert!(
-        err[0].contains("must carry the node requirements of a runner-fence profile"),
+        err[0].starts_with("placement: spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms (or spec.nodeSelector) does not require the node labels of a runner-fence profile"),
         "{err:?}"
     );
 }
@@ -127,22 +191,22 @@ fn with_spec(name: &str, f: impl FnOnce(&mut Value)) -> Value {
 }
 
 #[rstest]
-#[case::tolerate_all(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"operator": "Exists"}])), "tolerates a taint")]
-#[case::key_only_exists(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"key": "workload", "operator": "Exists"}])), "tolerates a taint")]
-#[case::gitlab_toleration(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"key": "workload", "value": "gitlab", "effect": "NoSchedule"}])), "tolerates a taint")]
-#[case::node_name(with_spec("plain-job.json", |s| s["nodeName"] = json!("gitlab-1")), "remove spec.nodeName")]
+#[case::tolerate_all(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"operator": "Exists"}])), "protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule, the taint protectedNodes.taints lists for GitLab's nodes (it tolerates every taint (empty key, operator Exists)); remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
+#[case::key_only_exists(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"key": "workload", "operator": "Exists"}])), "protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule, the taint protectedNodes.taints lists for GitLab's nodes (it tolerates workload (any value) with any effect); remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
+#[case::gitlab_toleration(with_spec("plain-job.json", |s| s["tolerations"] = json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"}, {"key": "workload", "value": "gitlab", "effect": "NoSchedule"}])), "protected-nodes: spec.tolerations[1] tolerates workload=gitlab:NoSchedule, the taint protectedNodes.taints lists for GitLab's nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]")]
+#[case::node_name(with_spec("plain-job.json", |s| s["nodeName"] = json!("gitlab-1")), "node-name: spec.nodeName is set to gitlab-1; job pods must be placed by the scheduler, remove spec.nodeName")]
 #[case::extra_or_term(with_spec("plain-job.json", |s| {
     let terms = &mut s["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
     if let Some(t) = terms.as_array_mut() { t.push(json!({"matchExpressions": [{"key": "workload", "operator": "In", "values": ["gitlab"]}]})); }
-}), "must carry")]
+}), "placement: spec.affinity")]
 #[case::widened_values(with_spec("plain-job.json", |s| {
     s["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"]
         = json!([{"key": "workload", "operator": "In", "values": ["gitlab-runner", "gitlab"]}]);
-}), "must carry")]
+}), "placement: spec.affinity")]
 #[case::match_fields_only(with_spec("plain-job.json", |s| {
     s["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
         = json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gitlab-1"]}]}]);
-}), "must carry")]
+}), "placement: spec.affinity")]
 fn what_could_reach_gitlab_nodes_is_denied(#[case] req: Value, #[case] message: &str) {
     let err = backstop(&reference(), &req).expect_err("denied");
     assert!(err.iter().any(|m| m.contains(message)), "{err:?}");
@@ -188,7 +252,10 @@ fn bindings_to_named_protected_nodes_are_denied() {
             "subResource": "binding", "namespace": "gitlab-runner", "operation": "CREATE", "oldObject": null,
             "object": {"kind": "Binding", "metadata": {"name": "x"}, "target": {"kind": "Node", "name": node}}})
     };
-    assert!(backstop(&p, &binding("gitlab-1")).is_err());
+    assert_eq!(
+        backstop(&p, &binding("gitlab-1")),
+        Err(vec!["protected-nodes: target.name binds the job pod to protected GitLab node gitlab-1 (listed in protectedNodes.names); job pods must run on runner nodes or Fargate [runner-fence backstop]".to_string()])
+    );
     assert_eq!(backstop(&p, &binding("runner-1")), Ok(()));
 }
 
@@ -220,4 +287,464 @@ fn profiles_restricted_to_other_namespaces_do_not_count() {
     let mut outside = request(&fixture("plain-job.json"));
     outside["namespace"] = json!("default");
     assert_eq!(backstop(&p, &outside), Ok(()));
+}
+
+/// A pod created before enforcement (before install, in audit mode, before its
+/// namespace joined the policy), waiting behind a scheduling gate with GitLab's
+/// selector and toleration: the UPDATE that ungates it is judged like a creation.
+fn gated_gitlab_pod_update(gates_after: Value) -> Value {
+    let mut r = request(&fixture("job-pod-update.json"));
+    let spec = json!({
+        "schedulingGates": [{"name": "example.com/hold"}],
+        "nodeSelector": {"workload": "gitlab"},
+        "tolerations": [{"key": "workload", "value": "gitlab", "effect": "NoSchedule"}],
+        "containers": [{"name": "build", "image": "alpine", "securityContext": {"privileged": true}}],
+    });
+    r["oldObject"]["spec"] = spec.clone();
+    r["object"]["spec"] = spec;
+    r["object"]["spec"]["schedulingGates"] = gates_after;
+    r
+}
+
+#[rstest]
+#[case::gates_removed(json!(null))]
+#[case::gates_emptied(json!([]))]
+fn ungating_a_pod_judges_it_like_a_creation(#[case] gates_after: Value) {
+    let mut req = gated_gitlab_pod_update(gates_after.clone());
+    if gates_after.is_null()
+        && let Some(spec) = req["object"]["spec"].as_object_mut()
+    {
+        spec.remove("schedulingGates");
+    }
+    let err = backstop(&reference(), &req).expect_err("ungating a GitLab-bound pod");
+    assert!(err.iter().any(|m| m.starts_with("placement: ")), "{err:?}");
+    assert!(
+        err.iter()
+            .any(|m| m.starts_with("protected-nodes: spec.tolerations")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn an_update_that_keeps_the_gate_is_checked_for_what_it_changes() {
+    let mut req = gated_gitlab_pod_update(json!([{"name": "example.com/hold"}]));
+    req["object"]["metadata"]["labels"]["edited"] = json!("yes");
+    assert_eq!(backstop(&reference(), &req), Ok(()));
+}
+
+#[test]
+fn narrowing_the_affinity_of_a_pod_placed_by_its_node_selector_is_allowed() {
+    // Admitted through the nodeSelector path (no affinity), then narrowed while gated.
+    let spec = |s: &mut Value| {
+        if let Some(o) = s.as_object_mut() {
+            o.remove("affinity");
+        }
+        s["nodeSelector"] = json!({"workload": "gitlab-runner"});
+        s["schedulingGates"] = json!([{"name": "example.com/hold"}]);
+    };
+    let mut req = with_spec("plain-job.json", spec);
+    req["operation"] = json!("UPDATE");
+    req["oldObject"] = req["object"].clone();
+    req["object"]["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["eu-west-1a"]}]}]}}});
+    assert_eq!(backstop(&reference(), &req), Ok(()));
+    // Widening is not narrowing: a second term without the requirement, and no
+    // nodeSelector requirement to carry it, is still denied.
+    if let Some(o) = req["object"]["spec"].as_object_mut() {
+        o.remove("nodeSelector");
+    }
+    assert!(backstop(&reference(), &req).is_err());
+}
+
+#[test]
+fn audited_rules_warn_and_enforced_ones_deny() {
+    let text = runner_fence::core::policy::EMBEDDED_POLICY.replacen(
+        "  resources: audit\n",
+        "  resources: audit\n  protected-nodes: audit\n  node-name: audit\n",
+        1,
+    );
+    let p = runner_fence::core::policy::parse(&text, "t.yaml").expect("policy");
+    let objs = objects(&p, "runner-fence").expect("render");
+    let names: Vec<&Value> = objs
+        .iter()
+        .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
+        .map(|o| &o["metadata"]["name"])
+        .collect();
+    assert_eq!(
+        names,
+        [
+            &json!("runner-fence-backstop"),
+            &json!("runner-fence-backstop-audit")
+        ]
+    );
+    let req = with_spec("plain-job.json", |s| {
+        s["tolerations"] = json!([{"operator": "Exists"}]);
+        s["nodeName"] = json!("gitlab-1");
+    });
+    let v = verdict(&p, &req);
+    // protected-nodes and node-name audit: the toleration and nodeName warn...
+    assert!(v.denied.is_empty(), "{v:?}");
+    assert_eq!(v.warned.len(), 2, "{v:?}");
+    assert!(
+        v.warned[0].starts_with("protected-nodes: spec.tolerations"),
+        "{v:?}"
+    );
+    assert!(v.warned[1].starts_with("node-name: spec.nodeName"), "{v:?}");
+    // ...while placement still enforces: an unmutated pod is denied.
+    let raw = verdict(&p, &request(&fixture("plain-job.json")));
+    assert_eq!(raw.denied.len(), 1, "{raw:?}");
+    assert!(raw.denied[0].starts_with("placement: "), "{raw:?}");
+    // The whole policy in audit mode: one policy, bound Warn, Audit.
+    let audit = runner_fence::core::policy::parse(
+        &runner_fence::core::policy::EMBEDDED_POLICY.replacen("mode: enforce", "mode: audit", 1),
+        "t.yaml",
+    )
+    .expect("policy");
+    let objs = objects(&audit, "runner-fence").expect("render");
+    assert_eq!(objs.len(), 2);
+    assert_eq!(
+        objs[1]["spec"]["validationActions"],
+        json!(["Warn", "Audit"])
+    );
+    assert!(
+        verdict(&audit, &request(&fixture("plain-job.json")))
+            .denied
+            .is_empty()
+    );
+}
+
+/// The reference policy with `mode: audit`: the mutating webhook patches nothing.
+fn audit_policy() -> Policy {
+    runner_fence::core::policy::parse(
+        &runner_fence::core::policy::EMBEDDED_POLICY.replacen("mode: enforce", "mode: audit", 1),
+        "audit.yaml",
+    )
+    .expect("policy")
+}
+
+/// The validating webhook's violations for a review, as its messages word for
+/// word: what it denies, or in audit mode reports.
+fn webhook_violations(p: &Policy, review: &Value) -> Vec<String> {
+    let r = admission::handle(
+        p,
+        Endpoint::Validate,
+        &serde_json::to_vec(review).expect("json"),
+        None,
+    )
+    .expect("review");
+    r.decision
+        .denials()
+        .iter()
+        .chain(r.decision.audited())
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// Every CREATE fixture in the runner namespace, and the attacks on a plain job.
+fn creations(f: impl Fn(&Value) -> Value) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = fixture_names()
+        .into_iter()
+        .map(|n| (n.clone(), fixture(&n)))
+        .filter(|(_, r)| {
+            r["request"]["operation"] == "CREATE" && r["request"]["namespace"] == "gitlab-runner"
+        })
+        .collect();
+    let attacks: [(&str, Value); 5] = [
+        (
+            "tolerate-all",
+            json!({"tolerations": [{"operator": "Exists"}]}),
+        ),
+        (
+            "key-only",
+            json!({"tolerations": [{"key": "workload", "operator": "Exists", "effect": "NoSchedule"}]}),
+        ),
+        (
+            "gitlab-toleration-second",
+            json!({"tolerations": [{"key": "a", "value": "b"}, {"key": "workload", "value": "gitlab", "effect": "NoSchedule"}]}),
+        ),
+        ("node-name", json!({"nodeName": "gitlab-1"})),
+        (
+            "gitlab-selector",
+            json!({"nodeSelector": {"workload": "gitlab"}}),
+        ),
+    ];
+    for (name, spec) in attacks {
+        let mut r = fixture("plain-job.json");
+        for (k, v) in spec.as_object().into_iter().flatten() {
+            r["request"]["object"]["spec"][k] = v.clone();
+        }
+        out.push((name.to_string(), r));
+    }
+    out.into_iter().map(|(n, r)| (n, f(&r))).collect()
+}
+
+const SOURCE: &str = " [runner-fence backstop]";
+
+/// The backstop's messages about tolerations and nodeName are the webhook's
+/// own for the same pod (the first such violation: one message per check).
+fn assert_same_words(name: &str, backstop: &[String], webhook: &[String]) {
+    for m in backstop {
+        let text = m
+            .strip_suffix(SOURCE)
+            .unwrap_or_else(|| panic!("{name}: {m:?} does not say where it comes from"));
+        if !text.starts_with("placement: ") {
+            assert!(
+                webhook.iter().any(|w| w == text),
+                "{name}: the backstop says {text:?}, the webhook {webhook:?}"
+            );
+        }
+    }
+    for prefix in [
+        "protected-nodes: spec.tolerations[",
+        "node-name: spec.nodeName",
+    ] {
+        let first = |list: &[String]| {
+            list.iter()
+                .map(|m| m.trim_end_matches(SOURCE).to_string())
+                .find(|m| m.starts_with(prefix))
+        };
+        assert_eq!(first(backstop), first(webhook), "{name}: {prefix}");
+    }
+}
+
+#[test]
+fn in_audit_mode_the_backstop_warns_only_what_enforce_mode_would_deny_in_the_webhooks_words() {
+    let p = audit_policy();
+    let mut warned = Vec::new();
+    // Audit mode patches nothing: the backstop sees the pods as created.
+    for (name, review) in creations(Value::clone) {
+        let v = verdict(&p, &request(&review));
+        assert!(v.denied.is_empty(), "{name}: audit mode denies {v:?}");
+        assert_same_words(&name, &v.warned, &webhook_violations(&p, &review));
+        if !v.warned.is_empty() {
+            warned.push(name);
+        }
+    }
+    // An unmutated job pod is what audit mode admits: no warning (it used to
+    // warn on every pod that the mutating webhook was probably not running).
+    assert_eq!(
+        verdict(&p, &request(&fixture("plain-job.json"))),
+        Verdict::default()
+    );
+    assert_eq!(
+        warned,
+        [
+            "job-with-toleration-overwrite.json",
+            "tolerate-all",
+            "key-only",
+            "gitlab-toleration-second",
+            "node-name"
+        ]
+    );
+    assert_eq!(
+        verdict(&p, &request(&fixture("job-with-toleration-overwrite.json"))).warned,
+        [
+            "protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule, the taint protectedNodes.taints lists for GitLab's nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override [runner-fence backstop]"
+        ]
+    );
+    // The audit-mode backstop has no placement check: nothing it could judge
+    // without the mutation.
+    let objs = objects(&p, "runner-fence").expect("render");
+    let validations = objs[0]["spec"]["validations"].as_array().expect("list");
+    assert!(
+        validations.iter().all(|v| !v["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("placement:")),
+        "{validations:?}"
+    );
+}
+
+#[test]
+fn in_enforce_mode_the_backstop_denies_tolerations_and_node_name_in_the_webhooks_words() {
+    let p = reference();
+    for (name, review) in creations(|r| mutated(&reference(), r)) {
+        let v = verdict(&p, &request(&review));
+        assert!(v.warned.is_empty(), "{name}: {v:?}");
+        assert_same_words(&name, &v.denied, &webhook_violations(&p, &review));
+    }
+}
+
+// ---- differential: the backstop's CEL against the Rust engine ----
+//
+// The backstop claims one thing: it never admits a pod that the engine says can
+// reach a protected node (it may deny more). And it must not deny what the
+// mutating webhook placed, or job pods would fail while runner-fence is up (the
+// apiserver runs admission policies before the webhooks' verdict counts).
+
+mod differential {
+    use super::*;
+    use proptest::prelude::*;
+    use runner_fence::core::policy::RuleId;
+
+    const KEYS: &[&str] = &[
+        "workload",
+        "eks.amazonaws.com/compute-type",
+        "topology.kubernetes.io/zone",
+        "",
+    ];
+    const VALUES: &[&str] = &["gitlab", "gitlab-runner", "fargate", "auto", "a", ""];
+
+    fn toleration() -> impl Strategy<Value = Value> {
+        (
+            proptest::option::of(proptest::sample::select(KEYS)),
+            proptest::option::of(proptest::sample::select(&["Equal", "Exists", ""][..])),
+            proptest::option::of(proptest::sample::select(VALUES)),
+            proptest::option::of(proptest::sample::select(
+                &["NoSchedule", "NoExecute", "PreferNoSchedule", ""][..],
+            )),
+        )
+            .prop_map(|(k, op, v, e)| {
+                let mut t = serde_json::Map::new();
+                for (name, x) in [("key", k), ("operator", op), ("value", v), ("effect", e)] {
+                    if let Some(x) = x {
+                        t.insert(name.into(), json!(x));
+                    }
+                }
+                Value::Object(t)
+            })
+    }
+
+    fn requirement() -> impl Strategy<Value = Value> {
+        (
+            proptest::sample::select(&KEYS[..3]),
+            proptest::sample::select(&["In", "NotIn", "Exists", "DoesNotExist"][..]),
+            proptest::sample::subsequence(&VALUES[..5], 1..3),
+        )
+            .prop_map(|(k, op, vals)| match op {
+                "Exists" | "DoesNotExist" => json!({"key": k, "operator": op}),
+                _ => json!({"key": k, "operator": op, "values": vals}),
+            })
+    }
+
+    fn spec() -> impl Strategy<Value = Value> {
+        (
+            proptest::collection::btree_map(
+                proptest::sample::select(&KEYS[..3]),
+                proptest::sample::select(&VALUES[..5]),
+                0..3,
+            ),
+            proptest::option::of(proptest::collection::vec(
+                proptest::collection::vec(requirement(), 0..3),
+                0..3,
+            )),
+            proptest::collection::vec(toleration(), 0..3),
+            proptest::option::of(proptest::sample::select(&["gitlab-1", "runner-1"][..])),
+        )
+            .prop_map(|(ns, terms, tols, node)| {
+                let mut s = json!({"containers": [{"name": "build", "image": "alpine"}]});
+                if !ns.is_empty() {
+                    s["nodeSelector"] = json!(ns);
+                }
+                if let Some(terms) = terms {
+                    let terms: Vec<Value> = terms
+                        .into_iter()
+                        .map(|t| json!({"matchExpressions": t}))
+                        .collect();
+                    s["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}});
+                }
+                if !tols.is_empty() {
+                    s["tolerations"] = json!(tols);
+                }
+                if let Some(n) = node {
+                    s["nodeName"] = json!(n);
+                }
+                s
+            })
+    }
+
+    fn labels() -> impl Strategy<Value = Value> {
+        proptest::option::of(proptest::sample::select(
+            &[
+                ("use-fargate", "true"),
+                ("runner-fence.dev/profile", "fargate"),
+                ("runner-fence.dev/profile", "runner-nodes"),
+            ][..],
+        ))
+        .prop_map(|l| match l {
+            Some((k, v)) => json!({k: v}),
+            None => json!({}),
+        })
+    }
+
+    fn review_of(pod: &Value, operation: &str, old: Option<&Value>) -> Value {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "d", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "p", "namespace": "gitlab-runner", "operation": operation,
+            "object": pod, "oldObject": old.cloned().unwrap_or(Value::Null)}})
+    }
+
+    /// The rules the backstop stands for, as the engine reports them on `review`.
+    fn engine_reaches(p: &Policy, review: &Value) -> Vec<String> {
+        let d = admission::handle(
+            p,
+            Endpoint::Validate,
+            &serde_json::to_vec(review).expect("json"),
+            None,
+        )
+        .expect("validate answers")
+        .decision;
+        d.denials()
+            .iter()
+            .chain(d.audited())
+            .filter(|v| matches!(v.rule, RuleId::ProtectedNodes | RuleId::NodeName))
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn pod(labels: Value, spec: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "gitlab-runner", "labels": labels}, "spec": spec})
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+
+        /// Whatever a pod asks for: what the backstop admits, the engine finds no
+        /// way to a protected node for.
+        #[test]
+        fn the_backstop_never_admits_what_can_reach_a_protected_node(labels in labels(), spec in spec()) {
+            let p = reference();
+            let review = review_of(&pod(labels, spec), "CREATE", None);
+            if verdict(&p, &request(&review)).denied.is_empty() {
+                let reach = engine_reaches(&p, &review);
+                prop_assert!(reach.is_empty(), "backstop admitted, engine: {reach:?}\n{review}");
+            }
+        }
+
+        /// A pod created before enforcement, released from its gate: the same.
+        #[test]
+        fn ungating_is_judged_alike(labels in labels(), spec in spec()) {
+            let p = reference();
+            let mut old = pod(labels, spec);
+            old["spec"]["schedulingGates"] = json!([{"name": "example.com/hold"}]);
+            if let Some(s) = old["spec"].as_object_mut() {
+                s.remove("nodeName");
+            }
+            let mut new = old.clone();
+            if let Some(s) = new["spec"].as_object_mut() {
+                s.remove("schedulingGates");
+            }
+            let review = review_of(&new, "UPDATE", Some(&old));
+            if verdict(&p, &request(&review)).denied.is_empty() {
+                let reach = engine_reaches(&p, &review);
+                prop_assert!(reach.is_empty(), "backstop admitted the ungating, engine: {reach:?}\n{review}");
+            }
+        }
+
+        /// What the mutating webhook placed and the validating webhook admits, the
+        /// backstop admits too (else job pods fail while runner-fence is up).
+        #[test]
+        fn what_runner_fence_places_the_backstop_admits(labels in labels(), spec in spec()) {
+            let p = reference();
+            let review = review_of(&pod(labels, spec), "CREATE", None);
+            let placed = mutated(&p, &review);
+            let v = admission::handle(&p, Endpoint::Validate, &serde_json::to_vec(&placed).expect("json"), None)
+                .expect("validate answers");
+            if v.decision.allowed() {
+                let b = verdict(&p, &request(&placed));
+                prop_assert!(b.denied.is_empty(), "runner-fence admitted, backstop denied: {:?}\n{placed}", b.denied);
+            }
+        }
+    }
 }

@@ -403,13 +403,142 @@ fn render_runner_config_is_toml_for_the_policy() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let t: toml::Table = stdout(&o).parse().expect("TOML");
+    let k = &t["runners"]["kubernetes"];
     assert_eq!(
-        t["runners"]["kubernetes"]["pod_labels"]["use-fargate"].as_str(),
-        Some("true")
+        k["pod_labels"]["runner-fence.dev/profile"].as_str(),
+        Some("fargate")
     );
+    // One term per profile a job in the namespace may choose.
+    let terms = &k["affinity"]["node_affinity"]["required_during_scheduling_ignored_during_execution"]
+        ["node_selector_terms"];
+    assert_eq!(terms.as_array().map(Vec::len), Some(2), "{}", stdout(&o));
     let o = run(&["render", "runner-config", "--profile", "gpu"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("unknown profile \"gpu\""));
+}
+
+#[test]
+fn check_runner_config_prints_one_line_per_finding_with_the_fix() {
+    let o = run(&[
+        "check",
+        "runner-config",
+        "tests/data/runner-configs/seed-like.toml",
+        "tests/data/runner-configs/minimal.toml",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[2].starts_with(
+            "runner \"rendered\" tests/data/runner-configs/seed-like.toml:25: unschedulable: a job choosing profile fargate requires workload=gitlab-runner"
+        ),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("; fix: give each profile its own node_selector_terms entry"),
+        "{out}"
+    );
+    assert!(
+        lines[0].contains(":15: request-overrides-profile: cpu_request = \"500m\""),
+        "{out}"
+    );
+    assert_eq!(
+        lines[3],
+        "tests/data/runner-configs/seed-like.toml: 1 error(s), 2 warning(s)"
+    );
+    assert_eq!(lines[4], "tests/data/runner-configs/minimal.toml: ok");
+    // Warnings alone pass.
+    let o = run(&[
+        "check",
+        "runner-config",
+        "tests/data/runner-configs/overwrites-allowed.toml",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+#[test]
+fn check_runner_config_reads_render_output_on_stdin() {
+    use std::io::Write;
+    let rendered = run(&["render", "runner-config", "--profile", "fargate"]);
+    let mut child = bin()
+        .args(["check", "runner-config", "-"])
+        .current_dir(root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&rendered.stdout)
+        .expect("write");
+    let o = child.wait_with_output().expect("runs");
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(stdout(&o), "<stdin>: ok\n");
+}
+
+#[test]
+fn check_runner_config_bad_input_names_the_file_and_exits_2() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let broken = write(
+        dir.path(),
+        "config.toml",
+        "[[runners]]\n  [runners.kubernetes]\n    privileged = \"yes\"\n",
+    );
+    let values = write(
+        dir.path(),
+        "values.yaml",
+        "gitlabUrl: https://gitlab.example.com/\nrunners:\n  executor: kubernetes\n",
+    );
+    let chart_toml = write(
+        dir.path(),
+        "chart.yaml",
+        "runners:\n  config: |\n    [[runners]]\n      {{- if .Values.x }}\n",
+    );
+    for (path, want) in [
+        (
+            broken.display().to_string(),
+            "config.toml:3: invalid type: string \"yes\", expected a boolean".to_string(),
+        ),
+        (
+            values.display().to_string(),
+            "YAML without runners.config".to_string(),
+        ),
+        (
+            chart_toml.display().to_string(),
+            "chart.yaml:4: runners.config:".to_string(),
+        ),
+        (
+            "no/such/config.toml".to_string(),
+            "no/such/config.toml".to_string(),
+        ),
+    ] {
+        let o = run(&[
+            "check",
+            "runner-config",
+            &path,
+            "tests/data/runner-configs/minimal.toml",
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{path}: {}", stdout(&o));
+        assert!(stderr(&o).contains(&want), "{path}: {}", stderr(&o));
+        // The other file is still checked.
+        assert!(
+            stdout(&o).contains("minimal.toml: ok"),
+            "{path}: {}",
+            stdout(&o)
+        );
+    }
+    let o = run(&[
+        "check",
+        "runner-config",
+        "--output",
+        "json",
+        "no/such/config.toml",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["errors"][0]["file"], "no/such/config.toml");
 }
 
 #[rstest::rstest]

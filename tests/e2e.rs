@@ -109,6 +109,12 @@ fn free_port() -> u16 {
 
 impl Webhook {
     fn start(dir: &Path, port: u16, node_kubeconfig: &Path) -> Webhook {
+        Webhook::start_with(dir, port, node_kubeconfig, true)
+    }
+
+    /// A replica with or without the node cache (without it, the nodes that
+    /// bindings and ephemeral containers name are read on demand).
+    fn start_with(dir: &Path, port: u16, node_kubeconfig: &Path, node_cache: bool) -> Webhook {
         let admin_port = free_port();
         let log = dir.join(format!("webhook-{port}.log"));
         let child = Command::new(BIN)
@@ -120,13 +126,8 @@ impl Webhook {
             .arg(dir.join("certs/tls.key"))
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
-            .args([
-                "--node-cache",
-                "--reload-interval-ms",
-                "200",
-                "--log-format",
-                "json",
-            ])
+            .args(node_cache.then_some("--node-cache"))
+            .args(["--reload-interval-ms", "200", "--log-format", "json"])
             // Longer than the proxy's readiness period (5 s) plus a margin.
             .args([
                 "--shutdown-delay-seconds",
@@ -307,7 +308,12 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
 /// A pod from a GitLab job fixture, as the runner submits it (minus what the
 /// apiserver itself fills in, like the service-account token volume).
 fn fixture_pod(name: &str) -> Value {
-    let mut pod = common::fixture(name)["request"]["object"].clone();
+    submittable(common::fixture(name)["request"]["object"].clone())
+}
+
+/// A pod as the apiserver returned it, made fit to create again: no server-set
+/// metadata, status, node or service-account token volume.
+fn submittable(mut pod: Value) -> Value {
     if let Some(m) = pod["metadata"].as_object_mut() {
         for key in [
             "managedFields",
@@ -639,6 +645,43 @@ async fn the_fence_holds_on_a_real_control_plane() {
         "the baseline should reproduce the seed's failure"
     );
     let before: Vec<String> = baseline.iter().map(|n| format!("{NS}/{n}")).collect();
+    // 1b. A pod created before enforcement, held back by a scheduling gate and shaped
+    //     to reach GitLab's nodes once ungated: selector, toleration, privileged, hostPath.
+    let mut pre_gated = bare(
+        "runner-pre-gated",
+        NS,
+        json!({
+            "schedulingGates": [{"name": "example.com/hold"}],
+            "nodeSelector": {"workload": "gitlab"},
+            "tolerations": [{"key": "workload", "value": "gitlab", "effect": "NoSchedule"}],
+            "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+        }),
+    );
+    pre_gated["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
+    create(&client, &pre_gated)
+        .await
+        .expect("gated pod before enforcement");
+    // Ungating it is the moment it becomes schedulable: judged like a creation.
+    let ungate = |expect: &str, what: &str| {
+        let out = kubectl(
+            &[
+                "-n",
+                NS,
+                "patch",
+                "pod",
+                "runner-pre-gated",
+                "--type=json",
+                "-p",
+                r#"[{"op": "remove", "path": "/spec/schedulingGates"}]"#,
+            ],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success() && stderr.contains(expect),
+            "{what}: ungating the pre-enforcement pod was not denied by {expect}: {stderr}"
+        );
+    };
 
     // 2. runner-fence: the real binary, node cache with least-privilege credentials.
     std::fs::write(d.join("policy.yaml"), policy_text("enforce")).expect("policy");
@@ -739,6 +782,124 @@ async fn the_fence_holds_on_a_real_control_plane() {
             "{fixture}: scheduled on {node}"
         );
         println!("{fixture}: admitted, patched, scheduled on {node}");
+    }
+
+    // 3a. A runner configured from `render runner-config`: a job choosing any profile
+    //     of the policy lands on that profile's nodes with that profile's requests.
+    //     (Before, a Fargate job got the runner node group's requirement AND Fargate's
+    //     and sat Pending with the config's requests.)
+    let render = Command::new(BIN)
+        .args(["render", "runner-config", "--policy"])
+        .arg(d.join("policy.yaml"))
+        .output()
+        .expect("render runner-config");
+    assert!(
+        render.status.success(),
+        "{}",
+        String::from_utf8_lossy(&render.stderr)
+    );
+    let config = runner_fence::core::runner_config::ConfigFile::parse(
+        &format!(
+            "[[runners]]\n  name = \"rendered\"\n  executor = \"kubernetes\"\n{}",
+            String::from_utf8_lossy(&render.stdout)
+        ),
+        "config.toml",
+    )
+    .expect("rendered config.toml");
+    let node_labels = |name: &str| -> BTreeMap<String, String> {
+        let n: Value =
+            serde_json::from_str(&kubectl_ok(&["get", "node", name, "-o", "json"], None))
+                .expect("node json");
+        serde_json::from_value(n["metadata"]["labels"].clone()).unwrap_or_default()
+    };
+    let matches_a_term = |pod: &Value, labels: &BTreeMap<String, String>| {
+        let terms = pod
+            .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        terms.iter().any(|t| {
+            t["matchExpressions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|e| {
+                    let key = e["key"].as_str().unwrap_or("");
+                    let values: Vec<&str> = e["values"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    let have = labels.get(key).map(String::as_str);
+                    match e["operator"].as_str() {
+                        Some("In") => have.is_some_and(|v| values.contains(&v)),
+                        Some("NotIn") => have.is_none_or(|v| !values.contains(&v)),
+                        Some("Exists") => have.is_some(),
+                        Some("DoesNotExist") => have.is_none(),
+                        _ => false,
+                    }
+                })
+        })
+    };
+    for (choice, want_node, want_build) in [
+        (
+            BTreeMap::new(),
+            "runner-",
+            json!({"cpu": "500m", "memory": "1Gi"}),
+        ),
+        (
+            BTreeMap::from([("use-fargate".to_string(), "true".to_string())]),
+            "fargate-",
+            json!({"cpu": "2", "memory": "8Gi"}),
+        ),
+    ] {
+        let name = format!("runner-rendered-{}", want_node.trim_end_matches('-'));
+        let pod = named(
+            submittable(common::recorded_job(&config, NS, &choice)),
+            &name,
+            NS,
+        );
+        let stored = serde_json::to_value(
+            create(&client, &pod)
+                .await
+                .unwrap_or_else(|e| panic!("rendered-config job {name}: {e}")),
+        )
+        .expect("json");
+        let build = stored["spec"]["containers"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == "build"))
+            .cloned()
+            .expect("build container");
+        assert_eq!(
+            build["resources"]["requests"], want_build,
+            "{name}: build requests"
+        );
+        if want_node == "fargate-" {
+            // Only Fargate can take it: the runner nodes do not meet its terms.
+            assert!(
+                matches_a_term(&stored, &node_labels("fargate-1")),
+                "{name}: {}",
+                stored["spec"]["affinity"]
+            );
+            assert!(
+                !matches_a_term(&stored, &node_labels("runner-1")),
+                "{name}: {}",
+                stored["spec"]["affinity"]
+            );
+            bind(&client, "pods/binding", &name, "fargate-1")
+                .await
+                .expect("bind to Fargate");
+        }
+        let node = wait_scheduled(&client, NS, &name).await;
+        assert!(node.starts_with(want_node), "{name}: scheduled on {node}");
+        assert!(
+            matches_a_term(&stored, &node_labels(&node)),
+            "{name} on {node}"
+        );
+        println!(
+            "rendered config.toml: {name} admitted with build requests {want_build}, on {node}"
+        );
     }
 
     // 3b. Rolling restarts under continuous pod creation: not one creation fails.
@@ -1015,6 +1176,96 @@ async fn the_fence_holds_on_a_real_control_plane() {
         .expect_err("privileged ephemeral container on Fargate");
     assert!(err.to_string().contains("fargate-compat"), "{err}");
 
+    // The pod created before enforcement: ungating it is denied with its old violations.
+    ungate("protected-nodes", "node cache on");
+    // An ephemeral container (not privileged even) on a pod already running on a GitLab node.
+    let mut on_gitlab_pod = None;
+    for name in &baseline {
+        let p = pods.get(name).await.expect("baseline pod");
+        if p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(gitlab_node)
+        {
+            on_gitlab_pod = Some(name.clone());
+            break;
+        }
+    }
+    let on_gitlab_pod = on_gitlab_pod.expect("a baseline pod on a GitLab node");
+    let debug = Patch::Strategic(json!({"spec": {"ephemeralContainers": [
+        {"name": "debugger", "image": "busybox", "securityContext": {"privileged": true}}]}}));
+    let err = pods
+        .patch_ephemeral_containers(&on_gitlab_pod, &PatchParams::default(), &debug)
+        .await
+        .expect_err("ephemeral container on a pod on a GitLab node");
+    assert!(
+        err.to_string().contains(
+            "spec.ephemeralContainers adds a container to a pod on protected GitLab node"
+        ),
+        "{err}"
+    );
+    // A request the apiserver accepts must never skip the cap: memory 1e19 (the
+    // e2e policy audits resources, so kubectl shows what enforce mode would deny).
+    let mut huge = named(fixture_pod("plain-job.json"), "runner-huge", NS);
+    huge["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "1e19"}});
+    let out = kubectl(
+        &["create", "--dry-run=server", "-f", "-"],
+        Some(&huge.to_string()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            && stderr.contains("would deny: resources: spec.containers[0].resources.requests.memory")
+            // The apiserver stores 1e19 in canonical form, 10e18.
+            && stderr.contains("requests memory 10e18, above the maximum 16Gi"),
+        "memory 1e19: {stderr}"
+    );
+
+    // 4c. A replica without the node cache, the only one serving: the ungating is
+    //     still denied, and a hand binding to a GitLab node is judged from the Node
+    //     read on demand (GitLab's nodes are not listed by name in the policy).
+    let no_cache = Webhook::start_with(d, free_port(), &node_kubeconfig, false);
+    proxy.add(&no_cache);
+    tokio::time::sleep(PROBE_PERIOD + Duration::from_millis(500)).await;
+    let cached = std::mem::replace(&mut webhook, no_cache);
+    let cached_addr = cached.addr.clone();
+    cached.terminate().await;
+    proxy.remove(&cached_addr);
+    ungate("protected-nodes", "node cache off");
+    let mut loose = named(fixture_pod("plain-job.json"), "runner-bind-c", NS);
+    loose["spec"]["schedulerName"] = json!("nobody");
+    create(&client, &loose).await.expect("unscheduled pod");
+    let err = bind(&client, "pods/binding", "runner-bind-c", "gitlab-1")
+        .await
+        .expect_err("binding to gitlab-1 without the node cache");
+    assert!(
+        err.contains(
+            "binds the job pod to protected GitLab node gitlab-1 (its labels match protectedNodes)"
+        ),
+        "{err}"
+    );
+    bind(&client, "pods/binding", "runner-bind-c", "runner-1")
+        .await
+        .unwrap_or_else(|e| panic!("binding to runner-1 without the node cache: {e}"));
+    let (_, metrics) = http_get(&webhook.admin, "/metrics");
+    let found = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("runner_fence_node_lookups_total{result=\"found\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        found >= 2,
+        "the replica without the node cache did not read both nodes: {metrics}"
+    );
+    // Back to a replica with the node cache for the rest.
+    let next = Webhook::start(d, free_port(), &node_kubeconfig);
+    proxy.add(&next);
+    tokio::time::sleep(PROBE_PERIOD + Duration::from_millis(500)).await;
+    let old = std::mem::replace(&mut webhook, next);
+    let old_addr = old.addr.clone();
+    old.terminate().await;
+    proxy.remove(&old_addr);
+
     // Server-side dry run: the same answers, nothing stored.
     let dry_pod: Pod =
         serde_json::from_value(named(fixture_pod("plain-job.json"), "runner-dry", NS))
@@ -1093,6 +1344,125 @@ async fn the_fence_holds_on_a_real_control_plane() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("bindings CREATE"));
     kubectl_ok(&["apply", "-f", "-"], Some(&rendered));
 
+    // What runners can reach beyond the policy: a job pod (GitLab Runner's marks) in a
+    // namespace the policy does not list, and the runner's service account allowed to
+    // create pods in another namespace.
+    kubectl_ok(&["create", "namespace", "builds"], None);
+    kubectl_ok(
+        &[
+            "create",
+            "clusterrole",
+            "pod-maker",
+            "--verb=create,get",
+            "--resource=pods",
+        ],
+        None,
+    );
+    kubectl_ok(
+        &[
+            "-n",
+            "builds",
+            "create",
+            "rolebinding",
+            "runner-builds",
+            "--clusterrole=pod-maker",
+            &format!("--serviceaccount={NS}:gitlab-runner-jobs"),
+        ],
+        None,
+    );
+    kubectl_ok(&["create", "namespace", "runner-other-9"], None);
+    let mut outside = named(
+        fixture_pod("plain-job.json"),
+        "runner-outside-project-9-concurrent-0-x",
+        "runner-other-9",
+    );
+    outside["metadata"]["annotations"]["job.runner.gitlab.com/id"] = json!("9");
+    outside["metadata"]["labels"]["job.runner.gitlab.com/pod"] =
+        json!("runner-outside-project-9-concurrent-0");
+    outside["spec"]["nodeSelector"] = json!({"workload": "gitlab"});
+    wait_service_account(&client, "runner-other-9", "default").await;
+    create(&client, &outside)
+        .await
+        .expect("job pod outside the fence");
+    let out = Command::new(BIN)
+        .args(["audit", "--policy"])
+        .arg(d.join("policy.yaml"))
+        .env("KUBECONFIG", &kc)
+        .output()
+        .expect("audit");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("DELETE OR FIX THESE BEFORE ENFORCING"),
+        "the pods enforce mode would deny come first: {text}"
+    );
+    let first_section: String = text.split("\n\n").next().unwrap_or("").to_string();
+    assert!(first_section.contains("runner-pre-gated"), "{text}");
+    assert!(text.contains("JOB PODS OUTSIDE THE FENCE (1)"), "{text}");
+    assert!(
+        text.contains("runner-other-9/runner-outside-project-9-concurrent-0-x"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "runner service account {NS}/gitlab-runner-jobs can create pods in builds (via RoleBinding builds/runner-builds → ClusterRole pod-maker)"
+        )),
+        "{text}"
+    );
+    // With the namespace in the policy, the job pod is inside the fence.
+    let wider = d.join("wider.yaml");
+    std::fs::write(
+        &wider,
+        policy_text("enforce").replacen(
+            "namespaces: [gitlab-runner, ci-job-*]",
+            "namespaces: [gitlab-runner, ci-job-*, runner-other-*]",
+            1,
+        ),
+    )
+    .expect("policy");
+    let out = Command::new(BIN)
+        .args(["audit", "--policy"])
+        .arg(&wider)
+        .env("KUBECONFIG", &kc)
+        .output()
+        .expect("audit");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("JOB PODS OUTSIDE THE FENCE (0)"), "{text}");
+    // namespace_per_job: a job pod in ci-job-<id> is fenced while the policy lists
+    // `ci-job-*`; with a policy that lists only the runner namespace (the reference),
+    // audit reports it.
+    let per_job = named(
+        fixture_pod("plain-job.json"),
+        "runner-perjob-project-1-concurrent-0-x",
+        CI_NS,
+    );
+    create(&client, &per_job)
+        .await
+        .expect("fenced job pod in ci-job-*");
+    let placed = wait_scheduled(&client, CI_NS, "runner-perjob-project-1-concurrent-0-x").await;
+    assert!(
+        placed.starts_with("runner-"),
+        "ci-job pod fenced onto {placed}"
+    );
+    let narrow = d.join("narrow.yaml");
+    std::fs::write(&narrow, runner_fence::core::policy::EMBEDDED_POLICY).expect("policy");
+    let out = Command::new(BIN)
+        .args(["audit", "--policy"])
+        .arg(&narrow)
+        .env("KUBECONFIG", &kc)
+        .output()
+        .expect("audit");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let outside_section = text
+        .split("JOB PODS OUTSIDE THE FENCE")
+        .nth(1)
+        .and_then(|t| t.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no job pods outside the fence reported: {text}"));
+    assert!(
+        outside_section.contains(&format!("{CI_NS}/runner-perjob-project-1-concurrent-0-x")),
+        "{text}"
+    );
+
     // PolicyReports: written with --apply, accepted against the CRD, readable by
     // Policy Reporter and kubectl.
     kubectl_ok(
@@ -1128,23 +1498,26 @@ async fn the_fence_holds_on_a_real_control_plane() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("kind: PolicyReport"));
+    // One report per pod, found by the label every report carries.
     let stored: Value = serde_json::from_str(&kubectl_ok(
         &[
             "-n",
             NS,
             "get",
-            "policyreport",
-            "runner-fence",
+            "policyreports",
+            "-l",
+            "app.kubernetes.io/managed-by=runner-fence",
             "-o",
             "json",
         ],
         None,
     ))
     .expect("policyreport json");
-    let fails = stored["results"]
+    let fails = stored["items"]
         .as_array()
         .into_iter()
         .flatten()
+        .flat_map(|r| r["results"].as_array().into_iter().flatten())
         .filter(|r| r["result"] == "fail" && r["rule"] == "protected-nodes")
         .count();
     assert!(
@@ -1208,7 +1581,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
     let report = runner_fence::k8s::audit::collect(client.clone(), &policy)
         .await
         .expect("audit");
-    assert!(report.backstop, "audit does not see the backstop");
+    assert!(report.backstop.denies(), "audit does not see the backstop");
     assert!(
         !report
             .coverage_gaps
@@ -1271,6 +1644,39 @@ async fn the_fence_holds_on_a_real_control_plane() {
     pinned["metadata"]["name"] = json!("runner-down-4");
     pinned["spec"]["nodeName"] = json!("gitlab-1");
     backstop_denies("nodeName", pinned);
+    // The pod created before enforcement: the backstop denies its ungating too.
+    ungate(
+        "runner-fence-backstop",
+        "runner-fence down, Ignore + backstop",
+    );
+    // The apiserver counts the backstop's denials itself (the dashboard reads this).
+    let metrics = kubectl_ok(&["get", "--raw", "/metrics"], None);
+    let want_labels = |line: &str| -> Vec<String> {
+        let inner = line.split_once('{').map(|(_, r)| r).unwrap_or("");
+        let inner = inner.split_once('}').map(|(l, _)| l).unwrap_or("");
+        let mut names: Vec<String> = inner
+            .split("\",")
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, _)| k.trim_matches(',').to_string())
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let sample = include_str!("data/apiserver-metrics.txt")
+        .lines()
+        .find(|l| l.starts_with("apiserver_validating_admission_policy_check_total{"))
+        .expect("sample line");
+    let live = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("apiserver_validating_admission_policy_check_total{")
+                && l.contains("policy=\"runner-fence-backstop\"")
+                && l.contains("enforcement_action=\"deny\"")
+        })
+        .unwrap_or_else(|| panic!("the apiserver does not count the backstop's denials"));
+    assert_eq!(want_labels(live), want_labels(sample), "{live}");
     // A correctly placed pod (as config.toml from `render runner-config` would make it) is admitted.
     placed["metadata"]["name"] = json!("runner-down-ok");
     create(&client, &placed)
@@ -1545,4 +1951,137 @@ async fn the_chart_is_accepted_by_the_apiserver() {
     assert!(!events.contains("violates PodSecurity"), "{events}");
     println!("chart: Deployment's pods created in a restricted namespace");
     let _ = kubectl(&["delete", "namespace", CHART_NS, "--wait=false"], None);
+}
+
+/// The reference a `local-registry.sh push` printed (scripts/e2e.sh exports them).
+fn published(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| {
+        panic!("{key} is not set: run bash scripts/e2e.sh, which pushes the image and the chart to the loopback registry")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the loopback control plane: run bash scripts/e2e.sh"]
+async fn the_published_chart_installs_from_the_registry() {
+    // The chart and image as the release pipeline publishes them, from the loopback
+    // registry: `helm install oci://...`, no runner-fence CLI, a second release
+    // beside the others (cluster-scoped names derive from the release).
+    const NS_OCI: &str = "rf-oci";
+    let helm = common::cached_tool("scripts/tools/helm.sh");
+    let (chart, version) = (
+        published("RUNNER_FENCE_CHART"),
+        published("RUNNER_FENCE_CHART_VERSION"),
+    );
+    let (repository, digest) = (
+        published("RUNNER_FENCE_IMAGE_REPOSITORY"),
+        published("RUNNER_FENCE_IMAGE_DIGEST"),
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let spec: Value = serde_saphyr::from_str::<Value>(runner_fence::core::policy::EMBEDDED_POLICY)
+        .map(|mut p| {
+            if let Some(o) = p.as_object_mut() {
+                for k in ["apiVersion", "kind", "metadata"] {
+                    o.remove(k);
+                }
+            }
+            p["match"]["namespaces"] = json!(["rf-oci-jobs"]);
+            p
+        })
+        .expect("reference policy");
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        serde_saphyr::to_string(&json!({
+            "image": {"repository": repository, "digest": digest},
+            "initialPolicy": {"enabled": true, "name": "rf-oci-jobs", "spec": spec},
+        }))
+        .expect("yaml"),
+    )
+    .expect("values");
+    let out = Command::new(&helm)
+        .args([
+            "install",
+            "rf-oci",
+            &chart,
+            "--version",
+            &version,
+            "--plain-http",
+        ])
+        .args(["--namespace", NS_OCI, "--create-namespace", "--kubeconfig"])
+        .arg(kubeconfig())
+        .arg("-f")
+        .arg(&values)
+        .output()
+        .expect("helm install");
+    assert!(
+        out.status.success(),
+        "helm install {chart}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The Deployment runs the pushed image by digest.
+    let images = kubectl_ok(
+        &[
+            "-n",
+            NS_OCI,
+            "get",
+            "deployments",
+            "-o",
+            "jsonpath={..containers[*].image}",
+        ],
+        None,
+    );
+    assert!(
+        images.contains(&format!("{repository}@{digest}")),
+        "deployment images: {images}"
+    );
+    // The CRD came with the chart, and the initial policy is an API object.
+    kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=established",
+            "--timeout=30s",
+            "crd/runnerfencepolicies.runner-fence.dev",
+        ],
+        None,
+    );
+    let policy = kubectl_ok(
+        &["get", "runnerfencepolicy", "rf-oci-jobs", "-o", "json"],
+        None,
+    );
+    assert!(policy.contains("rf-oci-jobs"), "{policy}");
+    // Uninstall without the hook Job (no kubelet here runs it); the release is gone.
+    let out = Command::new(&helm)
+        .args([
+            "uninstall",
+            "rf-oci",
+            "--no-hooks",
+            "--namespace",
+            NS_OCI,
+            "--kubeconfig",
+        ])
+        .arg(kubeconfig())
+        .output()
+        .expect("helm uninstall");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Policies outlive the release by design; this one goes (allowing removal first,
+    // in case a controller of another release holds it).
+    kubectl_ok(
+        &[
+            "annotate",
+            "runnerfencepolicy",
+            "rf-oci-jobs",
+            "runner-fence.dev/allow-removal=true",
+        ],
+        None,
+    );
+    kubectl_ok(
+        &["delete", "runnerfencepolicy", "rf-oci-jobs", "--wait=false"],
+        None,
+    );
+    println!("published chart {chart} {version} installed with image {repository}@{digest}");
 }

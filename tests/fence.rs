@@ -332,6 +332,47 @@ fn gated_update_to_gitlab() -> Value {
     r
 }
 
+/// A pod created before enforcement (before install, in audit mode, or before
+/// its namespace joined the policy) waits behind a scheduling gate with GitLab's
+/// selector and toleration and a hostPath; then the gate is removed.
+fn ungating_a_pod_created_before_enforcement() -> Value {
+    let mut old = fixture("plain-job.json")["request"]["object"].clone();
+    old["spec"]["schedulingGates"] = json!([{"name": "example.com/hold"}]);
+    old["spec"]["nodeSelector"] = json!({"workload": "gitlab"});
+    old["spec"]["tolerations"] =
+        json!([{"key": "workload", "value": "gitlab", "effect": "NoSchedule"}]);
+    old["spec"]["volumes"] = json!([{"name": "host", "hostPath": {"path": "/"}}]);
+    let mut new = old.clone();
+    if let Some(spec) = new["spec"].as_object_mut() {
+        spec.remove("schedulingGates");
+    }
+    let mut r = review("gitlab-runner", "UPDATE", new);
+    r["request"]["oldObject"] = old;
+    r
+}
+
+/// A privileged ephemeral container on a pod already running on a GitLab node
+/// (scheduled there before runner-fence).
+fn ephemeral_on_a_gitlab_node() -> Value {
+    let mut old = fixture("plain-job.json")["request"]["object"].clone();
+    old["spec"]["nodeName"] = json!("gitlab-1");
+    let mut new = old.clone();
+    new["spec"]["ephemeralContainers"] =
+        json!([{"name": "debugger", "image": "busybox", "securityContext": {"privileged": true}}]);
+    let mut r = review("gitlab-runner", "UPDATE", new);
+    r["request"]["subResource"] = json!("ephemeralcontainers");
+    r["request"]["oldObject"] = old;
+    r
+}
+
+/// `memory: 1e19`: a quantity the apiserver accepts must never skip the cap.
+fn huge_decimal_exponent() -> Value {
+    let mut r = fixture("plain-job.json");
+    r["request"]["object"]["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"memory": "1e19"}});
+    r
+}
+
 // ---- the webhooks' side ----
 
 /// What the apiserver ends up with: `Ok(final pod)` or `Err(denied rules)`.
@@ -397,6 +438,9 @@ use RuleId::{FargateCompat, NodeName, Placement, ProtectedNodes, Resources};
 #[case::binding_to_a_node_the_cache_does_not_know(binding("pods", Some("binding"), "p1", "ip-10-0-3-77.eu-west-1.compute.internal"), &[ProtectedNodes])]
 #[case::in_place_resize_over_max(resize(), &[Resources])]
 #[case::update_while_gated(gated_update_to_gitlab(), &[ProtectedNodes, Placement])]
+#[case::ungating_a_pod_created_before_enforcement(ungating_a_pod_created_before_enforcement(), &[ProtectedNodes, Placement])]
+#[case::ephemeral_container_on_a_pod_on_a_gitlab_node(ephemeral_on_a_gitlab_node(), &[ProtectedNodes])]
+#[case::memory_with_a_large_decimal_exponent(huge_decimal_exponent(), &[Resources])]
 fn attacks_are_denied_with_their_rule(#[case] r: Value, #[case] want: &[RuleId]) {
     let p = policy();
     let (to_mutate, to_validate, outcome) = admit(&p, &cluster(), &r);
@@ -514,6 +558,144 @@ fn the_scope_never_reads_the_pods_name_or_labels() {
             r["request"]["object"]["metadata"]["name"] = json!(name);
             r["request"]["object"]["metadata"]["labels"] = labels;
             assert!(sent(&ms, &r) && sent(&vs, &r), "{name}");
+        }
+    }
+}
+
+/// Without the node cache the engine knows protected nodes by name only; the
+/// server then passes what it read of the named node, or nothing (fail closed).
+#[rstest]
+#[case::ungating_without_nodes(ungating_a_pod_created_before_enforcement(), None, false)]
+#[case::binding_node_unreadable(binding("pods", Some("binding"), "p1", "runner-1"), Some(vec![]), false)]
+#[case::binding_node_read(binding("pods", Some("binding"), "p1", "runner-1"), Some(vec!["runner-1"]), true)]
+#[case::binding_gitlab_node_read(binding("pods", Some("binding"), "p1", "gitlab-1"), Some(vec!["gitlab-1"]), false)]
+#[case::ephemeral_node_unreadable(ephemeral_on_a_gitlab_node(), Some(vec![]), false)]
+#[case::ephemeral_on_gitlab_node_read(ephemeral_on_a_gitlab_node(), Some(vec!["gitlab-1"]), false)]
+fn without_the_node_cache(
+    #[case] r: Value,
+    #[case] read: Option<Vec<&str>>,
+    #[case] allowed: bool,
+) {
+    let p = policy();
+    let all = cluster();
+    let snapshot =
+        read.map(|names| NodeSnapshot::new(names.iter().filter_map(|n| all.get(n).cloned())));
+    let v = admission::handle(
+        &p,
+        Endpoint::Validate,
+        &serde_json::to_vec(&r).expect("json"),
+        snapshot.as_ref(),
+    )
+    .expect("validate answers");
+    assert_eq!(v.decision.allowed(), allowed, "{:?}", v.decision.message());
+}
+
+#[test]
+fn ungating_is_judged_like_a_creation_but_an_edit_while_gated_is_not() {
+    let p = policy();
+    let validate = |r: &Value| {
+        admission::handle(
+            &p,
+            Endpoint::Validate,
+            &serde_json::to_vec(r).expect("json"),
+            None,
+        )
+        .expect("validate answers")
+        .decision
+    };
+    // The same old violations, gate kept, a label edited: allowed (operators may edit).
+    let mut edit = ungating_a_pod_created_before_enforcement();
+    edit["request"]["object"]["spec"]["schedulingGates"] = json!([{"name": "example.com/hold"}]);
+    edit["request"]["object"]["metadata"]["labels"]["team"] = json!("a");
+    assert!(validate(&edit).allowed(), "{:?}", validate(&edit).message());
+    // Removing one of two gates keeps it unschedulable: still an edit.
+    let mut one_of_two = edit.clone();
+    one_of_two["request"]["oldObject"]["spec"]["schedulingGates"] =
+        json!([{"name": "example.com/hold"}, {"name": "example.com/other"}]);
+    assert!(validate(&one_of_two).allowed());
+    // Emptying the list is ungating too.
+    let mut emptied = edit.clone();
+    emptied["request"]["object"]["spec"]["schedulingGates"] = json!([]);
+    let d = validate(&emptied);
+    assert!(!d.allowed());
+    let msg = d.message().unwrap_or_default();
+    assert!(
+        msg.contains("protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule"),
+        "{msg}"
+    );
+}
+
+// ---- differential: the generated scope (rules, namespaceSelector, CEL) vs covers() ----
+
+mod scope_differential {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Namespace names around the patterns: equal, prefixes, longer, shorter, the
+    /// excluded namespaces and characters CEL or a selector could treat specially.
+    fn namespace() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(
+                &[
+                    "gitlab-runner",
+                    "gitlab-runner-2",
+                    "gitlab-runne",
+                    "ci-job-",
+                    "ci-job-1",
+                    "ci-job-123456",
+                    "ci-jo",
+                    "ci-jobs",
+                    "kube-system",
+                    "runner-fence",
+                    "default",
+                    "team-a-ci",
+                    "team-a-ci-9",
+                    "builds",
+                ][..]
+            )
+            .prop_map(String::from),
+            "[a-z][a-z0-9-]{0,12}",
+        ]
+    }
+
+    fn patterns() -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::btree_set(
+            prop_oneof![
+                proptest::sample::select(
+                    &["gitlab-runner", "ci-job-*", "team-a-ci*", "builds"][..]
+                )
+                .prop_map(String::from),
+                "[a-z][a-z0-9-]{0,6}\\*?",
+            ],
+            1..4,
+        )
+        .prop_map(|s| s.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// The apiserver sends a namespace's pods to both webhooks exactly when
+        /// the engine's `covers()` says the policy fences it.
+        #[test]
+        fn the_webhooks_scope_is_what_the_policy_covers(patterns in patterns(), ns in namespace()) {
+            let list = patterns.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ");
+            let text = runner_fence::core::policy::EMBEDDED_POLICY
+                .replacen("namespaces: [gitlab-runner]", &format!("namespaces: [{list}]"), 1);
+            let parsed = runner_fence::core::policy::parse(&text, "scope.yaml");
+            prop_assume!(parsed.is_ok());
+            let p = parsed.expect("assumed");
+            // The renderer refuses exactly the scopes that would cover kube-system
+            // or the webhook's own namespace (they are never sent).
+            let refused = configurations(&p, &Options::service("runner-fence", "runner-fence")).is_err();
+            let covers_excluded = ["kube-system", "runner-fence"].iter().any(|n| p.matching.covers(n));
+            prop_assert_eq!(refused, covers_excluded, "{:?}", patterns);
+            prop_assume!(!refused);
+            let (ms, vs) = scopes(&p);
+            let r = review(&ns, "CREATE", pod(json!({"name": "x"}), json!({})));
+            let covered = p.matching.covers(&ns);
+            prop_assert_eq!(sent(&ms, &r), covered, "mutating scope for {} with {:?}", ns, patterns);
+            prop_assert_eq!(sent(&vs, &r), covered, "validating scope for {} with {:?}", ns, patterns);
         }
     }
 }

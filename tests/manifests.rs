@@ -82,6 +82,63 @@ fn the_shipped_backstop_is_generated_from_the_policy() {
 }
 
 #[test]
+fn the_audit_overlay_installs_what_render_generates_for_the_audit_policy() {
+    // Regenerate with: cargo run -- render admission-policy --policy
+    //   manifests/overlays/audit/policy.yaml > manifests/overlays/audit/admission-policy.yaml
+    use runner_fence::core::render::{admission_policy, webhooks};
+    let audit = read("manifests/overlays/audit/policy.yaml");
+    let policy = runner_fence::core::policy::parse(&audit, "audit/policy.yaml").expect("policy");
+    let want = admission_policy::render_yaml(&policy, "runner-fence").expect("render");
+    assert!(
+        read("manifests/overlays/audit/admission-policy.yaml") == want,
+        "manifests/overlays/audit/admission-policy.yaml differs from `runner-fence render admission-policy --policy manifests/overlays/audit/policy.yaml`; regenerate it"
+    );
+    // Applied over the base's backstop (a strategic-merge patch of whole objects).
+    let kustomization: serde_json::Value =
+        serde_saphyr::from_str(&read("manifests/overlays/audit/kustomization.yaml")).expect("yaml");
+    let patches = kustomization["patches"].as_array().expect("patches");
+    assert!(
+        patches.iter().any(|p| p["path"] == "admission-policy.yaml"),
+        "{patches:?}"
+    );
+    // The webhooks: the base's with exactly the failure policy `render webhooks`
+    // (and the chart) choose for an audit policy.
+    let failure = webhooks::FailurePolicy::for_policy(&policy).as_str();
+    assert_eq!(failure, "Ignore");
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        let patch = patches
+            .iter()
+            .find(|p| p["target"]["kind"] == kind)
+            .unwrap_or_else(|| panic!("no patch of the {kind}"));
+        let ops: Vec<serde_json::Value> =
+            serde_saphyr::from_str(patch["patch"].as_str().unwrap_or("")).expect("ops");
+        assert_eq!(
+            ops,
+            [
+                serde_json::json!({"op": "replace", "path": "/webhooks/0/failurePolicy", "value": failure})
+            ],
+            "{kind}"
+        );
+    }
+    // The base's webhooks (an enforce policy) and an audit policy's differ in nothing else.
+    let opts = webhooks::Options::service_for(&policy, "runner-fence", "runner-fence");
+    let mut base = webhooks::Options::service("runner-fence", "runner-fence");
+    base.mutate_failure_policy = opts.mutate_failure_policy;
+    base.validate_failure_policy = opts.validate_failure_policy;
+    assert_eq!(
+        webhooks::render_yaml(&policy, &opts).expect("render"),
+        webhooks::render_yaml(
+            &runner_fence::core::policy::embedded().expect("policy"),
+            &base
+        )
+        .expect("render"),
+    );
+}
+
+#[test]
 fn webhook_names_and_ordering() {
     let text = read("manifests/base/webhooks.yaml");
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("yaml");
@@ -104,14 +161,6 @@ fn webhook_names_and_ordering() {
             );
         }
     }
-}
-
-#[test]
-fn dockerfile_runs_serve_as_non_root() {
-    let d = read("Dockerfile");
-    assert!(d.contains("ENTRYPOINT [\"runner-fence\", \"serve\"]"));
-    assert!(d.contains("USER 65532:65532"));
-    assert!(d.contains("distroless/static"));
 }
 
 #[test]
@@ -229,7 +278,13 @@ fn the_controller_applies_what_render_prints_for_its_release() {
             "--release",
             "rf-b",
         ]));
-        let opts = webhooks::Options::service("runner-fence", "runner-fence");
+        // The controller's default failure policies: from the served policies.
+        let default = webhooks::FailurePolicy::for_set(&PolicySet::single(p.clone()));
+        let opts = webhooks::Options {
+            mutate_failure_policy: default,
+            validate_failure_policy: default,
+            ..webhooks::Options::service("runner-fence", "runner-fence")
+        };
         let applied = cluster::desired(&PolicySet::single(p), &opts, "rf-b").expect("desired");
         assert_eq!(printed, applied, "{policy}");
     }

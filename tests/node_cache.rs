@@ -154,3 +154,136 @@ async fn node_cache_lists_watches_and_survives_a_broken_watch() {
         "a lost watch does not make the webhook unready"
     );
 }
+
+// ---- without the node cache: the node a request names is read on demand ----
+
+async fn one_node(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    match name.as_str() {
+        "gitlab-1" => axum::Json(node("gitlab-1", "gitlab")).into_response(),
+        "runner-1" => axum::Json(node("runner-1", "gitlab-runner")).into_response(),
+        "broken-1" => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down").into_response(),
+        _ => (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": format!("nodes \"{name}\" not found"), "reason": "NotFound", "code": 404})),
+        )
+            .into_response(),
+    }
+}
+
+fn binding_review(node: &str) -> Value {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "b1", "kind": {"group": "", "version": "v1", "kind": "Binding"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"}, "subResource": "binding",
+        "name": "p1", "namespace": "gitlab-runner", "operation": "CREATE",
+        "object": {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p1"},
+            "target": {"kind": "Node", "name": node}}}})
+}
+
+fn ephemeral_review(node: &str) -> Value {
+    let pod = json!({"metadata": {"name": "p1", "namespace": "gitlab-runner"},
+        "spec": {"nodeName": node, "containers": [{"name": "build", "image": "a"}],
+            "ephemeralContainers": [{"name": "debug", "image": "busybox"}]}});
+    let mut r = common::review_of(pod.clone(), "UPDATE");
+    r["request"]["subResource"] = json!("ephemeralcontainers");
+    r["request"]["oldObject"] = pod;
+    r
+}
+
+async fn validate_through_router(state: Arc<State>, review: &Value) -> Value {
+    use tower::ServiceExt;
+    let req = axum::http::Request::post("/validate")
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(review).expect("json")))
+        .expect("request");
+    let resp = runner_fence::webhook::routes::admission_router(state)
+        .oneshot(req)
+        .await
+        .expect("answered");
+    assert_eq!(resp.status(), axum::http::StatusCode::OK);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    serde_json::from_slice(&body).expect("AdmissionReview")
+}
+
+#[rstest::rstest]
+#[case::binding_to_a_gitlab_node(
+    binding_review("gitlab-1"),
+    Some("binds the job pod to protected GitLab node gitlab-1 (its labels match protectedNodes)"),
+    "found"
+)]
+#[case::binding_to_a_runner_node(binding_review("runner-1"), None, "found")]
+#[case::binding_to_a_node_that_does_not_exist(
+    binding_review("ip-10-0-3-77"),
+    Some("runner-fence does not know this node"),
+    "not-found"
+)]
+#[case::binding_when_the_api_fails(
+    binding_review("broken-1"),
+    Some("runner-fence does not know this node"),
+    "error"
+)]
+#[case::ephemeral_on_a_gitlab_node(
+    ephemeral_review("gitlab-1"),
+    Some(
+        "protected-nodes: spec.ephemeralContainers adds a container to a pod on protected GitLab node gitlab-1"
+    ),
+    "found"
+)]
+#[case::ephemeral_on_a_runner_node(ephemeral_review("runner-1"), None, "found")]
+#[tokio::test]
+async fn without_the_node_cache_named_nodes_are_read(
+    #[case] review: Value,
+    #[case] denial: Option<&str>,
+    #[case] lookup: &str,
+) {
+    let app = Router::new()
+        .route("/api/v1/nodes/{name}", get(one_node))
+        .with_state(());
+    let addr = common::serve_fake(app).await;
+    let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
+    let state = Arc::new(State::new(common::reference(), false));
+    state.set_node_reader(Some(runner_fence::k8s::nodes::NodeReader::new(
+        kube::Client::try_from(config).expect("client"),
+    )));
+    let out = validate_through_router(state.clone(), &review).await;
+    let response = &out["response"];
+    match denial {
+        None => assert_eq!(response["allowed"], true, "{response}"),
+        Some(text) => {
+            assert_eq!(response["allowed"], false, "{response}");
+            let msg = response["status"]["message"].as_str().unwrap_or("");
+            assert!(msg.contains(text), "{msg}");
+        }
+    }
+    let metrics = state.metrics.encode();
+    assert!(
+        metrics.contains(&format!(
+            "runner_fence_node_lookups_total{{result=\"{lookup}\"}} 1"
+        )),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_node_cache_or_a_client_bindings_fail_closed() {
+    let state = Arc::new(State::new(common::reference(), false));
+    state.set_node_reader(None);
+    for review in [binding_review("runner-1"), ephemeral_review("runner-1")] {
+        let out = validate_through_router(state.clone(), &review).await;
+        assert_eq!(out["response"]["allowed"], false, "{out}");
+    }
+    // A plain pod CREATE names no node: nothing is read, nothing denied for it.
+    let pod = common::fixture("plain-job.json");
+    let out = validate_through_router(state.clone(), &pod).await;
+    assert_eq!(
+        out["response"]["allowed"], false,
+        "unmutated pod: placement"
+    );
+    let metrics = state.metrics.encode();
+    assert!(
+        metrics.contains("runner_fence_node_lookups_total{result=\"no-client\"} 2"),
+        "{metrics}"
+    );
+}

@@ -435,8 +435,16 @@ async fn exposition() -> Exposition {
             serde_json::json!({"group": "apps", "version": "v1", "resource": "deployments"});
         serde_json::to_vec(&v).expect("json")
     };
+    // A binding without the node cache: its node is read on demand (here there
+    // is no cluster, so the lookup fails and the binding is denied).
+    let binding = serde_json::to_vec(&serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "b", "kind": {"group": "", "version": "v1", "kind": "Binding"},
+            "resource": {"group": "", "version": "v1", "resource": "bindings"}, "name": "p", "namespace": "gitlab-runner",
+            "operation": "CREATE", "object": {"kind": "Binding", "metadata": {"name": "p"}, "target": {"name": "runner-1"}}}}))
+    .expect("json");
     for (path, ctype, body, want) in [
         ("/mutate", "application/json", job.clone(), StatusCode::OK),
+        ("/validate", "application/json", binding, StatusCode::OK),
         // Unmutated, so the validating webhook denies it.
         ("/validate", "application/json", job.clone(), StatusCode::OK),
         ("/validate", "application/json", not_a_pod, StatusCode::OK),
@@ -472,7 +480,12 @@ async fn exposition() -> Exposition {
         .await
         .expect("body");
     server.stop().await;
-    Exposition::parse(text)
+    let mut exp = Exposition::parse(text);
+    // The apiserver's own metrics the backstop panels and alert read: their
+    // samples (not families: the server does not export them) join the check.
+    let apiserver = Exposition::parse(include_str!("data/apiserver-metrics.txt").to_string());
+    exp.samples.extend(apiserver.samples);
+    exp
 }
 
 /// The labels a (sub)expression's result carries; None for a scalar.
@@ -586,7 +599,7 @@ async fn every_metric_label_and_value_used_is_exported_by_the_server() {
         selectors(&e, &mut found);
         // Metric names, the labels matched on, and the values matched exactly.
         for s in &found {
-            if !s.name.starts_with("runner_fence_") {
+            if !(s.name.starts_with("runner_fence_") || s.name.starts_with("apiserver_")) {
                 continue;
             }
             used.insert(s.name.clone());
@@ -820,4 +833,62 @@ fn dashboard_panels_have_unique_ids_and_use_the_datasource_variable() {
         "{DASHBOARD_PATH}:\n{}",
         problems.join("\n")
     );
+}
+
+/// Every dashboard description and alert annotation about the latency
+/// histogram's buckets names its real range (from the server's histogram).
+#[test]
+fn latency_texts_name_the_real_buckets() {
+    let m = runner_fence::webhook::metrics::Metrics::new();
+    m.latency
+        .get_or_create(&runner_fence::webhook::metrics::EndpointLabels {
+            endpoint: "validate",
+        })
+        .observe(0.001);
+    let les: Vec<f64> = m
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("runner_fence_review_duration_seconds_bucket"))
+        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.parse().ok())
+        .filter(|le: &f64| le.is_finite())
+        .collect();
+    let largest = format!("{:.2} s", les.iter().copied().fold(0.0, f64::max));
+    let smallest = format!(
+        "{:.0} µs",
+        les.iter().copied().fold(f64::MAX, f64::min) * 1e6
+    );
+    let dash = dashboard();
+    let mut texts: Vec<(String, String)> = panels(&dash)
+        .into_iter()
+        .filter_map(|p| {
+            Some((
+                format!("panel {}", p["title"]),
+                p["description"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    for g in rules().groups {
+        for r in g.rules {
+            for (k, v) in r.annotations {
+                texts.push((format!("{:?} {k}", r.alert), v));
+            }
+        }
+    }
+    let about: Vec<&(String, String)> = texts
+        .iter()
+        .filter(|(_, t)| t.replace("_bucket", "").contains("bucket"))
+        .collect();
+    assert!(about.len() >= 2, "texts about the buckets: {about:?}");
+    for (origin, text) in about {
+        assert!(
+            text.contains(&largest),
+            "{origin} does not say the buckets reach {largest}: {text}"
+        );
+        if origin.starts_with("panel") {
+            assert!(
+                text.contains(&smallest),
+                "{origin} does not say the buckets start at {smallest}: {text}"
+            );
+        }
+    }
 }

@@ -146,7 +146,7 @@ fn taint_tolerations(#[case] tolerations: Value, #[case] denied: bool) {
     );
     if denied {
         let msg = d.message().unwrap_or_default();
-        assert!(msg.contains("protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule of protected GitLab nodes"), "{msg}");
+        assert!(msg.contains("protected-nodes: spec.tolerations[0] tolerates workload=gitlab:NoSchedule, the taint protectedNodes.taints lists"), "{msg}");
         assert!(
             msg.contains("remove the KUBERNETES_NODE_TOLERATIONS_* override"),
             "{msg}"

@@ -292,7 +292,13 @@ async fn certificate_rotation_through_a_data_symlink_swap() {
     let dir = tempfile::tempdir().expect("tmp");
     let names = ["localhost".to_string(), "127.0.0.1".to_string()];
     let first = runner_fence::webhook::certs::generate(&names, 30).expect("first");
-    let second = runner_fence::webhook::certs::generate(&names, 30).expect("second");
+    let second = runner_fence::webhook::certs::generate(&names, 60).expect("second");
+    let expiry = |g: &runner_fence::webhook::certs::Generated| {
+        format!(
+            "runner_fence_certificate_expiry_timestamp_seconds {}\n",
+            g.not_after.unix_timestamp()
+        )
+    };
     write_pair(&dir.path().join("..v1"), &first);
     write_pair(&dir.path().join("..v2"), &second);
     std::os::unix::fs::symlink("..v1", dir.path().join("..data")).expect("link");
@@ -303,6 +309,8 @@ async fn certificate_rotation_through_a_data_symlink_swap() {
     a.tls_key = Some(dir.path().join("tls.key"));
     let r = common::start(a).await;
     let port = r.addr.port();
+    let metrics = r.state.metrics.encode();
+    assert!(metrics.contains(&expiry(&first)), "{metrics}");
     assert!(
         post_fixture(
             &client(&first.ca_pem, false, None),
@@ -346,6 +354,11 @@ async fn certificate_rotation_through_a_data_symlink_swap() {
         served_new,
         "the rotated certificate is served without a restart"
     );
+    let metrics = r.state.metrics.encode();
+    assert!(
+        metrics.contains(&expiry(&second)),
+        "the expiry metric follows the rotated certificate: {metrics}"
+    );
     // A broken key keeps the current certificate.
     std::fs::write(dir.path().join("..v2/tls.key"), "garbage").expect("break");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -371,6 +384,13 @@ async fn certificate_rotation_through_a_data_symlink_swap() {
     r.stop().await;
 }
 
+/// Writes `text` to `path` by renaming a complete file over it.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
 #[tokio::test]
 async fn policy_reload_good_then_broken() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -393,11 +413,12 @@ async fn policy_reload_good_then_broken() {
         v["response"]["allowed"].as_bool()
     };
     assert_eq!(allowed(c.clone()).await, Some(false));
-    std::fs::write(
+    // Replaced atomically, as Kubernetes swaps a ConfigMap: a plain write can be
+    // read half-done by the reload loop and counted as a second failed reload.
+    replace_file(
         &path,
-        runner_fence::core::policy::EMBEDDED_POLICY.replacen("mode: enforce ", "mode: audit ", 1),
-    )
-    .expect("write");
+        &runner_fence::core::policy::EMBEDDED_POLICY.replacen("mode: enforce ", "mode: audit ", 1),
+    );
     let mut switched = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -407,7 +428,7 @@ async fn policy_reload_good_then_broken() {
         }
     }
     assert!(switched, "the new policy decides");
-    std::fs::write(&path, "mode: [broken").expect("write");
+    replace_file(&path, "mode: [broken");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
         allowed(c.clone()).await,
@@ -530,4 +551,188 @@ async fn shutdown_finishes_an_in_flight_review() {
         server.join(Duration::from_secs(10)).await,
         "exits after the drain"
     );
+}
+
+// ---- bad input over real TLS, HTTP/1.1 and HTTP/2 ----
+
+/// How a bad request's body is sent.
+enum Sent {
+    /// All at once.
+    Whole(Vec<u8>),
+    /// In 64 KiB pieces without a length, as a stream.
+    Streamed(Vec<u8>),
+    /// The first bytes, then nothing: the body never completes.
+    Stalled,
+    /// The first bytes, then the client gives up: the body is cut off.
+    CutOff,
+}
+
+/// What the client gets back.
+enum Answer {
+    /// This status with this exact text.
+    Text(u16, &'static str),
+    /// A 200 AdmissionReview denying with this exact message.
+    Denied(&'static str),
+    /// Nothing: the client went away before an answer could reach it.
+    Gone,
+}
+
+/// A body that sends a few bytes, then stalls or fails.
+fn unfinished(cut_off: bool) -> reqwest::Body {
+    use futures::StreamExt as _;
+    use futures::future::Either;
+    use http_body_util::BodyExt as _;
+    let head = http_body_util::Full::new(axum::body::Bytes::from_static(b"{\"apiVersion\":"))
+        .map_err(|never: std::convert::Infallible| -> std::io::Error { match never {} });
+    let rest = if cut_off {
+        Either::Left(futures::stream::iter(vec![Err(std::io::Error::other(
+            "client gave up",
+        ))]))
+    } else {
+        Either::Right(futures::stream::pending())
+    };
+    let frames = http_body_util::BodyStream::new(head).chain(rest);
+    reqwest::Body::wrap(http_body_util::StreamBody::new(frames))
+}
+
+/// A body sent in pieces, with no length announced.
+fn streamed(body: Vec<u8>) -> reqwest::Body {
+    use http_body_util::BodyExt as _;
+    let pieces: Vec<_> = body
+        .chunks(64 << 10)
+        .map(|c| {
+            http_body_util::Full::new(axum::body::Bytes::copy_from_slice(c))
+                .map_err(|never: std::convert::Infallible| -> std::io::Error { match never {} })
+        })
+        .collect();
+    let frames = futures::StreamExt::flat_map(
+        futures::stream::iter(pieces),
+        http_body_util::BodyStream::new,
+    );
+    reqwest::Body::wrap(http_body_util::StreamBody::new(frames))
+}
+
+/// The body timeout of the bad-input servers.
+const BODY_TIMEOUT_MS: u64 = 300;
+
+/// Every bad input the README lists, over HTTP/1.1 and HTTP/2 through real TLS:
+/// the same exact answer over both, counted once per request under `reason`.
+#[rstest]
+#[case::wrong_method("GET", "/validate", Some("application/json"), Sent::Whole(vec![]), Answer::Text(405, "method GET is not allowed; the apiserver POSTs AdmissionReviews\n"), "validate", "method")]
+#[case::unknown_path("POST", "/admit", Some("application/json"), Sent::Whole(b"{}".to_vec()), Answer::Text(404, "no endpoint /admit; runner-fence serves /mutate and /validate\n"), "other", "unknown-path")]
+#[case::wrong_content_type("POST", "/validate", Some("text/plain"), Sent::Whole(review_with(|_| {})), Answer::Text(415, "content type must be application/json, got \"text/plain\"\n"), "validate", "content-type")]
+#[case::no_content_type("POST", "/mutate", None, Sent::Whole(review_with(|_| {})), Answer::Text(415, "content type must be application/json, got \"\"\n"), "mutate", "content-type")]
+#[case::invalid_json("POST", "/validate", Some("application/json"), Sent::Whole(b"{not json".to_vec()), Answer::Text(400, "body is not a valid AdmissionReview: key must be a string at line 1 column 2\n"), "validate", "invalid-json")]
+#[case::truncated_json("POST", "/mutate", Some("application/json"), Sent::Whole(b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":".to_vec()), Answer::Text(400, "body is not a valid AdmissionReview: EOF while parsing a value at line 1 column 43\n"), "mutate", "invalid-json")]
+#[case::no_request("POST", "/validate", Some("application/json"), Sent::Whole(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec()), Answer::Text(400, "AdmissionReview has no request\n"), "validate", "no-request")]
+#[case::other_version("POST", "/validate", Some("application/json"), Sent::Whole(review_with(|v| v["apiVersion"] = "admission.k8s.io/v1beta1".into())), Answer::Text(400, "unsupported apiVersion \"admission.k8s.io/v1beta1\" kind \"AdmissionReview\"; runner-fence serves admission.k8s.io/v1 AdmissionReview only (set admissionReviewVersions: [v1])\n"), "validate", "unsupported-version")]
+#[case::oversized("POST", "/validate", Some("application/json"), Sent::Whole(vec![b' '; 4 << 20]), Answer::Text(413, "request body is larger than 3145728 bytes\n"), "validate", "too-large")]
+#[case::oversized_stream("POST", "/mutate", Some("application/json"), Sent::Streamed(vec![b' '; 4 << 20]), Answer::Text(413, "request body is larger than 3145728 bytes\n"), "mutate", "too-large")]
+#[case::slow_body(
+    "POST",
+    "/validate",
+    Some("application/json"),
+    Sent::Stalled,
+    Answer::Text(408, "request body not received within 300 ms\n"),
+    "validate",
+    "body-timeout"
+)]
+#[case::body_cut_off(
+    "POST",
+    "/mutate",
+    Some("application/json"),
+    Sent::CutOff,
+    Answer::Gone,
+    "mutate",
+    "body-incomplete"
+)]
+#[case::no_object("POST", "/validate", Some("application/json"), Sent::Whole(review_with(|v| v["request"]["object"] = Value::Null)), Answer::Denied("runner-fence: CREATE request for pod \"runner-kq9pz8wrx-project-4521-concurrent-0-k7d2mxq1\" has no object"), "", "")]
+#[case::not_a_pod("POST", "/validate", Some("application/json"), Sent::Whole(review_with(|v| { v["request"]["kind"]["kind"] = "Deployment".into(); v["request"]["resource"]["resource"] = "deployments".into(); v["request"]["resource"]["group"] = "apps".into(); })), Answer::Denied("runner-fence: runner-fence reviews only pods, pods/binding, bindings, pods/ephemeralcontainers and pods/resize, but was sent apps/deployments Deployment; fix the rules of the webhook configuration"), "", "")]
+#[tokio::test]
+async fn bad_input_over_http1_and_http2(
+    #[case] method: &str,
+    #[case] path: &str,
+    #[case] ctype: Option<&str>,
+    #[case] sent: Sent,
+    #[case] answer: Answer,
+    #[case] endpoint: &str,
+    #[case] reason: &str,
+) {
+    let mut a = args();
+    a.body_timeout_ms = BODY_TIMEOUT_MS;
+    let r = common::start(a).await;
+    let ca = r.ca();
+    for http2 in [false, true] {
+        let c = client(&ca, http2, None);
+        let mut req = c.request(
+            method.parse().expect("method"),
+            format!("https://localhost:{}{path}", r.addr.port()),
+        );
+        if let Some(ct) = ctype {
+            req = req.header("content-type", ct);
+        }
+        req = match &sent {
+            Sent::Whole(b) => req.body(b.clone()),
+            Sent::Streamed(b) => req.body(streamed(b.clone())),
+            Sent::Stalled => req.body(unfinished(false)),
+            Sent::CutOff => req.body(unfinished(true)),
+        };
+        let proto = if http2 { "HTTP/2" } else { "HTTP/1.1" };
+        if matches!(sent, Sent::CutOff) && !http2 {
+            // reqwest gives up before it sends anything: write the request by
+            // hand, half of its body, and close the connection.
+            use tokio::io::AsyncWriteExt;
+            let mut tls = common::raw_tls(r.addr, &ca).await;
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"apiVersion\":"
+            );
+            tls.write_all(head.as_bytes()).await.expect("write");
+            tls.flush().await.expect("flush");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(tls);
+            continue;
+        }
+        let resp = req.send().await;
+        match &answer {
+            Answer::Gone => assert!(resp.is_err(), "{proto}: {resp:?}"),
+            Answer::Text(status, text) => {
+                let resp = resp.unwrap_or_else(|e| panic!("{proto}: {e:?}"));
+                assert_eq!(resp.status().as_u16(), *status, "{proto}");
+                assert_eq!(resp.text().await.expect("body"), *text, "{proto}");
+            }
+            Answer::Denied(message) => {
+                let resp = resp.unwrap_or_else(|e| panic!("{proto}: {e:?}"));
+                assert_eq!(resp.status().as_u16(), 200, "{proto}");
+                let v: Value = resp.json().await.expect("review");
+                assert_eq!(v["response"]["allowed"], false, "{proto}");
+                assert_eq!(v["response"]["status"]["message"], *message, "{proto}");
+            }
+        }
+        // The server keeps serving, on a new connection.
+        let ok = post_fixture(
+            &client(&ca, http2, None),
+            r.addr.port(),
+            "/validate",
+            "plain-job.json",
+        )
+        .await
+        .expect("still serving");
+        assert_eq!(ok.status(), reqwest::StatusCode::OK, "{proto}");
+    }
+    if !reason.is_empty() {
+        let line = format!(
+            "runner_fence_bad_requests_total{{endpoint=\"{endpoint}\",reason=\"{reason}\"}} 2"
+        );
+        // A cut-off body is noticed a moment after the client gave up.
+        let mut metrics = String::new();
+        for _ in 0..50 {
+            metrics = r.state.metrics.encode();
+            if metrics.contains(&line) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+    r.stop().await;
 }

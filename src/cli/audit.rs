@@ -34,9 +34,16 @@ pub(super) struct Args {
     /// Output format: text, json, or policy-report (wgpolicyk8s.io/v1alpha2 PolicyReports, YAML).
     #[arg(long, value_enum, default_value = "text")]
     output: AuditOutput,
-    /// With policy-report: also write the reports to the cluster (server-side apply).
+    /// With policy-report: also write the reports to the cluster (server-side
+    /// apply of what changed; reports of objects that are gone are deleted).
     #[arg(long, requires = "output")]
     apply: bool,
+    /// Namespace of the webhook's Service (default: the one the webhook configurations call).
+    #[arg(long, requires = "webhook_service")]
+    webhook_namespace: Option<String>,
+    /// Name of the webhook's Service, whose Deployment, endpoints and certificate are checked.
+    #[arg(long, requires = "webhook_namespace")]
+    webhook_service: Option<String>,
 }
 
 pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
@@ -48,16 +55,23 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
+    let opts = audit::Options {
+        webhook_service: a.webhook_namespace.zip(a.webhook_service),
+    };
     let (r, reports) = rt.block_on(async {
         let client = k8s::client(a.kubeconfig.as_deref(), a.context.as_deref()).await?;
-        let r = audit::collect(client.clone(), &p).await?;
+        let r = audit::run_once(client.clone(), &p, &opts).await?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let reports = audit::policy_reports(&r, &p.metadata.name, now);
         if a.apply {
-            audit::apply_policy_reports(client, &reports).await?;
+            let done = audit::apply_reports(&client, &reports, &p.metadata.name).await?;
+            eprintln!(
+                "PolicyReports: {} written, {} unchanged, {} deleted",
+                done.written, done.unchanged, done.deleted
+            );
         }
         Ok::<_, k8s::Error>((r, reports))
     })?;

@@ -27,6 +27,9 @@ pub enum Error {
     /// The CRD schema cannot be generated from the policy model.
     #[error(transparent)]
     Crd(#[from] crate::core::render::crd::SchemaError),
+    /// A runner configuration does not read (or could not be checked).
+    #[error(transparent)]
+    RunnerConfig(#[from] crate::core::runner_config::ConfigError),
     /// The webhook (or its certificates) could not be set up.
     #[error(transparent)]
     Webhook(#[from] crate::webhook::Error),

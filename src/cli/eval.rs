@@ -15,7 +15,7 @@ use crate::webhook::eval::{Evaluation, evaluate, to_review};
 
 /// Output formats.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-enum Output {
+pub(super) enum Output {
     /// For people.
     Text,
     /// For scripts.

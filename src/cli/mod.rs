@@ -19,6 +19,7 @@ macro_rules! outln {
 
 mod audit;
 mod certs;
+mod check;
 mod error;
 mod eval;
 mod lint;
@@ -71,6 +72,9 @@ enum Command {
     Render(render::Command),
     /// Remove what the policy controller created (a Helm pre-delete hook).
     Uninstall(uninstall::Args),
+    /// Check configuration against the policy.
+    #[command(subcommand)]
+    Check(check::Command),
 }
 
 /// Parses the command line and runs the verb: the exit code of a verb that
@@ -86,6 +90,7 @@ pub fn run() -> Result<ExitCode, Error> {
         Command::Certs(c) => certs::run(c),
         Command::Render(c) => render::run(c),
         Command::Uninstall(a) => uninstall::run(a),
+        Command::Check(c) => check::run(c),
     }
 }
 

@@ -64,12 +64,12 @@ pub(super) struct WebhooksArgs {
     /// PEM CA bundle file to put in caBundle (omit when cert-manager or kustomize injects it).
     #[arg(long)]
     ca_bundle: Option<PathBuf>,
-    /// failurePolicy of the mutating webhook.
-    #[arg(long, value_enum, default_value = "fail")]
-    mutate_failure_policy: FailurePolicyArg,
-    /// failurePolicy of the validating webhook.
-    #[arg(long, value_enum, default_value = "fail")]
-    validate_failure_policy: FailurePolicyArg,
+    /// failurePolicy of the mutating webhook (default: fail when the policy enforces, ignore when it audits).
+    #[arg(long, value_enum)]
+    mutate_failure_policy: Option<FailurePolicyArg>,
+    /// failurePolicy of the validating webhook (default: fail when the policy enforces, ignore when it audits).
+    #[arg(long, value_enum)]
+    validate_failure_policy: Option<FailurePolicyArg>,
     /// timeoutSeconds of both webhooks (1-5).
     #[arg(long, default_value_t = 5)]
     timeout_seconds: i32,
@@ -97,7 +97,10 @@ pub(super) fn run(command: Command) -> Result<ExitCode, Error> {
             namespace,
             release: Some(release),
         } => render(policy.as_deref(), |p| {
-            let name = crate::core::render::cluster::backstop_name(&release, p.mode);
+            let name = crate::core::render::cluster::backstop_name(
+                &release,
+                crate::core::policy::Mode::Enforce,
+            );
             admission_policy::render_yaml_named(p, &namespace, &name)
         }),
         Command::Crd => {
@@ -141,13 +144,18 @@ fn render_webhooks(a: WebhooksArgs) -> Result<ExitCode, Error> {
             port: a.port,
         },
     };
-    let opts = webhooks::Options {
-        client,
-        ca_bundle,
-        mutate_failure_policy: a.mutate_failure_policy.into(),
-        validate_failure_policy: a.validate_failure_policy.into(),
-        timeout_seconds: a.timeout_seconds,
-        names: webhooks::Names::release(&a.release),
-    };
-    render(a.policy.as_deref(), |p| webhooks::render_yaml(p, &opts))
+    let names = webhooks::Names::release(&a.release);
+    render(a.policy.as_deref(), |p| {
+        // Unless asked otherwise, what the chart installs for this policy.
+        let default = webhooks::FailurePolicy::for_policy(p);
+        let opts = webhooks::Options {
+            client: client.clone(),
+            ca_bundle: ca_bundle.clone(),
+            mutate_failure_policy: a.mutate_failure_policy.map_or(default, Into::into),
+            validate_failure_policy: a.validate_failure_policy.map_or(default, Into::into),
+            timeout_seconds: a.timeout_seconds,
+            names: names.clone(),
+        };
+        webhooks::render_yaml(p, &opts)
+    })
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::{Error, ok};
-use crate::core::policy::Policy;
+use crate::core::policy;
 
 pub(super) fn run() -> Result<ExitCode, Error> {
     outln!("{}", schema_json());
@@ -12,6 +12,6 @@ pub(super) fn run() -> Result<ExitCode, Error> {
 
 /// The JSON Schema of a policy document.
 fn schema_json() -> String {
-    let schema = schemars::schema_for!(Policy);
-    serde_json::to_string_pretty(&schema).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    serde_json::to_string_pretty(&policy::json_schema())
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }

@@ -66,6 +66,15 @@ pub enum ParseError {
 
 /// Reads a Pod or AdmissionReview from a file (`-` is stdin), YAML or JSON.
 pub(crate) fn read_document(path: &Path) -> Result<Value, InputError> {
+    let text = read_text(path)?;
+    parse_document(&text).map_err(|source| InputError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads an input file (`-` is stdin) as UTF-8 text, within `MAX_INPUT_BYTES`.
+pub(crate) fn read_text(path: &Path) -> Result<String, InputError> {
     let mut bytes = Vec::new();
     if path == Path::new("-") {
         std::io::stdin()
@@ -90,12 +99,8 @@ pub(crate) fn read_document(path: &Path) -> Result<Value, InputError> {
             path: path.to_path_buf(),
         });
     }
-    let text = String::from_utf8(bytes).map_err(|_| InputError::NotUtf8 {
+    String::from_utf8(bytes).map_err(|_| InputError::NotUtf8 {
         path: path.to_path_buf(),
-    })?;
-    parse_document(&text).map_err(|source| InputError::Parse {
-        path: path.to_path_buf(),
-        source,
     })
 }
 

@@ -22,6 +22,18 @@ pub struct TaintSpec {
     pub effect: Option<TaintEffect>,
 }
 
+impl TaintSpec {
+    /// Whether a node's taint is this one (a missing value or effect matches any).
+    pub fn matches(&self, taint: &Taint) -> bool {
+        self.key == taint.key
+            && self
+                .value
+                .as_deref()
+                .is_none_or(|v| taint.value.as_deref().unwrap_or("") == v)
+            && self.effect.is_none_or(|e| e.as_str() == taint.effect)
+    }
+}
+
 impl fmt::Display for TaintSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.key)?;
@@ -74,7 +86,7 @@ pub struct TolerationSpec {
     #[serde(default)]
     pub effect: Option<TaintEffect>,
     /// For NoExecute: how long the pod stays after the taint appears.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::core::scalar::strict_i64")]
     pub toleration_seconds: Option<i64>,
 }
 

@@ -181,6 +181,26 @@ impl RequestIn {
     pub fn object(&self) -> Option<&PodView> {
         self.object.as_ref()
     }
+
+    /// The node a request places something on, for the rules that must know
+    /// whether it is protected: a binding's target, or the node of a pod that
+    /// gets ephemeral containers.
+    pub fn named_node(&self) -> Option<&str> {
+        let object = self.object.as_ref()?;
+        let core = self.resource.group.is_empty();
+        let node = match (
+            core,
+            self.resource.resource.as_str(),
+            self.sub_resource.as_deref().unwrap_or(""),
+        ) {
+            (true, "pods", "binding") | (true, "bindings", "") => {
+                object.target.as_ref().map(|t| t.name.as_str())
+            }
+            (true, "pods", "ephemeralcontainers") => object.spec().node_name.as_deref(),
+            _ => None,
+        };
+        node.filter(|n| !n.is_empty())
+    }
 }
 
 fn check_envelope(api_version: Option<String>, kind: Option<String>) -> Result<(), AdmissionError> {
@@ -395,41 +415,53 @@ pub fn handle(
     body: &[u8],
     nodes: Option<&NodeSnapshot>,
 ) -> Result<Reviewed, AdmissionError> {
-    let request = parse_review(body)?;
+    Ok(answer(policy, endpoint, parse_review(body)?, nodes))
+}
+
+/// A decoded request in, the AdmissionReview out.
+pub fn answer(
+    policy: &Policy,
+    endpoint: Endpoint,
+    request: RequestIn,
+    nodes: Option<&NodeSnapshot>,
+) -> Reviewed {
     let decision = decide(policy, endpoint, &request, nodes);
-    Ok(Reviewed {
+    Reviewed {
         mode: policy.mode,
         response: response(request.uid(), &decision),
         decision,
         request,
-    })
+    }
+}
+
+/// [`answer`] with the policy of a set that covers the request's namespace.
+/// A namespace no policy covers is skipped (an unsupported resource is still
+/// reported, as one policy would).
+pub fn answer_set(
+    set: &PolicySet,
+    endpoint: Endpoint,
+    request: RequestIn,
+    nodes: Option<&NodeSnapshot>,
+) -> Reviewed {
+    let Some(policy) = set.covering(request.namespace()).or(set.first()) else {
+        return Reviewed {
+            mode: Mode::Enforce,
+            response: response(request.uid(), &Decision::Skip),
+            decision: Decision::Skip,
+            request,
+        };
+    };
+    answer(policy, endpoint, request, nodes)
 }
 
 /// [`handle`] with the policy of a set that covers the request's namespace.
-/// A namespace no policy covers is skipped (an unsupported resource is still
-/// reported, as one policy would).
 pub fn handle_set(
     set: &PolicySet,
     endpoint: Endpoint,
     body: &[u8],
     nodes: Option<&NodeSnapshot>,
 ) -> Result<Reviewed, AdmissionError> {
-    let request = parse_review(body)?;
-    let Some(policy) = set.covering(request.namespace()).or(set.first()) else {
-        return Ok(Reviewed {
-            mode: Mode::Enforce,
-            response: response(request.uid(), &Decision::Skip),
-            decision: Decision::Skip,
-            request,
-        });
-    };
-    let decision = decide(policy, endpoint, &request, nodes);
-    Ok(Reviewed {
-        mode: policy.mode,
-        response: response(request.uid(), &decision),
-        decision,
-        request,
-    })
+    Ok(answer_set(set, endpoint, parse_review(body)?, nodes))
 }
 
 /// Decodes the JSON Patch of a response (for tests and `eval`).

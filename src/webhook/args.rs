@@ -144,8 +144,7 @@ pub struct ClusterArgs {
     #[arg(
         long,
         env = "RUNNER_FENCE_MANAGE_CERTIFICATES",
-        conflicts_with_all = ["ca_bundle", "tls_cert"],
-        requires = "policies_from_cluster"
+        conflicts_with_all = ["ca_bundle"]
     )]
     pub manage_certificates: bool,
     /// Validity of a certificate runner-fence issues.
@@ -161,22 +160,14 @@ pub struct ClusterArgs {
     /// Only serve and report status; never apply the webhook configurations and backstop.
     #[arg(long, env = "RUNNER_FENCE_NO_WEBHOOKS")]
     pub no_webhooks: bool,
-    /// failurePolicy of the mutating webhook.
-    #[arg(
-        long,
-        env = "RUNNER_FENCE_MUTATE_FAILURE_POLICY",
-        value_enum,
-        default_value = "fail"
-    )]
-    pub mutate_failure_policy: FailurePolicyArg,
-    /// failurePolicy of the validating webhook.
-    #[arg(
-        long,
-        env = "RUNNER_FENCE_VALIDATE_FAILURE_POLICY",
-        value_enum,
-        default_value = "fail"
-    )]
-    pub validate_failure_policy: FailurePolicyArg,
+    /// failurePolicy of the mutating webhook (default: Fail while any served
+    /// policy enforces, Ignore when all audit, as `render webhooks` decides).
+    #[arg(long, env = "RUNNER_FENCE_MUTATE_FAILURE_POLICY", value_enum)]
+    pub mutate_failure_policy: Option<FailurePolicyArg>,
+    /// failurePolicy of the validating webhook (default: Fail while any served
+    /// policy enforces, Ignore when all audit, as `render webhooks` decides).
+    #[arg(long, env = "RUNNER_FENCE_VALIDATE_FAILURE_POLICY", value_enum)]
+    pub validate_failure_policy: Option<FailurePolicyArg>,
     /// timeoutSeconds of both webhooks (1-5).
     #[arg(
         long,
@@ -245,8 +236,8 @@ impl ClusterArgs {
                 None if self.manage_certificates => CaBundle::Managed(self.cert_config()),
                 None => CaBundle::Injected,
             },
-            mutate_failure_policy: self.mutate_failure_policy.into(),
-            validate_failure_policy: self.validate_failure_policy.into(),
+            mutate_failure_policy: self.mutate_failure_policy.map(Into::into),
+            validate_failure_policy: self.validate_failure_policy.map(Into::into),
             timeout_seconds: self.webhook_timeout_seconds,
             resync: std::time::Duration::from_secs(self.resync_seconds.max(1)),
         }

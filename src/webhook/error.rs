@@ -92,6 +92,36 @@ pub enum Error {
         #[source]
         source: rustls::server::VerifierBuilderError,
     },
+    /// A key or certificate that would be overwritten.
+    #[error("{} exists; pass --force to replace it (a CA key issues every later serving certificate: keep it, and use `certs rotate` for a new serving certificate)", path.display())]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `--ca-cert` that cannot issue certificates.
+    #[error("{}: {why}", path.display())]
+    NotCa {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: &'static str,
+    },
+    /// `--ca-key` that is not a usable key.
+    #[error("{}: {why}", path.display())]
+    NotCaKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: &'static str,
+    },
+    /// `--ca-key` that does not belong to `--ca-cert`.
+    #[error("{} is not the key of the CA certificate {}", key.display(), cert.display())]
+    CaKeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
     /// A certificate needs a name.
     #[error("a certificate needs at least one name")]
     NoNames,

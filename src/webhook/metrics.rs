@@ -7,6 +7,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use crate::k8s::audit::Report as AuditReport;
+
 /// Labels of a review.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReviewLabels {
@@ -84,6 +89,103 @@ pub struct PolicyLabels {
     pub hash: String,
 }
 
+/// Labels of an on-demand node read.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLookupLabels {
+    /// `found`, `not-found`, `error` or `no-client`.
+    pub result: &'static str,
+}
+
+/// Labels of the audit's findings.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditFindingLabels {
+    /// A policy rule id, or `job-pod-outside-fence`, `runner-reach`,
+    /// `unreadable`, `coverage-gap`, `backstop`, `serving`.
+    pub rule: String,
+}
+
+/// Labels of an audit pass.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditRunLabels {
+    /// `clean`, `findings` or `failed` (the cluster could not be read).
+    pub result: &'static str,
+}
+
+/// The `runner_fence_audit_*` family: what the last audit pass found. The
+/// continuous audit registers it ([`AuditMetrics::register`] on
+/// [`Metrics::registry`], which every exported family must have a dashboard
+/// panel for) and records each pass with [`AuditMetrics::record`].
+#[derive(Clone, Debug, Default)]
+pub struct AuditMetrics {
+    /// Pods judged in the runner namespaces by the last pass.
+    pub pods_checked: Gauge,
+    /// Findings of the last pass by rule (every rule present, zero or not).
+    pub findings: Family<AuditFindingLabels, Gauge>,
+    /// When the last pass finished, seconds since the epoch.
+    pub last_run: Gauge,
+    /// How long the last pass took.
+    pub duration: Gauge<f64, AtomicU64>,
+    /// Passes by result.
+    pub runs: Family<AuditRunLabels, Counter>,
+}
+
+impl AuditMetrics {
+    /// Creates the family and registers it (names get the registry's prefix).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = AuditMetrics::default();
+        registry.register(
+            "audit_pods_checked",
+            "Pods in the runner namespaces the last audit pass judged",
+            m.pods_checked.clone(),
+        );
+        registry.register(
+            "audit_findings",
+            "Findings of the last audit pass, by rule",
+            m.findings.clone(),
+        );
+        registry.register(
+            "audit_last_run_timestamp_seconds",
+            "When the last audit pass finished",
+            m.last_run.clone(),
+        );
+        registry.register(
+            "audit_duration_seconds",
+            "How long the last audit pass took",
+            m.duration.clone(),
+        );
+        registry.register("audit_runs", "Audit passes, by result", m.runs.clone());
+        m
+    }
+
+    /// Records a finished pass.
+    pub fn record(&self, report: &AuditReport, took: Duration, finished_at_seconds: i64) {
+        let checked =
+            report.job_pods.len() + report.unreadable.iter().filter(|u| u.pod.is_some()).count();
+        self.pods_checked.set(checked as i64);
+        self.findings.clear();
+        for (rule, n) in report.findings_by_rule() {
+            self.findings
+                .get_or_create(&AuditFindingLabels { rule: rule.into() })
+                .set(n as i64);
+        }
+        self.last_run.set(finished_at_seconds);
+        self.duration.set(took.as_secs_f64());
+        let result = if report.has_violations() {
+            "findings"
+        } else {
+            "clean"
+        };
+        self.runs.get_or_create(&AuditRunLabels { result }).inc();
+    }
+
+    /// Records a pass that could not read the cluster (the last results stay).
+    pub fn failed(&self) {
+        self.runs
+            .get_or_create(&AuditRunLabels { result: "failed" })
+            .inc();
+    }
+}
+
 type HistogramFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric, registered in one registry.
@@ -114,6 +216,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Server-side applies and deletions of the generated objects.
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Nodes read on demand (no node cache), by result.
+    pub node_lookups: Family<NodeLookupLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -189,6 +293,12 @@ impl Metrics {
             "Applies and deletions of the generated webhook configurations and backstop",
             reconciles.clone(),
         );
+        let node_lookups = Family::<NodeLookupLabels, Counter>::default();
+        registry.register(
+            "node_lookups",
+            "Nodes read on demand for bindings and ephemeral containers without the node cache, by result",
+            node_lookups.clone(),
+        );
         // Every series exists from the start, at 0: dashboards and alerts see the
         // labels before the first policy or reconciliation.
         for state in crate::core::fleet::State::ALL {
@@ -217,7 +327,15 @@ impl Metrics {
             cert_expiry,
             nodes,
             node_watch_up,
+            node_lookups,
         }
+    }
+
+    /// Counts an on-demand node read.
+    pub fn node_lookup(&self, result: &'static str) {
+        self.node_lookups
+            .get_or_create(&NodeLookupLabels { result })
+            .inc();
     }
 
     /// Counts a reload.
@@ -280,6 +398,72 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audit_family_reports_the_last_pass() {
+        let mut m = Metrics::new();
+        let audit = AuditMetrics::register(&mut m.registry);
+        let policy = crate::core::policy::embedded().expect("policy");
+        // Bound to a runner node: judged as created (a pending one without the
+        // profile's affinity would also be judged as it stands).
+        let pod = |name: &str, tolerations: serde_json::Value| {
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "gitlab-runner", "uid": name},
+                "spec": {"nodeName": "runner-1", "containers": [{"name": "build", "image": "alpine"}], "tolerations": tolerations}})
+        };
+        let inputs = crate::k8s::audit::Inputs {
+            pods: vec![
+                pod("ok", serde_json::json!([])),
+                pod("bad", serde_json::json!([{"operator": "Exists"}])),
+                serde_json::json!({"metadata": {"name": "broken", "namespace": "gitlab-runner"}, "spec": "not a pod spec"}),
+            ],
+            ..Default::default()
+        };
+        let report = crate::k8s::audit::analyze(&policy, &inputs);
+        audit.record(&report, Duration::from_millis(1500), 1_800_000_000);
+        let text = m.encode();
+        let value = |line: &str| {
+            text.lines()
+                .find(|l| l.starts_with(line))
+                .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(value("runner_fence_audit_pods_checked "), "3");
+        assert_eq!(
+            value("runner_fence_audit_findings{rule=\"protected-nodes\"}"),
+            "1"
+        );
+        assert_eq!(
+            value("runner_fence_audit_findings{rule=\"unreadable\"}"),
+            "1"
+        );
+        assert_eq!(
+            value("runner_fence_audit_findings{rule=\"resources\"}"),
+            "0"
+        );
+        // No webhooks registered: both are gaps.
+        assert_eq!(
+            value("runner_fence_audit_findings{rule=\"coverage-gap\"}"),
+            "2"
+        );
+        assert_eq!(
+            value("runner_fence_audit_last_run_timestamp_seconds "),
+            "1800000000"
+        );
+        assert_eq!(value("runner_fence_audit_duration_seconds "), "1.5");
+        assert_eq!(
+            value("runner_fence_audit_runs_total{result=\"findings\"}"),
+            "1"
+        );
+        audit.failed();
+        assert!(
+            m.encode()
+                .contains("runner_fence_audit_runs_total{result=\"failed\"} 1")
+        );
+    }
 
     #[test]
     fn latency_buckets_reach_the_apiserver_timeout() {

@@ -23,6 +23,7 @@ use base64::Engine as _;
 pub use args::{ClusterArgs, FailurePolicyArg, LogFormat, ServeArgs};
 pub use connection::http_builder;
 pub use error::Error;
+pub use logging::subscriber as log_subscriber;
 pub use server::Server;
 pub use signals::shutdown_signal;
 pub use state::State;

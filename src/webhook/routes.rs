@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State as AxState};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower::limit::ConcurrencyLimit;
@@ -30,7 +30,7 @@ pub(crate) fn admission_service(
     max_concurrency: usize,
     body_timeout: Duration,
 ) -> Router {
-    with_body_reader(limited(state, max_concurrency), body_timeout)
+    with_body_reader(state.clone(), limited(state, max_concurrency), body_timeout)
 }
 
 /// Both endpoints behind one limit (a layer on the Router would give each route its own).
@@ -38,23 +38,49 @@ fn limited(state: Arc<State>, max_concurrency: usize) -> ConcurrencyLimit<Router
     ConcurrencyLimit::new(admission_router(state), max_concurrency.max(1))
 }
 
-fn with_body_reader(svc: ConcurrencyLimit<Router>, body_timeout: Duration) -> Router {
+fn with_body_reader(
+    state: Arc<State>,
+    svc: ConcurrencyLimit<Router>,
+    body_timeout: Duration,
+) -> Router {
     Router::new()
         .fallback_service(svc)
         .layer(axum::middleware::from_fn_with_state(
-            body_timeout,
+            BodyReader {
+                state,
+                timeout: body_timeout,
+            },
             read_body,
         ))
 }
 
-/// Buffers the request body within a deadline and the size cap.
+#[derive(Clone)]
+struct BodyReader {
+    state: Arc<State>,
+    timeout: Duration,
+}
+
+/// Buffers the request body within a deadline and the size cap; a body that
+/// is too large, too slow or cut off is answered, counted and logged here.
 async fn read_body(
-    AxState(timeout): AxState<Duration>,
+    AxState(reader): AxState<BodyReader>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let endpoint = endpoint_label(req.uri().path());
     let (parts, body) = req.into_parts();
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+    let s = &reader.state;
+    // A client that resets its HTTP/2 stream (or closes the connection) while
+    // sending makes hyper drop this future: the guard still counts it.
+    let mut reading = Reading {
+        state: s,
+        endpoint,
+        finished: false,
+    };
+    let read =
+        tokio::time::timeout(reader.timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await;
+    reading.finished = true;
+    match read {
         Ok(Ok(bytes)) => {
             next.run(axum::extract::Request::from_parts(
                 parts,
@@ -66,27 +92,64 @@ async fn read_body(
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_large {
-                (
+                bad(
+                    s,
+                    endpoint,
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body is larger than {MAX_BODY_BYTES} bytes\n"),
+                    "too-large",
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes"),
                 )
-                    .into_response()
             } else {
-                (
+                bad(
+                    s,
+                    endpoint,
                     StatusCode::BAD_REQUEST,
-                    format!("cannot read the request body: {e}\n"),
+                    "body-incomplete",
+                    format!("cannot read the request body: {e}"),
                 )
-                    .into_response()
             }
         }
-        Err(_) => (
+        Err(_) => bad(
+            s,
+            endpoint,
             StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
             format!(
-                "request body not received within {} ms\n",
-                timeout.as_millis()
+                "request body not received within {} ms",
+                reader.timeout.as_millis()
             ),
-        )
-            .into_response(),
+        ),
+    }
+}
+
+/// Counts a request whose body read was abandoned because the client went away.
+struct Reading<'a> {
+    state: &'a State,
+    endpoint: &'static str,
+    finished: bool,
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let reason = "body-incomplete";
+            self.state.metrics.bad_request(self.endpoint, reason);
+            tracing::warn!(
+                endpoint = self.endpoint,
+                reason,
+                detail = "the client went away before the request body was complete",
+                "rejected request"
+            );
+        }
+    }
+}
+
+/// The `endpoint` label of a request path.
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        "/mutate" => Endpoint::Mutate.as_str(),
+        "/validate" => Endpoint::Validate.as_str(),
+        _ => "other",
     }
 }
 
@@ -95,8 +158,36 @@ pub fn admission_router(state: Arc<State>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
+        .method_not_allowed_fallback(wrong_method)
+        .fallback(unknown_path)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+async fn wrong_method(AxState(s): AxState<Arc<State>>, method: Method, uri: Uri) -> Response {
+    let mut resp = bad(
+        &s,
+        endpoint_label(uri.path()),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method",
+        format!("method {method} is not allowed; the apiserver POSTs AdmissionReviews"),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+    resp
+}
+
+async fn unknown_path(AxState(s): AxState<Arc<State>>, uri: Uri) -> Response {
+    bad(
+        &s,
+        "other",
+        StatusCode::NOT_FOUND,
+        "unknown-path",
+        format!(
+            "no endpoint {}; runner-fence serves /mutate and /validate",
+            uri.path()
+        ),
+    )
 }
 
 /// The admin router (plain HTTP, for probes and Prometheus).
@@ -137,22 +228,30 @@ async fn metrics(AxState(s): AxState<Arc<State>>) -> Response {
 }
 
 async fn mutate(s: AxState<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
-    review(&s.0, Endpoint::Mutate, &headers, &body)
+    review(&s.0, Endpoint::Mutate, &headers, &body).await
 }
 
 async fn validate(s: AxState<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
-    review(&s.0, Endpoint::Validate, &headers, &body)
+    review(&s.0, Endpoint::Validate, &headers, &body).await
 }
 
+/// A request answered with a 4xx before review: counted by reason, logged
+/// (the text in `detail`, `message` is the event's own), the text sent back.
 fn bad(
     s: &State,
-    endpoint: Endpoint,
+    endpoint: &'static str,
     status: StatusCode,
     reason: &'static str,
     message: String,
 ) -> Response {
-    s.metrics.bad_request(endpoint.as_str(), reason);
-    tracing::warn!(endpoint = endpoint.as_str(), reason, %message, "rejected request");
+    s.metrics.bad_request(endpoint, reason);
+    tracing::warn!(
+        endpoint,
+        reason,
+        status = status.as_u16(),
+        detail = %message,
+        "rejected request"
+    );
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -161,26 +260,45 @@ fn bad(
         .into_response()
 }
 
-fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Response {
+async fn review(s: &State, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Response {
     let started = Instant::now();
     if let Err(ctype) = json_content_type(headers) {
         return bad(
             s,
-            endpoint,
+            endpoint.as_str(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content-type",
             format!("content type must be application/json, got {ctype:?}"),
         );
     }
-    let policies = s.policies.load();
-    let nodes = s.nodes.load();
-    let reviewed = match admission::handle_set(&policies, endpoint, body, nodes.as_deref()) {
+    let request = match admission::parse_review(body) {
         Ok(r) => r,
         Err(e) => {
             let message = Report(&e).to_string();
-            return bad(s, endpoint, StatusCode::BAD_REQUEST, e.reason(), message);
+            return bad(
+                s,
+                endpoint.as_str(),
+                StatusCode::BAD_REQUEST,
+                e.reason(),
+                message,
+            );
         }
     };
+    let nodes = s.nodes.load_full();
+    // Without the node cache, a node the request places something on is read
+    // from the API (or, failing that, counts as protected): names alone cannot
+    // tell GitLab's nodes. Only /validate decides on it.
+    let looked_up = match (&nodes, endpoint, request.named_node()) {
+        (None, Endpoint::Validate, Some(node))
+            if s.policies.load().covering(request.namespace()).is_some() =>
+        {
+            Some(s.look_up_node(node).await)
+        }
+        _ => None,
+    };
+    let policies = s.policies.load();
+    let snapshot = nodes.as_deref().or(looked_up.as_ref());
+    let reviewed = admission::answer_set(&policies, endpoint, request, snapshot);
     let (rule, elapsed) = record(s, endpoint, reviewed.mode, &reviewed.decision, started);
     log_review(endpoint, &reviewed, rule, elapsed);
     let body = serde_json::to_vec(&reviewed.response).unwrap_or_default();
@@ -248,6 +366,8 @@ fn record(
 
 /// One structured line per review. An event rather than a span: it carries
 /// the same fields and costs a fraction (this is on every admission's path).
+/// The event's `message` is `review`; what a denial says is `denial`, what
+/// audit mode would deny `would_deny` (empty when there is none).
 fn log_review(endpoint: Endpoint, reviewed: &admission::Reviewed, rule: &str, elapsed: Duration) {
     if !tracing::enabled!(tracing::Level::INFO) {
         return;
@@ -266,7 +386,8 @@ fn log_review(endpoint: Endpoint, reviewed: &admission::Reviewed, rule: &str, el
         latency_us = elapsed.as_micros() as u64,
         patch_ops = d.patch().len(),
         warnings = d.audited().len(),
-        message = d.message().unwrap_or_default(),
+        denial = d.message().unwrap_or_default(),
+        would_deny = d.would_deny().unwrap_or_default(),
         "review"
     );
 }
@@ -287,13 +408,14 @@ mod tests {
     async fn one_limit_covers_both_endpoints() {
         let policy = crate::core::policy::embedded().expect("policy");
         let state = Arc::new(State::new(policy, false));
+        let state_for_reader = state.clone();
         let svc = limited(state, 1);
         // Take the only permit through one clone of the limited service...
         let mut holder = svc.clone();
         std::future::poll_fn(|cx| Service::<axum::extract::Request>::poll_ready(&mut holder, cx))
             .await
             .expect("permit");
-        let app = with_body_reader(svc, Duration::from_secs(1));
+        let app = with_body_reader(state_for_reader, svc, Duration::from_secs(1));
         // ...and neither endpoint gets through while it is held.
         for path in ["/mutate", "/validate"] {
             let waiting = tokio::time::timeout(

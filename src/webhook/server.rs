@@ -57,6 +57,9 @@ impl Server {
         if let Some(path) = &args.nodes_file {
             state.set_nodes(crate::core::nodes::read_file(path)?);
         }
+        if !args.node_cache && args.nodes_file.is_none() {
+            state.set_node_reader(node_reader().await);
+        }
         let (key, expiry, generated_ca) = serving_certificate(&args)?;
         if let Some(e) = expiry {
             state.metrics.cert_expiry.set(e);
@@ -198,6 +201,21 @@ impl crate::k8s::controller::certs::Certificates for ManagedTls {
         self.state.certificate_loaded();
         tracing::info!("serving the certificate from its Secret");
         Ok(())
+    }
+}
+
+/// Without the node cache, nodes that bindings and ephemeral containers name
+/// are read on demand; with no cluster access at all they count as protected.
+async fn node_reader() -> Option<crate::k8s::nodes::NodeReader> {
+    match crate::k8s::nodes::NodeReader::from_environment().await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "no Kubernetes client (kubeconfig or in-cluster) and no node cache: bindings and ephemeral containers in runner namespaces will be denied unless their node is read (fail closed)"
+            );
+            None
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! What the running server shares between its tasks: the policy (swapped on
 //! reload), the node snapshot (published by the node cache), readiness and metrics.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
@@ -12,6 +12,7 @@ use crate::core::nodes::NodeSnapshot;
 use crate::core::policy::Policy;
 use crate::k8s::cache::NodeSink;
 use crate::k8s::controller::PolicySink;
+use crate::k8s::nodes::{Lookup, NodeReader};
 
 /// Shared state of a running server.
 pub struct State {
@@ -22,6 +23,8 @@ pub struct State {
     /// Metrics.
     pub metrics: Metrics,
     node_cache_enabled: bool,
+    /// Reads a named node when there is no snapshot (None: no cluster access).
+    node_reader: OnceLock<Option<NodeReader>>,
     nodes_synced: AtomicBool,
     /// None: policies come from a file; else whether the cluster's have been read.
     policies_synced: Option<AtomicBool>,
@@ -40,6 +43,7 @@ impl State {
             nodes: ArcSwapOption::empty(),
             metrics,
             node_cache_enabled,
+            node_reader: OnceLock::new(),
             nodes_synced: AtomicBool::new(false),
             policies_synced: None,
             certificate_synced: None,
@@ -54,6 +58,7 @@ impl State {
             nodes: ArcSwapOption::empty(),
             metrics: Metrics::new(),
             node_cache_enabled,
+            node_reader: OnceLock::new(),
             nodes_synced: AtomicBool::new(false),
             policies_synced: Some(AtomicBool::new(false)),
             certificate_synced: None,
@@ -111,6 +116,36 @@ impl State {
         self.metrics.nodes.set(snapshot.len() as i64);
         self.nodes.store(Some(Arc::new(snapshot)));
         self.nodes_synced.store(true, Ordering::SeqCst);
+    }
+
+    /// Sets how named nodes are read without the node cache (once, at start).
+    pub fn set_node_reader(&self, reader: Option<NodeReader>) {
+        let _ = self.node_reader.set(reader);
+    }
+
+    /// A snapshot holding just the node `name`, read from the API, for a request
+    /// that names it while there is no node cache. Empty when it cannot be read:
+    /// the rules then treat the node as possibly protected (fail closed).
+    pub async fn look_up_node(&self, name: &str) -> NodeSnapshot {
+        let Some(reader) = self.node_reader.get().and_then(Option::as_ref) else {
+            self.metrics.node_lookup("no-client");
+            return NodeSnapshot::default();
+        };
+        match reader.get(name).await {
+            Lookup::Found(info) => {
+                self.metrics.node_lookup("found");
+                NodeSnapshot::new([info])
+            }
+            Lookup::NotFound => {
+                self.metrics.node_lookup("not-found");
+                NodeSnapshot::default()
+            }
+            Lookup::Failed(reason) => {
+                self.metrics.node_lookup("error");
+                tracing::warn!(node = name, %reason, "cannot read the node a request names; treating it as protected");
+                NodeSnapshot::default()
+            }
+        }
     }
 
     /// Starts the drain: `/readyz` turns 503.

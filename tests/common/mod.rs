@@ -1,10 +1,12 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use runner_fence::core::policy::{self, Policy};
-use serde_json::Value;
+use runner_fence::core::policy::{self, Policy, Role};
+use runner_fence::core::runner_config::{ConfigFile, job_pod};
+use serde_json::{Value, json};
 
 /// A tool a `scripts/tools/*.sh` script builds once per machine and caches
 /// (Helm, the CRDs): the path it prints on its last line.
@@ -208,4 +210,72 @@ pub async fn raw_tls(
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     connector.connect(name, tcp).await.expect("handshake")
+}
+
+/// The recorded GitLab Runner 19.4 job pod, with the fields the runner takes
+/// from config.toml replaced by what `job_pod` builds from `config` and a
+/// job's `labels`.
+pub fn recorded_job(
+    config: &ConfigFile,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Value {
+    let review = fixture("runner-configs/recorded-runner-19.4-rendered-config-job.json");
+    let mut pod = review["request"]["object"].clone();
+    pod["metadata"]["namespace"] = json!(namespace);
+    let built = job_pod(config, 0, namespace, labels).pod;
+    let spec = &built["spec"];
+    pod["spec"]["affinity"] = spec["affinity"].clone();
+    match spec.get("nodeSelector") {
+        Some(s) => pod["spec"]["nodeSelector"] = s.clone(),
+        None => {
+            if let Some(s) = pod["spec"].as_object_mut() {
+                s.remove("nodeSelector");
+            }
+        }
+    }
+    // The apiserver's NoExecute defaults stay; the rest is config.toml's.
+    let mut tolerations: Vec<Value> = spec["tolerations"].as_array().cloned().unwrap_or_default();
+    tolerations.extend(
+        pod["spec"]["tolerations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t.get("tolerationSeconds").is_some())
+            .cloned(),
+    );
+    pod["spec"]["tolerations"] = Value::Array(tolerations);
+    let built_resources = |name: &str| -> Value {
+        spec["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(spec["initContainers"].as_array().into_iter().flatten())
+            .find(|c| c["name"] == name)
+            .map(|c| c["resources"].clone())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    for (list, init) in [("containers", false), ("initContainers", true)] {
+        for c in pod["spec"][list].as_array_mut().into_iter().flatten() {
+            let name = c["name"].as_str().unwrap_or("").to_string();
+            let role = if init {
+                "init-permissions"
+            } else {
+                match Role::of_container(&name) {
+                    Role::Build => "build",
+                    Role::Helper => "helper",
+                    _ => "svc-0",
+                }
+            };
+            c["resources"] = built_resources(role);
+        }
+    }
+    for (k, v) in built["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        pod["metadata"]["labels"][k] = v.clone();
+    }
+    pod
 }

@@ -200,13 +200,21 @@ impl Decision {
         w
     }
 
+    /// What enforce mode would deny, when rules in audit mode found something:
+    /// the `would-deny` audit annotation and the review log line's `would_deny`.
+    pub fn would_deny(&self) -> Option<String> {
+        let audited = self.audited();
+        (!audited.is_empty()).then(|| {
+            let msgs: Vec<String> = audited.iter().map(ToString::to_string).collect();
+            msgs.join("; ")
+        })
+    }
+
     /// Audit annotations (the apiserver prefixes keys with the webhook name).
     pub fn audit_annotations(&self) -> BTreeMap<String, String> {
         let mut a = BTreeMap::new();
-        let audited = self.audited();
-        if !audited.is_empty() {
-            let msgs: Vec<String> = audited.iter().map(ToString::to_string).collect();
-            a.insert("would-deny".to_string(), msgs.join("; "));
+        if let Some(would_deny) = self.would_deny() {
+            a.insert("would-deny".to_string(), would_deny);
         }
         let would_patch = self.would_patch();
         if !would_patch.is_empty() {

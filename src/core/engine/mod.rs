@@ -17,7 +17,7 @@ pub use error::ReviewError;
 pub use evaluate::{Evaluation, evaluate};
 pub use mutate::Mutation;
 use pod::PodView;
-pub use validate::{Cause, Context, FargateIssue, NodeRef, ProfileRef, Violation};
+pub use validate::{Cause, Chosen, Context, FargateIssue, NodeRef, ProfileRef, Violation};
 
 /// Which webhook is asking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,7 +159,42 @@ pub fn review(
         namespace: req.namespace,
         nodes,
     };
-    review_decoded(policy, endpoint, req.operation, pod, req.old_object, ctx)
+    let change = match (req.operation, req.sub_resource) {
+        (Operation::Create, _) => Change::Create,
+        (_, "ephemeralcontainers") => Change::EphemeralContainers,
+        _ => Change::Update,
+    };
+    review_pod(policy, endpoint, change, pod, req.old_object, ctx)
+}
+
+/// What a pod request does, which decides the violations that count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    /// A new pod: every violation counts.
+    Create,
+    /// An UPDATE (or in-place resize): what it introduces counts, and everything
+    /// once it removes the last scheduling gate.
+    Update,
+    /// `pods/ephemeralcontainers`: as an UPDATE, and never on a protected node.
+    EphemeralContainers,
+}
+
+impl Change {
+    fn operation(self) -> Operation {
+        match self {
+            Change::Create => Operation::Create,
+            Change::Update | Change::EphemeralContainers => Operation::Update,
+        }
+    }
+}
+
+/// Whether an UPDATE makes the pod schedulable: it had a scheduling gate and
+/// has none now. From then on the scheduler may place it, so it is judged like
+/// a new pod (SPEC §2): a pod created before enforcement (before install, in
+/// audit mode, before its namespace joined the policy) must not carry its old
+/// violations past this moment.
+fn becomes_schedulable(old: &PodView, new: &PodView) -> bool {
+    old.gated() && !new.gated()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -168,7 +203,8 @@ enum Target {
     Binding,
 }
 
-/// The engine on a pod in a runner namespace (and, for UPDATE, the stored pod).
+/// The engine on a decoded pod in a runner namespace (and, for UPDATE, the
+/// stored pod), as a plain CREATE or UPDATE of the pod itself.
 pub fn review_decoded(
     policy: &Policy,
     endpoint: Endpoint,
@@ -177,6 +213,22 @@ pub fn review_decoded(
     old_object: Option<&PodView>,
     ctx: Context<'_>,
 ) -> Decision {
+    let change = match operation {
+        Operation::Create => Change::Create,
+        _ => Change::Update,
+    };
+    review_pod(policy, endpoint, change, pod, old_object, ctx)
+}
+
+fn review_pod(
+    policy: &Policy,
+    endpoint: Endpoint,
+    change: Change,
+    pod: &PodView,
+    old_object: Option<&PodView>,
+    ctx: Context<'_>,
+) -> Decision {
+    let operation = change.operation();
     let profile = resolve_profile(policy, ctx.namespace, pod);
     let findings = Findings {
         profile: Some(profile.name().to_string()),
@@ -203,11 +255,18 @@ pub fn review_decoded(
                 // Only what this update introduces, compared as data (rule, path,
                 // cause): an operator's label edit on a pod admitted under an older
                 // policy must not be blocked, and rewording never changes a decision.
-                if let Some(old) = old_object {
+                // Not when it ungates the pod: that is when placement starts.
+                if let Some(old) = old_object
+                    && !becomes_schedulable(old, pod)
+                {
                     let old_profile = resolve_profile(policy, ctx.namespace, old);
                     let before = validate::validate_pod(policy, &old_profile, old, ctx);
                     violations.retain(|v| !before.contains(v));
                 }
+            }
+            if change == Change::EphemeralContainers {
+                // Whatever the pod already was: no new process on a protected node.
+                violations.extend(validate::ephemeral_on_protected(policy, pod, ctx.nodes));
             }
             Decision::judge(policy, findings, violations)
         }
@@ -223,21 +282,21 @@ pub(crate) fn resolve_profile<'a>(
     pod: &'a PodView,
 ) -> ProfileRef<'a> {
     let labels = pod.labels();
-    let name = labels
+    let (name, chosen) = labels
         .get(&policy.placement.profile_label)
-        .map(String::as_str)
+        .map(|n| (n.as_str(), Chosen::Label))
         .or_else(|| {
             policy
                 .placement
                 .profiles
                 .iter()
                 .find(|(_, p)| p.selector.as_ref().is_some_and(|s| s.matches(labels)))
-                .map(|(n, _)| n.as_str())
+                .map(|(n, _)| (n.as_str(), Chosen::Selector))
         })
-        .unwrap_or(&policy.placement.default);
+        .unwrap_or((&policy.placement.default, Chosen::Default));
     match policy.placement.profiles.get_key_value(name) {
         Some((n, p)) if p.allowed_in(namespace) => ProfileRef::Known(n, p),
-        Some((n, _)) => ProfileRef::NotAllowed(n),
+        Some((n, _)) => ProfileRef::NotAllowed(n, chosen),
         None => ProfileRef::Unknown(name),
     }
 }

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ContainerPort, HostPathVolumeSource, NodeSelectorTerm, ResourceRequirements,
-    SecurityContext, Toleration,
+    Affinity, ContainerPort, HostPathVolumeSource, NodeSelectorTerm, PodSchedulingGate,
+    ResourceRequirements, SecurityContext, Toleration,
 };
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +104,9 @@ pub struct SpecView {
     /// Pod-level `resources` (Kubernetes 1.32+).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// `schedulingGates`: while any is set the scheduler leaves the pod alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling_gates: Option<Vec<PodSchedulingGate>>,
 }
 
 /// A pod as the engine sees it (or, for `pods/binding`, a Binding: then only
@@ -223,6 +226,14 @@ impl PodView {
             })
             .map(|r| r.node_selector_terms.as_slice())
             .unwrap_or(&[])
+    }
+
+    /// Whether the scheduler is held off by a scheduling gate.
+    pub fn gated(&self) -> bool {
+        self.spec()
+            .scheduling_gates
+            .as_ref()
+            .is_some_and(|g| !g.is_empty())
     }
 
     /// Every container with its JSON path prefix and whether it is an init container.

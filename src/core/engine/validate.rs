@@ -80,11 +80,21 @@ pub enum Cause {
         exists: bool,
         /// The protected taint.
         taint: TaintSpec,
+        /// With the node cache: the protected nodes that carry the taint now
+        /// (sorted, maybe none); without it, `None`.
+        carriers: Option<Vec<String>>,
     },
     /// Real protected nodes whose labels match and whose taints are tolerated.
     SchedulableOnProtected {
         /// Node names, sorted.
         nodes: Vec<String>,
+    },
+    /// Ephemeral containers added to a pod that runs on a protected node.
+    EphemeralOnProtectedNode {
+        /// The pod's node.
+        node: String,
+        /// Why it is protected.
+        by: ProtectedBy,
     },
     /// `spec.nodeName` is set.
     NodeNameSet {
@@ -102,6 +112,8 @@ pub enum Cause {
     ProfileNotAllowed {
         /// The profile.
         name: String,
+        /// How the pod got it (the label, or the profile's selector).
+        chosen: Chosen,
         /// The pod's namespace.
         namespace: String,
         /// Profiles the namespace may use.
@@ -198,11 +210,7 @@ impl fmt::Display for Violation {
                 )
             }
             Cause::NamesProtectedNode { node, by, via } => {
-                let why = match by {
-                    ProtectedBy::Name => "listed in protectedNodes.names",
-                    ProtectedBy::Labels => "its labels match protectedNodes",
-                    ProtectedBy::Unknown => "the node cache does not know it, so it may be one",
-                };
+                let why = protected_why(*by);
                 match via {
                     NodeRef::NodeName => write!(
                         f,
@@ -222,8 +230,29 @@ impl fmt::Display for Violation {
                 toleration,
                 exists,
                 taint,
+                carriers,
             } => {
-                write!(f, "tolerates {taint} of protected GitLab nodes")?;
+                // Said from the policy; what the cluster shows only with the node cache.
+                write!(
+                    f,
+                    "tolerates {taint}, the taint protectedNodes.taints lists for GitLab's nodes"
+                )?;
+                match carriers.as_deref() {
+                    None => {}
+                    Some([]) => write!(
+                        f,
+                        ", though no protected node in the cluster carries it now"
+                    )?,
+                    Some(nodes) => {
+                        let shown: Vec<&str> = nodes.iter().take(3).map(String::as_str).collect();
+                        let more = nodes.len() - shown.len();
+                        write!(f, ", which {}", shown.join(", "))?;
+                        if more > 0 {
+                            write!(f, " and {more} more")?;
+                        }
+                        write!(f, " carr{}", if nodes.len() > 1 { "y" } else { "ies" })?;
+                    }
+                }
                 if *exists {
                     write!(f, " (it tolerates {toleration})")?;
                 }
@@ -246,6 +275,11 @@ impl fmt::Display for Violation {
                     " (labels match and taints are tolerated); require a label those nodes lack"
                 )
             }
+            Cause::EphemeralOnProtectedNode { node, by } => write!(
+                f,
+                "adds a container to a pod on protected GitLab node {node} ({}); debug the job on a runner node instead, and delete the pod",
+                protected_why(*by)
+            ),
             Cause::NodeNameSet { node } => write!(
                 f,
                 "is set to {node}; job pods must be placed by the scheduler, remove spec.nodeName (or set allowNodeName: true in the policy)"
@@ -257,13 +291,27 @@ impl fmt::Display for Violation {
             ),
             Cause::ProfileNotAllowed {
                 name,
+                chosen,
                 namespace,
                 allowed,
-            } => write!(
-                f,
-                "asks for profile {name:?}, which pods in namespace {namespace} may not use; allowed profiles: {}",
-                allowed.join(", ")
-            ),
+            } => {
+                match chosen {
+                    Chosen::Label => write!(f, "asks for profile {name:?}")?,
+                    Chosen::Selector => write!(
+                        f,
+                        "match the selector of profile {name:?} (placement.profiles.{name}.selector)"
+                    )?,
+                    Chosen::Default => write!(
+                        f,
+                        "choose no profile, so the default {name:?} (placement.default) applies"
+                    )?,
+                }
+                write!(
+                    f,
+                    ", which pods in namespace {namespace} may not use; allowed profiles: {}",
+                    allowed.join(", ")
+                )
+            }
             Cause::NoUsableTerm { required } => write!(
                 f,
                 "has no term that can match any node, so the pod could never be scheduled; give every term matchExpressions requiring {}",
@@ -344,6 +392,17 @@ impl fmt::Display for Violation {
     }
 }
 
+/// Why a node counts as protected, in words.
+fn protected_why(by: ProtectedBy) -> &'static str {
+    match by {
+        ProtectedBy::Name => "listed in protectedNodes.names",
+        ProtectedBy::Labels => "its labels match protectedNodes",
+        ProtectedBy::Unknown => {
+            "runner-fence does not know this node (not in the node cache, or it could not be read), so it may be one"
+        }
+    }
+}
+
 /// `(build) ` for a container, `(pod-level resources) ` for `spec.resources`.
 fn resource_owner(container: Option<&str>) -> String {
     container.map_or_else(|| "(pod-level resources) ".into(), |c| format!("({c}) "))
@@ -369,14 +428,25 @@ pub enum ProfileRef<'a> {
     /// The label named a profile the policy does not define.
     Unknown(&'a str),
     /// A defined profile that the pod's namespace may not use.
-    NotAllowed(&'a str),
+    NotAllowed(&'a str, Chosen),
+}
+
+/// How a pod got its profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chosen {
+    /// The profile label names it.
+    Label,
+    /// Its selector matches the pod's labels.
+    Selector,
+    /// `placement.default`.
+    Default,
 }
 
 impl<'a> ProfileRef<'a> {
     /// The profile's name, as asked for.
     pub fn name(&self) -> &'a str {
         match self {
-            ProfileRef::Known(n, _) | ProfileRef::Unknown(n) | ProfileRef::NotAllowed(n) => n,
+            ProfileRef::Known(n, _) | ProfileRef::Unknown(n) | ProfileRef::NotAllowed(n, _) => n,
         }
     }
 }
@@ -415,11 +485,16 @@ pub fn validate_pod(
                 allowed: policy.allowed_profiles(ctx.namespace),
             },
         ),
-        ProfileRef::NotAllowed(name) => out.push(
+        ProfileRef::NotAllowed(name, chosen) => out.push(
             RuleId::Placement,
-            profile_label(),
+            // The label when it chose the profile, else the labels the selector matched.
+            match chosen {
+                Chosen::Label => profile_label(),
+                Chosen::Selector | Chosen::Default => "metadata.labels".to_string(),
+            },
             Cause::ProfileNotAllowed {
                 name: name.to_string(),
+                chosen: *chosen,
                 namespace: ctx.namespace.to_string(),
                 allowed: policy.allowed_profiles(ctx.namespace),
             },
@@ -452,6 +527,29 @@ pub fn validate_binding(
         );
     }
     out.0
+}
+
+/// `pods/ephemeralcontainers` on a pod bound to a protected node: denied
+/// whatever the pod was admitted with, since the container would run there.
+pub fn ephemeral_on_protected(
+    policy: &Policy,
+    pod: &PodView,
+    nodes: Option<&NodeSnapshot>,
+) -> Vec<Violation> {
+    let Some(node) = pod.spec().node_name.as_deref().filter(|n| !n.is_empty()) else {
+        return Vec::new();
+    };
+    protected_node(policy, node, nodes)
+        .map(|by| Violation {
+            rule: RuleId::ProtectedNodes,
+            path: "spec.ephemeralContainers".into(),
+            cause: Cause::EphemeralOnProtectedNode {
+                node: node.to_string(),
+                by,
+            },
+        })
+        .into_iter()
+        .collect()
 }
 
 /// Why the node a pod or binding names is protected, if it is. Without the
@@ -509,7 +607,7 @@ fn protected_nodes(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
     let alts = alternatives(pod);
     protected_labels(policy, &alts, out);
     protected_names(policy, pod, nodes, out);
-    protected_taints(policy, pod, out);
+    protected_taints(policy, pod, nodes, out);
     // Live: a real protected node the pod could be scheduled on. Only when
     // the static checks found nothing, since they already explain the denial.
     if let Some(nodes) = nodes
@@ -571,11 +669,23 @@ fn protected_names(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>,
     }
 }
 
-/// Taints: tolerations of protected taints.
-fn protected_taints(policy: &Policy, pod: &PodView, out: &mut Out) {
+/// Taints: tolerations of protected taints (and, with the node cache, which
+/// protected nodes carry the taint, so the message does not claim more).
+fn protected_taints(policy: &Policy, pod: &PodView, nodes: Option<&NodeSnapshot>, out: &mut Out) {
+    let pn = &policy.protected_nodes;
     for (i, t) in pod.spec().tolerations.iter().flatten().enumerate() {
         let tol = Tol::of(t);
-        if let Some(taint) = policy.protected_nodes.tolerated_taint(&tol) {
+        if let Some(taint) = pn.tolerated_taint(&tol) {
+            let carriers = nodes.map(|nodes| {
+                let mut names: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| n.taints.iter().any(|nt| taint.matches(nt)))
+                    .filter(|n| pn.is_protected(&n.name, Some(&n.labels)).is_some())
+                    .map(|n| n.name.clone())
+                    .collect();
+                names.sort_unstable();
+                names
+            });
             out.push(
                 RuleId::ProtectedNodes,
                 format!("spec.tolerations[{i}]"),
@@ -583,6 +693,7 @@ fn protected_taints(policy: &Policy, pod: &PodView, out: &mut Out) {
                     toleration: tol.describe(),
                     exists: tol.exists,
                     taint: taint.clone(),
+                    carriers,
                 },
             );
         }

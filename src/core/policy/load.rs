@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::locate::{Seg, format_path, locate};
+use super::yaml;
 use super::{
     API_VERSION, KIND, LabelSelector, Operator, Policy, Profile, ProtectedNodes, Requests,
     TolerationOperator,
@@ -110,25 +111,12 @@ pub fn parse(src: &str, file: &str) -> Result<Policy, LoadError> {
     checked(policy, src, file, &[])
 }
 
-/// Deserializes `src`, errors with the field path and line:column.
+/// Deserializes `src` as YAML 1.2 core data; errors with the field path and line:column.
 pub(super) fn deserialize<T: serde::de::DeserializeOwned>(
     src: &str,
     file: &str,
 ) -> Result<T, LoadError> {
-    let mut field_path = String::new();
-    serde_saphyr::with_deserializer_from_str(src, |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            field_path = e.path().to_string();
-            e.into_inner()
-        })
-    })
-    .map_err(|e| {
-        let mut err = syntax_error(e, file);
-        if field_path != "." {
-            err.path = std::mem::take(&mut field_path);
-        }
-        err
-    })
+    yaml::from_str(src, file)
 }
 
 /// `policy` if it passes the semantic checks; else the first error, located
@@ -151,27 +139,6 @@ pub(super) fn checked(
         });
     }
     Ok(policy)
-}
-
-fn syntax_error(e: serde_saphyr::Error, file: &str) -> LoadError {
-    let loc = e.location();
-    // serde-saphyr renders a source snippet; the first line is the message.
-    let full = e.to_string();
-    let first = full.lines().next().unwrap_or("invalid policy").to_string();
-    let message = first
-        .strip_prefix("error: ")
-        .unwrap_or(&first)
-        .split_once(": ")
-        .filter(|(head, _)| head.starts_with("line "))
-        .map(|(_, rest)| rest.to_string())
-        .unwrap_or_else(|| first.clone());
-    LoadError {
-        file: file.to_string(),
-        line: loc.map(|l| l.line()).filter(|l| *l > 0),
-        column: loc.map(|l| l.column()).filter(|c| *c > 0),
-        path: String::new(),
-        message,
-    }
 }
 
 fn key(s: &str) -> Seg {
@@ -495,7 +462,7 @@ fn negative(r: &Requests, path: Vec<Seg>) -> Errors {
         .into_iter()
         .filter_map(|(n, q)| {
             let q = q.as_ref()?;
-            (q.nanos() <= 0).then(|| {
+            (!q.is_positive()).then(|| {
                 let mut p = path.clone();
                 p.push(key(n));
                 (p, format!("{q} must be greater than zero"))
@@ -661,7 +628,12 @@ mod tests {
         "kube-system",
         "match.namespaces[0]"
     )]
-    #[case::duplicate_profile("    fargate:\n", "    runner-nodes:\n", "duplicate mapping key", "")]
+    #[case::duplicate_profile(
+        "    fargate:\n",
+        "    runner-nodes:\n",
+        "key \"runner-nodes\" appears twice",
+        "placement.profiles.runner-nodes"
+    )]
     #[case::bad_operator(
         "operator: In, values: [gitlab-runner]",
         "operator: Within, values: [gitlab-runner]",

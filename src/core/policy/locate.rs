@@ -34,8 +34,16 @@ pub fn format_path(path: &[Seg]) -> String {
     s
 }
 
+/// Line and column, 1-based.
+pub type Pos = (u64, u64);
+
+fn pos(loc: serde_saphyr::Location) -> Pos {
+    (loc.line(), loc.column())
+}
+
 enum Node {
-    Map(BTreeMap<String, Spanned<Node>>),
+    /// Entries by key, each with where its key starts.
+    Map(BTreeMap<String, (Pos, Spanned<Node>)>),
     Seq(Vec<Spanned<Node>>),
     Scalar,
 }
@@ -81,9 +89,9 @@ impl<'de> Deserialize<'de> for Node {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Node, A::Error> {
                 let mut m = BTreeMap::new();
-                while let Some(k) = a.next_key::<KeyString>()? {
+                while let Some(k) = a.next_key::<Spanned<KeyString>>()? {
                     let v = a.next_value::<Spanned<Node>>()?;
-                    m.insert(k.0, v);
+                    m.insert(k.value.0, (pos(k.referenced), v));
                 }
                 Ok(Node::Map(m))
             }
@@ -120,23 +128,51 @@ impl<'de> Deserialize<'de> for KeyString {
     }
 }
 
-/// Line and column (1-based) of the deepest node of `path` that exists in `src`.
-pub fn locate(src: &str, path: &[Seg]) -> Option<(u64, u64)> {
-    let root: Spanned<Node> = serde_saphyr::from_str(src).ok()?;
-    let mut cur = &root;
+/// The deepest node of `path` that exists in `src`, and whether it is the whole path.
+fn walk<'a>(root: &'a Spanned<Node>, path: &[Seg]) -> (&'a Spanned<Node>, bool) {
+    let mut cur = root;
     for seg in path {
         let next = match (&cur.value, seg) {
-            (Node::Map(m), Seg::Key(k)) => m.get(k),
+            (Node::Map(m), Seg::Key(k)) => m.get(k).map(|(_, v)| v),
             (Node::Seq(v), Seg::Index(i)) => v.get(*i),
             _ => None,
         };
         match next {
             Some(n) => cur = n,
-            None => break,
+            None => return (cur, false),
         }
     }
-    let loc = cur.referenced;
-    (loc.line() > 0).then(|| (loc.line(), loc.column()))
+    (cur, true)
+}
+
+/// Line and column (1-based) of the deepest node of `path` that exists in `src`.
+pub fn locate(src: &str, path: &[Seg]) -> Option<Pos> {
+    let root: Spanned<Node> =
+        serde_saphyr::from_str_with_options(src, crate::core::scalar::yaml_options()).ok()?;
+    let loc = walk(&root, path).0.referenced;
+    (loc.line() > 0).then(|| pos(loc))
+}
+
+/// The key of the mapping at `map` whose entry holds `at`: the last key that
+/// starts at or before it. It names the key of an error serde reports without
+/// one (`rules.?`), whether the key itself or its value is wrong.
+pub fn key_at(src: &str, map: &[Seg], at: Pos) -> Option<String> {
+    let root: Spanned<Node> =
+        serde_saphyr::from_str_with_options(src, crate::core::scalar::yaml_options()).ok()?;
+    let (
+        Spanned {
+            value: Node::Map(m),
+            ..
+        },
+        true,
+    ) = walk(&root, map)
+    else {
+        return None;
+    };
+    m.iter()
+        .filter(|(_, (key_pos, _))| *key_pos <= at)
+        .max_by_key(|(_, (key_pos, _))| *key_pos)
+        .map(|(k, _)| k.clone())
 }
 
 #[cfg(test)]
@@ -150,6 +186,26 @@ mod tests {
         let p = [Seg::Key("a".into()), Seg::Key("b".into()), Seg::Index(1)];
         assert_eq!(locate(src, &p).map(|l| l.0), Some(4));
         assert_eq!(format_path(&p), "a.b[1]");
+    }
+
+    #[test]
+    fn key_at_names_the_entry_holding_a_position() {
+        let src = "a:\n  x: 1\n  y: {z: [2]}\nb: {u: 3, v: 4}\n";
+        let a = [Seg::Key("a".into())];
+        assert_eq!(
+            key_at(src, &a, (2, 3)).as_deref(),
+            Some("x"),
+            "the key itself"
+        );
+        assert_eq!(
+            key_at(src, &a, (3, 13)).as_deref(),
+            Some("y"),
+            "inside its value"
+        );
+        let b = [Seg::Key("b".into())];
+        assert_eq!(key_at(src, &b, (4, 12)).as_deref(), Some("v"), "flow style");
+        assert_eq!(key_at(src, &b, (1, 1)), None, "before every key");
+        assert_eq!(key_at(src, &[Seg::Key("zz".into())], (2, 3)), None);
     }
 
     #[test]

@@ -7,6 +7,8 @@ mod lint;
 mod load;
 mod locate;
 mod protected;
+mod schema;
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +25,7 @@ pub use lint::{LintWarning, lint};
 pub use load::{EMBEDDED_POLICY, GROUP, LoadError, OBJECT_KIND, PLURAL, VERSION, embedded, parse};
 pub(crate) use load::{load, load_file};
 pub use protected::{ProtectedBy, ProtectedNodes};
+pub use schema::json_schema;
 
 /// `apiVersion` every policy must carry.
 pub const API_VERSION: &str = "runner-fence.dev/v1alpha1";
@@ -34,8 +37,10 @@ pub const KIND: &str = "RunnerPolicy";
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Policy {
     /// Always `runner-fence.dev/v1alpha1`.
+    #[schemars(extend("const" = API_VERSION))]
     pub api_version: String,
     /// Always `RunnerPolicy`.
+    #[schemars(extend("const" = KIND))]
     pub kind: String,
     /// Name used in logs and metrics.
     pub metadata: Metadata,
@@ -44,6 +49,7 @@ pub struct Policy {
     pub mode: Mode,
     /// Per-rule mode overrides.
     #[serde(default)]
+    #[schemars(schema_with = "schema::rules")]
     pub rules: BTreeMap<RuleId, Mode>,
     /// Which namespaces are fenced.
     #[serde(rename = "match")]
@@ -51,7 +57,7 @@ pub struct Policy {
     /// GitLab's own nodes that job pods must never reach.
     pub protected_nodes: ProtectedNodes,
     /// Allow job pods to set `spec.nodeName` (off: the scheduler must place them).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::core::scalar::strict_bool")]
     pub allow_node_name: bool,
     /// The cluster's EKS Fargate profile selectors.
     #[serde(default)]
@@ -152,6 +158,7 @@ impl fmt::Display for RuleId {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Match {
     /// Runner namespaces; an entry ending in `*` is a prefix (`ci-job-*`).
+    #[schemars(length(min = 1))]
     pub namespaces: Vec<String>,
     /// Removed: names never exempted safely. Kept only to reject it with advice.
     #[serde(default, skip_serializing)]
@@ -301,6 +308,7 @@ pub struct Placement {
     /// Profile used when the label is absent.
     pub default: String,
     /// Profiles by name.
+    #[schemars(extend("minProperties" = 1))]
     pub profiles: BTreeMap<String, Profile>,
 }
 
@@ -321,7 +329,7 @@ pub struct Profile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<Vec<String>>,
     /// Pods run on EKS Fargate (enables `fargate-compat`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::core::scalar::strict_bool")]
     pub fargate: bool,
     /// AND-ed into every required nodeSelectorTerm.
     #[serde(default)]

@@ -3,25 +3,43 @@
 //! runner-fence itself is unreachable.
 //!
 //! It is a sound, conservative form of the invariant, evaluated by the
-//! apiserver itself: every required nodeSelectorTerm (or the nodeSelector when
-//! there are none) must carry the whole requirement set of a profile the
-//! namespace may use (the loader has proven that each profile excludes the
-//! protected nodes); no toleration may tolerate a protected taint; no
-//! `spec.nodeName` unless allowed; no binding to a node in
-//! `protectedNodes.names`. Pods the mutating webhook has patched pass; an
-//! unmutated pod (runner-fence down, mutating webhook `failurePolicy: Ignore`)
-//! is denied with a message that says why. UPDATEs are only checked for the
-//! fields they change, so pods admitted earlier can still be edited.
+//! apiserver itself: each requirement of a profile the namespace may use must
+//! be carried by the nodeSelector or by every required nodeSelectorTerm (the
+//! loader has proven that each profile excludes the protected nodes); no
+//! toleration may tolerate a protected taint; no `spec.nodeName` unless
+//! allowed; no binding to a node in `protectedNodes.names`. Pods the mutating
+//! webhook has patched pass; an unmutated pod (runner-fence down, mutating
+//! webhook `failurePolicy: Ignore`) is denied with a message that names the
+//! rule, the field and the fix, as the webhook's do. UPDATEs are only checked
+//! for the fields they change, so pods admitted earlier can still be edited —
+//! except the UPDATE that removes the last scheduling gate: from then on the
+//! scheduler may place the pod, so it is judged like a new one.
+//!
+//! Per-rule modes are honoured: validations whose rules are all in audit mode
+//! go to a second policy (`<name>-audit`) bound with `Warn, Audit`. When the
+//! whole policy audits, the mutating webhook patches nothing, so every pod
+//! lacks its profile's requirements: the placement check would warn on every
+//! pod and is left out. What remains judges what mutation never changes
+//! (tolerations of protected taints, `nodeName`, bindings), so the backstop
+//! warns only for pods enforce mode would deny, in the webhook's words. A check
+//! that stands for two rules (the placement check also keeps pods off protected
+//! nodes; `nodeName` bypasses the scheduler, so the backstop cannot prove the
+//! node unprotected) denies while either rule enforces: deliberately
+//! conservative, it may deny more than the webhook, never admit a pod the
+//! webhook would deny.
 //!
 //! Scope is the same as the webhooks' ([`super::webhooks`]): one implementation.
 
 use serde_json::{Value, json};
 
 use super::webhooks::{RenderError, match_conditions, namespace_selector};
-use crate::core::policy::{Operator, Policy, Requirement, TaintSpec};
+use crate::core::policy::{Mode, Operator, Policy, Requirement, RuleId, TaintSpec};
 
 /// Name of the ValidatingAdmissionPolicy and its binding.
 pub const NAME: &str = "runner-fence-backstop";
+
+/// Name of the policy for validations whose rules are all audited ([`name_for`]).
+pub const AUDIT_NAME: &str = "runner-fence-backstop-audit";
 
 use super::webhooks::cel_string as lit;
 
@@ -48,40 +66,34 @@ fn expr_is(r: &Requirement) -> String {
     c
 }
 
-/// The CEL that a term carries every requirement of a profile.
-fn term_carries(reqs: &[Requirement]) -> String {
-    if reqs.is_empty() {
-        return "true".into();
-    }
-    let parts: Vec<String> = reqs
-        .iter()
-        .map(|r| {
-            format!(
-                "(has(t.matchExpressions) && t.matchExpressions.exists(e, {}))",
-                expr_is(r)
-            )
-        })
-        .collect();
-    parts.join(" && ")
+/// The CEL that term `t` carries requirement `r`.
+fn term_carries(r: &Requirement) -> String {
+    format!(
+        "(has(t.matchExpressions) && t.matchExpressions.exists(e, {}))",
+        expr_is(r)
+    )
 }
 
-/// The CEL that the nodeSelector alone carries every requirement (only `In [v]` can be).
-fn node_selector_carries(reqs: &[Requirement]) -> String {
-    if reqs.is_empty() {
-        return "true".into();
+/// The CEL that the nodeSelector carries `r` (only `In [v]` can be).
+fn node_selector_carries(r: &Requirement) -> String {
+    match (r.operator, r.values.as_slice()) {
+        (Operator::In, [v]) => format!(
+            "(has(object.spec.nodeSelector) && {k} in object.spec.nodeSelector && object.spec.nodeSelector[{k}] == {v})",
+            k = lit(&r.key),
+            v = lit(v)
+        ),
+        _ => "false".into(),
     }
-    let parts: Vec<String> = reqs
-        .iter()
-        .map(|r| match (r.operator, r.values.as_slice()) {
-            (Operator::In, [v]) => format!(
-                "(has(object.spec.nodeSelector) && {k} in object.spec.nodeSelector && object.spec.nodeSelector[{k}] == {v})",
-                k = lit(&r.key),
-                v = lit(v)
-            ),
-            _ => "false".into(),
-        })
-        .collect();
-    parts.join(" && ")
+}
+
+/// The CEL that every alternative the scheduler may pick carries `r`: the
+/// nodeSelector (AND-ed with every term) does, or every term does.
+fn carried(r: &Requirement) -> String {
+    format!(
+        "({} || (variables.terms.size() > 0 && variables.terms.all(t, {})))",
+        node_selector_carries(r),
+        term_carries(r)
+    )
 }
 
 /// A namespace pattern as CEL on `request.namespace`.
@@ -102,34 +114,47 @@ fn placement_expression(policy: &Policy) -> String {
             let ns = match &p.namespaces {
                 Some(list) if !list.is_empty() => {
                     let t: Vec<String> = list.iter().map(|n| namespace_test(n)).collect();
-                    format!("({}) && ", t.join(" || "))
+                    Some(format!("({})", t.join(" || ")))
                 }
-                _ => String::new(),
+                _ => None,
             };
-            format!(
-                "({ns}(variables.terms.size() > 0 ? variables.terms.all(t, {}) : {}))",
-                term_carries(&p.required_node_labels),
-                node_selector_carries(&p.required_node_labels)
-            )
+            let parts: Vec<String> = ns
+                .into_iter()
+                .chain(p.required_node_labels.iter().map(carried))
+                .collect();
+            if parts.is_empty() {
+                "true".to_string()
+            } else {
+                format!("({})", parts.join(" && "))
+            }
         })
         .collect();
     alts.join(" || ")
 }
 
-/// The CEL that toleration `t` tolerates the protected taint (as `Tol::tolerates_spec`).
-fn tolerates(taint: &TaintSpec) -> String {
-    let exists = "(has(t.operator) && t.operator == 'Exists')";
+/// `(has(t.operator) && t.operator == 'Exists')` for toleration `t`.
+fn exists(t: &str) -> String {
+    format!("(has({t}.operator) && {t}.operator == 'Exists')")
+}
+
+/// The CEL that toleration `t` (a CEL expression) tolerates the protected
+/// taint (as `Tol::tolerates_spec`).
+fn tolerates(taint: &TaintSpec, t: &str) -> String {
+    let exists = exists(t);
     let key_ok = format!(
-        "(((!has(t.key) || t.key == '') && {exists}) || (has(t.key) && t.key == {}))",
+        "(((!has({t}.key) || {t}.key == '') && {exists}) || (has({t}.key) && {t}.key == {}))",
         lit(&taint.key)
     );
     let value_ok = match &taint.value {
-        Some(v) => format!("({exists} || (has(t.value) ? t.value : '') == {})", lit(v)),
+        Some(v) => format!(
+            "({exists} || (has({t}.value) ? {t}.value : '') == {})",
+            lit(v)
+        ),
         None => "true".into(),
     };
     let effect_ok = match taint.effect {
         Some(e) => format!(
-            "(!has(t.effect) || t.effect == '' || t.effect == {})",
+            "(!has({t}.effect) || {t}.effect == '' || {t}.effect == {})",
             lit(e.as_str())
         ),
         None => "true".into(),
@@ -137,42 +162,107 @@ fn tolerates(taint: &TaintSpec) -> String {
     format!("({key_ok} && {value_ok} && {effect_ok})")
 }
 
-fn tolerations_expression(policy: &Policy) -> String {
+/// The pod's tolerations that tolerate a protected taint (variable `tolerating`).
+fn tolerating_expression(policy: &Policy) -> String {
     if policy.protected_nodes.taints.is_empty() {
-        return "true".into();
+        return "[]".into();
     }
     let any: Vec<String> = policy
         .protected_nodes
         .taints
         .iter()
-        .map(tolerates)
+        .map(|taint| tolerates(taint, "t"))
         .collect();
     format!(
-        "!has(object.spec.tolerations) || object.spec.tolerations.all(t, !({}))",
+        "has(object.spec) && has(object.spec.tolerations) ? object.spec.tolerations.filter(t, {}) : []",
         any.join(" || ")
     )
 }
 
-/// UPDATE only checks what changes: `field` equal in object and oldObject.
-fn unchanged(field: &str) -> String {
+/// The webhook's message for the first tolerating toleration, word for word
+/// (`Cause::ToleratesProtectedTaint` without the node cache, which the
+/// backstop does not have): its index, the first protected taint it
+/// tolerates and, for `Exists`, what it tolerates (`Tol::describe`).
+fn tolerations_message(policy: &Policy) -> String {
+    let t = "variables.tolerating[0]";
+    let mut taint = String::from("''");
+    for spec in policy.protected_nodes.taints.iter().rev() {
+        taint = format!(
+            "({} ? {} : {taint})",
+            tolerates(spec, t),
+            lit(&spec.to_string())
+        );
+    }
+    let describe = format!(
+        "((!has({t}.key) || {t}.key == '') ? 'every taint (empty key, operator Exists)' : {t}.key + ' (any value)' + ((!has({t}.effect) || {t}.effect == '') ? ' with any effect' : ':' + {t}.effect))"
+    );
     format!(
-        "(request.operation == 'UPDATE' && has(object.spec.{field}) == has(oldObject.spec.{field}) && (!has(object.spec.{field}) || object.spec.{field} == oldObject.spec.{field}))"
+        "'protected-nodes: spec.tolerations[' + string(object.spec.tolerations.indexOf({t})) + '] tolerates ' + {taint} + ', the taint protectedNodes.taints lists for GitLab\\'s nodes' + ({} ? ' (it tolerates ' + {describe} + ')' : '') + '; remove the KUBERNETES_NODE_TOLERATIONS_* override {SOURCE}'",
+        exists(t)
     )
 }
 
-/// The ValidatingAdmissionPolicy and its binding, as JSON objects.
-pub fn objects(policy: &Policy, own_namespace: &str) -> Result<[Value; 2], RenderError> {
-    objects_named(policy, own_namespace, NAME)
+/// UPDATE only checks what changes: `field` equal in object and oldObject,
+/// unless the update ungates the pod.
+fn unchanged(field: &str) -> String {
+    format!(
+        "(request.operation == 'UPDATE' && !variables.ungating && has(object.spec.{field}) == has(oldObject.spec.{field}) && (!has(object.spec.{field}) || object.spec.{field} == oldObject.spec.{field}))"
+    )
 }
 
-/// [`objects`] with another name for the policy and its binding (one per release).
-pub fn objects_named(
-    policy: &Policy,
-    own_namespace: &str,
-    name: &str,
-) -> Result<[Value; 2], RenderError> {
-    // Same scope checks as the webhooks (kube-system, the webhook's namespace).
-    super::webhooks::check_scope(policy, own_namespace)?;
+/// The UPDATE removes the pod's last scheduling gate.
+const UNGATING: &str = "request.operation == 'UPDATE' && request.kind.kind == 'Pod' && has(oldObject.spec.schedulingGates) && size(oldObject.spec.schedulingGates) > 0 && (!has(object.spec.schedulingGates) || size(object.spec.schedulingGates) == 0)";
+
+/// The required nodeSelectorTerms, or none.
+const TERMS: &str = "has(object.spec) && has(object.spec.affinity) && has(object.spec.affinity.nodeAffinity) && has(object.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution) ? object.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms : []";
+
+/// Where a backstop message comes from. The apiserver runs admission policies
+/// before webhooks, so the backstop often speaks first even with runner-fence up.
+const SOURCE: &str = "[runner-fence backstop]";
+
+/// One backstop check: its CEL, message, and the rules it stands for.
+struct Check {
+    rules: &'static [RuleId],
+    expression: String,
+    message: String,
+    message_expression: Option<String>,
+}
+
+impl Check {
+    /// Enforced while any of its rules enforces.
+    fn mode(&self, policy: &Policy) -> Mode {
+        if self
+            .rules
+            .iter()
+            .any(|r| policy.rule_mode(*r) == Mode::Enforce)
+        {
+            Mode::Enforce
+        } else {
+            Mode::Audit
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut v = json!({
+            "expression": self.expression,
+            "message": self.message,
+            "reason": "Forbidden",
+        });
+        if let Some(m) = &self.message_expression {
+            v["messageExpression"] = json!(m);
+        }
+        v
+    }
+}
+
+fn join_reqs(reqs: &[Requirement]) -> String {
+    reqs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn checks(policy: &Policy) -> Vec<Check> {
     // The rules send pods and Bindings only; the kind tells them apart.
     let is_pod = "request.kind.kind == 'Pod'";
     let placement_unchanged = format!(
@@ -180,45 +270,136 @@ pub fn objects_named(
         unchanged("affinity"),
         unchanged("nodeSelector")
     );
-    let mut validations = vec![
-        json!({
-            "expression": format!("!({is_pod}) || {placement_unchanged} || {}", placement_expression(policy)),
-            "message": format!(
-                "runner-fence backstop: every required nodeSelectorTerm (or the nodeSelector when there are none) must carry the node requirements of a runner-fence profile ({}); the runner-fence mutating webhook adds them, so it is probably not running or not registered",
-                policy.placement.profiles.iter().map(|(n, p)| format!("{n}: {}", p.required_node_labels.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("; ")
+    let profiles = policy
+        .placement
+        .profiles
+        .iter()
+        .map(|(n, p)| format!("{n}: {}", join_reqs(&p.required_node_labels)))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let taints = policy
+        .protected_nodes
+        .taints
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut out = Vec::new();
+    // Only a patched pod can carry its profile's requirements: in audit mode
+    // nothing is patched and enforce mode would add them, so the check is left out.
+    if policy.mode == Mode::Enforce {
+        out.push(Check {
+            rules: &[RuleId::Placement, RuleId::ProtectedNodes],
+            expression: format!(
+                "!({is_pod}) || {placement_unchanged} || {}",
+                placement_expression(policy)
             ),
-            "reason": "Forbidden",
-        }),
-        json!({
-            "expression": format!("!({is_pod}) || {} || {}", unchanged("tolerations"), tolerations_expression(policy)),
-            "message": format!(
-                "runner-fence backstop: a toleration tolerates a taint of protected GitLab nodes ({}); remove the KUBERNETES_NODE_TOLERATIONS_* override",
-                policy.protected_nodes.taints.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            message: format!(
+                "placement: spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms (or spec.nodeSelector) does not require the node labels of a runner-fence profile this namespace may use ({profiles}), so nothing keeps the pod off protected GitLab nodes; the runner-fence mutating webhook adds them: check that runner-fence is running and its MutatingWebhookConfiguration registered {SOURCE}"
             ),
-            "reason": "Forbidden",
-        }),
-    ];
+            message_expression: None,
+        });
+    }
+    if !policy.protected_nodes.taints.is_empty() {
+        out.push(Check {
+            rules: &[RuleId::ProtectedNodes],
+            expression: format!(
+                "!({is_pod}) || {} || size(variables.tolerating) == 0",
+                unchanged("tolerations"),
+            ),
+            message: format!(
+                "protected-nodes: spec.tolerations tolerates {taints}, the taint protectedNodes.taints lists for GitLab's nodes; remove the KUBERNETES_NODE_TOLERATIONS_* override {SOURCE}"
+            ),
+            message_expression: Some(tolerations_message(policy)),
+        });
+    }
     if !policy.allow_node_name {
-        validations.push(json!({
-            "expression": format!("!({is_pod}) || request.operation == 'UPDATE' || !has(object.spec.nodeName) || object.spec.nodeName == ''"),
-            "message": "runner-fence backstop: job pods must be placed by the scheduler; remove spec.nodeName",
-            "reason": "Forbidden",
-        }));
+        out.push(Check {
+            rules: &[RuleId::NodeName, RuleId::ProtectedNodes],
+            expression: format!(
+                "!({is_pod}) || request.operation == 'UPDATE' || !has(object.spec.nodeName) || object.spec.nodeName == ''"
+            ),
+            message: format!(
+                "node-name: spec.nodeName is set; job pods must be placed by the scheduler, remove spec.nodeName (or set allowNodeName: true in the policy) {SOURCE}"
+            ),
+            message_expression: Some(format!(
+                "'node-name: spec.nodeName is set to ' + object.spec.nodeName + '; job pods must be placed by the scheduler, remove spec.nodeName (or set allowNodeName: true in the policy) {SOURCE}'"
+            )),
+        });
     }
     if !policy.protected_nodes.names.is_empty() {
-        validations.push(json!({
-            "expression": format!(
-                "request.kind.kind != 'Binding' || !(object.target.name in {})",
-                list(&policy.protected_nodes.names)
+        let names = list(&policy.protected_nodes.names);
+        let text = "(listed in protectedNodes.names); job pods must run on runner nodes or Fargate";
+        out.push(Check {
+            rules: &[RuleId::ProtectedNodes],
+            expression: format!(
+                "request.kind.kind != 'Binding' || !(object.target.name in {names})"
             ),
-            "message": "runner-fence backstop: binds a job pod to a protected GitLab node (protectedNodes.names)",
-            "reason": "Forbidden",
-        }));
+            message: format!(
+                "protected-nodes: target.name binds the job pod to a protected GitLab node {text} {SOURCE}"
+            ),
+            message_expression: Some(format!(
+                "'protected-nodes: target.name binds the job pod to protected GitLab node ' + object.target.name + ' {text} {SOURCE}'"
+            )),
+        });
     }
-    let conditions: Vec<Value> = match_conditions(policy)
+    out
+}
+
+/// Name of the policy holding a mode's checks: `base` (bound `Deny`) or
+/// `base-audit` (bound `Warn, Audit`).
+pub fn name_for(base: &str, mode: Mode) -> String {
+    match mode {
+        Mode::Enforce => base.to_string(),
+        Mode::Audit => format!("{base}-audit"),
+    }
+}
+
+/// A policy's checks as ValidatingAdmissionPolicy validations, by the action
+/// they get: enforced ones first, then audited ones.
+pub fn validations(policy: &Policy) -> [(Mode, Vec<Value>); 2] {
+    let (enforced, audited): (Vec<Check>, Vec<Check>) = checks(policy)
+        .into_iter()
+        .partition(|c| c.mode(policy) == Mode::Enforce);
+    let json = |cs: Vec<Check>| cs.iter().map(Check::to_json).collect();
+    [
+        (Mode::Enforce, json(enforced)),
+        (Mode::Audit, json(audited)),
+    ]
+}
+
+/// The `matchConditions` of a namespace scope, as JSON.
+pub(crate) fn conditions_json(
+    conditions: Vec<k8s_openapi::api::admissionregistration::v1::MatchCondition>,
+) -> Vec<Value> {
+    conditions
         .into_iter()
         .map(|c| json!({"name": c.name, "expression": c.expression}))
-        .collect();
+        .collect()
+}
+
+/// The variables a policy's validations read: `terms`, `ungating` and, under
+/// `tolerating`, the pod's tolerations of the policy's protected taints.
+pub fn variables(policy: &Policy) -> Vec<Value> {
+    vec![
+        json!({"name": "terms", "expression": TERMS}),
+        json!({"name": "ungating", "expression": UNGATING}),
+        json!({"name": TOLERATING, "expression": tolerating_expression(policy)}),
+    ]
+}
+
+/// The one variable that depends on the policy (its protected taints).
+pub const TOLERATING: &str = "tolerating";
+
+/// A ValidatingAdmissionPolicy and its binding for `validations` in a scope.
+pub fn pair(
+    name: &str,
+    mode: Mode,
+    validations: Vec<Value>,
+    variables: Vec<Value>,
+    conditions: Vec<Value>,
+    namespace_selector: Value,
+) -> [Value; 2] {
     let vap = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
@@ -230,13 +411,10 @@ pub fn objects_named(
                     {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"], "scope": "Namespaced"},
                     {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/binding", "bindings"], "scope": "Namespaced"},
                 ],
-                "namespaceSelector": serde_json::to_value(namespace_selector(policy, own_namespace)).unwrap_or(Value::Null),
+                "namespaceSelector": namespace_selector,
             },
             "matchConditions": conditions,
-            "variables": [{
-                "name": "terms",
-                "expression": "has(object.spec) && has(object.spec.affinity) && has(object.spec.affinity.nodeAffinity) && has(object.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution) ? object.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms : []",
-            }],
+            "variables": variables,
             "validations": validations,
         },
     });
@@ -246,28 +424,74 @@ pub fn objects_named(
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "runner-fence"}},
         "spec": {
             "policyName": name,
-            // Audit mode: reported to the client and the audit log, never denied.
-            "validationActions": match policy.mode {
-                crate::core::policy::Mode::Enforce => json!(["Deny"]),
-                crate::core::policy::Mode::Audit => json!(["Warn", "Audit"]),
+            // Audit: reported to the client and the audit log, never denied.
+            "validationActions": match mode {
+                Mode::Enforce => json!(["Deny"]),
+                Mode::Audit => json!(["Warn", "Audit"]),
             },
         },
     });
-    Ok([vap, binding])
+    [vap, binding]
 }
 
-/// Both objects as one YAML stream, with a header.
+/// The ValidatingAdmissionPolicies and their bindings, as JSON objects: the
+/// enforced checks under [`NAME`] (bound `Deny`) and the audited ones under
+/// [`AUDIT_NAME`] (`Warn, Audit`); a policy without checks of a mode has no
+/// object of it (a whole policy in audit mode has only [`AUDIT_NAME`]).
+pub fn objects(policy: &Policy, own_namespace: &str) -> Result<Vec<Value>, RenderError> {
+    objects_named(policy, own_namespace, NAME)
+}
+
+/// [`objects`] under another base name (one per release: `<release>-backstop`).
+pub fn objects_named(
+    policy: &Policy,
+    own_namespace: &str,
+    base: &str,
+) -> Result<Vec<Value>, RenderError> {
+    // Same scope checks as the webhooks (kube-system, the webhook's namespace).
+    super::webhooks::check_scope(policy, own_namespace)?;
+    let conditions = conditions_json(match_conditions(policy));
+    let namespace_selector =
+        serde_json::to_value(namespace_selector(policy, own_namespace)).unwrap_or(Value::Null);
+    let mut out = Vec::new();
+    for (mode, validations) in validations(policy) {
+        if !validations.is_empty() {
+            out.extend(pair(
+                &name_for(base, mode),
+                mode,
+                validations,
+                variables(policy),
+                conditions.clone(),
+                namespace_selector.clone(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Marks a validation's messages as coming from one RunnerFencePolicy (when
+/// several share a backstop object).
+pub fn attribute(validation: &mut Value, policy: &str) {
+    let tag = format!("[runner-fence backstop, RunnerFencePolicy {policy}]");
+    for key in ["message", "messageExpression"] {
+        if let Some(m) = validation[key].as_str() {
+            validation[key] = m.replace(SOURCE, &tag).into();
+        }
+    }
+}
+
+/// The objects as one YAML stream, with a header.
 pub fn render_yaml(policy: &Policy, own_namespace: &str) -> Result<String, RenderError> {
     render_yaml_named(policy, own_namespace, NAME)
 }
 
-/// [`render_yaml`] with another name (see [`objects_named`]).
+/// [`render_yaml`] under another base name (see [`objects_named`]).
 pub fn render_yaml_named(
     policy: &Policy,
     own_namespace: &str,
-    name: &str,
+    base: &str,
 ) -> Result<String, RenderError> {
-    let docs = objects_named(policy, own_namespace, name)?;
+    let docs = objects_named(policy, own_namespace, base)?;
     let mut out = format!(
         "# Generated by `runner-fence render admission-policy` from policy {:?}; do not edit by hand.\n\
          # The in-tree backstop: the apiserver itself keeps job pods off protected nodes while\n\

@@ -63,64 +63,99 @@ pub fn all_names(release: &str) -> Vec<ObjectName> {
     out
 }
 
-/// The backstop for policies of one mode: that policy's own objects when it
-/// is alone; for several, each validation applies in its policy's namespaces only.
+/// The backstop of a release: every served policy's enforced checks in
+/// `<release>-backstop` (`Deny`), its audited ones in `<release>-backstop-audit`
+/// (`Warn, Audit`). A policy alone in an object gets exactly what `render
+/// admission-policy --release` prints; with several, each validation applies in
+/// its own policy's namespaces only and its message names the policy.
 pub fn backstop(
     policies: &[&Policy],
     own_namespace: &str,
-    name: &str,
-) -> Result<[Value; 2], RenderError> {
-    let [first, rest @ ..] = policies else {
-        return Err(RenderError::NoPolicies);
-    };
-    if rest.is_empty() {
-        return admission_policy::objects_named(first, own_namespace, name);
-    }
-    let mut validations = Vec::new();
-    let mut namespaces: Vec<String> = Vec::new();
-    let mut out = None;
+    release: &str,
+) -> Result<Vec<Value>, RenderError> {
+    let base = backstop_name(release, Mode::Enforce);
+    let mut out = Vec::new();
     for p in policies {
-        let [vap, binding] = admission_policy::objects_named(p, own_namespace, name)?;
-        let gate = scope_expression(p);
-        for v in vap["spec"]["validations"].as_array().into_iter().flatten() {
-            let mut v = v.clone();
-            if let Some(e) = v["expression"].as_str() {
-                v["expression"] = format!("!({gate}) || ({e})").into();
-            }
-            if let Some(m) = v["message"].as_str() {
-                v["message"] = m
-                    .replacen(
-                        "runner-fence backstop:",
-                        &format!(
-                            "runner-fence backstop (RunnerFencePolicy {}):",
-                            p.metadata.name
-                        ),
-                        1,
-                    )
-                    .into();
-            }
-            validations.push(v);
-        }
-        for ns in &p.matching.namespaces {
-            if !namespaces.contains(ns) {
-                namespaces.push(ns.clone());
-            }
-        }
-        out.get_or_insert((vap, binding));
+        super::webhooks::check_scope(p, own_namespace)?;
     }
-    let Some((mut vap, binding)) = out else {
+    for (i, mode) in [Mode::Enforce, Mode::Audit].into_iter().enumerate() {
+        let contributing: Vec<(&Policy, Vec<Value>)> = policies
+            .iter()
+            .map(|p| {
+                let [enforced, audited] = admission_policy::validations(p);
+                (*p, if i == 0 { enforced.1 } else { audited.1 })
+            })
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        let name = admission_policy::name_for(&base, mode);
+        match contributing.as_slice() {
+            [] => {}
+            [(p, validations)] => out.extend(admission_policy::pair(
+                &name,
+                mode,
+                validations.clone(),
+                admission_policy::variables(p),
+                admission_policy::conditions_json(webhooks::match_conditions(p)),
+                serde_json::to_value(webhooks::namespace_selector(p, own_namespace))
+                    .unwrap_or(Value::Null),
+            )),
+            several => {
+                let mut validations = Vec::new();
+                let mut namespaces: Vec<String> = Vec::new();
+                // The policy-independent variables once; each policy's own
+                // `tolerating` (its protected taints) under a name of its own.
+                let mut variables: Vec<Value> = admission_policy::variables(several[0].0)
+                    .into_iter()
+                    .filter(|v| v["name"] != admission_policy::TOLERATING)
+                    .collect();
+                for (i, (p, vs)) in several.iter().enumerate() {
+                    let own = format!("{}{i}", admission_policy::TOLERATING);
+                    for v in admission_policy::variables(p) {
+                        if v["name"] == admission_policy::TOLERATING {
+                            variables.push(json!({"name": own, "expression": v["expression"]}));
+                        }
+                    }
+                    let gate = scope_expression(p);
+                    let from = format!("variables.{}", admission_policy::TOLERATING);
+                    let to = format!("variables.{own}");
+                    for v in vs {
+                        let mut v = v.clone();
+                        for key in ["expression", "messageExpression"] {
+                            if let Some(e) = v[key].as_str() {
+                                v[key] = e.replace(&from, &to).into();
+                            }
+                        }
+                        if let Some(e) = v["expression"].as_str() {
+                            v["expression"] = format!("!({gate}) || ({e})").into();
+                        }
+                        admission_policy::attribute(&mut v, &p.metadata.name);
+                        validations.push(v);
+                    }
+                    for ns in &p.matching.namespaces {
+                        if !namespaces.contains(ns) {
+                            namespaces.push(ns.clone());
+                        }
+                    }
+                }
+                out.extend(admission_policy::pair(
+                    &name,
+                    mode,
+                    validations,
+                    variables,
+                    admission_policy::conditions_json(webhooks::match_conditions_of(&namespaces)),
+                    serde_json::to_value(webhooks::namespace_selector_of(
+                        &namespaces,
+                        own_namespace,
+                    ))
+                    .unwrap_or(Value::Null),
+                ));
+            }
+        }
+    }
+    if out.is_empty() {
         return Err(RenderError::NoPolicies);
-    };
-    let conditions: Vec<Value> = webhooks::match_conditions_of(&namespaces)
-        .into_iter()
-        .map(|c| json!({"name": c.name, "expression": c.expression}))
-        .collect();
-    vap["spec"]["validations"] = validations.into();
-    vap["spec"]["matchConditions"] = conditions.into();
-    vap["spec"]["matchConstraints"]["namespaceSelector"] =
-        serde_json::to_value(webhooks::namespace_selector_of(&namespaces, own_namespace))
-            .unwrap_or(Value::Null);
-    Ok([vap, binding])
+    }
+    Ok(out)
 }
 
 /// Everything to apply for the served policies, in apply order. Nothing
@@ -139,12 +174,8 @@ pub fn desired(set: &PolicySet, opts: &Options, release: &str) -> Result<Vec<Val
         }
     };
     let mut out: Vec<Value> = webhooks::objects_for(&set.namespaces(), &opts)?.into();
-    for mode in [Mode::Enforce, Mode::Audit] {
-        let group: Vec<&Policy> = set.iter().filter(|p| p.mode == mode).collect();
-        if !group.is_empty() {
-            out.extend(backstop(&group, &own, &backstop_name(release, mode))?);
-        }
-    }
+    let policies: Vec<&Policy> = set.iter().collect();
+    out.extend(backstop(&policies, &own, release)?);
     Ok(out)
 }
 

@@ -133,10 +133,36 @@ pub enum FailurePolicy {
 }
 
 impl FailurePolicy {
-    fn as_str(self) -> &'static str {
+    /// As the apiserver spells it.
+    pub fn as_str(self) -> &'static str {
         match self {
             FailurePolicy::Fail => "Fail",
             FailurePolicy::Ignore => "Ignore",
+        }
+    }
+
+    /// The failurePolicy of both webhooks for a policy: `Fail` when it
+    /// enforces (an outage must not open the fence), `Ignore` when the whole
+    /// policy audits (audit mode never blocks a creation, so neither may an
+    /// outage). The one decision behind `render webhooks`, the policy
+    /// controller (for a set: [`FailurePolicy::for_set`]) and `audit`.
+    pub fn for_policy(policy: &Policy) -> Self {
+        match policy.mode {
+            Mode::Enforce => FailurePolicy::Fail,
+            Mode::Audit => FailurePolicy::Ignore,
+        }
+    }
+
+    /// For configurations shared by several policies: `Fail` while any of them
+    /// enforces (an outage must not open its fence), `Ignore` when all audit.
+    pub fn for_set(set: &crate::core::fleet::PolicySet) -> Self {
+        if set
+            .iter()
+            .any(|p| Self::for_policy(p) == FailurePolicy::Fail)
+        {
+            FailurePolicy::Fail
+        } else {
+            FailurePolicy::Ignore
         }
     }
 }
@@ -159,6 +185,17 @@ pub struct Options {
 }
 
 impl Options {
+    /// For a Service on port 443, with the failure policy of the policy's mode
+    /// ([`FailurePolicy::for_policy`]), 5 s.
+    pub fn service_for(policy: &Policy, name: &str, namespace: &str) -> Self {
+        let failure = FailurePolicy::for_policy(policy);
+        Options {
+            mutate_failure_policy: failure,
+            validate_failure_policy: failure,
+            ..Self::service(name, namespace)
+        }
+    }
+
     /// The shipped manifests: Service `runner-fence/runner-fence:443`, `Fail`, 5 s.
     pub fn service(name: &str, namespace: &str) -> Self {
         Options {
@@ -600,17 +637,23 @@ pub fn coverage_gaps(policy: &Policy, live: &[LiveWebhook], backstop: bool) -> V
             continue;
         }
         for w in &hooks {
-            if policy.mode == Mode::Enforce && w.failure_policy == "Ignore" && !backstop {
-                gaps.push(Gap {
-                    webhook: kind,
-                    namespace: String::new(),
-                    request: String::new(),
-                    reason: format!(
-                        "{}/{} has failurePolicy: Ignore while the policy enforces: an outage opens the fence",
-                        w.configuration, w.name
-                    ),
-                });
-            }
+            let reason = match FailurePolicy::for_policy(policy) {
+                FailurePolicy::Fail if w.failure_policy == "Ignore" && !backstop => format!(
+                    "{}/{} has failurePolicy: Ignore while the policy enforces: an outage opens the fence",
+                    w.configuration, w.name
+                ),
+                FailurePolicy::Ignore if w.failure_policy != "Ignore" => format!(
+                    "{}/{} has failurePolicy: {} while the policy audits: an outage blocks pod creations that audit mode allows; render webhooks emits Ignore for an audit policy",
+                    w.configuration, w.name, w.failure_policy
+                ),
+                _ => continue,
+            };
+            gaps.push(Gap {
+                webhook: kind,
+                namespace: String::new(),
+                request: String::new(),
+                reason,
+            });
         }
         // A webhook whose filters are exactly the generated ones, or absent.
         // Why this webhook would not be sent the request; None when it would.
@@ -824,6 +867,36 @@ mod tests {
                 .any(|g| g.webhook == Kind::Validating && g.reason.contains("no validating")),
             "{g:?}"
         );
+    }
+
+    #[test]
+    fn an_audit_policy_wants_both_webhooks_to_fail_open() {
+        let mut p = policy_with(&["gitlab-runner"]);
+        p.mode = Mode::Audit;
+        // What `render webhooks` and the chart generate for it: no gap.
+        let opts = Options::service_for(&p, "runner-fence", "runner-fence");
+        assert_eq!(opts.mutate_failure_policy, FailurePolicy::Ignore);
+        assert_eq!(opts.validate_failure_policy, FailurePolicy::Ignore);
+        let (m, v) = configurations(&p, &opts).expect("render");
+        assert_eq!(coverage_gaps(&p, &as_live(&m, &v), false), vec![]);
+        // The enforce defaults left in place: an outage would block creations.
+        let (m, v) =
+            configurations(&p, &Options::service("runner-fence", "runner-fence")).expect("render");
+        let reasons: Vec<String> = coverage_gaps(&p, &as_live(&m, &v), true)
+            .into_iter()
+            .map(|g| g.reason)
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "0100-runner-fence/pods.mutate.runner-fence.dev has failurePolicy: Fail while the policy audits: an outage blocks pod creations that audit mode allows; render webhooks emits Ignore for an audit policy",
+                "runner-fence/pods.validate.runner-fence.dev has failurePolicy: Fail while the policy audits: an outage blocks pod creations that audit mode allows; render webhooks emits Ignore for an audit policy",
+            ]
+        );
+        // Enforcing, Fail is right and Ignore needs the backstop.
+        p.mode = Mode::Enforce;
+        assert_eq!(FailurePolicy::for_policy(&p), FailurePolicy::Fail);
+        assert_eq!(coverage_gaps(&p, &as_live(&m, &v), false), vec![]);
     }
 
     #[test]

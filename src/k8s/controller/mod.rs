@@ -78,10 +78,10 @@ pub struct Config {
     pub reconcile_webhooks: bool,
     /// caBundle source.
     pub ca_bundle: CaBundle,
-    /// failurePolicy of the mutating webhook.
-    pub mutate_failure_policy: FailurePolicy,
-    /// failurePolicy of the validating webhook.
-    pub validate_failure_policy: FailurePolicy,
+    /// failurePolicy of the mutating webhook (None: from the served policies).
+    pub mutate_failure_policy: Option<FailurePolicy>,
+    /// failurePolicy of the validating webhook (None: from the served policies).
+    pub validate_failure_policy: Option<FailurePolicy>,
     /// timeoutSeconds of both.
     pub timeout_seconds: i32,
     /// How often the leader re-applies even without a change.
@@ -89,7 +89,8 @@ pub struct Config {
 }
 
 impl Config {
-    fn webhook_options(&self) -> webhooks::Options {
+    fn webhook_options(&self, set: &crate::core::fleet::PolicySet) -> webhooks::Options {
+        let default = FailurePolicy::for_set(set);
         webhooks::Options {
             client: match &self.url {
                 Some(base) => webhooks::Client::Url {
@@ -103,8 +104,8 @@ impl Config {
                 },
             },
             ca_bundle: None,
-            mutate_failure_policy: self.mutate_failure_policy,
-            validate_failure_policy: self.validate_failure_policy,
+            mutate_failure_policy: self.mutate_failure_policy.unwrap_or(default),
+            validate_failure_policy: self.validate_failure_policy.unwrap_or(default),
             timeout_seconds: self.timeout_seconds,
             names: webhooks::Names::release(&self.release),
         }

@@ -1,0 +1,492 @@
+//! The report as `wgpolicyk8s.io/v1alpha2` PolicyReports, the format Kyverno
+//! and Kubewarden write and Policy Reporter reads, sized for busy clusters:
+//! one report per pod (and per runner ServiceAccount), as Kyverno and
+//! Kubewarden moved to, so no object grows with the namespace. Each is named
+//! after its object's uid, owned by its pod (the garbage collector removes it
+//! with the pod), and bounded: messages are capped and a report holds at most
+//! [`MAX_RESULTS`] results (more go to numbered shards). [`apply_reports`]
+//! writes only what changed and deletes the reports of objects that are gone.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::TryStreamExt;
+use kube::Client;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{Check, Report};
+use crate::core::policy::RuleId;
+use crate::core::rbac::{ServiceAccountRef, Who};
+use crate::k8s::{ApiError, Call, Error};
+
+/// The PolicyReport rule of a job pod outside the fence.
+pub const OUTSIDE_RULE: &str = "job-pod-outside-fence";
+/// The PolicyReport rule of a runner service account reaching outside the fence.
+pub const REACH_RULE: &str = "runner-reach";
+/// The PolicyReport rule (result `error`) of a pod that could not be evaluated.
+pub const UNREADABLE_RULE: &str = "unreadable";
+/// The label every report carries; stale ones are found by it.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "runner-fence");
+/// The label naming the policy a report is for (several policies may report).
+pub const POLICY_LABEL: &str = "runner-fence.dev/policy";
+/// The longest message of one result, in bytes; the text and JSON reports
+/// have the rest.
+pub const MAX_MESSAGE: usize = 2048;
+/// The most results in one PolicyReport object.
+pub const MAX_RESULTS: usize = 200;
+/// Reports written at once.
+const WRITE_CONCURRENCY: usize = 8;
+
+fn api_resource() -> ApiResource {
+    ApiResource {
+        group: "wgpolicyk8s.io".into(),
+        version: "v1alpha2".into(),
+        api_version: "wgpolicyk8s.io/v1alpha2".into(),
+        kind: "PolicyReport".into(),
+        plural: "policyreports".into(),
+    }
+}
+
+/// A label value that stands for `s`: itself when it is one, else a hash.
+pub fn label_value(s: &str) -> String {
+    let valid = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if valid {
+        s.to_string()
+    } else {
+        format!("sha256-{}", &hex(s)[..32])
+    }
+}
+
+fn hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// At most [`MAX_MESSAGE`] bytes, cut at a character boundary.
+fn capped(message: String) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message;
+    }
+    let more = " … (cut; `runner-fence audit --output json` has the whole message)";
+    let mut end = MAX_MESSAGE - more.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{more}", &message[..end])
+}
+
+/// What a report is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Subject {
+    namespace: String,
+    kind: &'static str,
+    name: String,
+    uid: Option<String>,
+}
+
+impl Subject {
+    fn reference(&self) -> Value {
+        let mut r = json!({"apiVersion": "v1", "kind": self.kind, "name": self.name, "namespace": self.namespace});
+        if let Some(uid) = &self.uid {
+            r["uid"] = json!(uid);
+        }
+        r
+    }
+
+    /// A stable name: by uid when known (a pod recreated under the same name
+    /// is another pod), else by name, hashed when too long.
+    fn report_name(&self) -> String {
+        let prefix = match self.kind {
+            "Pod" => "runner-fence-pod-",
+            _ => "runner-fence-sa-",
+        };
+        match &self.uid {
+            Some(uid)
+                if uid.len() <= 64
+                    && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+            {
+                format!("{prefix}{}", uid.to_ascii_lowercase())
+            }
+            _ if prefix.len() + self.name.len() <= 240 => format!("{prefix}{}", self.name),
+            _ => format!("{prefix}{}", &hex(&self.name)[..32]),
+        }
+    }
+}
+
+/// One result, as the PolicyReport format has it.
+#[derive(Serialize)]
+struct Outcome<'a> {
+    policy: &'a str,
+    rule: &'a str,
+    result: &'a str,
+    severity: &'a str,
+    category: &'static str,
+    source: &'static str,
+    scored: bool,
+    message: String,
+    timestamp: Value,
+    resources: [Value; 1],
+}
+
+/// The report as PolicyReports: per pod in the runner namespaces one result
+/// per rule (`fail` for what enforce mode denies — as created, or when its
+/// scheduling gates are removed — or a pod already on a protected node, `warn`
+/// for what audit mode reports, `pass` otherwise), an `error` for a pod that
+/// could not be evaluated, a `fail` per job pod outside the fence (in its own
+/// namespace) and per runner service account that can make pods outside it
+/// (in the account's namespace). Unreadable lists name no object to report on:
+/// they are in the text and JSON reports and the exit code.
+pub fn policy_reports(r: &Report, policy: &str, timestamp_seconds: i64) -> Vec<Value> {
+    let mut by_subject: BTreeMap<Subject, Vec<Value>> = BTreeMap::new();
+    let timestamp = json!({"seconds": timestamp_seconds, "nanos": 0});
+    let mut push = |subject: Subject, rule: &str, result: &str, severity: &str, message: String| {
+        let outcome = Outcome {
+            policy,
+            rule,
+            result,
+            severity,
+            category: "runner-fence",
+            source: "runner-fence",
+            scored: true,
+            message: capped(if message.is_empty() {
+                "ok".to_string()
+            } else {
+                message
+            }),
+            timestamp: timestamp.clone(),
+            resources: [subject.reference()],
+        };
+        by_subject
+            .entry(subject)
+            .or_default()
+            .push(serde_json::to_value(outcome).unwrap_or_default());
+    };
+    for p in &r.job_pods {
+        let subject = Subject {
+            namespace: p.namespace.clone(),
+            kind: "Pod",
+            name: p.name.clone(),
+            uid: p.uid.clone(),
+        };
+        for rule in RuleId::ALL {
+            let mut messages: Vec<String> = Vec::new();
+            let (mut fail, mut warn) = (false, false);
+            if rule == RuleId::ProtectedNodes
+                && p.on_protected_node
+                && let Some(n) = &p.node
+            {
+                fail = true;
+                messages.push(format!("runs on protected node {n}"));
+            }
+            let findings = p.findings.iter().map(|f| (f, ""));
+            let later = p
+                .when_schedulable
+                .iter()
+                .map(|f| (f, "as stored, when it becomes schedulable: "));
+            for (f, when) in findings.chain(later).filter(|(f, _)| f.rule == rule) {
+                messages.push(format!("{when}{}", f.message));
+                if f.enforced {
+                    fail = true;
+                } else {
+                    warn = true;
+                }
+            }
+            let outcome = if fail {
+                "fail"
+            } else if warn {
+                "warn"
+            } else {
+                "pass"
+            };
+            let severity = match rule {
+                RuleId::ProtectedNodes | RuleId::NodeName | RuleId::Placement => "high",
+                RuleId::FargateCompat => "medium",
+                RuleId::Resources => "low",
+            };
+            push(
+                subject.clone(),
+                rule.as_str(),
+                outcome,
+                severity,
+                messages.join("; "),
+            );
+        }
+    }
+    for u in r.unreadable.iter().filter(|u| u.check == Check::Pod) {
+        let Some(pod) = &u.pod else { continue };
+        let subject = Subject {
+            namespace: pod.namespace.clone(),
+            kind: "Pod",
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+        };
+        push(subject, UNREADABLE_RULE, "error", "high", u.to_string());
+    }
+    for p in &r.job_pods_outside_fence {
+        let node = match (&p.node, p.on_protected_node) {
+            (Some(n), true) => format!(", runs on protected node {n}"),
+            (Some(n), false) => format!(", runs on {n}"),
+            (None, _) => String::new(),
+        };
+        let subject = Subject {
+            namespace: p.namespace.clone(),
+            kind: "Pod",
+            name: p.name.clone(),
+            uid: p.uid.clone(),
+        };
+        let message = format!(
+            "GitLab Runner job pod in namespace {}, which the policy does not cover{node}",
+            p.namespace
+        );
+        push(subject, OUTSIDE_RULE, "fail", "high", message);
+    }
+    for x in &r.runner_reach {
+        let accounts: Vec<&ServiceAccountRef> = match &x.who {
+            Who::ServiceAccount(sa) => vec![sa],
+            Who::Group { members, .. } => members.iter().collect(),
+        };
+        for sa in accounts {
+            let subject = Subject {
+                namespace: sa.namespace.clone(),
+                kind: "ServiceAccount",
+                name: sa.name.clone(),
+                uid: None,
+            };
+            push(subject, REACH_RULE, "fail", "high", x.to_string());
+        }
+    }
+    let policy_label = label_value(policy);
+    let mut out = Vec::new();
+    for (subject, results) in by_subject {
+        let base = subject.report_name();
+        for (i, chunk) in results.chunks(MAX_RESULTS).enumerate() {
+            let name = if i == 0 {
+                base.clone()
+            } else {
+                format!("{base}-{}", i + 1)
+            };
+            out.push(report(&subject, name, chunk, &policy_label));
+        }
+    }
+    out
+}
+
+fn report(subject: &Subject, name: String, results: &[Value], policy_label: &str) -> Value {
+    let mut summary: BTreeMap<&str, u64> = ["pass", "fail", "warn", "error", "skip"]
+        .map(|k| (k, 0))
+        .into();
+    for x in results {
+        if let Some(n) = x["result"].as_str().and_then(|k| summary.get_mut(k)) {
+            *n += 1;
+        }
+    }
+    let mut metadata = json!({
+        "name": name,
+        "namespace": subject.namespace,
+        "labels": {MANAGED_BY.0: MANAGED_BY.1, POLICY_LABEL: policy_label},
+    });
+    // Owned by its pod: deleted with it, before the next pass comes.
+    if let (Some(uid), "Pod") = (&subject.uid, subject.kind) {
+        metadata["ownerReferences"] =
+            json!([{"apiVersion": "v1", "kind": "Pod", "name": subject.name, "uid": uid}]);
+    }
+    json!({
+        "apiVersion": "wgpolicyk8s.io/v1alpha2",
+        "kind": "PolicyReport",
+        "metadata": metadata,
+        "scope": subject.reference(),
+        "summary": summary,
+        "results": results,
+    })
+}
+
+/// What decides whether a stored report must be written again: everything
+/// but the results' timestamps (unchanged results keep theirs).
+fn fingerprint(report: &Value) -> Value {
+    let mut results = report["results"].clone();
+    for r in results.as_array_mut().into_iter().flatten() {
+        if let Some(o) = r.as_object_mut() {
+            o.remove("timestamp");
+        }
+    }
+    json!([
+        report["scope"],
+        results,
+        report["metadata"]["ownerReferences"]
+    ])
+}
+
+/// What [`apply_reports`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    /// Created or changed (server-side apply).
+    pub written: usize,
+    /// Already as they are.
+    pub unchanged: usize,
+    /// Reports of this policy whose object is gone, deleted.
+    pub deleted: usize,
+}
+
+/// Writes the reports to the cluster: server-side apply (field manager
+/// `runner-fence`) of each new or changed one, and deletion of this policy's
+/// reports (by [`MANAGED_BY`] and [`POLICY_LABEL`], or without the policy
+/// label: written by an older version) that name no current object. Needs the
+/// PolicyReport CRD and list/create/patch/delete on policyreports.
+pub async fn apply_reports(
+    client: &Client,
+    reports: &[Value],
+    policy: &str,
+) -> Result<Applied, Error> {
+    let ar = api_resource();
+    let all = Api::<DynamicObject>::all_with(client.clone(), &ar);
+    let mut existing: HashMap<(String, String), (Option<String>, Value)> = HashMap::new();
+    let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let mut lp = ListParams::default().labels(&selector).limit(super::PAGE);
+    loop {
+        let page = all.list(&lp).await.map_err(|e| Error::List {
+            what: "policyreports.wgpolicyk8s.io",
+            source: ApiError::new(&e, Call::Reports("list")),
+        })?;
+        for o in page.items {
+            let label = o
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(POLICY_LABEL).cloned());
+            let key = (
+                o.metadata.namespace.clone().unwrap_or_default(),
+                o.metadata.name.clone().unwrap_or_default(),
+            );
+            let fp = fingerprint(&serde_json::to_value(&o).unwrap_or_default());
+            existing.insert(key, (label, fp));
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => {
+                lp = ListParams::default()
+                    .labels(&selector)
+                    .limit(super::PAGE)
+                    .continue_token(&c)
+            }
+            None => break,
+        }
+    }
+    let key = |r: &Value| {
+        (
+            r["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            r["metadata"]["name"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let mut applied = Applied::default();
+    let mut todo = Vec::new();
+    for r in reports {
+        match existing.get(&key(r)) {
+            Some((_, fp)) if *fp == fingerprint(r) => applied.unchanged += 1,
+            _ => todo.push(r),
+        }
+    }
+    applied.written = todo.len();
+    let pp = PatchParams::apply("runner-fence").force();
+    futures::stream::iter(todo.into_iter().map(Ok))
+        .try_for_each_concurrent(WRITE_CONCURRENCY, |r| {
+            let (ns, name) = key(r);
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
+            let pp = pp.clone();
+            async move {
+                api.patch(&name, &pp, &Patch::Apply(r))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Error::WriteReport {
+                        action: "writing",
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        source: ApiError::new(&e, Call::Reports("patch")),
+                    })
+            }
+        })
+        .await?;
+    let ours = label_value(policy);
+    let current: std::collections::HashSet<(String, String)> = reports.iter().map(key).collect();
+    let stale: Vec<(String, String)> = existing
+        .into_iter()
+        .filter(|(k, (label, _))| {
+            !current.contains(k) && label.as_deref().is_none_or(|l| l == ours)
+        })
+        .map(|(k, _)| k)
+        .collect();
+    applied.deleted = stale.len();
+    futures::stream::iter(stale.into_iter().map(Ok))
+        .try_for_each_concurrent(WRITE_CONCURRENCY, |(ns, name)| {
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
+            async move {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    // Already gone: the garbage collector removed it with its pod.
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                    Err(e) => Err(Error::WriteReport {
+                        action: "deleting",
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        source: ApiError::new(&e, Call::Reports("delete")),
+                    }),
+                }
+            }
+        })
+        .await?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_stand_for_any_policy_name() {
+        assert_eq!(label_value("gitlab-runner-jobs"), "gitlab-runner-jobs");
+        let long = "a".repeat(64);
+        let v = label_value(&long);
+        assert!(v.len() <= 63 && v.starts_with("sha256-"), "{v}");
+        assert_eq!(v, label_value(&long), "stable");
+        assert_ne!(label_value("x.y/z"), "x.y/z");
+    }
+
+    #[test]
+    fn messages_are_capped_at_a_character_boundary() {
+        let m = "é".repeat(MAX_MESSAGE);
+        let c = capped(m);
+        assert!(c.len() <= MAX_MESSAGE, "{}", c.len());
+        assert!(c.ends_with("has the whole message)"));
+        assert_eq!(capped("short".into()), "short");
+    }
+
+    #[test]
+    fn report_names_are_stable_and_valid() {
+        let s = |name: &str, uid: Option<&str>| Subject {
+            namespace: "gitlab-runner".into(),
+            kind: "Pod",
+            name: name.into(),
+            uid: uid.map(String::from),
+        };
+        assert_eq!(
+            s("runner-x", Some("5E1B-77")).report_name(),
+            "runner-fence-pod-5e1b-77"
+        );
+        assert_eq!(
+            s("runner-x", None).report_name(),
+            "runner-fence-pod-runner-x"
+        );
+        let long = s(&"r".repeat(253), None).report_name();
+        assert_eq!(long.len(), "runner-fence-pod-".len() + 32);
+    }
+}
