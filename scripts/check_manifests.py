@@ -138,13 +138,18 @@ def check_webhooks(docs, overlay, fixtures, audit):
 
 def check_backstop(docs, overlay, audit):
     """The in-tree backstop is installed, scoped like the webhooks, and denies unless in audit."""
-    vap = one(docs, "ValidatingAdmissionPolicy", "runner-fence-backstop")
-    binding = one(docs, "ValidatingAdmissionPolicyBinding", "runner-fence-backstop")
+    # Named by action: runner-fence-backstop denies, runner-fence-backstop-audit warns.
+    name = "runner-fence-backstop-audit" if audit else "runner-fence-backstop"
+    other = "runner-fence-backstop" if audit else "runner-fence-backstop-audit"
+    vap = one(docs, "ValidatingAdmissionPolicy", name)
+    binding = one(docs, "ValidatingAdmissionPolicyBinding", name)
+    check(not [d for d in docs if d.get("kind", "").startswith("ValidatingAdmissionPolicy")
+               and d["metadata"]["name"] == other], f"{overlay}: no {other}")
     if not vap or not binding:
         return
     want = ["Warn", "Audit"] if audit else ["Deny"]
     check(binding["spec"]["validationActions"] == want, f"{overlay}: backstop validationActions {want}")
-    check(binding["spec"]["policyName"] == "runner-fence-backstop", f"{overlay}: backstop binding names its policy")
+    check(binding["spec"]["policyName"] == name, f"{overlay}: backstop binding names its policy")
     check(vap["spec"]["failurePolicy"] == "Fail", f"{overlay}: backstop failurePolicy Fail")
     # Nothing is patched in audit mode: a placement check would warn on every pod.
     placement = [v for v in vap["spec"]["validations"] if v["message"].startswith("placement:")]

@@ -93,14 +93,25 @@ fn the_audit_overlay_installs_what_render_generates_for_the_audit_policy() {
         read("manifests/overlays/audit/admission-policy.yaml") == want,
         "manifests/overlays/audit/admission-policy.yaml differs from `runner-fence render admission-policy --policy manifests/overlays/audit/policy.yaml`; regenerate it"
     );
-    // Applied over the base's backstop (a strategic-merge patch of whole objects).
+    // Installed as a resource of the overlay, in place of the base's enforcing
+    // backstop (deleted by patches; scripts/check_manifests.py checks the build).
     let kustomization: serde_json::Value =
         serde_saphyr::from_str(&read("manifests/overlays/audit/kustomization.yaml")).expect("yaml");
-    let patches = kustomization["patches"].as_array().expect("patches");
+    let resources = kustomization["resources"].as_array().expect("resources");
     assert!(
-        patches.iter().any(|p| p["path"] == "admission-policy.yaml"),
-        "{patches:?}"
+        resources.iter().any(|r| r == "admission-policy.yaml"),
+        "{resources:?}"
     );
+    let patches = kustomization["patches"].as_array().expect("patches");
+    for kind in ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] {
+        assert!(
+            patches.iter().any(|p| p["patch"].as_str().is_some_and(|t| t
+                .contains("$patch: delete")
+                && t.contains(&format!("kind: {kind}\n"))
+                && t.contains("name: runner-fence-backstop"))),
+            "the base's {kind} is not removed: {patches:?}"
+        );
+    }
     // The webhooks: the base's with exactly the failure policy `render webhooks`
     // (and the chart) choose for an audit policy.
     let failure = webhooks::FailurePolicy::for_policy(&policy).as_str();
