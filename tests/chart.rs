@@ -578,5 +578,10 @@ fn helm_lint_is_clean_for_every_mode() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(text.contains("0 chart(s) failed"), "{text}");
+        // Quiet: no template failure or warning lines (the bare chart needs no values).
+        assert!(
+            !text.contains("Fail") && !text.contains("[WARNING]") && !text.contains("[ERROR]"),
+            "helm lint {extra:?} is not quiet:\n{text}"
+        );
     }
 }

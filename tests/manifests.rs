@@ -103,12 +103,16 @@ fn the_audit_overlay_installs_what_render_generates_for_the_audit_policy() {
         "{resources:?}"
     );
     let patches = kustomization["patches"].as_array().expect("patches");
-    for kind in ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] {
+    for kind in [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
         assert!(
-            patches.iter().any(|p| p["patch"].as_str().is_some_and(|t| t
-                .contains("$patch: delete")
-                && t.contains(&format!("kind: {kind}\n"))
-                && t.contains("name: runner-fence-backstop"))),
+            patches.iter().any(|p| p["patch"]
+                .as_str()
+                .is_some_and(|t| t.contains("$patch: delete")
+                    && t.contains(&format!("kind: {kind}\n"))
+                    && t.contains("name: runner-fence-backstop"))),
             "the base's {kind} is not removed: {patches:?}"
         );
     }
