@@ -812,36 +812,6 @@ async fn the_fence_holds_on_a_real_control_plane() {
                 .expect("node json");
         serde_json::from_value(n["metadata"]["labels"].clone()).unwrap_or_default()
     };
-    let matches_a_term = |pod: &Value, labels: &BTreeMap<String, String>| {
-        let terms = pod
-            .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        terms.iter().any(|t| {
-            t["matchExpressions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .all(|e| {
-                    let key = e["key"].as_str().unwrap_or("");
-                    let values: Vec<&str> = e["values"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
-                    let have = labels.get(key).map(String::as_str);
-                    match e["operator"].as_str() {
-                        Some("In") => have.is_some_and(|v| values.contains(&v)),
-                        Some("NotIn") => have.is_none_or(|v| !values.contains(&v)),
-                        Some("Exists") => have.is_some(),
-                        Some("DoesNotExist") => have.is_none(),
-                        _ => false,
-                    }
-                })
-        })
-    };
     for (choice, want_node, want_build) in [
         (
             BTreeMap::new(),
@@ -878,12 +848,12 @@ async fn the_fence_holds_on_a_real_control_plane() {
         if want_node == "fargate-" {
             // Only Fargate can take it: the runner nodes do not meet its terms.
             assert!(
-                matches_a_term(&stored, &node_labels("fargate-1")),
+                common::schedulable_on(&stored, &node_labels("fargate-1")),
                 "{name}: {}",
                 stored["spec"]["affinity"]
             );
             assert!(
-                !matches_a_term(&stored, &node_labels("runner-1")),
+                !common::schedulable_on(&stored, &node_labels("runner-1")),
                 "{name}: {}",
                 stored["spec"]["affinity"]
             );
@@ -894,7 +864,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
         let node = wait_scheduled(&client, NS, &name).await;
         assert!(node.starts_with(want_node), "{name}: scheduled on {node}");
         assert!(
-            matches_a_term(&stored, &node_labels(&node)),
+            common::schedulable_on(&stored, &node_labels(&node)),
             "{name} on {node}"
         );
         println!(

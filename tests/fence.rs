@@ -277,8 +277,13 @@ fn privileged(mut r: Value) -> Value {
 }
 
 fn ephemeral_privileged_on_fargate() -> Value {
-    let mut old = fixture("fargate-job.json")["request"]["object"].clone();
-    old["spec"]["nodeName"] = json!("fargate-1");
+    ephemeral_privileged("fargate-job.json", "fargate-1")
+}
+
+/// A privileged ephemeral container added to a `fixture` pod bound to `node`.
+fn ephemeral_privileged(fixture_name: &str, node: &str) -> Value {
+    let mut old = fixture(fixture_name)["request"]["object"].clone();
+    old["spec"]["nodeName"] = json!(node);
     let mut new = old.clone();
     new["spec"]["ephemeralContainers"] =
         json!([{"name": "debugger", "image": "busybox", "securityContext": {"privileged": true}}]);
@@ -354,15 +359,7 @@ fn ungating_a_pod_created_before_enforcement() -> Value {
 /// A privileged ephemeral container on a pod already running on a GitLab node
 /// (scheduled there before runner-fence).
 fn ephemeral_on_a_gitlab_node() -> Value {
-    let mut old = fixture("plain-job.json")["request"]["object"].clone();
-    old["spec"]["nodeName"] = json!("gitlab-1");
-    let mut new = old.clone();
-    new["spec"]["ephemeralContainers"] =
-        json!([{"name": "debugger", "image": "busybox", "securityContext": {"privileged": true}}]);
-    let mut r = review("gitlab-runner", "UPDATE", new);
-    r["request"]["subResource"] = json!("ephemeralcontainers");
-    r["request"]["oldObject"] = old;
-    r
+    ephemeral_privileged("plain-job.json", "gitlab-1")
 }
 
 /// `memory: 1e19`: a quantity the apiserver accepts must never skip the cap.

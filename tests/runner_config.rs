@@ -214,44 +214,6 @@ fn model_nodes() -> Vec<(&'static str, BTreeMap<String, String>)> {
     ]
 }
 
-/// Does a node with `labels` meet the pod's nodeSelector and one of its required terms?
-fn schedulable_on(pod: &Value, labels: &BTreeMap<String, String>) -> bool {
-    let meets = |e: &Value| {
-        let key = e["key"].as_str().unwrap_or("");
-        let values: Vec<&str> = e["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        let have = labels.get(key).map(String::as_str);
-        match e["operator"].as_str().unwrap_or("") {
-            "In" => have.is_some_and(|h| values.contains(&h)),
-            "NotIn" => have.is_none_or(|h| !values.contains(&h)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            op => panic!("operator {op} not modelled"),
-        }
-    };
-    let selector_ok = pod["spec"]["nodeSelector"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
-    let terms = pod
-        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    selector_ok
-        && (terms.is_empty()
-            || terms.iter().any(|t| {
-                t["matchExpressions"]
-                    .as_array()
-                    .is_some_and(|ex| ex.iter().all(meets))
-            }))
-}
-
 fn evaluate(policy: &Policy, namespace: &str, pod: &Value) -> Evaluation {
     let view = PodView::from_value(pod).expect("pod");
     let req = Request {
@@ -351,7 +313,7 @@ fn a_job_choosing_any_profile_lands_on_its_nodes_with_its_requests(
     assert_eq!(ev.profile.as_deref(), Some(profile));
     let nodes: Vec<&str> = model_nodes()
         .into_iter()
-        .filter(|(_, labels)| schedulable_on(&ev.pod, labels))
+        .filter(|(_, labels)| common::schedulable_on(&ev.pod, labels))
         .map(|(n, _)| n)
         .collect();
     assert_eq!(nodes, [profile], "{}", ev.pod["spec"]["affinity"]);
@@ -409,7 +371,7 @@ fn on_the_seed_config_a_fargate_job_is_admitted_but_fits_no_node() {
     assert!(
         model_nodes()
             .iter()
-            .all(|(_, labels)| !schedulable_on(&ev.pod, labels)),
+            .all(|(_, labels)| !common::schedulable_on(&ev.pod, labels)),
         "{}",
         ev.pod["spec"]["affinity"]
     );

@@ -279,3 +279,41 @@ pub fn recorded_job(
     }
     pod
 }
+
+/// Does a node with `labels` meet the pod's nodeSelector and one of its required terms?
+pub fn schedulable_on(pod: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let meets = |e: &Value| {
+        let key = e["key"].as_str().unwrap_or("");
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let have = labels.get(key).map(String::as_str);
+        match e["operator"].as_str().unwrap_or("") {
+            "In" => have.is_some_and(|h| values.contains(&h)),
+            "NotIn" => have.is_none_or(|h| !values.contains(&h)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            op => panic!("operator {op} not modelled"),
+        }
+    };
+    let selector_ok = pod["spec"]["nodeSelector"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
+    let terms = pod
+        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    selector_ok
+        && (terms.is_empty()
+            || terms.iter().any(|t| {
+                t["matchExpressions"]
+                    .as_array()
+                    .is_some_and(|ex| ex.iter().all(meets))
+            }))
+}
