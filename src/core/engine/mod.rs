@@ -159,11 +159,7 @@ pub fn review(
         namespace: req.namespace,
         nodes,
     };
-    let change = match (req.operation, req.sub_resource) {
-        (Operation::Create, _) => Change::Create,
-        (_, "ephemeralcontainers") => Change::EphemeralContainers,
-        _ => Change::Update,
-    };
+    let change = Change::of(req.operation, req.sub_resource);
     review_pod(policy, endpoint, change, pod, req.old_object, ctx)
 }
 
@@ -180,6 +176,15 @@ enum Change {
 }
 
 impl Change {
+    /// What a pod request with this operation and subresource does.
+    fn of(operation: Operation, sub_resource: &str) -> Change {
+        match (operation, sub_resource) {
+            (Operation::Create, _) => Change::Create,
+            (_, "ephemeralcontainers") => Change::EphemeralContainers,
+            _ => Change::Update,
+        }
+    }
+
     fn operation(self) -> Operation {
         match self {
             Change::Create => Operation::Create,
@@ -213,11 +218,14 @@ pub fn review_decoded(
     old_object: Option<&PodView>,
     ctx: Context<'_>,
 ) -> Decision {
-    let change = match operation {
-        Operation::Create => Change::Create,
-        _ => Change::Update,
-    };
-    review_pod(policy, endpoint, change, pod, old_object, ctx)
+    review_pod(
+        policy,
+        endpoint,
+        Change::of(operation, ""),
+        pod,
+        old_object,
+        ctx,
+    )
 }
 
 fn review_pod(
