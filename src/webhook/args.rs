@@ -202,7 +202,7 @@ impl ClusterArgs {
         crate::k8s::controller::certs::CertConfig {
             namespace: self.namespace.clone(),
             secret: format!("{}-tls", self.release),
-            names: super::certs::service_names(&self.service, &self.namespace),
+            names: self.serving_names(),
             validity_days: self.certificate_days.max(2),
             renew_before: std::time::Duration::from_secs(
                 u64::from(
@@ -211,6 +211,23 @@ impl ClusterArgs {
                 ) * 86_400,
             ),
         }
+    }
+
+    /// The names the managed serving certificate is issued for: the Service's,
+    /// and the host of `--webhook-url` when the apiserver calls a URL instead
+    /// (it verifies that host, an IP address or a DNS name, against the certificate).
+    fn serving_names(&self) -> Vec<String> {
+        let mut names = super::certs::service_names(&self.service, &self.namespace);
+        if let Some(host) = self
+            .webhook_url
+            .as_deref()
+            .and_then(|u| u.parse::<axum::http::Uri>().ok())
+            .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_string()))
+            .filter(|h| !h.is_empty() && !names.contains(h))
+        {
+            names.push(host);
+        }
+        names
     }
 
     /// The controller's configuration.
@@ -241,5 +258,36 @@ impl ClusterArgs {
             timeout_seconds: self.webhook_timeout_seconds,
             resync: std::time::Duration::from_secs(self.resync_seconds.max(1)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[rstest::rstest]
+    #[case::service_only(None, None)]
+    #[case::ip(Some("https://127.0.0.1:9443"), Some("127.0.0.1"))]
+    #[case::ipv6(Some("https://[::1]:9443/base"), Some("::1"))]
+    #[case::dns(Some("https://webhook.example.com"), Some("webhook.example.com"))]
+    fn the_managed_certificate_names_the_webhook_url_host(
+        #[case] url: Option<&str>,
+        #[case] extra: Option<&str>,
+    ) {
+        let mut argv = vec!["serve", "--namespace", "rf", "--service", "fence"];
+        if let Some(u) = url {
+            argv.extend(["--webhook-url", u]);
+        }
+        let names = Serve::parse_from(argv).serve.cluster.cert_config().names;
+        let mut want = crate::webhook::certs::service_names("fence", "rf");
+        want.extend(extra.map(String::from));
+        assert_eq!(names, want);
     }
 }
