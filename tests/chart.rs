@@ -159,6 +159,7 @@ fn defaults_install_the_controller_with_everything_a_webhook_needs() {
     assert_eq!(
         c["args"],
         json!([
+            "serve",
             "--policies-from-cluster",
             "--node-cache",
             "--manage-certificates"
@@ -584,4 +585,46 @@ fn helm_lint_is_clean_for_every_mode() {
             "helm lint {extra:?} is not quiet:\n{text}"
         );
     }
+}
+
+/// The image's entrypoint is the binary alone (tests/release.rs), so each container's
+/// args are a command line of it: the Deployment's must be `serve ...`, the uninstall
+/// hook's `uninstall ...`, and both must parse (a verb in the wrong place fails here,
+/// not in the cluster at `helm uninstall`).
+#[test]
+fn every_container_the_chart_runs_is_a_command_line_of_the_binary() {
+    let objs = template("runner-fence", None, &[]).expect("template");
+    let mut seen = Vec::new();
+    for o in objs
+        .iter()
+        .filter(|o| o["kind"] == "Deployment" || o["kind"] == "Job")
+    {
+        let c = &o["spec"]["template"]["spec"]["containers"][0];
+        assert!(
+            c.get("command").is_none(),
+            "{}: overrides the entrypoint",
+            o["metadata"]["name"]
+        );
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{} {}: runner-fence {args:?} does not parse: {}",
+            o["kind"],
+            o["metadata"]["name"],
+            String::from_utf8_lossy(&out.stderr)
+        );
+        seen.push(args.first().copied().unwrap_or_default().to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["serve", "uninstall"]);
 }

@@ -227,6 +227,7 @@ impl Webhook {
         let admin_port = free_port();
         let name = format!("{RELEASE}-replica-{port}");
         let log = dir.join(format!("webhook-{port}.log"));
+        let file = std::fs::File::create(&log).expect("log");
         let mut cmd = Command::new(BIN);
         cmd.args(
             chart
@@ -244,8 +245,8 @@ impl Webhook {
             .env("RUNNER_FENCE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
             .env("RUNNER_FENCE_WEBHOOK_URL", &chart.url)
             .env("KUBECONFIG", &chart.kubeconfig)
-            .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
-            .stderr(Stdio::inherit())
+            .stdout(Stdio::from(file.try_clone().expect("log")))
+            .stderr(Stdio::from(file))
             .spawn()
             .expect("runner-fence serve starts");
         let w = Webhook {
@@ -497,8 +498,11 @@ async fn denied(client: &Client, what: &str, pod: &Value, rule: &str) {
             "{what}: admitted, stored as {}",
             serde_json::to_string(&p).unwrap_or_default()
         ),
+        // The in-tree backstop, which the leader applies with the webhooks, is asked
+        // before the validating webhook: its denial (in its own words) holds too.
         Err(e) => assert!(
-            e.contains("runner-fence") && e.contains(rule),
+            (e.contains("runner-fence") && e.contains(rule))
+                || e.contains("[runner-fence backstop"),
             "{what}: denied, but not by runner-fence's {rule}: {e}"
         ),
     }
@@ -642,10 +646,14 @@ fn policy_condition(name: &str) -> Value {
     }
 }
 
-/// Waits until a pod pinned to a GitLab node is denied in `ns` (server-side dry run)
-/// and says how long that took; fails after `secs`.
+/// Waits until `ns` is fenced — a plain pod is mutated (the webhooks are called) and a
+/// pod pinned to a GitLab node is denied (by the webhook or the backstop, whichever the
+/// apiserver asks first) — and says how long that took; fails after `secs`. Server-side
+/// dry runs: nothing is stored.
 async fn fenced(client: &Client, ns: &str, secs: u64) -> Duration {
-    let probe: Pod =
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let plain: Pod = serde_json::from_value(bare("probe", ns, json!({}))).expect("pod");
+    let pinned: Pod =
         serde_json::from_value(bare("probe", ns, json!({"nodeName": "gitlab-1"}))).expect("pod");
     let dry = PostParams {
         dry_run: true,
@@ -653,18 +661,21 @@ async fn fenced(client: &Client, ns: &str, secs: u64) -> Duration {
     };
     let start = Instant::now();
     loop {
-        let res = Api::<Pod>::namespaced(client.clone(), ns)
-            .create(&dry, &probe)
-            .await;
-        if res
+        let mutated = pods.create(&dry, &plain).await;
+        let denied = pods.create(&dry, &pinned).await;
+        if mutated
             .as_ref()
-            .is_err_and(|e| e.to_string().contains("runner-fence denied"))
+            .is_ok_and(|p| p.annotations().contains_key("runner-fence.dev/profile"))
+            && denied.as_ref().is_err_and(|e| {
+                let e = e.to_string();
+                e.contains("runner-fence denied") || e.contains("[runner-fence backstop")
+            })
         {
             return start.elapsed();
         }
         assert!(
             start.elapsed() < Duration::from_secs(secs),
-            "{ns} was not fenced within {secs} s: {res:?}"
+            "{ns} was not fenced within {secs} s: {mutated:?} / {denied:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -707,18 +718,29 @@ fn validating_scope() -> Value {
         .collect()
 }
 
-/// Narrows the generated validating webhook by hand, as `kubectl edit` would.
+/// Narrows the generated validating webhook by hand, as `kubectl edit` would, and
+/// checks the apiserver stored the edit (the leader may revert it within milliseconds).
 fn hand_edit_scope() {
-    kubectl_ok(
+    let edited = json!({"matchLabels": {"e2e": "hand-edited"}});
+    let patch =
+        json!([{"op": "replace", "path": "/webhooks/0/namespaceSelector", "value": edited}]);
+    let stored: Value = serde_json::from_str(&kubectl_ok(
         &[
             "patch",
             "validatingwebhookconfiguration",
             RELEASE,
             "--type=json",
             "-p",
-            r#"[{"op": "replace", "path": "/webhooks/0/namespaceSelector", "value": {"matchLabels": {"e2e": "hand-edited"}}}]"#,
+            &patch.to_string(),
+            "-o",
+            "json",
         ],
         None,
+    ))
+    .expect("json");
+    assert_eq!(
+        stored["webhooks"][0]["namespaceSelector"], edited,
+        "the hand edit did not take"
     );
 }
 
@@ -830,7 +852,9 @@ async fn policy_objects_are_reconciled(
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && stderr.contains("runner-fence denied"),
+        !out.status.success()
+            && (stderr.contains("runner-fence denied")
+                || stderr.contains("[runner-fence backstop")),
         "the last good policy no longer denies an attack: {stderr}"
     );
     apply_policy(&team("e2e-team-b", &[TEAM, TEAM_MORE]));
@@ -839,7 +863,6 @@ async fn policy_objects_are_reconciled(
     // A hand edit of the webhook scope is reverted by the leader.
     let scope = validating_scope();
     hand_edit_scope();
-    assert_ne!(validating_scope(), scope, "the hand edit did not take");
     wait_for("the hand edit to be reverted", 15, || {
         validating_scope() == scope
     })
@@ -854,6 +877,11 @@ async fn policy_objects_are_reconciled(
         assert_eq!(holder, second.name, "the Lease is held by neither replica");
         (second, first)
     };
+    let log = std::fs::read_to_string(&leader.log).unwrap_or_default();
+    assert!(
+        log.contains("reverted a hand edit of a generated object"),
+        "the leader did not log the correction:\n{log}"
+    );
     proxy.remove(&leader.addr);
     drop(leader);
     hand_edit_scope();
@@ -863,8 +891,9 @@ async fn policy_objects_are_reconciled(
     .await;
     let log = std::fs::read_to_string(&survivor.log).unwrap_or_default();
     assert!(
-        log.contains("reverted a hand edit of a generated object"),
-        "the new leader did not log the correction:\n{log}"
+        log.lines()
+            .any(|l| l.contains(r#""message":"applied","kind":"ValidatingWebhookConfiguration""#)),
+        "the new leader did not log applying the configuration:\n{log}"
     );
     println!(
         "leader {holder} killed: {} took over and reverted a hand edit",
@@ -1024,8 +1053,11 @@ async fn the_fence_holds_on_a_real_control_plane() {
             None,
         );
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        // The backstop (always applied with the webhooks) is asked before the
+        // validating webhook: either layer's denial holds the fence.
         assert!(
-            !out.status.success() && stderr.contains(expect),
+            !out.status.success()
+                && (stderr.contains(expect) || stderr.contains("[runner-fence backstop")),
             "{what}: ungating the pre-enforcement pod was not denied by {expect}: {stderr}"
         );
     };
@@ -1058,9 +1090,11 @@ async fn the_fence_holds_on_a_real_control_plane() {
         ("validatingadmissionpolicy", "runner-fence-backstop"),
         ("validatingadmissionpolicybinding", "runner-fence-backstop"),
     ] {
-        let obj: Value =
-            serde_json::from_str(&kubectl_ok(&["get", kind, name, "-o", "json"], None))
-                .expect("json");
+        let obj: Value = serde_json::from_str(&kubectl_ok(
+            &["get", kind, name, "-o", "json", "--show-managed-fields"],
+            None,
+        ))
+        .expect("json");
         assert!(
             obj["metadata"]["managedFields"]
                 .as_array()
