@@ -94,6 +94,7 @@ pub fn serve_args() -> runner_fence::webhook::ServeArgs {
         policy: None,
         policies_from_cluster: false,
         cluster: runner_fence::webhook::ClusterArgs::default(),
+        audit: runner_fence::webhook::AuditArgs::default(),
         tls_cert: None,
         tls_key: None,
         client_ca: None,
