@@ -312,3 +312,61 @@ impl ClusterArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let argv = std::iter::once("serve").chain(args.iter().copied());
+        <Serve as clap::Parser>::try_parse_from(argv).map(|s| s.serve)
+    }
+
+    #[test]
+    fn the_audit_runs_every_five_minutes_in_cluster_mode_and_only_when_asked_with_a_file() {
+        let file = parse(&[]).expect("parse");
+        assert!(file.audit.config(None).is_none(), "off with a policy file");
+        let asked = parse(&["--audit-interval-seconds", "60"]).expect("parse");
+        let cfg = asked.audit.config(None).expect("on");
+        assert_eq!(cfg.interval.as_secs(), 60);
+        assert_eq!(cfg.options.webhook_service, None, "from the configurations");
+
+        let cluster = parse(&["--policies-from-cluster", "--namespace", "fence"]).expect("parse");
+        let cfg = cluster.audit.config(Some(&cluster.cluster)).expect("on");
+        assert_eq!(cfg.interval.as_secs(), 300);
+        assert_eq!(
+            cfg.options.webhook_service,
+            Some(("fence".into(), "runner-fence".into()))
+        );
+        assert_eq!(
+            (cfg.options.page_size, cfg.options.page_pause.as_millis()),
+            (500, 100)
+        );
+        assert!(cfg.write_reports);
+        let off =
+            parse(&["--policies-from-cluster", "--audit-interval-seconds", "0"]).expect("parse");
+        assert!(off.audit.config(Some(&off.cluster)).is_none());
+        let url = parse(&[
+            "--policies-from-cluster",
+            "--webhook-url",
+            "https://127.0.0.1:1",
+        ])
+        .expect("parse");
+        let cfg = url.audit.config(Some(&url.cluster)).expect("on");
+        assert_eq!(
+            cfg.options.webhook_service, None,
+            "the URL the configurations call"
+        );
+    }
+
+    #[test]
+    fn an_audit_page_size_of_zero_is_refused_by_name() {
+        let err = parse(&["--audit-page-size", "0"]).expect_err("refused");
+        assert!(err.to_string().contains("--audit-page-size"), "{err}");
+    }
+}
