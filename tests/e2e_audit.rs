@@ -57,7 +57,7 @@ fn pod(i: usize) -> Pod {
     let mut tolerations = vec![
         json!({"key": "workload", "operator": "Equal", "value": "gitlab-runner", "effect": "NoSchedule"}),
     ];
-    if i % BAD_EVERY == 0 {
+    if i.is_multiple_of(BAD_EVERY) {
         tolerations.push(
             json!({"key": "workload", "operator": "Equal", "value": "gitlab", "effect": "NoSchedule"}),
         );
