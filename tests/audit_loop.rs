@@ -30,6 +30,10 @@ struct Fake {
     reports: Mutex<BTreeMap<(String, String), Value>>,
     /// Every request, as `METHOD /path?query`.
     requests: Mutex<Vec<String>>,
+    /// The controller's Lease, as stored.
+    lease: Mutex<Option<Value>>,
+    /// RunnerFencePolicy objects.
+    policies: Mutex<Vec<Value>>,
 }
 
 impl Fake {
@@ -131,6 +135,56 @@ async fn report(
     }
 }
 
+/// `GET`, `PUT` (replace) and `POST` (create) of the one Lease.
+async fn lease(
+    AxState(f): AxState<Arc<Fake>>,
+    method: Method,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(mut stored) = f.lease.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if method == Method::GET {
+        return match stored.clone() {
+            Some(l) => axum::Json(l).into_response(),
+            None => not_found(),
+        };
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(mut l) => {
+            l["metadata"]["resourceVersion"] = json!("1");
+            *stored = Some(l.clone());
+            axum::Json(l).into_response()
+        }
+        Err(_) => StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
+/// RunnerFencePolicy list; a watch that never sends anything.
+async fn policies(
+    AxState(f): AxState<Arc<Fake>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        return "".into_response();
+    }
+    let items = f.policies.lock().map(|p| p.clone()).unwrap_or_default();
+    list("RunnerFencePolicyList", items, "")
+}
+
+/// Sets the Lease's holder, renewed now.
+fn hold_lease(fake: &Fake, holder: &str) {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    if let Ok(mut l) = fake.lease.lock() {
+        *l = Some(
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "runner-fence-controller", "namespace": "runner-fence", "resourceVersion": "1"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": now, "acquireTime": now}}),
+        );
+    }
+}
+
 async fn serve(pods: Vec<Value>) -> (kube::Client, Arc<Fake>) {
     let fake = Arc::new(Fake {
         pods: Mutex::new(pods),
@@ -184,6 +238,18 @@ async fn serve(pods: Vec<Value>) -> (kube::Client, Arc<Fake>) {
         .route(
             "/apis/wgpolicyk8s.io/v1alpha2/namespaces/{ns}/policyreports/{name}",
             axum::routing::patch(report).delete(report),
+        )
+        .route(
+            "/apis/coordination.k8s.io/v1/namespaces/runner-fence/leases",
+            axum::routing::post(lease),
+        )
+        .route(
+            "/apis/coordination.k8s.io/v1/namespaces/runner-fence/leases/runner-fence-controller",
+            get(lease).put(lease),
+        )
+        .route(
+            "/apis/runner-fence.dev/v1alpha1/runnerfencepolicies",
+            get(policies),
         )
         .fallback(|| async { not_found() })
         .layer(axum::middleware::from_fn_with_state(fake.clone(), record))
@@ -521,4 +587,87 @@ async fn each_policy_of_the_served_set_reports_its_own_namespaces() {
         Some(2.0)
     );
     let _ = stop.send(true);
+}
+
+/// The reference policy as a stored RunnerFencePolicy object.
+fn policy_object() -> Value {
+    let mut object: Value =
+        serde_saphyr::from_str(include_str!("../examples/runnerfencepolicy.yaml")).expect("yaml");
+    object["metadata"]["resourceVersion"] = json!("1");
+    object["metadata"]["generation"] = json!(1);
+    object["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    object
+}
+
+/// `serve --policies-from-cluster` as the server wires it: the controller
+/// (watch and Lease) publishes into the state, the audit follows its leadership.
+#[tokio::test]
+async fn in_cluster_mode_the_audit_follows_the_controllers_lease() {
+    let (client, fake) = serve(vec![job("gitlab-runner", "runner-a", "runner-1")]).await;
+    if let Ok(mut p) = fake.policies.lock() {
+        p.push(policy_object());
+    }
+    hold_lease(&fake, "other-replica");
+    let mut args = runner_fence::webhook::ClusterArgs::default();
+    args.no_webhooks = true;
+    args.lease_seconds = 1;
+    args.pod_name = Some("this-replica".into());
+    let state = Arc::new(State::from_cluster(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(runner_fence::k8s::controller::run_with(
+        client.clone(),
+        state.clone(),
+        args.config(),
+        None,
+        stop_rx.clone(),
+    ));
+    tokio::spawn(continuous::run(
+        client,
+        config(500, 0),
+        state.clone(),
+        state.leadership(),
+        stop_rx,
+    ));
+    let pod_reads = |fake: &Fake| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.starts_with("GET /api/v1/pods?"))
+            .count()
+    };
+    // Another replica holds the Lease: the policies are served, nothing is audited.
+    for _ in 0..100 {
+        if state.not_ready_reasons().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        state.not_ready_reasons().is_empty(),
+        "{:?}",
+        state.not_ready_reasons()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(pod_reads(&fake), 0, "a follower audited");
+    assert_eq!(metric(&state, "runner_fence_leader "), Some(0.0));
+
+    // Released: this replica takes the Lease and audits.
+    hold_lease(&fake, "");
+    passes(&state, 1.0).await;
+    assert_eq!(metric(&state, "runner_fence_leader "), Some(1.0));
+    assert_eq!(fake.reports().len(), 1);
+
+    // Another replica takes over: the audit stops at once.
+    hold_lease(&fake, "other-replica");
+    for _ in 0..100 {
+        if metric(&state, "runner_fence_leader ") == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(&state, "runner_fence_leader "), Some(0.0));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reads = pod_reads(&fake);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(pod_reads(&fake), reads, "audited after losing the Lease");
+    let _ = stop_tx.send(true);
 }
