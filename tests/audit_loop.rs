@@ -608,10 +608,12 @@ async fn in_cluster_mode_the_audit_follows_the_controllers_lease() {
         p.push(policy_object());
     }
     hold_lease(&fake, "other-replica");
-    let mut args = runner_fence::webhook::ClusterArgs::default();
-    args.no_webhooks = true;
-    args.lease_seconds = 1;
-    args.pod_name = Some("this-replica".into());
+    let args = runner_fence::webhook::ClusterArgs {
+        no_webhooks: true,
+        lease_seconds: 1,
+        pod_name: Some("this-replica".into()),
+        ..runner_fence::webhook::ClusterArgs::default()
+    };
     let state = Arc::new(State::from_cluster(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(runner_fence::k8s::controller::run_with(
