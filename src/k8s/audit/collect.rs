@@ -34,16 +34,44 @@ pub struct Options {
     /// The webhook's Service as `(namespace, name)`, when the webhook
     /// configurations call a URL or should not decide it.
     pub webhook_service: Option<(String, String)>,
+    /// Objects per page of a list (0: 500).
+    pub page_size: u32,
+    /// A pause after each page of a list, so that a continuous audit of a
+    /// large cluster spreads its reads instead of bursting.
+    pub page_pause: std::time::Duration,
+    /// Show list progress on stderr when it is a terminal (the CLI).
+    pub progress: bool,
 }
 
+impl Options {
+    fn page(&self) -> u32 {
+        if self.page_size == 0 {
+            PAGE
+        } else {
+            self.page_size
+        }
+    }
+}
+
+/// How lists are read: page size, the pause between pages, progress.
 struct Progress {
     on: bool,
+    page: u32,
+    pause: std::time::Duration,
 }
 
 impl Progress {
-    fn new() -> Self {
+    fn new(opts: &Options) -> Self {
         Progress {
-            on: std::io::stderr().is_terminal(),
+            on: opts.progress && std::io::stderr().is_terminal(),
+            page: opts.page(),
+            pause: opts.page_pause,
+        }
+    }
+    /// Between two pages.
+    async fn pause(&self) {
+        if !self.pause.is_zero() {
+            tokio::time::sleep(self.pause).await;
         }
     }
     fn show(&self, what: &str, n: usize) {
@@ -80,7 +108,7 @@ where
 {
     let mut out = Vec::new();
     let mut seen = 0;
-    let mut lp = ListParams::default().limit(PAGE);
+    let mut lp = ListParams::default().limit(progress.page);
     loop {
         let page: ObjectList<K> = api.list(&lp).await.map_err(|e| Error::List {
             what,
@@ -90,7 +118,12 @@ where
         out.extend(page.items.into_iter().filter_map(&mut keep));
         progress.show(what, seen);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(c) => lp = ListParams::default().limit(PAGE).continue_token(&c),
+            Some(c) => {
+                lp = ListParams::default()
+                    .limit(progress.page)
+                    .continue_token(&c);
+                progress.pause().await;
+            }
             None => break,
         }
     }
@@ -271,7 +304,7 @@ async fn list_pods(
     };
     let mut out = Vec::new();
     let mut seen = 0;
-    let mut lp = ListParams::default().limit(PAGE);
+    let mut lp = ListParams::default().limit(progress.page);
     loop {
         let request = kube::core::Request::new("/api/v1/pods")
             .list(&lp)
@@ -294,7 +327,12 @@ async fn list_pods(
         }
         progress.show("pods", seen);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(c) => lp = ListParams::default().limit(PAGE).continue_token(&c),
+            Some(c) => {
+                lp = ListParams::default()
+                    .limit(progress.page)
+                    .continue_token(&c);
+                progress.pause().await;
+            }
             None => break,
         }
     }
@@ -311,7 +349,13 @@ pub async fn collect(client: Client, policy: &Policy) -> Result<Report, Error> {
 /// calls each period; [`super::policy_reports`] and [`super::apply_reports`]
 /// write its results.
 pub async fn run_once(client: Client, policy: &Policy, opts: &Options) -> Result<Report, Error> {
-    let progress = Progress::new();
+    Ok(analyze(policy, &read(client, policy, opts).await?))
+}
+
+/// Reads everything [`analyze`] judges for `policy` (the I/O half of
+/// [`run_once`]; the continuous audit analyzes off the async runtime).
+pub async fn read(client: Client, policy: &Policy, opts: &Options) -> Result<Inputs, Error> {
+    let progress = Progress::new(opts);
     let nodes: Vec<NodeInfo> = list_all(&Api::<Node>::all(client.clone()), "nodes", &progress)
         .await?
         .iter()
@@ -351,7 +395,7 @@ pub async fn run_once(client: Client, policy: &Policy, opts: &Options) -> Result
     unread.extend(serving_unread);
     let access = access(&client, policy, &progress).await;
     progress.done();
-    let inputs = Inputs {
+    Ok(Inputs {
         nodes,
         pods,
         webhooks: hooks.into_iter().map(|(i, l, _)| (i, l)).collect(),
@@ -360,8 +404,7 @@ pub async fn run_once(client: Client, policy: &Policy, opts: &Options) -> Result
         serving,
         access,
         unreadable: unread,
-    };
-    Ok(analyze(policy, &inputs))
+    })
 }
 
 /// RBAC objects and the runner namespaces' ServiceAccounts. A list that fails
