@@ -189,17 +189,17 @@ PY
 echo "helm template: $(grep -c '^kind:' "$out/chart.yaml") objects"
 
 echo "== the policy is the environment value 'policy'"
-"${hf[@]}" --state-values-set policy=../../manifests/overlays/audit/policy.yaml \
+"${hf[@]}" --state-values-set policy=../../examples/policy-audit.yaml \
   write-values --output-file-template "$out/audit/{{ .Release.Name }}.yaml" >/dev/null \
   || fail "helmfile write-values with --state-values-set policy=... failed"
-python3 - "$out" <<'PY' || fail "--state-values-set policy=manifests/overlays/audit/policy.yaml did not change the values"
+python3 - "$out" <<'PY' || fail "--state-values-set policy=examples/policy-audit.yaml did not change the values"
 import sys, yaml
 out = sys.argv[1]
 a = yaml.safe_load(open(f"{out}/audit/runner-fence.yaml"))["initialPolicy"]["spec"]
 reference = yaml.safe_load(open(f"{out}/values/runner-fence.yaml"))["initialPolicy"]["spec"]
 assert a["mode"] == "audit" and reference["mode"] == "enforce"
 assert {k: v for k, v in a.items() if k != "mode"} == {k: v for k, v in reference.items() if k != "mode"}
-print(f"  manifests/overlays/audit/policy.yaml: initialPolicy mode {a['mode']}")
+print(f"  examples/policy-audit.yaml: initialPolicy mode {a['mode']}")
 PY
 
 echo "== a runnerKubernetes key runner-fence owns is refused"

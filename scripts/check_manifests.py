@@ -2,10 +2,13 @@
 """Safety properties of the rendered runner-fence manifests.
 
 Usage: check_manifests.py RENDERED_DIR REPO_ROOT
-RENDERED_DIR holds self-signed.yaml, cert-manager.yaml and audit.yaml, each the
-output of `kubectl kustomize` for that overlay. The matchConditions are evaluated
-with a real CEL implementation against the shared GitLab job pod fixtures, so the
-check proves which pods the apiserver would send to the webhook at all.
+RENDERED_DIR holds render-enforce.yaml and render-audit.yaml (the webhook
+configurations and backstop `runner-fence render` generates for the reference policy
+in both modes: what the controller applies), kustomize-base.yaml and
+kustomize-cert-manager.yaml (`kubectl kustomize`) and helm-*.yaml (the chart, from
+scripts/check-chart.sh). The matchConditions are evaluated with a real CEL
+implementation against the GitLab job pod fixtures, so the check proves which pods
+the apiserver would send to the webhook at all.
 """
 import base64
 import json
@@ -93,13 +96,8 @@ def check_webhooks(docs, overlay, fixtures, audit):
             check(not w.get("objectSelector"), f"{where}: no objectSelector (labels are the attacker's)")
             for c in w.get("matchConditions") or []:
                 check("object." not in c["expression"], f"{where}: matchCondition {c['name']} must not read the object")
-            if overlay.endswith("cert-manager"):
-                ann = cfg["metadata"].get("annotations", {})
-                check(ann.get("cert-manager.io/inject-ca-from") == "runner-fence/runner-fence-serving",
-                      f"{where}: cert-manager CA injection")
-            else:
-                pem = base64.b64decode(w["clientConfig"].get("caBundle", "")).decode()
-                check(pem.startswith("-----BEGIN CERTIFICATE-----"), f"{where}: caBundle is a PEM CA")
+            pem = base64.b64decode(w["clientConfig"].get("caBundle", "")).decode()
+            check(pem.startswith("-----BEGIN CERTIFICATE-----"), f"{where}: caBundle is a PEM CA")
         resources = sorted(r for rule in cfg["webhooks"][0]["rules"] for r in rule["resources"])
         if kind == "mutating":
             check(cfg["webhooks"][0].get("reinvocationPolicy") == "IfNeeded", f"{overlay}: reinvocationPolicy IfNeeded")
@@ -203,19 +201,7 @@ def check_deployment(docs, overlay):
         check(delay >= c["readinessProbe"]["periodSeconds"], f"{overlay}: shutdown delay covers a readiness period")
         check(pod.get("terminationGracePeriodSeconds", 30) > pre + delay + drain,
               f"{overlay}: terminationGracePeriodSeconds exceeds preStop + delay + drain")
-    if overlay.startswith("helm-"):
-        check_chart_rbac(docs, overlay)
-        return
-    vols = {v["name"]: v for v in pod["volumes"]}
-    check(vols.get("policy", {}).get("configMap", {}).get("name") == "runner-fence-policy", f"{overlay}: policy ConfigMap volume")
-    check(vols.get("tls", {}).get("secret", {}).get("secretName") == "runner-fence-tls", f"{overlay}: TLS Secret volume")
-    pdb = one(docs, "PodDisruptionBudget", "runner-fence")
-    check(pdb.get("spec", {}).get("minAvailable") == 1, f"{overlay}: PDB keeps one replica")
-    role = one(docs, "ClusterRole", "runner-fence")
-    rules = role.get("rules", [])
-    check(rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}],
-          f"{overlay}: ClusterRole is nodes get/list/watch only")
-    check(not [d for d in docs if d["kind"] in ("Role", "RoleBinding")], f"{overlay}: no other roles")
+    check_chart_rbac(docs, overlay)
 
 
 def check_chart_rbac(docs, overlay):
@@ -233,50 +219,67 @@ def check_chart_rbac(docs, overlay):
         for r in role.get("rules", []):
             name = role["metadata"]["name"]
             writes = set(r.get("verbs", [])) & {"update", "patch", "delete"}
-            if r.get("apiGroups") == ["admissionregistration.k8s.io"] or (writes and r.get("resources") in (["secrets"], ["leases"])):
+            # Reading admission configurations is the audit's business; writing them
+            # (and the Lease and certificate Secret) is by name only.
+            if writes and (r.get("apiGroups") == ["admissionregistration.k8s.io"] or r.get("resources") in (["secrets"], ["leases"])):
                 check(bool(r.get("resourceNames")) or r.get("verbs") == ["create"],
                       f"{overlay}: {role['kind']} {name} touches {r.get('resources')} by name only")
             check("*" not in r.get("verbs", []) and "*" not in r.get("resources", []), f"{overlay}: {name} has no wildcards")
 
 
+def strip_helm(doc):
+    """A chart object as the kustomize manifests ship it (scripts/update-kustomize.py)."""
+    for meta in (doc["metadata"], doc.get("spec", {}).get("template", {}).get("metadata", {})):
+        for k in ("helm.sh/chart", "app.kubernetes.io/managed-by"):
+            (meta.get("labels") or {}).pop(k, None)
+    return doc
+
+
+def check_kustomize_is_the_chart(docs, helm_docs, overlay):
+    """kustomize and the chart install the same objects (one implementation)."""
+    key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
+    chart = {key(d): strip_helm(d) for d in helm_docs
+             if "helm.sh/hook" not in (d["metadata"].get("annotations") or {})}
+    ours = {key(d): d for d in docs if d["kind"] not in ("Namespace", "CustomResourceDefinition")}
+    check(set(ours) == set(chart), f"{overlay}: the chart's objects: {sorted(set(ours) ^ set(chart))}")
+    for k in sorted(set(ours) & set(chart)):
+        check(ours[k] == chart[k], f"{overlay}: {k[0]}/{k[1]} differs from the chart's")
+    ns = one(docs, "Namespace", "runner-fence")
+    check(bool(ns) and ns["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce") == "restricted",
+          f"{overlay}: namespace runner-fence enforces the restricted Pod Security Standard")
+    check(bool(one(docs, "CustomResourceDefinition", "runnerfencepolicies.runner-fence.dev")), f"{overlay}: the CRD")
+
+
 def main():
     rendered, root = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
     fixtures = {p.name: json.loads(p.read_text()) for p in sorted((root / "tests/data").glob("*.json"))}
-    reference = (root / "examples/policy.yaml").read_text()
-    # Kustomize overlays, and the Helm chart rendered with the matching settings
-    # (helm-*.yaml, written by scripts/check-chart.sh) when present.
-    kinds = ["self-signed", "cert-manager", "audit"]
-    overlays = [o for o in kinds if (rendered / f"{o}.yaml").exists()]
-    overlays += sorted(p.stem for p in rendered.glob("helm-*.yaml"))
-    check(len(overlays) >= 3, f"rendered manifests in {rendered} (found {overlays})")
-    for overlay in overlays:
-        docs = load(rendered / f"{overlay}.yaml")
-        audit = overlay.endswith("audit")
-        helm = overlay.startswith("helm-")
-        if helm:
-            check_deployment(docs, overlay)
+    checked = []
+    # What the controller applies, for the reference policy in both modes.
+    for mode in ("enforce", "audit"):
+        path = rendered / f"render-{mode}.yaml"
+        if path.exists():
+            docs = load(path)
+            check_webhooks(docs, f"render-{mode}", fixtures, mode == "audit")
+            check_backstop(docs, f"render-{mode}", mode == "audit")
+            checked.append(path.stem)
+    # The chart with the settings a deployment uses (helm-*.yaml, scripts/check-chart.sh),
+    # and the kustomize manifests, which must install exactly the chart's objects.
+    for path in sorted(rendered.glob("helm-*.yaml")):
+        check_deployment(load(path), path.stem)
+        checked.append(path.stem)
+    for overlay, chart in (("base", "managed"), ("cert-manager", "cert-manager")):
+        path = rendered / f"kustomize-{overlay}.yaml"
+        if not path.exists():
             continue
-        check_webhooks(docs, overlay, fixtures, audit)
-        check_backstop(docs, overlay, audit)
-        check_deployment(docs, overlay)
-        cm = one(docs, "ConfigMap", "runner-fence-policy")
-        policy = cm.get("data", {}).get("policy.yaml", "")
-        want = reference.replace("mode: enforce ", "mode: audit   ", 1) if audit else reference
-        if helm:
-            # The chart mounts the policy as JSON: the same document, another syntax.
-            check(yaml.safe_load(policy) == yaml.safe_load(want), f"{overlay}: ConfigMap policy is the reference policy")
-        elif audit:
-            check(policy == want, "audit: policy is the reference in audit mode")
-        else:
-            check(policy == want, f"{overlay}: ConfigMap policy is examples/policy.yaml")
-        if not overlay.endswith("cert-manager"):
-            secret = one(docs, "Secret", "runner-fence-tls")
-            check(set(secret.get("data", {})) >= {"tls.crt", "tls.key"}, f"{overlay}: TLS Secret has tls.crt and tls.key")
-        else:
-            cert = one(docs, "Certificate", "runner-fence-serving")
-            check(cert.get("spec", {}).get("secretName") == "runner-fence-tls", f"{overlay}: serving Certificate fills runner-fence-tls")
-            check("runner-fence.runner-fence.svc" in cert.get("spec", {}).get("dnsNames", []), f"{overlay}: Service DNS name")
-    print(f"checked: {', '.join(overlays)}")
+        docs = load(path)
+        check_deployment(docs, f"kustomize-{overlay}")
+        helm_path = rendered / f"helm-{chart}.yaml"
+        check(helm_path.exists(), f"kustomize-{overlay}: {helm_path.name} to compare with")
+        if helm_path.exists():
+            check_kustomize_is_the_chart(docs, load(helm_path), f"kustomize-{overlay}")
+        checked.append(path.stem)
+    check(len(checked) >= 3, f"rendered manifests in {rendered} (found {checked})")
+    print(f"checked: {', '.join(checked)}")
     if failures:
         for f in failures:
             print(f"FAIL {f}")

@@ -18,7 +18,7 @@ seed() {
   for f in "$@"; do cp -n "$f" "$dir/" 2>/dev/null || true; done
 }
 seed admission_review tests/data/*.json
-seed policy_loader examples/policy.yaml manifests/overlays/audit/policy.yaml
+seed policy_loader examples/policy.yaml examples/policy-audit.yaml
 mkdir -p fuzz/corpus/quantity
 for q in 500m 1Gi 2 1.5 8Gi 512Mi 100n 1e3 0.1 1Ki 1E 12345678901234567890; do
   printf '%s' "$q" > "fuzz/corpus/quantity/seed-$q"

@@ -1,5 +1,5 @@
 //! Deployment files that must stay in step with the code (no cluster or kubectl needed;
-//! `scripts/check-deploy.sh` renders and validates the overlays in CI).
+//! `scripts/check-deploy.sh` renders and validates the kustomize manifests in CI).
 
 use std::path::PathBuf;
 
@@ -9,18 +9,14 @@ fn read(rel: &str) -> String {
 }
 
 #[test]
-fn the_deployed_policy_is_the_reference_policy() {
-    assert_eq!(
-        read("manifests/base/policy.yaml"),
-        read("examples/policy.yaml")
-    );
-    let audit = read("manifests/overlays/audit/policy.yaml");
+fn the_audit_example_is_the_reference_policy_in_audit_mode() {
+    let audit = read("examples/policy-audit.yaml");
     assert_eq!(
         audit,
         read("examples/policy.yaml").replacen("mode: enforce ", "mode: audit   ", 1)
     );
     let p =
-        runner_fence::core::policy::parse(&audit, "audit/policy.yaml").expect("audit policy loads");
+        runner_fence::core::policy::parse(&audit, "policy-audit.yaml").expect("audit policy loads");
     assert_eq!(p.mode, runner_fence::core::policy::Mode::Audit);
 }
 
@@ -33,9 +29,7 @@ fn every_manifest_is_yaml() {
         for e in std::fs::read_dir(&dir).expect("dir").flatten() {
             let p = e.path();
             if p.is_dir() {
-                if p.file_name().is_some_and(|n| n != "certs") {
-                    stack.push(p);
-                }
+                stack.push(p);
             } else if p.extension().is_some_and(|x| x == "yaml") {
                 let text = std::fs::read_to_string(&p).expect("read");
                 let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
@@ -45,22 +39,15 @@ fn every_manifest_is_yaml() {
             }
         }
     }
-    assert!(n >= 12, "found {n} manifest files");
+    assert!(n >= 8, "found {n} manifest files");
 }
 
 #[test]
-fn the_shipped_webhook_configurations_are_generated_from_the_policy() {
-    // `runner-fence render webhooks` output for the reference policy; regenerate with
-    //   cargo run -- render webhooks > manifests/base/webhooks.yaml
+fn render_webhooks_prints_what_the_controller_applies() {
     let policy = runner_fence::core::policy::embedded().expect("policy");
     let opts =
         runner_fence::core::render::webhooks::Options::service("runner-fence", "runner-fence");
     let want = runner_fence::core::render::webhooks::render_yaml(&policy, &opts).expect("render");
-    assert!(
-        read("manifests/base/webhooks.yaml") == want,
-        "manifests/base/webhooks.yaml differs from `runner-fence render webhooks`; regenerate it"
-    );
-    // And the CLI prints exactly that.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
         .args(["render", "webhooks"])
         .output()
@@ -69,77 +56,16 @@ fn the_shipped_webhook_configurations_are_generated_from_the_policy() {
 }
 
 #[test]
-fn the_shipped_backstop_is_generated_from_the_policy() {
-    // Regenerate with: cargo run -- render admission-policy > manifests/base/admission-policy.yaml
-    let policy = runner_fence::core::policy::embedded().expect("policy");
-    let want = runner_fence::core::render::admission_policy::render_yaml(&policy, "runner-fence")
-        .expect("render");
-    assert!(
-        read("manifests/base/admission-policy.yaml") == want,
-        "manifests/base/admission-policy.yaml differs from `runner-fence render admission-policy`; regenerate it"
-    );
-    assert!(read("manifests/base/kustomization.yaml").contains("- admission-policy.yaml"));
-}
-
-#[test]
-fn the_audit_overlay_installs_what_render_generates_for_the_audit_policy() {
-    // Regenerate with: cargo run -- render admission-policy --policy
-    //   manifests/overlays/audit/policy.yaml > manifests/overlays/audit/admission-policy.yaml
-    use runner_fence::core::render::{admission_policy, webhooks};
-    let audit = read("manifests/overlays/audit/policy.yaml");
-    let policy = runner_fence::core::policy::parse(&audit, "audit/policy.yaml").expect("policy");
-    let want = admission_policy::render_yaml(&policy, "runner-fence").expect("render");
-    assert!(
-        read("manifests/overlays/audit/admission-policy.yaml") == want,
-        "manifests/overlays/audit/admission-policy.yaml differs from `runner-fence render admission-policy --policy manifests/overlays/audit/policy.yaml`; regenerate it"
-    );
-    // Installed as a resource of the overlay, in place of the base's enforcing
-    // backstop (deleted by patches; scripts/check_manifests.py checks the build).
-    let kustomization: serde_json::Value =
-        serde_saphyr::from_str(&read("manifests/overlays/audit/kustomization.yaml")).expect("yaml");
-    let resources = kustomization["resources"].as_array().expect("resources");
-    assert!(
-        resources.iter().any(|r| r == "admission-policy.yaml"),
-        "{resources:?}"
-    );
-    let patches = kustomization["patches"].as_array().expect("patches");
-    for kind in [
-        "ValidatingAdmissionPolicy",
-        "ValidatingAdmissionPolicyBinding",
-    ] {
-        assert!(
-            patches.iter().any(|p| p["patch"]
-                .as_str()
-                .is_some_and(|t| t.contains("$patch: delete")
-                    && t.contains(&format!("kind: {kind}\n"))
-                    && t.contains("name: runner-fence-backstop"))),
-            "the base's {kind} is not removed: {patches:?}"
-        );
-    }
-    // The webhooks: the base's with exactly the failure policy `render webhooks`
-    // (and the chart) choose for an audit policy.
-    let failure = webhooks::FailurePolicy::for_policy(&policy).as_str();
-    assert_eq!(failure, "Ignore");
-    for kind in [
-        "MutatingWebhookConfiguration",
-        "ValidatingWebhookConfiguration",
-    ] {
-        let patch = patches
-            .iter()
-            .find(|p| p["target"]["kind"] == kind)
-            .unwrap_or_else(|| panic!("no patch of the {kind}"));
-        let ops: Vec<serde_json::Value> =
-            serde_saphyr::from_str(patch["patch"].as_str().unwrap_or("")).expect("ops");
-        assert_eq!(
-            ops,
-            [
-                serde_json::json!({"op": "replace", "path": "/webhooks/0/failurePolicy", "value": failure})
-            ],
-            "{kind}"
-        );
-    }
-    // The base's webhooks (an enforce policy) and an audit policy's differ in nothing else.
+fn an_audit_policy_changes_only_the_failure_policy_of_the_webhooks() {
+    use runner_fence::core::render::webhooks;
+    let policy =
+        runner_fence::core::policy::parse(&read("examples/policy-audit.yaml"), "policy-audit.yaml")
+            .expect("policy");
     let opts = webhooks::Options::service_for(&policy, "runner-fence", "runner-fence");
+    assert_eq!(
+        webhooks::FailurePolicy::for_policy(&policy).as_str(),
+        "Ignore"
+    );
     let mut base = webhooks::Options::service("runner-fence", "runner-fence");
     base.mutate_failure_policy = opts.mutate_failure_policy;
     base.validate_failure_policy = opts.validate_failure_policy;
@@ -155,7 +81,10 @@ fn the_audit_overlay_installs_what_render_generates_for_the_audit_policy() {
 
 #[test]
 fn webhook_names_and_ordering() {
-    let text = read("manifests/base/webhooks.yaml");
+    let policy = runner_fence::core::policy::embedded().expect("policy");
+    let opts =
+        runner_fence::core::render::webhooks::Options::service("runner-fence", "runner-fence");
+    let text = runner_fence::core::render::webhooks::render_yaml(&policy, &opts).expect("render");
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("yaml");
     let mwc = docs
         .iter()
@@ -180,14 +109,19 @@ fn webhook_names_and_ordering() {
 
 #[test]
 fn the_kustomize_deployment_stays_off_the_nodes_the_policy_derives() {
-    // What `render::placement` derives for the reference policy; the kustomize base
-    // writes it by hand and must say the same (order aside).
+    // What `render::placement` derives for the reference policy; the chart's values
+    // (and so the kustomize base, its rendering) write it by hand and must say the same
+    // (order aside).
     let policy = runner_fence::core::policy::embedded().expect("policy");
     let want =
         runner_fence::core::render::placement::webhook_node_affinity(&policy).expect("affinity");
     let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(&read("manifests/base/deployment.yaml")).expect("yaml");
-    let have = &docs[0]["spec"]["template"]["spec"]["affinity"]["nodeAffinity"];
+        serde_saphyr::from_multiple(&read("manifests/base/runner-fence.yaml")).expect("yaml");
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("Deployment");
+    let have = &deployment["spec"]["template"]["spec"]["affinity"]["nodeAffinity"];
     let terms = |v: &serde_json::Value| -> Vec<Vec<String>> {
         let mut t: Vec<Vec<String>> =
             v["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
@@ -272,10 +206,7 @@ fn the_controller_applies_what_render_prints_for_its_release() {
             serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).expect("yaml");
         docs
     };
-    for policy in [
-        "examples/policy.yaml",
-        "manifests/overlays/audit/policy.yaml",
-    ] {
+    for policy in ["examples/policy.yaml", "examples/policy-audit.yaml"] {
         let p = runner_fence::core::policy::parse(&read(policy), policy).expect("policy");
         let mut printed = run(&[
             "render",

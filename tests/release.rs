@@ -112,7 +112,7 @@ fn every_published_image_reference_has_this_version() {
     // The places users copy the image name from.
     for must in [
         "README.md",
-        "manifests/base/deployment.yaml",
+        "manifests/base/runner-fence.yaml",
         "ci/gitlab/runner-fence.gitlab-ci.yml",
     ] {
         assert!(
@@ -304,7 +304,7 @@ fn the_webhook_is_not_pinned_to_one_architecture() {
         values["nodeSelector"].get("kubernetes.io/arch").is_none(),
         "values.yaml still pins an architecture"
     );
-    let base = read("manifests/base/deployment.yaml");
+    let base = read("manifests/base/runner-fence.yaml");
     assert!(
         !base.contains("kubernetes.io/arch"),
         "the kustomize base still pins an architecture"
