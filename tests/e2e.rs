@@ -1747,6 +1747,39 @@ async fn the_fence_holds_on_a_real_control_plane() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("bindings CREATE"));
+    // The live policies instead of a file: each served one for the namespaces it
+    // reviews (the baseline pods on GitLab nodes are e2e's), as the controller judges them.
+    let out = Command::new(BIN)
+        .args(["audit", "--policies-from-cluster", "--output", "json"])
+        .env("KUBECONFIG", &kc)
+        .output()
+        .expect("audit");
+    let live: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "audit --policies-from-cluster: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(1), "{live}");
+    let by_policy = |name: &str| -> &Value {
+        live.as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["policy"] == name)
+            .map(|p| &p["report"])
+            .unwrap_or_else(|| panic!("no report of {name}: {live}"))
+    };
+    let on_protected = |r: &Value| -> usize {
+        r["job_pods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["on_protected_node"] == true)
+            .count()
+    };
+    assert_eq!(on_protected(by_policy("e2e")), on_gitlab, "{live}");
+    assert_eq!(on_protected(by_policy("e2e-team-b")), 0, "{live}");
     // Maintenance over: the replica that takes the Lease puts the configuration back.
     kubectl_ok(
         &[

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 
 use super::{EXIT_DENIED, EXIT_OK, Error};
+use crate::core::fleet::{PolicySet, State};
 use crate::core::policy::load as load_policy;
-use crate::k8s::{self, audit};
+use crate::k8s::{self, audit, controller};
 
 /// `audit` output formats.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -29,8 +30,24 @@ pub(super) struct Args {
     #[arg(long)]
     context: Option<String>,
     /// Policy file (default: the embedded reference policy).
-    #[arg(long, env = "RUNNER_FENCE_POLICY")]
+    #[arg(
+        long,
+        env = "RUNNER_FENCE_POLICY",
+        conflicts_with = "policies_from_cluster"
+    )]
     policy: Option<PathBuf>,
+    /// Audit the cluster's RunnerFencePolicy objects instead of a file: each one the
+    /// controller serves, for the namespaces it reviews; the others are reported
+    /// (Invalid, Conflict) as the controller judges them.
+    #[arg(long)]
+    policies_from_cluster: bool,
+    /// With --policies-from-cluster: runner-fence's own namespace, which no policy may cover.
+    #[arg(
+        long,
+        default_value = "runner-fence",
+        requires = "policies_from_cluster"
+    )]
+    namespace: String,
     /// Output format: text, json, or policy-report (wgpolicyk8s.io/v1alpha2 PolicyReports, YAML).
     #[arg(long, value_enum, default_value = "text")]
     output: AuditOutput,
@@ -50,48 +67,102 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
     if a.apply && a.output != AuditOutput::PolicyReport {
         return Err(Error::ApplyNeedsPolicyReport);
     }
-    let p = load_policy(a.policy.as_deref())?;
+    let file = if a.policies_from_cluster {
+        None
+    } else {
+        Some(load_policy(a.policy.as_deref())?)
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
     let opts = audit::Options {
-        webhook_service: a.webhook_namespace.zip(a.webhook_service),
+        webhook_service: a.webhook_namespace.clone().zip(a.webhook_service.clone()),
         progress: true,
         ..audit::Options::default()
     };
-    let (r, reports) = rt.block_on(async {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (audited, refused) = rt.block_on(async {
         let client = k8s::client(a.kubeconfig.as_deref(), a.context.as_deref()).await?;
-        let r = audit::run_once(client.clone(), &p, &opts).await?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let reports = audit::policy_reports(&r, &p.metadata.name, now);
-        if a.apply {
-            let done = audit::apply_reports(&client, &reports, &p.metadata.name).await?;
-            eprintln!(
-                "PolicyReports: {} written, {} unchanged, {} deleted",
-                done.written, done.unchanged, done.deleted
-            );
+        // (policy, its report, its PolicyReports), and the policies not served.
+        let mut audited = Vec::new();
+        let mut refused = Vec::new();
+        let set = match &file {
+            Some(p) => PolicySet::single(p.clone()),
+            None => {
+                let snap = controller::live(client.clone(), &a.namespace).await?;
+                for v in &snap.verdicts {
+                    if matches!(v.state, State::Invalid | State::Conflict) {
+                        refused.push(format!(
+                            "RunnerFencePolicy {}: {}: {}",
+                            v.name,
+                            v.state.as_str(),
+                            v.message
+                        ));
+                    }
+                }
+                snap.resolution.set.clone()
+            }
+        };
+        for p in set.iter() {
+            let mut r = audit::run_once(client.clone(), p, &opts).await?;
+            if file.is_none() {
+                audit::continuous::restrict(&mut r, p, &set);
+            }
+            let reports = audit::policy_reports(&r, &p.metadata.name, now);
+            if a.apply {
+                let done = audit::apply_reports(&client, &reports, &p.metadata.name).await?;
+                eprintln!(
+                    "PolicyReports of {}: {} written, {} unchanged, {} deleted",
+                    p.metadata.name, done.written, done.unchanged, done.deleted
+                );
+            }
+            audited.push((p.metadata.name.clone(), r, reports));
         }
-        Ok::<_, k8s::Error>((r, reports))
+        Ok::<_, k8s::Error>((audited, refused))
     })?;
+    let several = file.is_none();
+    for line in &refused {
+        eprintln!("{line}");
+    }
+    if several && audited.is_empty() {
+        eprintln!(
+            "no RunnerFencePolicy is served: nothing is fenced (kubectl get runnerfencepolicies)"
+        );
+    }
     match a.output {
-        AuditOutput::Json => {
-            outln!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
+        AuditOutput::Json if several => {
+            let all: Vec<serde_json::Value> = audited
+                .iter()
+                .map(|(name, r, _)| serde_json::json!({"policy": name, "report": r}))
+                .collect();
+            outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default())
         }
-        AuditOutput::Text => out!("{}", audit::table(&r)),
+        AuditOutput::Json => {
+            for (_, r, _) in &audited {
+                outln!("{}", serde_json::to_string_pretty(r).unwrap_or_default())
+            }
+        }
+        AuditOutput::Text => {
+            for (name, r, _) in &audited {
+                if several {
+                    outln!("== RunnerFencePolicy {name}");
+                }
+                out!("{}", audit::table(r));
+            }
+        }
         AuditOutput::PolicyReport => {
-            for rep in &reports {
+            for rep in audited.iter().flat_map(|(_, _, reports)| reports) {
                 outln!("---");
                 out!("{}", serde_saphyr::to_string(rep).unwrap_or_default());
             }
         }
     }
-    Ok(ExitCode::from(if r.has_violations() {
-        EXIT_DENIED
-    } else {
-        EXIT_OK
-    }))
+    let bad = !refused.is_empty()
+        || (several && audited.is_empty())
+        || audited.iter().any(|(_, r, _)| r.has_violations());
+    Ok(ExitCode::from(if bad { EXIT_DENIED } else { EXIT_OK }))
 }

@@ -141,6 +141,28 @@ pub fn judge(objects: &BTreeMap<String, Arc<RunnerFencePolicy>>, own_namespace: 
     }
 }
 
+/// The cluster's RunnerFencePolicy objects judged as the controller judges them
+/// (`runner-fence audit --policies-from-cluster`): what the replicas serve, and why
+/// the others are not served.
+pub async fn live(client: Client, own_namespace: &str) -> Result<Snapshot, crate::k8s::Error> {
+    use crate::k8s::{ApiError, Call};
+    const WHAT: &str = "runnerfencepolicies.runner-fence.dev";
+    let api: Api<RunnerFencePolicy> = Api::all(client);
+    let list = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|e| crate::k8s::Error::List {
+            what: WHAT,
+            source: ApiError::new(&e, Call::Read("list", WHAT)),
+        })?;
+    let objects = list
+        .items
+        .into_iter()
+        .map(|o| (kube::ResourceExt::name_any(&o), Arc::new(o)))
+        .collect();
+    Ok(judge(&objects, own_namespace))
+}
+
 /// Runs the controller until `stop`: the policy watch on every replica, the
 /// Lease and the reconciler beside it.
 pub async fn run<S: PolicySink>(
