@@ -191,7 +191,12 @@ mod tests {
     fn shape(text: &str) -> Vec<(String, u64)> {
         split_stream(text)
             .iter()
-            .map(|d| (d.text.lines().next().unwrap_or("").to_string(), d.line_offset))
+            .map(|d| {
+                (
+                    d.text.lines().next().unwrap_or("").to_string(),
+                    d.line_offset,
+                )
+            })
             .collect()
     }
 
@@ -205,7 +210,7 @@ mod tests {
     #[case::content_on_marker_line("--- {a: 1}\n--- {b: 2}\n", &[("--- {a: 1}", 0), ("--- {b: 2}", 1)])]
     #[case::end_marker("a: 1\n...\nb: 2\n", &[("a: 1", 0), ("b: 2", 2)])]
     #[case::dashes_in_content("a: ---x\nb: |\n  ---\n----\n", &[("a: ---x", 0)])]
-    #[case::crlf("a: 1\r\n---\r\nb: 2\r\n", &[("a: 1", 0), ("---\r", 1)])]
+    #[case::crlf("a: 1\r\n---\r\nb: 2\r\n", &[("a: 1", 0), ("---", 1)])]
     #[case::nothing("\n# nothing\n", &[])]
     fn streams_split_into_documents(#[case] text: &str, #[case] want: &[(&str, u64)]) {
         let want: Vec<(String, u64)> = want.iter().map(|(l, o)| (l.to_string(), *o)).collect();

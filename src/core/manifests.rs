@@ -191,12 +191,10 @@ pub fn judge(sources: &[Source<'_>]) -> Vec<Finding> {
             match (kind, loaded) {
                 (Kind::Plain, Ok(p)) => finding.outcome = warnings(&p, ""),
                 (Kind::Plain, Err(e)) => {
-                    finding.outcome =
-                        Outcome::Broken(problem(Reason::Invalid, &e, d.line_offset));
+                    finding.outcome = Outcome::Broken(problem(Reason::Invalid, &e, d.line_offset));
                 }
                 (Kind::Object, Err(e)) if !under_spec(&e.path) => {
-                    finding.outcome =
-                        Outcome::Broken(problem(Reason::Invalid, &e, d.line_offset));
+                    finding.outcome = Outcome::Broken(problem(Reason::Invalid, &e, d.line_offset));
                 }
                 (Kind::Object, loaded) => {
                     if let Some((file, doc)) = names.get(&finding.name) {
@@ -272,7 +270,9 @@ pub fn judge(sources: &[Source<'_>]) -> Vec<Finding> {
             }),
             _ => {
                 // Where the text loader found the same error: its position in the file.
-                let located = at.as_ref().filter(|(path, ..)| v.message.starts_with(path.as_str()));
+                let located = at
+                    .as_ref()
+                    .filter(|(path, ..)| v.message.starts_with(path.as_str()));
                 Outcome::Broken(Problem {
                     reason: Reason::Invalid,
                     message: v.message,
