@@ -142,14 +142,21 @@ fn problem(reason: Reason, e: &LoadError, offset: u64) -> Problem {
     }
 }
 
+/// Where the text loader found an object's first error.
+struct Located {
+    path: String,
+    line: Option<u64>,
+    column: Option<u64>,
+}
+
 /// An object waiting for the set judgement.
-struct Pending {
+struct Slot {
     /// Its finding (filled in from the verdict).
     finding: usize,
     /// Where the text-level loader located its first error, if any.
-    at: Option<(String, Option<u64>, Option<u64>)>,
+    at: Option<Located>,
     /// The loaded spec, for the lint.
-    candidate: Candidate,
+    spec: Option<policy::Policy>,
 }
 
 /// Judges every policy document of `sources`, in order. Plain policies are
@@ -159,7 +166,8 @@ struct Pending {
 /// `Conflict`, a second object of one name a `Duplicate`.
 pub fn judge(sources: &[Source<'_>]) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let mut pending: Vec<Pending> = Vec::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
     let mut names: BTreeMap<String, (String, usize)> = BTreeMap::new();
     for s in sources {
         for d in split_stream(s.text) {
@@ -210,27 +218,30 @@ pub fn judge(sources: &[Source<'_>]) -> Vec<Finding> {
                     } else {
                         names.insert(finding.name.clone(), (s.file.to_string(), d.index));
                         let spec = value.get("spec").cloned().unwrap_or(Value::Null);
-                        pending.push(Pending {
-                            finding: findings.len(),
-                            at: loaded.err().map(|e| {
-                                (
-                                    e.path,
-                                    e.line.map(|l| l + d.line_offset),
-                                    e.line.and(e.column),
-                                )
-                            }),
-                            candidate: Candidate {
-                                name: finding.name.clone(),
-                                // Creation order is the order given.
-                                created: pending.len() as i64,
-                                generation: 1,
-                                spec: fleet::load_object(&finding.name, &spec),
-                                spec_json: spec,
-                                enforced: None,
-                                enforced_json: None,
-                                deleting: false,
-                                removal_allowed: false,
+                        let loaded_spec = fleet::load_object(&finding.name, &spec);
+                        slots.insert(
+                            finding.name.clone(),
+                            Slot {
+                                finding: findings.len(),
+                                at: loaded.err().map(|e| Located {
+                                    path: e.path,
+                                    line: e.line.map(|l| l + d.line_offset),
+                                    column: e.line.and(e.column),
+                                }),
+                                spec: loaded_spec.clone().ok(),
                             },
+                        );
+                        candidates.push(Candidate {
+                            name: finding.name.clone(),
+                            // Creation order is the order given.
+                            created: candidates.len() as i64,
+                            generation: 1,
+                            spec: loaded_spec,
+                            spec_json: spec,
+                            enforced: None,
+                            enforced_json: None,
+                            deleting: false,
+                            removal_allowed: false,
                         });
                     }
                 }
@@ -238,26 +249,17 @@ pub fn judge(sources: &[Source<'_>]) -> Vec<Finding> {
             findings.push(finding);
         }
     }
-    let specs: BTreeMap<String, Option<policy::Policy>> = pending
-        .iter()
-        .map(|p| (p.candidate.name.clone(), p.candidate.spec.clone().ok()))
-        .collect();
-    let slots: BTreeMap<String, (usize, Option<(String, Option<u64>, Option<u64>)>)> = pending
-        .iter()
-        .map(|p| (p.candidate.name.clone(), (p.finding, p.at.clone())))
-        .collect();
-    let resolution = fleet::resolve(pending.into_iter().map(|p| p.candidate).collect());
-    for v in resolution.verdicts {
-        let Some((slot, at)) = slots.get(&v.name) else {
+    for v in fleet::resolve(candidates).verdicts {
+        let Some(slot) = slots.get(&v.name) else {
             continue;
         };
-        let Some(finding) = findings.get_mut(*slot) else {
+        let Some(finding) = findings.get_mut(slot.finding) else {
             continue;
         };
         finding.outcome = match v.state {
-            State::Ready => match specs.get(&v.name) {
-                Some(Some(p)) => warnings(p, "spec."),
-                _ => Outcome::Ok,
+            State::Ready => match &slot.spec {
+                Some(p) => warnings(p, "spec."),
+                None => Outcome::Ok,
             },
             State::Conflict => Outcome::Broken(Problem {
                 reason: Reason::Conflict,
@@ -270,14 +272,15 @@ pub fn judge(sources: &[Source<'_>]) -> Vec<Finding> {
             }),
             _ => {
                 // Where the text loader found the same error: its position in the file.
-                let located = at
+                let located = slot
+                    .at
                     .as_ref()
-                    .filter(|(path, ..)| v.message.starts_with(path.as_str()));
+                    .filter(|at| v.message.starts_with(&format!("{}: ", at.path)));
                 Outcome::Broken(Problem {
                     reason: Reason::Invalid,
                     message: v.message,
-                    line: located.and_then(|(_, l, _)| *l),
-                    column: located.and_then(|(_, _, c)| *c),
+                    line: located.and_then(|at| at.line),
+                    column: located.and_then(|at| at.column),
                 })
             }
         };
