@@ -160,6 +160,14 @@ fn path(dir: &Path, name: &str) -> String {
         "1 policy document(s): 0 ok, 0 with warnings, 1 broken".into(),
     ]
 )]
+#[case::nameless_object_whatever_its_spec(
+    vec![("p.yaml", "apiVersion: runner-fence.dev/v1alpha1\nkind: RunnerFencePolicy\nmetadata: {labels: {a: b}}\nspec: {}\n".to_string())],
+    vec!["{d}/p.yaml"], 2,
+    vec![
+        "{d}/p.yaml:1: RunnerFencePolicy: Invalid: metadata: must have a name".into(),
+        "1 policy document(s): 0 ok, 0 with warnings, 1 broken".into(),
+    ]
+)]
 #[case::single_object_file(
     vec![], vec![OBJECT], 0,
     vec![

@@ -201,6 +201,15 @@ pub fn judge(sources: &[Source<'_>]) -> Vec<Finding> {
                 (Kind::Plain, Err(e)) => {
                     finding.outcome = Outcome::Broken(problem(Reason::Invalid, &e, d.line_offset));
                 }
+                // The apiserver refuses a nameless object, whatever its spec says.
+                (Kind::Object, _) if finding.name.is_empty() => {
+                    finding.outcome = Outcome::Broken(Problem {
+                        reason: Reason::Invalid,
+                        message: "metadata: must have a name".into(),
+                        line: None,
+                        column: None,
+                    });
+                }
                 (Kind::Object, Err(e)) if !under_spec(&e.path) => {
                     finding.outcome = Outcome::Broken(problem(Reason::Invalid, &e, d.line_offset));
                 }
