@@ -5,8 +5,9 @@
 #    (check-jsonschema's vendored copy, used offline);
 # 2. the job's before_script and script, run as GitLab Runner runs them (bash, and POSIX
 #    sh like the default image's busybox) with this checkout's runner-fence, on the
-#    example policy and tests and on broken copies of them: exit codes, output, and the
-#    JUnit reports against tests/schemas/gitlab-junit.xsd (the JUnit GitLab reads).
+#    example policy and tests and on broken copies of them, and on policy objects in a
+#    repository layout (tests/data/policy-repo, tests/data/policy-conflict): exit codes,
+#    output, and the JUnit reports against tests/schemas/gitlab-junit.xsd (the JUnit GitLab reads).
 # Installs what it needs (check-jsonschema, xmlschema, PyYAML from PyPI); builds the
 # debug runner-fence with `cargo run`, as the rest of CI does. No network beyond pip.
 set -euo pipefail
@@ -30,7 +31,7 @@ mapfile -t docs < <(python3 scripts/check_ci_template.py split "$template" "$wor
 # As included: with the defaults, and with every input given.
 python3 scripts/check_ci_template.py render "$template" "$work/docs/rendered-defaults.json"
 python3 scripts/check_ci_template.py render "$template" "$work/docs/rendered-inputs.json" \
-  policy=platform/policy.yaml tests=platform/tests junit=reports/runner-fence.xml stage=verify \
+  policy="platform/policies platform/policy.yaml" tests=platform/tests junit=reports/runner-fence.xml stage=verify \
   job-name=runner-fence-platform image=registry.example.com/tools/runner-fence-shell:1 \
   runner-fence-image=registry.example.com/platform/runner-fence:0.1.0 strict-lint=true
 if ! check-jsonschema --builtin-schema vendor.gitlab-ci "${docs[@]}" \

@@ -557,6 +557,39 @@ def jobs(template: Path, binary: Path, xsd: Path, work: Path) -> None:
         if strict == "true":
             expect_in(t, out, "runner-fence lint policy/policy.yaml failed (exit code 1, strict-lint: true)")
         j.report(t, out, junit)
+
+    # 9. Policy objects in a GitOps layout (tests/data/policy-repo: a multi-document file of
+    #    two valid RunnerFencePolicy objects and a Deployment, other objects beside it, a
+    #    hidden directory never read), with the plain policy file, as one space-separated
+    #    input: every policy document linted, the set judged as the controller judges it.
+    t = "policy objects in a repository"
+    proj = j.project("gitops")
+    shutil.copytree(REPO / "tests" / "data" / "policy-repo", proj / "gitops")
+    teams = "gitops/clusters/prod/runner-fence/policies.yaml"
+    if "kind: Deployment" not in (proj / teams).read_text():
+        fail(f"{teams}: the fixture no longer holds a Deployment beside the policies")
+    out, junit = j.run(t, inputs={"policy": "gitops policy/policy.yaml"}, cwd=proj, shell="sh",
+                       binary_on_path=True, expect_exit=0)
+    expect_in(t, out, f"{teams}:1: RunnerFencePolicy team-a: ok", f"{teams}:3: RunnerFencePolicy team-b: ok",
+              "policy/policy.yaml:1: RunnerPolicy gitlab-runner-jobs: ok",
+              "3 policy document(s): 3 ok, 0 with warnings, 0 broken")
+    expect_not_in(t, out, "not-linted", "Deployment", "error:")
+    j.report(t, out, junit)
+
+    # 10. Two objects claiming one namespace (tests/data/policy-conflict): the later is
+    #     reported as the controller's Conflict, and the job fails with exit code 2.
+    t = "conflicting policy objects"
+    proj = j.project("conflict")
+    shutil.copytree(REPO / "tests" / "data" / "policy-conflict", proj / "policies")
+    out, junit = j.run(t, inputs={"policy": "policies"}, cwd=proj, shell="sh",
+                       binary_on_path=True, expect_exit=2)
+    expect_in(t, out, "policies/policies.yaml:1: RunnerFencePolicy team-b: ok",
+              'policies/policies.yaml:2: RunnerFencePolicy shared: Conflict: spec.match.namespaces[0]: '
+              '"team-b-ci-main" overlaps "team-b-ci-*" of RunnerFencePolicy team-b, which is older and '
+              'reviews it; give each namespace to one policy',
+              "runner-fence lint policies failed (exit code 2, strict-lint: false)")
+    # The tests ran all the same, and their report is there.
+    j.report(t, out, junit)
     print("job checks passed")
 
 

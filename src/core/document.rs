@@ -115,3 +115,122 @@ pub(crate) fn parse_document(text: &str) -> Result<Value, ParseError> {
         ParseError::Yaml(s.lines().next().unwrap_or("parse error").to_string())
     })
 }
+
+/// One document of a YAML stream (`---`-separated), as written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamDocument<'a> {
+    /// 1-based position among the stream's non-empty documents.
+    pub index: usize,
+    /// Lines of the stream before this document's first line (add to a
+    /// 1-based line within `text` to get the line in the stream).
+    pub line_offset: u64,
+    /// The document's text, its `---` marker included.
+    pub text: &'a str,
+}
+
+/// Splits a YAML stream into its documents, so that each can be parsed (and
+/// its errors located) on its own. Empty documents (blank lines, comments,
+/// directives only) are left out, as kubectl does. A line starting with
+/// `---` or `...` followed by a blank or the end of the line is a document
+/// marker wherever it appears: YAML forbids such a line inside content, so
+/// splitting on lines is exact.
+pub fn split_stream(text: &str) -> Vec<StreamDocument<'_>> {
+    fn marker(line: &str, m: &str) -> Option<bool> {
+        let rest = line.strip_prefix(m)?;
+        if !(rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n'])) {
+            return None;
+        }
+        // Whether the marker line itself carries content (`--- {a: 1}`).
+        let rest = rest.trim();
+        Some(!rest.is_empty() && !rest.starts_with('#'))
+    }
+    fn content(line: &str) -> bool {
+        let t = line.trim();
+        !t.is_empty() && !t.starts_with('#') && !line.starts_with('%')
+    }
+    let mut out = Vec::new();
+    let mut push = |start: usize, end: usize, offset: u64| {
+        out.push(StreamDocument {
+            index: out.len() + 1,
+            line_offset: offset,
+            text: &text[start..end],
+        });
+    };
+    let (mut start, mut start_line, mut has_content) = (0usize, 0u64, false);
+    let mut pos = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let i = i as u64;
+        let end = pos + line.len();
+        if let Some(inline) = marker(line, "---") {
+            if has_content {
+                push(start, pos, start_line);
+            }
+            (start, start_line, has_content) = (pos, i, inline);
+        } else if marker(line, "...").is_some() {
+            if has_content {
+                push(start, end, start_line);
+            }
+            (start, start_line, has_content) = (end, i + 1, false);
+        } else if content(line) {
+            has_content = true;
+        }
+        pos = end;
+    }
+    if has_content {
+        push(start, text.len(), start_line);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    /// (first line of each document's text, its line offset).
+    fn shape(text: &str) -> Vec<(String, u64)> {
+        split_stream(text)
+            .iter()
+            .map(|d| {
+                (
+                    d.text.lines().next().unwrap_or("").to_string(),
+                    d.line_offset,
+                )
+            })
+            .collect()
+    }
+
+    #[rstest]
+    #[case::single_without_marker("a: 1\nb: 2\n", &[("a: 1", 0)])]
+    #[case::leading_marker("---\na: 1\n", &[("---", 0)])]
+    #[case::two("a: 1\n---\nb: 2\n", &[("a: 1", 0), ("---", 1)])]
+    #[case::empty_documents_skipped("---\n# only a comment\n---\n\n---\nb: 2\n---\n", &[("---", 4)])]
+    #[case::comment_before_first_marker("# header\n---\na: 1\n", &[("---", 1)])]
+    #[case::directive("%YAML 1.2\n---\na: 1\n", &[("---", 1)])]
+    #[case::content_on_marker_line("--- {a: 1}\n--- {b: 2}\n", &[("--- {a: 1}", 0), ("--- {b: 2}", 1)])]
+    #[case::end_marker("a: 1\n...\nb: 2\n", &[("a: 1", 0), ("b: 2", 2)])]
+    #[case::dashes_in_content("a: ---x\nb: |\n  ---\n----\n", &[("a: ---x", 0)])]
+    #[case::crlf("a: 1\r\n---\r\nb: 2\r\n", &[("a: 1", 0), ("---", 1)])]
+    #[case::nothing("\n# nothing\n", &[])]
+    fn streams_split_into_documents(#[case] text: &str, #[case] want: &[(&str, u64)]) {
+        let want: Vec<(String, u64)> = want.iter().map(|(l, o)| (l.to_string(), *o)).collect();
+        assert_eq!(shape(text), want);
+        let docs = split_stream(text);
+        for (i, d) in docs.iter().enumerate() {
+            assert_eq!(d.index, i + 1);
+        }
+    }
+
+    #[test]
+    fn documents_are_each_parseable_and_cover_the_content() {
+        let text = "kind: A\n---\nkind: B\nx: [1,\n  2]\n---\n# c\nkind: C\n";
+        let kinds: Vec<String> = split_stream(text)
+            .iter()
+            .map(|d| {
+                let v = parse_document(d.text).expect("parses");
+                v["kind"].as_str().unwrap_or("").to_string()
+            })
+            .collect();
+        assert_eq!(kinds, ["A", "B", "C"]);
+    }
+}

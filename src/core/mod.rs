@@ -7,6 +7,7 @@
 pub mod document;
 pub mod engine;
 pub mod fleet;
+pub mod manifests;
 pub mod nodes;
 pub mod policy;
 pub mod quantity;

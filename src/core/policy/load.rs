@@ -111,6 +111,12 @@ pub fn parse(src: &str, file: &str) -> Result<Policy, LoadError> {
     checked(policy, src, file, &[])
 }
 
+/// Reads one YAML (or JSON) document as data, with the loader's YAML options
+/// and error wording (what a document of any kind is, before its kind is known).
+pub(crate) fn parse_data(src: &str, file: &str) -> Result<serde_json::Value, LoadError> {
+    deserialize(src, file)
+}
+
 /// Deserializes `src` as YAML 1.2 core data; errors with the field path and line:column.
 pub(super) fn deserialize<T: serde::de::DeserializeOwned>(
     src: &str,

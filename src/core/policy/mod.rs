@@ -23,7 +23,7 @@ pub use crate::core::tolerations::{TaintEffect, TaintSpec, TolerationOperator, T
 
 pub use lint::{LintWarning, lint};
 pub use load::{EMBEDDED_POLICY, GROUP, LoadError, OBJECT_KIND, PLURAL, VERSION, embedded, parse};
-pub(crate) use load::{load, load_file};
+pub(crate) use load::{load, load_file, parse_data};
 pub use protected::{ProtectedBy, ProtectedNodes};
 pub use schema::json_schema;
 
