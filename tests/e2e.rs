@@ -1998,6 +1998,27 @@ async fn the_fence_holds_on_a_real_control_plane() {
         stderr.contains("would deny: protected-nodes"),
         "kubectl showed no warning: {stderr}"
     );
+    assert!(
+        stderr.contains("[runner-fence backstop"),
+        "the audit backstop did not warn about the pod enforce mode denies: {stderr}"
+    );
+    // A job pod enforce mode admits gets no "would deny" from either layer: audit mode
+    // warns only where enforcing would block.
+    let fine = {
+        let mut p = named(fixture_pod("plain-job.json"), "runner-audit-fine", NS);
+        p["spec"]["schedulingGates"] = json!([{"name": "example.com/hold"}]);
+        p.to_string()
+    };
+    let out = kubectl(&["create", "-f", "-"], Some(&fine));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "audit mode denied a good pod: {stderr}"
+    );
+    assert!(
+        !stderr.contains("would deny") && !stderr.contains("[runner-fence backstop"),
+        "audit mode warned about a pod enforce mode admits: {stderr}"
+    );
 
     // 7. runner-fence down: the in-tree backstop the leader applied alone holds the
     //    fence. Both webhooks fail open (the chart's `webhooks.failurePolicy: Ignore`,
