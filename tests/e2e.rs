@@ -16,6 +16,8 @@
 
 mod common;
 
+use common::cluster::{BIN, free_port, kubeconfig, kubectl, kubectl_ok, wait_for};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,48 +33,6 @@ use serde_json::{Value, json};
 
 const NS: &str = "gitlab-runner";
 const CI_NS: &str = "ci-job-e2e-1";
-const BIN: &str = env!("CARGO_BIN_EXE_runner-fence");
-
-fn kubeconfig() -> PathBuf {
-    std::env::var_os("RUNNER_FENCE_E2E_KUBECONFIG")
-        .or_else(|| std::env::var_os("KUBECONFIG"))
-        .map(PathBuf::from)
-        .expect("RUNNER_FENCE_E2E_KUBECONFIG (or KUBECONFIG) must name the cluster's admin kubeconfig; run bash scripts/e2e.sh")
-}
-
-fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    let mut cmd = Command::new("kubectl");
-    cmd.env("KUBECONFIG", kubeconfig())
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("kubectl runs");
-    if let Some(text) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write stdin");
-    }
-    child.wait_with_output().expect("kubectl finishes")
-}
-
-fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
-    let out = kubectl(args, stdin);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 /// The policy under test: the reference, plus a `namespace_per_job` prefix.
 fn policy_text(mode: &str) -> String {
@@ -102,13 +62,6 @@ impl Drop for Webhook {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// The release the e2e installs (`helm install`, no runner-fence CLI) and the
 /// namespace it lives in.
 const RELEASE: &str = "runner-fence";
@@ -128,7 +81,6 @@ impl Installed {
     /// `helm install` of the chart in this checkout, then the Deployment's container
     /// spec read back from the apiserver.
     fn chart(dir: &Path, url: String) -> Installed {
-        let helm = common::cached_tool("scripts/tools/helm.sh");
         let values = dir.join("chart-values.yaml");
         // Shorter periods than the defaults, so handover and uninstall fit the suite;
         // the shutdown timings are the ones the rollout phase below relies on.
@@ -144,21 +96,17 @@ impl Installed {
             .expect("yaml"),
         )
         .expect("values");
-        let out = Command::new(&helm)
-            .args(["install", RELEASE])
-            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/runner-fence"))
-            .args(["--namespace", RELEASE, "--create-namespace", "--kubeconfig"])
-            .arg(kubeconfig())
-            .arg("-f")
-            .arg(&values)
-            .output()
-            .expect("helm install");
-        assert!(
-            out.status.success(),
-            "helm install: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/runner-fence");
+        common::cluster::helm_ok([
+            "install".as_ref(),
+            RELEASE.as_ref(),
+            chart.as_os_str(),
+            "--namespace".as_ref(),
+            RELEASE.as_ref(),
+            "--create-namespace".as_ref(),
+            "-f".as_ref(),
+            values.as_os_str(),
+        ]);
         let deployment: Value = serde_json::from_str(&kubectl_ok(
             &["-n", RELEASE, "get", "deployment", RELEASE, "-o", "json"],
             None,
@@ -580,14 +528,6 @@ fn events_mention_runner_fence(ns: &str, owner: &str) -> bool {
                 .as_str()
                 .is_some_and(|m| m.contains("runner-fence"))
     })
-}
-
-async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// A policy file's fields as the `spec` of RunnerFencePolicy `name`.
@@ -1917,26 +1857,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
 
     // PolicyReports: written with --apply, accepted against the CRD, readable by
     // Policy Reporter and kubectl.
-    kubectl_ok(
-        &[
-            "apply",
-            "-f",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/manifests/extras/policyreport-crd.yaml"
-            ),
-        ],
-        None,
-    );
-    kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=established",
-            "crd/policyreports.wgpolicyk8s.io",
-            "--timeout=30s",
-        ],
-        None,
-    );
+    common::cluster::policy_report_crd();
     let out = Command::new(BIN)
         .args(["audit", "--output", "policy-report", "--apply", "--policy"])
         .arg(d.join("policy.yaml"))
@@ -2611,7 +2532,6 @@ async fn the_published_chart_installs_from_the_registry() {
     // registry: `helm install oci://...`, no runner-fence CLI, a second release
     // beside the others (cluster-scoped names derive from the release).
     const NS_OCI: &str = "rf-oci";
-    let helm = common::cached_tool("scripts/tools/helm.sh");
     let (chart, version) = (
         published("RUNNER_FENCE_CHART"),
         published("RUNNER_FENCE_CHART_VERSION"),
@@ -2642,27 +2562,19 @@ async fn the_published_chart_installs_from_the_registry() {
         .expect("yaml"),
     )
     .expect("values");
-    let out = Command::new(&helm)
-        .args([
-            "install",
-            "rf-oci",
-            &chart,
-            "--version",
-            &version,
-            "--plain-http",
-        ])
-        .args(["--namespace", NS_OCI, "--create-namespace", "--kubeconfig"])
-        .arg(kubeconfig())
-        .arg("-f")
-        .arg(&values)
-        .output()
-        .expect("helm install");
-    assert!(
-        out.status.success(),
-        "helm install {chart}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::cluster::helm_ok([
+        "install".as_ref(),
+        "rf-oci".as_ref(),
+        chart.as_ref(),
+        "--version".as_ref(),
+        version.as_ref(),
+        "--plain-http".as_ref(),
+        "--namespace".as_ref(),
+        NS_OCI.as_ref(),
+        "--create-namespace".as_ref(),
+        "-f".as_ref(),
+        values.as_os_str(),
+    ]);
     // The Deployment runs the pushed image by digest.
     let images = kubectl_ok(
         &[
@@ -2695,23 +2607,7 @@ async fn the_published_chart_installs_from_the_registry() {
     );
     assert!(policy.contains("rf-oci-jobs"), "{policy}");
     // Uninstall without the hook Job (no kubelet here runs it); the release is gone.
-    let out = Command::new(&helm)
-        .args([
-            "uninstall",
-            "rf-oci",
-            "--no-hooks",
-            "--namespace",
-            NS_OCI,
-            "--kubeconfig",
-        ])
-        .arg(kubeconfig())
-        .output()
-        .expect("helm uninstall");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::cluster::helm_ok(["uninstall", "rf-oci", "--no-hooks", "--namespace", NS_OCI]);
     // Policies outlive the release by design; this one goes (allowing removal first,
     // in case a controller of another release holds it).
     kubectl_ok(

@@ -132,3 +132,26 @@ pub fn policy_report_crd() {
         None,
     );
 }
+
+/// `helm ARGS --kubeconfig ADMIN` (Helm built by `scripts/tools/helm.sh`), which must
+/// succeed; its stdout.
+pub fn helm_ok<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().into()).collect();
+    let out = Command::new(super::cached_tool("scripts/tools/helm.sh"))
+        .args(&args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
