@@ -18,8 +18,8 @@ use serde_json::Value;
 
 use super::serving::{self, Called, Target};
 use super::{
-    Access, Check, Inputs, LiveBackstop, PAGE, Report, Unreadable, WebhookInfo, analyze,
-    looks_like_job,
+    Access, Check, Inputs, LiveBackstop, PAGE, PodJudge, Report, Unreadable, WebhookInfo,
+    analyze_judged, looks_like_job,
 };
 use crate::core::nodes::NodeInfo;
 use crate::core::policy::Policy;
@@ -256,20 +256,21 @@ async fn backstop(client: &Client) -> (Vec<LiveBackstop>, Vec<Unreadable>) {
     (out, unread)
 }
 
-/// One cluster-wide list of pods, page by page, keeping the runner
-/// namespaces' pods and job pods the runner put elsewhere (the rest dropped at
-/// once). As plain JSON: a pod that does not decode cannot fail the list or
-/// vanish from it; the engine's decoder judges it, or it is reported.
+/// One cluster-wide list of pods, page by page, each page judged and dropped
+/// before the next is read: the runner namespaces' pods and job pods the
+/// runner put elsewhere are judged, the rest skipped. As plain JSON: a pod that
+/// does not decode cannot fail the list or vanish from it; the engine's decoder
+/// judges it, or it is reported.
 async fn list_pods(
     client: &Client,
     policy: &Policy,
+    judge: &mut PodJudge<'_>,
     progress: &Progress,
-) -> Result<Vec<Value>, Error> {
+) -> Result<(), Error> {
     let failed = |e: kube::Error| Error::List {
         what: "pods",
         source: ApiError::new(&e, Call::Read("list", "pods")),
     };
-    let mut out = Vec::new();
     let mut seen = 0;
     let mut lp = ListParams::default().limit(PAGE);
     loop {
@@ -286,11 +287,12 @@ async fn list_pods(
             if !policy.matching.covers(ns) && !looks_like_job(&p) {
                 continue;
             }
-            // Managed fields are the largest part of a pod and never judged.
+            // Managed fields are the largest part of a pod and never judged:
+            // the evaluation need not copy them.
             if let Some(m) = p.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("managedFields");
             }
-            out.push(p);
+            judge.judge(&p);
         }
         progress.show("pods", seen);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
@@ -298,7 +300,7 @@ async fn list_pods(
             None => break,
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Lists nodes, pods and webhook configurations and analyzes them: the audit
@@ -317,7 +319,8 @@ pub async fn run_once(client: Client, policy: &Policy, opts: &Options) -> Result
         .iter()
         .filter_map(NodeInfo::from_node)
         .collect();
-    let pods = list_pods(&client, policy, &progress).await?;
+    let mut judge = PodJudge::new(policy, &nodes);
+    list_pods(&client, policy, &mut judge, &progress).await?;
     let mut hooks = Vec::new();
     let mwcs = list_all(
         &Api::<MutatingWebhookConfiguration>::all(client.clone()),
@@ -353,7 +356,7 @@ pub async fn run_once(client: Client, policy: &Policy, opts: &Options) -> Result
     progress.done();
     let inputs = Inputs {
         nodes,
-        pods,
+        pods: Vec::new(),
         webhooks: hooks.into_iter().map(|(i, l, _)| (i, l)).collect(),
         backstop,
         own_namespace,
@@ -361,7 +364,7 @@ pub async fn run_once(client: Client, policy: &Policy, opts: &Options) -> Result
         access,
         unreadable: unread,
     };
-    Ok(analyze(policy, &inputs))
+    Ok(analyze_judged(policy, &inputs, judge))
 }
 
 /// RBAC objects and the runner namespaces' ServiceAccounts. A list that fails
