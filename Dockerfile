@@ -42,4 +42,7 @@ COPY --from=build /rootfs /
 ENV PATH=/usr/local/bin:/usr/bin:/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
 EXPOSE 8443 8080
-ENTRYPOINT ["/usr/local/bin/runner-fence", "serve"]
+# The binary alone: each container names its verb first (the chart's Deployment
+# `serve`, its uninstall hook `uninstall`); without args the image serves.
+ENTRYPOINT ["/usr/local/bin/runner-fence"]
+CMD ["serve"]

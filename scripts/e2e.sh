@@ -4,7 +4,7 @@
 # Builds kube-apiserver, kube-scheduler and kube-controller-manager from the
 # k8s.io/kubernetes Go module on first use (about 22 minutes on 2 cores; cached in
 # ~/.cache/runner-fence afterwards), starts them with etcd on 127.0.0.1, creates the
-# fake Nodes, runs tests/e2e.rs and stops everything again. Fails, never skips,
+# fake Nodes, runs tests/e2e.rs and tests/e2e_audit.rs and stops everything again. Fails, never skips,
 # when the control plane cannot be built or started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,4 +32,4 @@ done <<<"$refs"
 echo "chart: $RUNNER_FENCE_CHART $RUNNER_FENCE_CHART_VERSION, image: $RUNNER_FENCE_IMAGE"
 
 echo "== e2e suite"
-RUNNER_FENCE_E2E_KUBECONFIG="$KUBECONFIG" cargo test --locked --test e2e -- --ignored --nocapture "$@"
+RUNNER_FENCE_E2E_KUBECONFIG="$KUBECONFIG" cargo test --locked --test e2e --test e2e_audit -- --ignored --nocapture "$@"

@@ -134,16 +134,22 @@ fn defaults_install_the_controller_with_everything_a_webhook_needs() {
         kinds(&release),
         [
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Deployment",
             "PodDisruptionBudget",
             "Role",
             "Role",
+            "Role",
+            "RoleBinding",
             "RoleBinding",
             "RoleBinding",
             "Service",
             "ServiceAccount",
-        ]
+        ],
+        "the controller's RBAC, the continuous audit's (ClusterRole and Role \
+         runner-fence-audit) and the events Role"
     );
     // What runner-fence applies itself is never Helm's.
     for kind in cluster::KINDS
@@ -159,6 +165,7 @@ fn defaults_install_the_controller_with_everything_a_webhook_needs() {
     assert_eq!(
         c["args"],
         json!([
+            "serve",
             "--policies-from-cluster",
             "--node-cache",
             "--manage-certificates"
@@ -253,7 +260,11 @@ fn rbac_names_exactly_the_objects_the_controller_writes(#[case] release: &str) {
     for id in cluster::all_names(release) {
         want.entry(plural(id.kind)).or_default().push(id.name);
     }
-    for role in objs.iter().filter(|o| o["kind"] == "ClusterRole") {
+    let audit = |o: &Value| o["metadata"]["name"] == format!("{release}-audit");
+    for role in objs
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" && !audit(o))
+    {
         let mut got = generated_names(role);
         for v in got.values_mut() {
             v.sort();
@@ -280,13 +291,147 @@ fn rbac_names_exactly_the_objects_the_controller_writes(#[case] release: &str) {
     // The Lease and the Secret the controller uses, by name, in its namespace.
     let role = objs
         .iter()
-        .find(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == "fence" && !is_hook(o))
+        .find(|o| {
+            o["kind"] == "Role" && o["metadata"]["namespace"] == "fence" && !is_hook(o) && !audit(o)
+        })
         .expect("namespace Role");
     let text = role["rules"].to_string();
     assert!(
         text.contains(&format!("{release}-controller")) && text.contains(&format!("{release}-tls")),
         "{text}"
     );
+}
+
+/// The rules of the release's `KIND` named `NAME`, as `(apiGroup, resource, verbs, resourceNames)`.
+fn rules_of(objs: &[Value], kind: &str, name: &str) -> Vec<(String, String, Value, Value)> {
+    let role = objs
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"));
+    let mut out = Vec::new();
+    for r in role["rules"].as_array().expect("rules") {
+        for g in r["apiGroups"].as_array().into_iter().flatten() {
+            for res in r["resources"].as_array().into_iter().flatten() {
+                out.push((
+                    g.as_str().unwrap_or("").to_string(),
+                    res.as_str().unwrap_or("").to_string(),
+                    r["verbs"].clone(),
+                    r.get("resourceNames").cloned().unwrap_or(Value::Null),
+                ));
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    out
+}
+
+#[test]
+fn the_continuous_audit_reads_what_audit_reads_and_writes_only_policy_reports() {
+    let objs = template_release("rf-b", "fence", None, &[]).expect("template");
+    let read = json!(["get", "list"]);
+    let list = json!(["list"]);
+    let want = |reports: bool| {
+        let mut w = vec![
+            ("", "nodes", read.clone()),
+            ("", "pods", read.clone()),
+            ("", "serviceaccounts", read.clone()),
+            (
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+                list.clone(),
+            ),
+            (
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                list.clone(),
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "clusterrolebindings",
+                list.clone(),
+            ),
+            ("rbac.authorization.k8s.io", "clusterroles", list.clone()),
+            ("rbac.authorization.k8s.io", "rolebindings", list.clone()),
+            ("rbac.authorization.k8s.io", "roles", list.clone()),
+        ];
+        if reports {
+            w.push((
+                "wgpolicyk8s.io",
+                "policyreports",
+                json!(["get", "list", "create", "patch", "delete"]),
+            ));
+        }
+        w.into_iter()
+            .map(|(g, r, v)| (g.to_string(), r.to_string(), v, Value::Null))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rules_of(&objs, "ClusterRole", "rf-b-audit"), want(true));
+    // In the release namespace: the webhook's own Service by name, its
+    // Deployments and EndpointSlices.
+    assert_eq!(
+        rules_of(&objs, "Role", "rf-b-audit"),
+        vec![
+            (
+                "".into(),
+                "services".into(),
+                json!(["get"]),
+                json!(["rf-b"])
+            ),
+            (
+                "apps".into(),
+                "deployments".into(),
+                list.clone(),
+                Value::Null
+            ),
+            (
+                "discovery.k8s.io".into(),
+                "endpointslices".into(),
+                list.clone(),
+                Value::Null
+            ),
+        ]
+    );
+    for kind in ["ClusterRoleBinding", "RoleBinding"] {
+        let b = objs
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == "rf-b-audit")
+            .unwrap_or_else(|| panic!("no {kind}"));
+        assert_eq!(
+            b["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "rf-b", "namespace": "fence"}])
+        );
+        assert_eq!(b["roleRef"]["name"], "rf-b-audit");
+    }
+    let vars = env(container(&objs));
+    assert_eq!(vars["RUNNER_FENCE_AUDIT_INTERVAL_SECONDS"], json!("300"));
+    assert_eq!(vars["RUNNER_FENCE_AUDIT_PAGE_SIZE"], json!("500"));
+    assert_eq!(vars["RUNNER_FENCE_AUDIT_PAGE_PAUSE_MS"], json!("100"));
+    assert!(!vars.contains_key("RUNNER_FENCE_AUDIT_NO_REPORTS"));
+
+    let metrics_only =
+        template_release("rf-b", "fence", None, &["audit.policyReports=false"]).expect("template");
+    assert_eq!(
+        rules_of(&metrics_only, "ClusterRole", "rf-b-audit"),
+        want(false)
+    );
+    assert_eq!(
+        env(container(&metrics_only))["RUNNER_FENCE_AUDIT_NO_REPORTS"],
+        json!("true")
+    );
+
+    let off =
+        template_release("rf-b", "fence", None, &["audit.intervalSeconds=0"]).expect("template");
+    assert!(
+        !off.iter().any(|o| o["metadata"]["name"] == "rf-b-audit"),
+        "no audit RBAC when it is off"
+    );
+    assert_eq!(
+        env(container(&off))["RUNNER_FENCE_AUDIT_INTERVAL_SECONDS"],
+        json!("0"),
+        "0 is passed on: the server's own default in cluster mode is 300"
+    );
+    let err = template_release("rf-b", "fence", None, &["audit.pageSize=0"]).expect_err("schema");
+    assert!(err.contains("pageSize"), "{err}");
 }
 
 #[test]
@@ -584,4 +729,46 @@ fn helm_lint_is_clean_for_every_mode() {
             "helm lint {extra:?} is not quiet:\n{text}"
         );
     }
+}
+
+/// The image's entrypoint is the binary alone (tests/release.rs), so each container's
+/// args are a command line of it: the Deployment's must be `serve ...`, the uninstall
+/// hook's `uninstall ...`, and both must parse (a verb in the wrong place fails here,
+/// not in the cluster at `helm uninstall`).
+#[test]
+fn every_container_the_chart_runs_is_a_command_line_of_the_binary() {
+    let objs = template("runner-fence", None, &[]).expect("template");
+    let mut seen = Vec::new();
+    for o in objs
+        .iter()
+        .filter(|o| o["kind"] == "Deployment" || o["kind"] == "Job")
+    {
+        let c = &o["spec"]["template"]["spec"]["containers"][0];
+        assert!(
+            c.get("command").is_none(),
+            "{}: overrides the entrypoint",
+            o["metadata"]["name"]
+        );
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{} {}: runner-fence {args:?} does not parse: {}",
+            o["kind"],
+            o["metadata"]["name"],
+            String::from_utf8_lossy(&out.stderr)
+        );
+        seen.push(args.first().copied().unwrap_or_default().to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["serve", "uninstall"]);
 }

@@ -88,6 +88,8 @@ fn policy_text(mode: &str) -> String {
 /// `runner-fence serve` as a child process; killed on drop.
 struct Webhook {
     child: Child,
+    /// Its pod name (the Lease holder identity).
+    name: String,
     addr: String,
     admin: String,
     log: PathBuf,
@@ -107,41 +109,149 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The release the e2e installs (`helm install`, no runner-fence CLI) and the
+/// namespace it lives in.
+const RELEASE: &str = "runner-fence";
+
+/// The chart as installed, and what a kubelet would run for its Deployment (there is
+/// none here): the container's args and environment, with the ServiceAccount's token.
+struct Installed {
+    args: Vec<String>,
+    /// Name and value; `None`: the pod's name (`fieldRef: metadata.name`).
+    env: Vec<(String, Option<String>)>,
+    kubeconfig: PathBuf,
+    /// Where the apiserver calls the replicas: the Service stand-in's URL.
+    url: String,
+}
+
+impl Installed {
+    /// `helm install` of the chart in this checkout, then the Deployment's container
+    /// spec read back from the apiserver.
+    fn chart(dir: &Path, url: String) -> Installed {
+        let helm = common::cached_tool("scripts/tools/helm.sh");
+        let values = dir.join("chart-values.yaml");
+        // Shorter periods than the defaults, so handover and uninstall fit the suite;
+        // the shutdown timings are the ones the rollout phase below relies on.
+        std::fs::write(
+            &values,
+            serde_saphyr::to_string(&json!({
+                "controller": {"leaseSeconds": 4, "resyncSeconds": 30},
+                "shutdownDelaySeconds": SHUTDOWN_DELAY,
+                "drainSeconds": 5,
+                "preStopSleepSeconds": 1,
+                "terminationGracePeriodSeconds": SHUTDOWN_DELAY + 7,
+            }))
+            .expect("yaml"),
+        )
+        .expect("values");
+        let out = Command::new(&helm)
+            .args(["install", RELEASE])
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/runner-fence"))
+            .args(["--namespace", RELEASE, "--create-namespace", "--kubeconfig"])
+            .arg(kubeconfig())
+            .arg("-f")
+            .arg(&values)
+            .output()
+            .expect("helm install");
+        assert!(
+            out.status.success(),
+            "helm install: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deployment: Value = serde_json::from_str(&kubectl_ok(
+            &["-n", RELEASE, "get", "deployment", RELEASE, "-o", "json"],
+            None,
+        ))
+        .expect("deployment json");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let args = container["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect();
+        let env = container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let name = e["name"].as_str().unwrap_or_default().to_string();
+                match e["value"].as_str() {
+                    Some(v) => (name, Some(v.to_string())),
+                    None => {
+                        assert_eq!(
+                            e["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name",
+                            "an env var this stand-in for the kubelet cannot resolve: {e}"
+                        );
+                        (name, None)
+                    }
+                }
+            })
+            .collect();
+        let kubeconfig = token_kubeconfig(dir, RELEASE, RELEASE);
+        // Least privilege really is least: nothing of the runner namespace's secrets.
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", &kubeconfig)
+            .args(["-n", NS, "get", "secrets"])
+            .output()
+            .expect("kubectl");
+        assert!(
+            !out.status.success(),
+            "the chart's ServiceAccount can read the runner namespace's secrets"
+        );
+        Installed {
+            args,
+            env,
+            kubeconfig,
+            url,
+        }
+    }
+}
+
 impl Webhook {
-    fn start(dir: &Path, port: u16, node_kubeconfig: &Path) -> Webhook {
-        Webhook::start_with(dir, port, node_kubeconfig, true)
+    fn start(dir: &Path, port: u16, chart: &Installed) -> Webhook {
+        Webhook::start_with(dir, port, chart, true, &[])
     }
 
-    /// A replica with or without the node cache (without it, the nodes that
-    /// bindings and ephemeral containers name are read on demand).
-    fn start_with(dir: &Path, port: u16, node_kubeconfig: &Path, node_cache: bool) -> Webhook {
+    /// A replica as the chart's Deployment runs it, with or without the node cache
+    /// (without it, the nodes that bindings and ephemeral containers name are read on
+    /// demand), `extra` flags after the chart's.
+    fn start_with(
+        dir: &Path,
+        port: u16,
+        chart: &Installed,
+        node_cache: bool,
+        extra: &[&str],
+    ) -> Webhook {
         let admin_port = free_port();
+        let name = format!("{RELEASE}-replica-{port}");
         let log = dir.join(format!("webhook-{port}.log"));
-        let child = Command::new(BIN)
-            .args(["serve", "--policy"])
-            .arg(dir.join("policy.yaml"))
-            .arg("--tls-cert")
-            .arg(dir.join("certs/tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.join("certs/tls.key"))
-            .args(["--addr", &format!("127.0.0.1:{port}")])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
-            .args(node_cache.then_some("--node-cache"))
-            .args(["--reload-interval-ms", "200", "--log-format", "json"])
-            // Longer than the proxy's readiness period (5 s) plus a margin.
-            .args([
-                "--shutdown-delay-seconds",
-                &SHUTDOWN_DELAY.to_string(),
-                "--drain-seconds",
-                "5",
-            ])
-            .env("KUBECONFIG", node_kubeconfig)
-            .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
-            .stderr(Stdio::inherit())
+        let file = std::fs::File::create(&log).expect("log");
+        let mut cmd = Command::new(BIN);
+        cmd.args(
+            chart
+                .args
+                .iter()
+                .filter(|a| node_cache || a.as_str() != "--node-cache"),
+        )
+        .args(extra)
+        .args(["--log-format", "json"]);
+        for (k, v) in &chart.env {
+            cmd.env(k, v.as_deref().unwrap_or(&name));
+        }
+        let child = cmd
+            .env("RUNNER_FENCE_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUNNER_FENCE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+            .env("RUNNER_FENCE_WEBHOOK_URL", &chart.url)
+            .env("KUBECONFIG", &chart.kubeconfig)
+            .stdout(Stdio::from(file.try_clone().expect("log")))
+            .stderr(Stdio::from(file))
             .spawn()
             .expect("runner-fence serve starts");
         let w = Webhook {
             child,
+            name,
             addr: format!("127.0.0.1:{port}"),
             admin: format!("127.0.0.1:{admin_port}"),
             log,
@@ -150,7 +260,7 @@ impl Webhook {
         while http_get(&w.admin, "/readyz").0 != 200 {
             assert!(
                 Instant::now() < deadline,
-                "runner-fence never became ready (node cache through the restricted kubeconfig?); log:\n{}",
+                "runner-fence never became ready (policies, node cache or certificate through the chart's RBAC?); log:\n{}",
                 std::fs::read_to_string(&w.log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -388,8 +498,11 @@ async fn denied(client: &Client, what: &str, pod: &Value, rule: &str) {
             "{what}: admitted, stored as {}",
             serde_json::to_string(&p).unwrap_or_default()
         ),
+        // The in-tree backstop, which the leader applies with the webhooks, is asked
+        // before the validating webhook: its denial (in its own words) holds too.
         Err(e) => assert!(
-            e.contains("runner-fence") && e.contains(rule),
+            (e.contains("runner-fence") && e.contains(rule))
+                || e.contains("[runner-fence backstop"),
             "{what}: denied, but not by runner-fence's {rule}: {e}"
         ),
     }
@@ -477,54 +590,327 @@ async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A policy file's fields as the `spec` of RunnerFencePolicy `name`.
+fn policy_object(name: &str, text: &str) -> Value {
+    let mut spec: Value = serde_saphyr::from_str(text).expect("policy yaml");
+    if let Some(o) = spec.as_object_mut() {
+        for k in ["apiVersion", "kind", "metadata"] {
+            o.remove(k);
+        }
+    }
+    json!({"apiVersion": "runner-fence.dev/v1alpha1", "kind": "RunnerFencePolicy",
+           "metadata": {"name": name}, "spec": spec})
+}
+
+/// `kubectl apply` of a policy object, as a platform team (or GitOps) does it.
+fn apply_policy(object: &Value) {
+    kubectl_ok(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=platform-team",
+            "-f",
+            "-",
+        ],
+        Some(&object.to_string()),
+    );
+}
+
+/// The policy's `Ready` condition, once its `observedGeneration` is the object's.
+fn policy_condition(name: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p: Value = serde_json::from_str(&kubectl_ok(
+            &["get", "runnerfencepolicy", name, "-o", "json"],
+            None,
+        ))
+        .expect("policy json");
+        let ready = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready")
+            .cloned();
+        if let Some(c) = ready
+            && c["observedGeneration"] == p["metadata"]["generation"]
+        {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "RunnerFencePolicy {name}: no Ready condition for generation {} ({})",
+            p["metadata"]["generation"],
+            p["status"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until `ns` is fenced — a plain pod is mutated (the webhooks are called) and a
+/// pod pinned to a GitLab node is denied (by the webhook or the backstop, whichever the
+/// apiserver asks first) — and says how long that took; fails after `secs`. Server-side
+/// dry runs: nothing is stored.
+async fn fenced(client: &Client, ns: &str, secs: u64) -> Duration {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let plain: Pod = serde_json::from_value(bare("probe", ns, json!({}))).expect("pod");
+    let pinned: Pod =
+        serde_json::from_value(bare("probe", ns, json!({"nodeName": "gitlab-1"}))).expect("pod");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    loop {
+        let mutated = pods.create(&dry, &plain).await;
+        let denied = pods.create(&dry, &pinned).await;
+        if mutated
+            .as_ref()
+            .is_ok_and(|p| p.annotations().contains_key("runner-fence.dev/profile"))
+            && denied.as_ref().is_err_and(|e| {
+                let e = e.to_string();
+                e.contains("runner-fence denied") || e.contains("[runner-fence backstop")
+            })
+        {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{ns} was not fenced within {secs} s: {mutated:?} / {denied:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Who holds the release's Lease (the replica that reconciles).
+fn lease_holder() -> String {
+    kubectl_ok(
+        &[
+            "-n",
+            RELEASE,
+            "get",
+            "lease",
+            &format!("{RELEASE}-controller"),
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    )
+}
+
+/// The scope of the generated validating webhooks, as stored.
+fn validating_scope() -> Value {
+    let v: Value = serde_json::from_str(&kubectl_ok(
+        &[
+            "get",
+            "validatingwebhookconfiguration",
+            RELEASE,
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .expect("json");
+    v["webhooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| json!([w["name"], w["namespaceSelector"], w["matchConditions"]]))
+        .collect()
+}
+
+/// Narrows the generated validating webhook by hand, as `kubectl edit` would, and
+/// checks the apiserver stored the edit (the leader may revert it within milliseconds).
+fn hand_edit_scope() {
+    let edited = json!({"matchLabels": {"e2e": "hand-edited"}});
+    let patch =
+        json!([{"op": "replace", "path": "/webhooks/0/namespaceSelector", "value": edited}]);
+    let stored: Value = serde_json::from_str(&kubectl_ok(
+        &[
+            "patch",
+            "validatingwebhookconfiguration",
+            RELEASE,
+            "--type=json",
+            "-p",
+            &patch.to_string(),
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .expect("json");
+    assert_eq!(
+        stored["webhooks"][0]["namespaceSelector"], edited,
+        "the hand edit did not take"
+    );
+}
+
+/// Phase 2b of the fence test: what `kubectl apply`, a bad edit, a hand edit of the
+/// generated objects and a lost leader do to the fence. Two replicas, as the chart
+/// runs them; returns the one left serving.
+async fn policy_objects_are_reconciled(
+    client: &Client,
+    d: &Path,
+    proxy: &Proxy,
+    chart: &Installed,
+    first: Webhook,
+) -> Webhook {
+    const TEAM: &str = "ci-team-b";
+    const TEAM_MORE: &str = "ci-team-b-more";
+    let second = Webhook::start(d, free_port(), chart);
+    proxy.add(&second);
+    for ns in [TEAM, TEAM_MORE] {
+        let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).expect("ns");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &n)
+            .await
+            .expect("namespace");
+    }
+    let team = |name: &str, namespaces: &[&str]| -> Value {
+        let mut o = policy_object(name, &policy_text("enforce"));
+        o["spec"]["match"]["namespaces"] = json!(namespaces);
+        o["spec"]["fargate"]["selectors"] = json!([]);
+        o
+    };
+
+    // A second team's policy, then one more namespace in it: each fenced within
+    // 10 s of the `kubectl apply`, no restart, no Helm run.
+    apply_policy(&team("e2e-team-b", &[TEAM]));
+    let took = fenced(client, TEAM, 10).await;
+    apply_policy(&team("e2e-team-b", &[TEAM, TEAM_MORE]));
+    let took_more = fenced(client, TEAM_MORE, 10).await;
+    fenced(client, NS, 5).await;
+    let c = policy_condition("e2e-team-b");
+    assert_eq!(
+        (&c["status"], &c["reason"]),
+        (&json!("True"), &json!("Ready")),
+        "{c}"
+    );
+    println!(
+        "second policy: {TEAM} fenced {took:?} after kubectl apply, {TEAM_MORE} {took_more:?} after adding it"
+    );
+
+    // A later policy claiming a namespace of an older one is refused, with the reason.
+    apply_policy(&team("e2e-claims-b", &[TEAM_MORE]));
+    let c = policy_condition("e2e-claims-b");
+    assert!(
+        c["status"] == "False"
+            && c["reason"] == "Conflict"
+            && c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("RunnerFencePolicy e2e-team-b")),
+        "{c}"
+    );
+    kubectl_ok(
+        &[
+            "annotate",
+            "runnerfencepolicy",
+            "e2e-claims-b",
+            "runner-fence.dev/allow-removal=true",
+        ],
+        None,
+    );
+    kubectl_ok(
+        &[
+            "delete",
+            "runnerfencepolicy",
+            "e2e-claims-b",
+            "--timeout=20s",
+        ],
+        None,
+    );
+
+    // An invalid edit (a profile that lands on GitLab's nodes): Invalid with the
+    // reason, and the last valid spec keeps fencing.
+    let mut bad = team("e2e-team-b", &[TEAM, TEAM_MORE]);
+    bad["spec"]["placement"]["profiles"]["runner-nodes"]["requiredNodeLabels"] =
+        json!([{"key": "workload", "operator": "In", "values": ["gitlab"]}]);
+    apply_policy(&bad);
+    let c = policy_condition("e2e-team-b");
+    assert!(
+        c["status"] == "False"
+            && c["reason"] == "Invalid"
+            && c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("still enforcing generation")),
+        "{c}"
+    );
+    println!("invalid edit: {}", c["message"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fenced(client, TEAM_MORE, 5).await;
+    let attack = {
+        let mut p = bare(
+            "attack",
+            TEAM,
+            json!({"nodeSelector": {"workload": "gitlab"}}),
+        );
+        p["spec"]["tolerations"] = json!([{"operator": "Exists"}]);
+        p
+    };
+    let out = kubectl(
+        &["create", "--dry-run=server", "-f", "-"],
+        Some(&attack.to_string()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && (stderr.contains("runner-fence denied")
+                || stderr.contains("[runner-fence backstop")),
+        "the last good policy no longer denies an attack: {stderr}"
+    );
+    apply_policy(&team("e2e-team-b", &[TEAM, TEAM_MORE]));
+    assert_eq!(policy_condition("e2e-team-b")["status"], "True");
+
+    // A hand edit of the webhook scope is reverted by the leader.
+    let scope = validating_scope();
+    hand_edit_scope();
+    wait_for("the hand edit to be reverted", 15, || {
+        validating_scope() == scope
+    })
+    .await;
+
+    // Killing the leader (no chance to release the Lease) hands reconciliation to the
+    // other replica within the lease duration: it reverts the next hand edit.
+    let holder = lease_holder();
+    let (leader, survivor) = if holder == first.name {
+        (first, second)
+    } else {
+        assert_eq!(holder, second.name, "the Lease is held by neither replica");
+        (second, first)
+    };
+    let log = std::fs::read_to_string(&leader.log).unwrap_or_default();
+    assert!(
+        log.contains("reverted a hand edit of a generated object"),
+        "the leader did not log the correction:\n{log}"
+    );
+    proxy.remove(&leader.addr);
+    drop(leader);
+    hand_edit_scope();
+    wait_for("the other replica to take over and revert", 30, || {
+        lease_holder() == survivor.name && validating_scope() == scope
+    })
+    .await;
+    let log = std::fs::read_to_string(&survivor.log).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(r#""message":"applied","kind":"ValidatingWebhookConfiguration""#)),
+        "the new leader did not log applying the configuration:\n{log}"
+    );
+    println!(
+        "leader {holder} killed: {} took over and reverted a hand edit",
+        survivor.name
+    );
+    // Let the proxy's next readiness check forget the killed replica.
+    tokio::time::sleep(PROBE_PERIOD + Duration::from_millis(500)).await;
+    survivor
+}
+
 fn gitlab_node(n: &str) -> bool {
     n.starts_with("gitlab-")
 }
 
-/// A kubeconfig for a ServiceAccount allowed only get/list/watch on nodes.
-fn restricted_kubeconfig(dir: &Path) -> PathBuf {
-    kubectl_ok(&["create", "namespace", "runner-fence"], None);
-    kubectl_ok(
-        &[
-            "-n",
-            "runner-fence",
-            "create",
-            "serviceaccount",
-            "runner-fence",
-        ],
-        None,
-    );
-    kubectl_ok(
-        &[
-            "create",
-            "clusterrole",
-            "runner-fence-nodes",
-            "--verb=get,list,watch",
-            "--resource=nodes",
-        ],
-        None,
-    );
-    kubectl_ok(
-        &[
-            "create",
-            "clusterrolebinding",
-            "runner-fence-nodes",
-            "--clusterrole=runner-fence-nodes",
-            "--serviceaccount=runner-fence:runner-fence",
-        ],
-        None,
-    );
-    let token = kubectl_ok(
-        &[
-            "-n",
-            "runner-fence",
-            "create",
-            "token",
-            "runner-fence",
-            "--duration=2h",
-        ],
-        None,
-    );
+/// A kubeconfig with a token of ServiceAccount `ns/sa`: what a pod running as it gets.
+fn token_kubeconfig(dir: &Path, ns: &str, sa: &str) -> PathBuf {
+    let token = kubectl_ok(&["-n", ns, "create", "token", sa, "--duration=2h"], None);
     let admin: Value = serde_json::from_str(&kubectl_ok(
         &["config", "view", "--raw", "-o", "json"],
         None,
@@ -534,22 +920,12 @@ fn restricted_kubeconfig(dir: &Path) -> PathBuf {
     let cfg = json!({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "e2e", "cluster": cluster}],
-        "users": [{"name": "runner-fence", "user": {"token": token.trim()}}],
-        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "runner-fence"}}],
+        "users": [{"name": sa, "user": {"token": token.trim()}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": sa}}],
         "current-context": "e2e",
     });
-    let path = dir.join("node-cache.kubeconfig");
+    let path = dir.join(format!("{ns}-{sa}.kubeconfig"));
     std::fs::write(&path, serde_json::to_string(&cfg).expect("json")).expect("write kubeconfig");
-    // Least privilege really is least: pods cannot be listed with it.
-    let out = Command::new("kubectl")
-        .env("KUBECONFIG", &path)
-        .args(["get", "pods", "-A"])
-        .output()
-        .expect("kubectl");
-    assert!(
-        !out.status.success(),
-        "the node-cache credentials can list pods"
-    );
     path
 }
 
@@ -677,56 +1053,74 @@ async fn the_fence_holds_on_a_real_control_plane() {
             None,
         );
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        // The backstop (always applied with the webhooks) is asked before the
+        // validating webhook: either layer's denial holds the fence.
         assert!(
-            !out.status.success() && stderr.contains(expect),
+            !out.status.success()
+                && (stderr.contains(expect) || stderr.contains("[runner-fence backstop")),
             "{what}: ungating the pre-enforcement pod was not denied by {expect}: {stderr}"
         );
     };
 
-    // 2. runner-fence: the real binary, node cache with least-privilege credentials.
+    // 2. runner-fence as a platform team installs it: `helm install` of the chart, then
+    //    `kubectl apply` of a RunnerFencePolicy. The replicas (the chart's container
+    //    spec with its ServiceAccount's token) apply the webhook configurations and the
+    //    backstop themselves; the apiserver reaches them through a Service-like proxy
+    //    that only routes new connections to ready replicas (as endpoints do).
     std::fs::write(d.join("policy.yaml"), policy_text("enforce")).expect("policy");
-    let certs = generate_certs(&d.join("certs"), "runner-fence", &["127.0.0.1"]);
-    // The apiserver reaches the replicas through a Service-like proxy that only
-    // routes new connections to ready replicas (as endpoints do).
     let proxy = Proxy::start().await;
-    let port = proxy.port;
-    let node_kubeconfig = restricted_kubeconfig(d);
-    let mut webhook = Webhook::start(d, free_port(), &node_kubeconfig);
+    let chart = Installed::chart(d, format!("https://127.0.0.1:{}", proxy.port));
+    apply_policy(&policy_object("e2e", &policy_text("enforce")));
+    let mut webhook = Webhook::start(d, free_port(), &chart);
     proxy.add(&webhook);
     let (_, metrics) = http_get(&webhook.admin, "/metrics");
     assert!(metrics.contains("runner_fence"), "{metrics}");
-
-    // The configurations `render webhooks --url` prints: accepted, CEL compiled.
-    let render = Command::new(BIN)
-        .args(["render", "webhooks", "--policy"])
-        .arg(d.join("policy.yaml"))
-        .args(["--url", &format!("https://127.0.0.1:{port}"), "--ca-bundle"])
-        .arg(certs.join("ca.crt"))
-        .output()
-        .expect("render webhooks");
-    assert!(
-        render.status.success(),
-        "{}",
-        String::from_utf8_lossy(&render.stderr)
-    );
-    let rendered = String::from_utf8_lossy(&render.stdout).to_string();
-    kubectl_ok(&["apply", "-f", "-"], Some(&rendered));
     // The apiserver picks configurations up asynchronously: wait until a bad pod is denied.
-    let probe = bare("probe", NS, json!({"nodeName": "gitlab-1"}));
+    let took = fenced(&client, NS, 30).await;
+    println!("policy object applied: {NS} fenced after {took:?}");
     let dry = PostParams {
         dry_run: true,
         ..Default::default()
     };
-    let probe_pod: Pod = serde_json::from_value(probe).expect("pod");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !Api::<Pod>::namespaced(client.clone(), NS)
-        .create(&dry, &probe_pod)
-        .await
-        .is_err_and(|e| e.to_string().contains("runner-fence denied"))
-    {
-        assert!(Instant::now() < deadline, "the webhooks never took effect");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    // What the leader applied: its own field manager, the managed CA in every caBundle,
+    // and the policy's status.
+    for (kind, name) in [
+        ("mutatingwebhookconfiguration", "0100-runner-fence"),
+        ("validatingwebhookconfiguration", "runner-fence"),
+        ("validatingadmissionpolicy", "runner-fence-backstop"),
+        ("validatingadmissionpolicybinding", "runner-fence-backstop"),
+    ] {
+        let obj: Value = serde_json::from_str(&kubectl_ok(
+            &["get", kind, name, "-o", "json", "--show-managed-fields"],
+            None,
+        ))
+        .expect("json");
+        assert!(
+            obj["metadata"]["managedFields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["manager"] == runner_fence::k8s::controller::FIELD_MANAGER),
+            "{kind}/{name} is not applied by runner-fence: {}",
+            obj["metadata"]["managedFields"]
+        );
+        if kind.ends_with("webhookconfiguration") {
+            for w in obj["webhooks"].as_array().into_iter().flatten() {
+                assert!(
+                    w["clientConfig"]["caBundle"]
+                        .as_str()
+                        .is_some_and(|b| !b.is_empty()),
+                    "{kind}/{name}: no caBundle"
+                );
+            }
+        }
     }
+    let ready = policy_condition("e2e");
+    assert_eq!(ready["status"], "True", "{ready}");
+
+    // 2b. The policy objects over time: more policies and namespaces, bad edits, hand
+    //     edits and a lost leader, with two replicas as the chart runs them.
+    webhook = policy_objects_are_reconciled(&client, d, &proxy, &chart, webhook).await;
 
     // 3. The fixtures as the runner submits them: admitted, patched exactly as the
     //    offline engine says, and placed by kube-scheduler on runner or Fargate nodes.
@@ -906,7 +1300,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
         })
     };
     for round in 1..=3 {
-        let next = Webhook::start(d, free_port(), &node_kubeconfig);
+        let next = Webhook::start(d, free_port(), &chart);
         proxy.add(&next);
         tokio::time::sleep(PROBE_PERIOD + Duration::from_millis(500)).await;
         let old = std::mem::replace(&mut webhook, next);
@@ -1194,7 +1588,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
     // 4c. A replica without the node cache, the only one serving: the ungating is
     //     still denied, and a hand binding to a GitLab node is judged from the Node
     //     read on demand (GitLab's nodes are not listed by name in the policy).
-    let no_cache = Webhook::start_with(d, free_port(), &node_kubeconfig, false);
+    let no_cache = Webhook::start_with(d, free_port(), &chart, false, &[]);
     proxy.add(&no_cache);
     tokio::time::sleep(PROBE_PERIOD + Duration::from_millis(500)).await;
     let cached = std::mem::replace(&mut webhook, no_cache);
@@ -1228,7 +1622,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
         "the replica without the node cache did not read both nodes: {metrics}"
     );
     // Back to a replica with the node cache for the rest.
-    let next = Webhook::start(d, free_port(), &node_kubeconfig);
+    let next = Webhook::start(d, free_port(), &chart);
     proxy.add(&next);
     tokio::time::sleep(PROBE_PERIOD + Duration::from_millis(500)).await;
     let old = std::mem::replace(&mut webhook, next);
@@ -1274,6 +1668,45 @@ async fn the_fence_holds_on_a_real_control_plane() {
         "generated configurations have gaps: {:?}",
         report.coverage_gaps
     );
+    // A hand-broken configuration stays broken only while no replica reconciles: hold
+    // the Lease for maintenance first (as `runner-fence uninstall` does).
+    let generated = || -> Value {
+        serde_json::from_str::<Value>(&kubectl_ok(
+            &[
+                "get",
+                "validatingwebhookconfiguration",
+                RELEASE,
+                "-o",
+                "json",
+            ],
+            None,
+        ))
+        .map(|v| v["webhooks"].clone())
+        .expect("json")
+    };
+    let unbroken = generated();
+    let hold = json!({"spec": {"holderIdentity": "e2e-maintenance", "leaseDurationSeconds": 600,
+        "renewTime": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()}});
+    kubectl_ok(
+        &[
+            "-n",
+            RELEASE,
+            "patch",
+            "lease",
+            &format!("{RELEASE}-controller"),
+            "--type=merge",
+            "-p",
+            &hold.to_string(),
+        ],
+        None,
+    );
+    wait_for("the leader to step down", 15, || {
+        http_get(&webhook.admin, "/metrics")
+            .1
+            .lines()
+            .any(|l| l == "runner_fence_leader 0")
+    })
+    .await;
     kubectl_ok(
         &[
             "patch",
@@ -1294,9 +1727,11 @@ async fn the_fence_holds_on_a_real_control_plane() {
         gaps.iter().any(|g| g.request == "bindings CREATE"),
         "{gaps:?}"
     );
+    // Fail-open is no gap while the backstop the leader applied denies: that is what
+    // makes `failurePolicy: Ignore` safe.
+    assert!(report.backstop.denies(), "audit does not see the backstop");
     assert!(
-        gaps.iter()
-            .any(|g| g.reason.contains("failurePolicy: Ignore")),
+        !gaps.iter().any(|g| g.reason.contains("failurePolicy")),
         "{gaps:?}"
     );
     let out = Command::new(BIN)
@@ -1312,7 +1747,21 @@ async fn the_fence_holds_on_a_real_control_plane() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("bindings CREATE"));
-    kubectl_ok(&["apply", "-f", "-"], Some(&rendered));
+    // Maintenance over: the replica that takes the Lease puts the configuration back.
+    kubectl_ok(
+        &[
+            "-n",
+            RELEASE,
+            "delete",
+            "lease",
+            &format!("{RELEASE}-controller"),
+        ],
+        None,
+    );
+    wait_for("the broken configuration to be reverted", 20, || {
+        generated() == unbroken
+    })
+    .await;
 
     // What runners can reach beyond the policy: a job pod (GitLab Runner's marks) in a
     // namespace the policy does not list, and the runner's service account allowed to
@@ -1496,14 +1945,14 @@ async fn the_fence_holds_on_a_real_control_plane() {
     );
 
     // 6. Audit mode: allowed, and kubectl shows what enforce mode would deny.
-    std::fs::write(d.join("policy.yaml"), policy_text("audit")).expect("audit policy");
+    apply_policy(&policy_object("e2e", &policy_text("audit")));
     let audit_pod = {
         let mut p = bare("audit-mode", NS, json!({"tolerations": tolerate_all}));
         // Gated, so that the pod audit mode lets through is never placed anywhere.
         p["spec"]["schedulingGates"] = json!([{"name": "example.com/hold"}]);
         p.to_string()
     };
-    wait_for("the policy reload to audit mode", 20, || {
+    wait_for("the policy object in audit mode to be served", 20, || {
         kubectl(&["create", "--dry-run=server", "-f", "-"], Some(&audit_pod))
             .status
             .success()
@@ -1517,36 +1966,45 @@ async fn the_fence_holds_on_a_real_control_plane() {
         "kubectl showed no warning: {stderr}"
     );
 
-    // 7. runner-fence down: the in-tree backstop (`render admission-policy`) alone holds
-    //    the fence. Both webhooks fail open, as the backstop allows.
-    let enforce_policy = d.join("enforce.yaml");
-    std::fs::write(&enforce_policy, policy_text("enforce")).expect("policy");
-    let backstop = Command::new(BIN)
-        .args(["render", "admission-policy", "--policy"])
-        .arg(&enforce_policy)
-        .output()
-        .expect("render admission-policy");
-    kubectl_ok(
-        &["apply", "-f", "-"],
-        Some(&String::from_utf8_lossy(&backstop.stdout)),
-    );
-    let fail_open = Command::new(BIN)
-        .args(["render", "webhooks", "--policy"])
-        .arg(&enforce_policy)
-        .args(["--url", &format!("https://127.0.0.1:{port}"), "--ca-bundle"])
-        .arg(certs.join("ca.crt"))
-        .args([
+    // 7. runner-fence down: the in-tree backstop the leader applied alone holds the
+    //    fence. Both webhooks fail open (the chart's `webhooks.failurePolicy: Ignore`,
+    //    which the backstop makes safe).
+    apply_policy(&policy_object("e2e", &policy_text("enforce")));
+    let fail_open = Webhook::start_with(
+        d,
+        free_port(),
+        &chart,
+        true,
+        &[
             "--mutate-failure-policy",
             "ignore",
             "--validate-failure-policy",
             "ignore",
-        ])
-        .output()
-        .expect("render webhooks");
-    kubectl_ok(
-        &["apply", "-f", "-"],
-        Some(&String::from_utf8_lossy(&fail_open.stdout)),
+        ],
     );
+    proxy.add(&fail_open);
+    tokio::time::sleep(PROBE_PERIOD + Duration::from_millis(500)).await;
+    let old = std::mem::replace(&mut webhook, fail_open);
+    let old_addr = old.addr.clone();
+    old.terminate().await;
+    proxy.remove(&old_addr);
+    wait_for("the fail-open webhooks and the enforcing backstop", 30, || {
+        let get = |kind: &str, name: &str| -> Value {
+            serde_json::from_slice(&kubectl(&["get", kind, name, "-o", "json"], None).stdout)
+                .unwrap_or(Value::Null)
+        };
+        let ignore = |v: Value| {
+            v["webhooks"]
+                .as_array()
+                .is_some_and(|w| w.iter().all(|w| w["failurePolicy"] == "Ignore"))
+        };
+        ignore(get("mutatingwebhookconfiguration", "0100-runner-fence"))
+            && ignore(get("validatingwebhookconfiguration", RELEASE))
+            && get("validatingadmissionpolicybinding", "runner-fence-backstop")["spec"]
+                ["validationActions"]
+                == json!(["Deny"])
+    })
+    .await;
     // With the backstop installed, the fail-open webhooks are the documented setting.
     let report = runner_fence::k8s::audit::collect(client.clone(), &policy)
         .await
@@ -1681,29 +2139,191 @@ async fn the_fence_holds_on_a_real_control_plane() {
         before.len()
     );
     assert!(on_gitlab_after.is_empty(), "{on_gitlab_after:?}");
+
+    // 9. `helm uninstall`: its post-delete hook removes everything runner-fence created;
+    //    the policies are the users' and stay, released.
+    uninstall_release(d).await;
 }
 
-/// `runner-fence certs generate` for the Service runner-fence in `namespace` into `out`.
-fn generate_certs(out: &Path, namespace: &str, sans: &[&str]) -> PathBuf {
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "certs",
-        "generate",
-        "--service",
-        "runner-fence",
-        "--namespace",
-        namespace,
-    ]);
-    for san in sans {
-        cmd.args(["--san", san]);
+/// `helm uninstall` of [`RELEASE`], running its post-delete hook Job's pod as a kubelet
+/// would (its container's args, its ServiceAccount's token), then checks that nothing
+/// of the release is left.
+async fn uninstall_release(d: &Path) {
+    let helm = common::cached_tool("scripts/tools/helm.sh");
+    let mut uninstall = Command::new(&helm)
+        .args([
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            RELEASE,
+            "--timeout",
+            "3m",
+        ])
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("helm uninstall");
+    let deadline = Instant::now() + Duration::from_secs(200);
+    let mut hook_ran = false;
+    while uninstall.try_wait().expect("helm uninstall").is_none() {
+        assert!(Instant::now() < deadline, "helm uninstall did not finish");
+        let pods: Value = serde_json::from_str(&kubectl_ok(
+            &[
+                "-n",
+                RELEASE,
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/component=uninstall",
+                "-o",
+                "json",
+            ],
+            None,
+        ))
+        .expect("pods");
+        let pending = pods["items"].as_array().into_iter().flatten().find(|p| {
+            p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] != "Succeeded"
+        });
+        if let Some(pod) = pending.filter(|_| !hook_ran) {
+            let sa = pod["spec"]["serviceAccountName"]
+                .as_str()
+                .expect("serviceAccountName");
+            let container = &pod["spec"]["containers"][0];
+            let args: Vec<&str> = container["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let out = Command::new(BIN)
+                .args(&args)
+                .env("KUBECONFIG", token_kubeconfig(d, RELEASE, sa))
+                .output()
+                .expect("runner-fence uninstall");
+            assert!(
+                out.status.success(),
+                "the uninstall hook ({args:?}) failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            println!(
+                "uninstall hook: {}",
+                String::from_utf8_lossy(&out.stdout).trim()
+            );
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let status = json!({"status": {"phase": "Succeeded", "containerStatuses": [{
+                "name": container["name"], "image": container["image"], "imageID": "",
+                "ready": false, "restartCount": 0, "started": false,
+                "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                         "startedAt": now, "finishedAt": now}}}]}});
+            kubectl_ok(
+                &[
+                    "-n",
+                    RELEASE,
+                    "patch",
+                    "pod",
+                    pod["metadata"]["name"].as_str().expect("name"),
+                    "--subresource=status",
+                    "--type=merge",
+                    "-p",
+                    &status.to_string(),
+                ],
+                None,
+            );
+            hook_ran = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let res = cmd.arg("--out").arg(out).output().expect("certs generate");
+    let out = uninstall.wait_with_output().expect("helm uninstall");
     assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
+        out.status.success(),
+        "helm uninstall: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    out.to_path_buf()
+    assert!(hook_ran, "helm uninstall finished without running its hook");
+    // No kubelet confirms the deletion of the pods bound to the fake nodes: as it would.
+    kubectl_ok(
+        &[
+            "-n",
+            RELEASE,
+            "delete",
+            "pods",
+            "--all",
+            "--grace-period=0",
+            "--force",
+            "--wait=false",
+        ],
+        None,
+    );
+    let mut left = Vec::new();
+    for (ns, kind, name) in [
+        (None, "mutatingwebhookconfiguration", "0100-runner-fence"),
+        (None, "validatingwebhookconfiguration", RELEASE),
+        (None, "validatingadmissionpolicy", "runner-fence-backstop"),
+        (
+            None,
+            "validatingadmissionpolicybinding",
+            "runner-fence-backstop",
+        ),
+        (
+            None,
+            "validatingadmissionpolicy",
+            "runner-fence-backstop-audit",
+        ),
+        (
+            None,
+            "validatingadmissionpolicybinding",
+            "runner-fence-backstop-audit",
+        ),
+        (None, "clusterrole", RELEASE),
+        (None, "clusterrolebinding", RELEASE),
+        (None, "clusterrole", "runner-fence-uninstall"),
+        (None, "clusterrolebinding", "runner-fence-uninstall"),
+        (Some(RELEASE), "lease", "runner-fence-controller"),
+        (Some(RELEASE), "secret", "runner-fence-tls"),
+        (Some(RELEASE), "deployment", RELEASE),
+        (Some(RELEASE), "service", RELEASE),
+        (Some(RELEASE), "serviceaccount", RELEASE),
+        (Some(RELEASE), "serviceaccount", "runner-fence-uninstall"),
+        (Some(RELEASE), "job", "runner-fence-uninstall"),
+        (Some(RELEASE), "role", RELEASE),
+        (Some(RELEASE), "rolebinding", RELEASE),
+    ] {
+        let mut args = vec!["get", kind, name, "--ignore-not-found", "-o", "name"];
+        if let Some(ns) = ns {
+            args.extend(["-n", ns]);
+        }
+        let found = kubectl_ok(&args, None);
+        if !found.trim().is_empty() {
+            left.push(found.trim().to_string());
+        }
+    }
+    assert!(
+        left.is_empty(),
+        "left behind after helm uninstall: {left:?}"
+    );
+    for name in ["e2e", "e2e-team-b"] {
+        let p: Value = serde_json::from_str(&kubectl_ok(
+            &["get", "runnerfencepolicy", name, "-o", "json"],
+            None,
+        ))
+        .expect("policy");
+        assert!(
+            !p["metadata"]["finalizers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| f == runner_fence::core::fleet::FINALIZER),
+            "{name} still carries runner-fence's finalizer: {}",
+            p["metadata"]
+        );
+    }
+    println!(
+        "helm uninstall: nothing of the release left, the policies stay without the finalizer"
+    );
 }
 
 /// The Helm chart on the real apiserver: every object of every option set (the

@@ -278,9 +278,15 @@ fn the_dockerfile_builds_what_the_release_script_builds() {
         docker.contains("USER 65532:65532"),
         "Dockerfile: not the image's user 65532"
     );
+    // The binary alone as the entrypoint, `serve` as the default command: every
+    // container the chart runs names its verb first (tests/chart.rs checks they parse).
     assert!(
-        docker.contains("ENTRYPOINT [\"/usr/local/bin/runner-fence\", \"serve\"]"),
-        "Dockerfile: not the image's entrypoint"
+        docker.contains("ENTRYPOINT [\"/usr/local/bin/runner-fence\"]\nCMD [\"serve\"]"),
+        "Dockerfile: not the image's entrypoint and command"
+    );
+    assert!(
+        oci.contains("\"Entrypoint\": [ENTRYPOINT],") && oci.contains("\"Cmd\": [\"serve\"],"),
+        "oci_image.py: not the entrypoint and command"
     );
     assert!(
         docker.contains("FROM scratch"),

@@ -209,7 +209,8 @@ def build(args) -> None:
             **p,
             "config": {
                 "User": f"{USER}:{USER}",
-                "Entrypoint": [ENTRYPOINT, "serve"],
+                "Entrypoint": [ENTRYPOINT],
+                "Cmd": ["serve"],
                 "Env": ["PATH=/usr/local/bin:/usr/bin:/bin",
                         "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
                 "WorkingDir": "/",

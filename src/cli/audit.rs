@@ -57,6 +57,8 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
         .map_err(Error::Runtime)?;
     let opts = audit::Options {
         webhook_service: a.webhook_namespace.zip(a.webhook_service),
+        progress: true,
+        ..audit::Options::default()
     };
     let (r, reports) = rt.block_on(async {
         let client = k8s::client(a.kubeconfig.as_deref(), a.context.as_deref()).await?;

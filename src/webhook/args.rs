@@ -51,6 +51,8 @@ pub struct ServeArgs {
     pub policies_from_cluster: bool,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
     /// Serving certificate (PEM). Without it a self-signed one is generated.
     #[arg(long, env = "RUNNER_FENCE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -108,6 +110,73 @@ pub struct ServeArgs {
         default_value = "plain"
     )]
     pub log_format: LogFormat,
+}
+
+/// Flags of the continuous audit.
+#[derive(Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// Audit the served policies every this many seconds, as `runner-fence
+    /// audit` does, and write the PolicyReports in place (0: off). Default:
+    /// 300 with --policies-from-cluster (only the replica holding the Lease
+    /// audits), off with a policy file (every replica would audit).
+    #[arg(long, env = "RUNNER_FENCE_AUDIT_INTERVAL_SECONDS")]
+    pub audit_interval_seconds: Option<u64>,
+    /// Objects per page of the audit's lists.
+    #[arg(
+        long,
+        env = "RUNNER_FENCE_AUDIT_PAGE_SIZE",
+        default_value_t = 500,
+        value_parser = clap::value_parser!(u32).range(1..=10_000)
+    )]
+    pub audit_page_size: u32,
+    /// Pause after each page of the audit's lists, in milliseconds (spreads
+    /// the reads of a large cluster over the pass).
+    #[arg(long, env = "RUNNER_FENCE_AUDIT_PAGE_PAUSE_MS", default_value_t = 100)]
+    pub audit_page_pause_ms: u64,
+    /// Audit into metrics and the log only; write no PolicyReports (no CRD needed).
+    #[arg(long, env = "RUNNER_FENCE_AUDIT_NO_REPORTS")]
+    pub audit_no_reports: bool,
+}
+
+impl Default for AuditArgs {
+    /// The flags' defaults (and whatever `RUNNER_FENCE_AUDIT_*` variables say).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        <Serve as clap::Parser>::parse_from(["serve"]).serve.audit
+    }
+}
+
+impl AuditArgs {
+    /// Seconds between passes: the flag, else 300 in cluster mode and 0 with a file.
+    pub fn interval_seconds(&self, policies_from_cluster: bool) -> u64 {
+        self.audit_interval_seconds
+            .unwrap_or(if policies_from_cluster { 300 } else { 0 })
+    }
+
+    /// The continuous audit's configuration; None when it is off. In cluster
+    /// mode the webhook's Service is the controller's (unless it calls a URL).
+    pub fn config(
+        &self,
+        cluster: Option<&ClusterArgs>,
+    ) -> Option<crate::k8s::audit::continuous::Config> {
+        let seconds = self.interval_seconds(cluster.is_some());
+        (seconds > 0).then(|| crate::k8s::audit::continuous::Config {
+            interval: std::time::Duration::from_secs(seconds),
+            options: crate::k8s::audit::Options {
+                webhook_service: cluster
+                    .filter(|c| c.webhook_url.is_none())
+                    .map(|c| (c.namespace.clone(), c.service.clone())),
+                page_size: self.audit_page_size,
+                page_pause: std::time::Duration::from_millis(self.audit_page_pause_ms),
+                progress: false,
+            },
+            write_reports: !self.audit_no_reports,
+        })
+    }
 }
 
 /// Flags of the policy controller (`--policies-from-cluster`).
@@ -202,7 +271,7 @@ impl ClusterArgs {
         crate::k8s::controller::certs::CertConfig {
             namespace: self.namespace.clone(),
             secret: format!("{}-tls", self.release),
-            names: super::certs::service_names(&self.service, &self.namespace),
+            names: self.serving_names(),
             validity_days: self.certificate_days.max(2),
             renew_before: std::time::Duration::from_secs(
                 u64::from(
@@ -211,6 +280,23 @@ impl ClusterArgs {
                 ) * 86_400,
             ),
         }
+    }
+
+    /// The names the managed serving certificate is issued for: the Service's,
+    /// and the host of `--webhook-url` when the apiserver calls a URL instead
+    /// (it verifies that host, an IP address or a DNS name, against the certificate).
+    fn serving_names(&self) -> Vec<String> {
+        let mut names = super::certs::service_names(&self.service, &self.namespace);
+        if let Some(host) = self
+            .webhook_url
+            .as_deref()
+            .and_then(|u| u.parse::<axum::http::Uri>().ok())
+            .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_string()))
+            .filter(|h| !h.is_empty() && !names.contains(h))
+        {
+            names.push(host);
+        }
+        names
     }
 
     /// The controller's configuration.
@@ -241,5 +327,82 @@ impl ClusterArgs {
             timeout_seconds: self.webhook_timeout_seconds,
             resync: std::time::Duration::from_secs(self.resync_seconds.max(1)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let argv = std::iter::once("serve").chain(args.iter().copied());
+        <Serve as clap::Parser>::try_parse_from(argv).map(|s| s.serve)
+    }
+
+    #[test]
+    fn the_audit_runs_every_five_minutes_in_cluster_mode_and_only_when_asked_with_a_file() {
+        let file = parse(&[]).expect("parse");
+        assert!(file.audit.config(None).is_none(), "off with a policy file");
+        let asked = parse(&["--audit-interval-seconds", "60"]).expect("parse");
+        let cfg = asked.audit.config(None).expect("on");
+        assert_eq!(cfg.interval.as_secs(), 60);
+        assert_eq!(cfg.options.webhook_service, None, "from the configurations");
+
+        let cluster = parse(&["--policies-from-cluster", "--namespace", "fence"]).expect("parse");
+        let cfg = cluster.audit.config(Some(&cluster.cluster)).expect("on");
+        assert_eq!(cfg.interval.as_secs(), 300);
+        assert_eq!(
+            cfg.options.webhook_service,
+            Some(("fence".into(), "runner-fence".into()))
+        );
+        assert_eq!(
+            (cfg.options.page_size, cfg.options.page_pause.as_millis()),
+            (500, 100)
+        );
+        assert!(cfg.write_reports);
+        let off =
+            parse(&["--policies-from-cluster", "--audit-interval-seconds", "0"]).expect("parse");
+        assert!(off.audit.config(Some(&off.cluster)).is_none());
+        let url = parse(&[
+            "--policies-from-cluster",
+            "--webhook-url",
+            "https://127.0.0.1:1",
+        ])
+        .expect("parse");
+        let cfg = url.audit.config(Some(&url.cluster)).expect("on");
+        assert_eq!(
+            cfg.options.webhook_service, None,
+            "the URL the configurations call"
+        );
+    }
+
+    #[test]
+    fn an_audit_page_size_of_zero_is_refused_by_name() {
+        let err = parse(&["--audit-page-size", "0"]).expect_err("refused");
+        assert!(err.to_string().contains("--audit-page-size"), "{err}");
+    }
+
+    #[rstest::rstest]
+    #[case::service_only(None, None)]
+    #[case::ip(Some("https://127.0.0.1:9443"), Some("127.0.0.1"))]
+    #[case::ipv6(Some("https://[::1]:9443/base"), Some("::1"))]
+    #[case::dns(Some("https://webhook.example.com"), Some("webhook.example.com"))]
+    fn the_managed_certificate_names_the_webhook_url_host(
+        #[case] url: Option<&str>,
+        #[case] extra: Option<&str>,
+    ) {
+        let mut argv = vec!["--namespace", "rf", "--service", "fence"];
+        if let Some(u) = url {
+            argv.extend(["--webhook-url", u]);
+        }
+        let names = parse(&argv).expect("parse").cluster.cert_config().names;
+        let mut want = crate::webhook::certs::service_names("fence", "rf");
+        want.extend(extra.map(String::from));
+        assert_eq!(names, want);
     }
 }

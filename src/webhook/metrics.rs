@@ -8,9 +8,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
-use crate::k8s::audit::Report as AuditReport;
+use crate::k8s::audit::continuous::Pass as AuditPass;
 
 /// Labels of a review.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,26 +110,31 @@ pub struct AuditRunLabels {
     pub result: &'static str,
 }
 
-/// The `runner_fence_audit_*` family: what the last audit pass found. The
-/// continuous audit registers it ([`AuditMetrics::register`] on
-/// [`Metrics::registry`], which every exported family must have a dashboard
-/// panel for) and records each pass with [`AuditMetrics::record`].
+/// The results an audit pass is counted under.
+pub const AUDIT_RESULTS: [&str; 3] = ["clean", "findings", "failed"];
+
+/// The `runner_fence_audit_*` family: what the last audit pass found.
+/// Registered by [`Metrics::new`] (every exported family has a dashboard
+/// panel) and recorded by the continuous audit with [`AuditMetrics::record`].
 #[derive(Clone, Debug, Default)]
 pub struct AuditMetrics {
     /// Pods judged in the runner namespaces by the last pass.
     pub pods_checked: Gauge,
     /// Findings of the last pass by rule (every rule present, zero or not).
     pub findings: Family<AuditFindingLabels, Gauge>,
-    /// When the last pass finished, seconds since the epoch.
+    /// When the last pass finished, seconds since the epoch (0: none yet).
     pub last_run: Gauge,
     /// How long the last pass took.
     pub duration: Gauge<f64, AtomicU64>,
     /// Passes by result.
     pub runs: Family<AuditRunLabels, Counter>,
+    /// `--audit-interval-seconds` (0: off), for the "not run" alert.
+    pub interval: Gauge,
 }
 
 impl AuditMetrics {
     /// Creates the family and registers it (names get the registry's prefix).
+    /// Every rule's and result's series exists from the start, at 0.
     pub fn register(registry: &mut Registry) -> Self {
         let m = AuditMetrics::default();
         registry.register(
@@ -145,7 +149,7 @@ impl AuditMetrics {
         );
         registry.register(
             "audit_last_run_timestamp_seconds",
-            "When the last audit pass finished",
+            "When the last audit pass finished (0: none yet on this replica)",
             m.last_run.clone(),
         );
         registry.register(
@@ -154,23 +158,34 @@ impl AuditMetrics {
             m.duration.clone(),
         );
         registry.register("audit_runs", "Audit passes, by result", m.runs.clone());
+        registry.register(
+            "audit_interval_seconds",
+            "Seconds between audit passes (0: the continuous audit is off)",
+            m.interval.clone(),
+        );
+        for rule in crate::k8s::audit::finding_rules() {
+            m.findings
+                .get_or_create(&AuditFindingLabels { rule: rule.into() })
+                .set(0);
+        }
+        for result in AUDIT_RESULTS {
+            let _ = m.runs.get_or_create(&AuditRunLabels { result });
+        }
         m
     }
 
     /// Records a finished pass.
-    pub fn record(&self, report: &AuditReport, took: Duration, finished_at_seconds: i64) {
-        let checked =
-            report.job_pods.len() + report.unreadable.iter().filter(|u| u.pod.is_some()).count();
-        self.pods_checked.set(checked as i64);
-        self.findings.clear();
-        for (rule, n) in report.findings_by_rule() {
+    pub fn record(&self, pass: &AuditPass) {
+        self.pods_checked
+            .set(i64::try_from(pass.pods_checked()).unwrap_or(i64::MAX));
+        for (rule, n) in pass.findings() {
             self.findings
                 .get_or_create(&AuditFindingLabels { rule: rule.into() })
-                .set(n as i64);
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        self.last_run.set(finished_at_seconds);
-        self.duration.set(took.as_secs_f64());
-        let result = if report.has_violations() {
+        self.last_run.set(pass.finished_at);
+        self.duration.set(pass.took.as_secs_f64());
+        let result = if pass.violations() {
             "findings"
         } else {
             "clean"
@@ -178,7 +193,8 @@ impl AuditMetrics {
         self.runs.get_or_create(&AuditRunLabels { result }).inc();
     }
 
-    /// Records a pass that could not read the cluster (the last results stay).
+    /// Records a pass that could not read the cluster or write its reports
+    /// (the last results stay).
     pub fn failed(&self) {
         self.runs
             .get_or_create(&AuditRunLabels { result: "failed" })
@@ -218,6 +234,8 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     /// Nodes read on demand (no node cache), by result.
     pub node_lookups: Family<NodeLookupLabels, Counter>,
+    /// The continuous audit's `runner_fence_audit_*` family.
+    pub audit: AuditMetrics,
 }
 
 impl Default for Metrics {
@@ -299,6 +317,7 @@ impl Metrics {
             "Nodes read on demand for bindings and ephemeral containers without the node cache, by result",
             node_lookups.clone(),
         );
+        let audit = AuditMetrics::register(&mut registry);
         // Every series exists from the start, at 0: dashboards and alerts see the
         // labels before the first policy or reconciliation.
         for state in crate::core::fleet::State::ALL {
@@ -328,6 +347,7 @@ impl Metrics {
             nodes,
             node_watch_up,
             node_lookups,
+            audit,
         }
     }
 
@@ -401,8 +421,19 @@ mod tests {
 
     #[test]
     fn the_audit_family_reports_the_last_pass() {
-        let mut m = Metrics::new();
-        let audit = AuditMetrics::register(&mut m.registry);
+        use crate::k8s::audit::continuous::{Pass, Summary};
+        let m = Metrics::new();
+        // Registered from the start: every rule and result at 0, no pass yet.
+        let text = m.encode();
+        for line in [
+            "runner_fence_audit_findings{rule=\"unreadable\"} 0",
+            "runner_fence_audit_findings{rule=\"placement\"} 0",
+            "runner_fence_audit_runs_total{result=\"failed\"} 0",
+            "runner_fence_audit_last_run_timestamp_seconds 0",
+            "runner_fence_audit_interval_seconds 0",
+        ] {
+            assert!(text.contains(line), "no {line} in\n{text}");
+        }
         let policy = crate::core::policy::embedded().expect("policy");
         // Bound to a runner node: judged as created (a pending one without the
         // profile's affinity would also be judged as it stands).
@@ -420,7 +451,13 @@ mod tests {
             ..Default::default()
         };
         let report = crate::k8s::audit::analyze(&policy, &inputs);
-        audit.record(&report, Duration::from_millis(1500), 1_800_000_000);
+        let pass = Pass {
+            policies: vec![Summary::of("p", &report)],
+            took: std::time::Duration::from_millis(1500),
+            finished_at: 1_800_000_000,
+            ..Pass::default()
+        };
+        m.audit.record(&pass);
         let text = m.encode();
         let value = |line: &str| {
             text.lines()
@@ -458,7 +495,7 @@ mod tests {
             value("runner_fence_audit_runs_total{result=\"findings\"}"),
             "1"
         );
-        audit.failed();
+        m.audit.failed();
         assert!(
             m.encode()
                 .contains("runner_fence_audit_runs_total{result=\"failed\"} 1")

@@ -20,7 +20,7 @@ pub mod tls;
 
 use base64::Engine as _;
 
-pub use args::{ClusterArgs, FailurePolicyArg, LogFormat, ServeArgs};
+pub use args::{AuditArgs, ClusterArgs, FailurePolicyArg, LogFormat, ServeArgs};
 pub use connection::http_builder;
 pub use error::Error;
 pub use logging::subscriber as log_subscriber;

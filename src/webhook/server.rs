@@ -226,6 +226,7 @@ struct Background {
     reloader: JoinHandle<()>,
     node_cache: Option<JoinHandle<()>>,
     controller: Option<JoinHandle<()>>,
+    audit: Option<JoinHandle<()>>,
 }
 
 impl Background {
@@ -260,6 +261,27 @@ impl Background {
                 stop.clone(),
             ))
         });
+        let cluster = args.policies_from_cluster.then_some(&args.cluster);
+        state
+            .metrics
+            .audit
+            .interval
+            .set(i64::try_from(args.audit.interval_seconds(cluster.is_some())).unwrap_or(0));
+        let audit = args.audit.config(cluster).map(|cfg| {
+            let state = state.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let client = match kube::Client::try_default().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "continuous audit: no Kubernetes client (kubeconfig or in-cluster); not auditing");
+                        return;
+                    }
+                };
+                let leader = state.leadership();
+                crate::k8s::audit::continuous::run(client, cfg, state, leader, stop).await;
+            })
+        });
         let admin = {
             let mut stop = stop.clone();
             let app = routes::admin_router(state.clone());
@@ -276,6 +298,7 @@ impl Background {
             reloader,
             node_cache,
             controller,
+            audit,
         }
     }
 
@@ -284,6 +307,10 @@ impl Background {
         let _ = self.admin.await;
         self.reloader.abort();
         if let Some(t) = self.node_cache {
+            t.abort();
+        }
+        // A pass under way is abandoned: nothing of it is needed to stop.
+        if let Some(t) = self.audit {
             t.abort();
         }
         // The controller ends on the stop signal (releasing its Lease); bounded.

@@ -5,11 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::watch;
 
 use super::metrics::Metrics;
 use crate::core::fleet::{PolicySet, State as PolicyState};
 use crate::core::nodes::NodeSnapshot;
 use crate::core::policy::Policy;
+use crate::k8s::audit::continuous::{AuditSink, Pass};
 use crate::k8s::cache::NodeSink;
 use crate::k8s::controller::PolicySink;
 use crate::k8s::nodes::{Lookup, NodeReader};
@@ -31,6 +33,9 @@ pub struct State {
     /// None: the certificate comes from files; else whether the Secret's pair is served.
     certificate_synced: Option<AtomicBool>,
     shutting_down: AtomicBool,
+    /// Whether this replica leads: always with a policy file; with the
+    /// cluster's policies while it holds the controller's Lease.
+    leader: watch::Sender<bool>,
 }
 
 impl State {
@@ -48,6 +53,7 @@ impl State {
             policies_synced: None,
             certificate_synced: None,
             shutting_down: AtomicBool::new(false),
+            leader: watch::Sender::new(true),
         }
     }
 
@@ -63,6 +69,7 @@ impl State {
             policies_synced: Some(AtomicBool::new(false)),
             certificate_synced: None,
             shutting_down: AtomicBool::new(false),
+            leader: watch::Sender::new(false),
         }
     }
 
@@ -148,6 +155,12 @@ impl State {
         }
     }
 
+    /// Whether this replica leads, as it changes (the continuous audit runs
+    /// only then).
+    pub fn leadership(&self) -> watch::Receiver<bool> {
+        self.leader.subscribe()
+    }
+
     /// Starts the drain: `/readyz` turns 503.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
@@ -184,9 +197,28 @@ impl PolicySink for State {
 
     fn leader(&self, leads: bool) {
         self.metrics.leader.set(i64::from(leads));
+        self.leader.send_replace(leads);
     }
 
     fn reconciled(&self, kind: &'static str, result: &'static str) {
         self.metrics.reconciled(kind, result);
+    }
+}
+
+impl AuditSink for State {
+    fn audit_policies(&self) -> Option<Arc<PolicySet>> {
+        let synced = self
+            .policies_synced
+            .as_ref()
+            .is_none_or(|s| s.load(Ordering::SeqCst));
+        synced.then(|| self.policies.load_full())
+    }
+
+    fn audited(&self, pass: &Pass) {
+        self.metrics.audit.record(pass);
+    }
+
+    fn audit_failed(&self) {
+        self.metrics.audit.failed();
     }
 }

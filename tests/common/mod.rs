@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -94,6 +96,7 @@ pub fn serve_args() -> runner_fence::webhook::ServeArgs {
         policy: None,
         policies_from_cluster: false,
         cluster: runner_fence::webhook::ClusterArgs::default(),
+        audit: runner_fence::webhook::AuditArgs::default(),
         tls_cert: None,
         tls_key: None,
         client_ca: None,

@@ -84,3 +84,40 @@ the uninstall hook's): the policies, and the generated objects by name only.
   resourceNames: [{{ $name }}-tls]
   verbs: [get, list, watch, update, delete]
 {{- end -}}
+
+{{/*
+What the continuous audit reads cluster-wide (as `runner-fence audit`, read-only:
+manifests/extras/audit-rbac.yaml) and the PolicyReports it writes: one per pod, in
+the pods' namespaces (runner namespaces may be prefixes, so cluster-wide).
+*/}}
+{{- define "runner-fence.auditRules" -}}
+- apiGroups: [""]
+  resources: [nodes, pods, serviceaccounts]
+  verbs: [get, list]
+- apiGroups: [admissionregistration.k8s.io]
+  resources: [mutatingwebhookconfigurations, validatingwebhookconfigurations]
+  verbs: [list]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, clusterroles, rolebindings, clusterrolebindings]
+  verbs: [list]
+{{- if .Values.audit.policyReports }}
+- apiGroups: [wgpolicyk8s.io]
+  resources: [policyreports]
+  verbs: [get, list, create, patch, delete]
+{{- end }}
+{{- end -}}
+
+{{/* The same in the release namespace: whether the webhook serves (its Service, Deployment, endpoints). */}}
+{{- define "runner-fence.auditNamespaceRules" -}}
+{{- $name := include "runner-fence.name" . -}}
+- apiGroups: [""]
+  resources: [services]
+  resourceNames: [{{ $name }}]
+  verbs: [get]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [list]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list]
+{{- end -}}

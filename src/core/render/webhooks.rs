@@ -323,6 +323,54 @@ pub(crate) fn scope_expression_of(namespaces: &[String]) -> String {
     parts.join(" || ")
 }
 
+/// The namespace patterns a scope expression stands for, when it is exactly what
+/// [`scope_expression_of`] generates for them (the controller scopes its webhooks to
+/// every served policy's namespaces, so a live scope may name more than one policy's);
+/// None for anything else (a hand-written or edited expression).
+fn scope_patterns(expression: &str) -> Option<Vec<String>> {
+    let unquote = |s: &str| {
+        s.strip_prefix('\'')
+            .and_then(|s| s.strip_suffix('\''))
+            .map(str::to_string)
+    };
+    let mut out = Vec::new();
+    for part in expression.split(" || ") {
+        if let Some(list) = part
+            .strip_prefix("request.namespace in [")
+            .and_then(|r| r.strip_suffix(']'))
+        {
+            for item in list.split(", ") {
+                out.push(unquote(item)?);
+            }
+        } else if let Some(prefix) = part
+            .strip_prefix("request.namespace.startsWith(")
+            .and_then(|r| r.strip_suffix(')'))
+        {
+            out.push(format!("{}*", unquote(prefix)?));
+        } else {
+            return None;
+        }
+    }
+    (scope_expression_of(&out) == expression).then_some(out)
+}
+
+/// Do live matchConditions let requests in namespace `pattern` (a policy entry)
+/// through? Only the generated scope condition is understood: anything else may
+/// filter the request out.
+fn conditions_pass(conditions: &[MatchCondition], pattern: &str) -> bool {
+    let [c] = conditions else {
+        return conditions.is_empty();
+    };
+    c.name == SCOPE_CONDITION
+        && scope_patterns(&c.expression).is_some_and(|live| {
+            live.iter().any(|l| match l.strip_suffix('*') {
+                // A live prefix covers an exact name or a longer prefix it starts.
+                Some(prefix) => pattern.starts_with(prefix),
+                None => l == pattern,
+            })
+        })
+}
+
 /// The matchConditions both webhooks carry.
 pub(crate) fn match_conditions(policy: &Policy) -> Vec<MatchCondition> {
     match_conditions_of(&policy.matching.namespaces)
@@ -658,10 +706,11 @@ pub fn coverage_gaps(policy: &Policy, live: &[LiveWebhook], backstop: bool) -> V
         // A webhook whose filters are exactly the generated ones, or absent.
         // Why this webhook would not be sent the request; None when it would.
         let missed = |w: &LiveWebhook,
-                      ns: &str,
+                      pattern: &str,
                       resource: &str,
                       op: &str|
          -> Option<&'static str> {
+            let ns = &probe_namespace(pattern);
             let object_selector = w.object_selector.as_ref().is_some_and(|s| {
                 s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
                     || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
@@ -672,9 +721,11 @@ pub fn coverage_gaps(policy: &Policy, live: &[LiveWebhook], backstop: bool) -> V
                 Some(
                     "the namespaceSelector does not select the namespace (by its name label alone)",
                 )
-            } else if !w.match_conditions.is_empty() && w.match_conditions != want_conditions {
+            } else if w.match_conditions != want_conditions
+                && !conditions_pass(&w.match_conditions, pattern)
+            {
                 Some(
-                    "matchConditions differ from the ones generated for this policy and may filter it out",
+                    "matchConditions differ from the ones runner-fence generates for this namespace and may filter it out",
                 )
             } else if object_selector {
                 Some("an objectSelector filters on the pod's labels, which the attacker writes")
@@ -683,11 +734,10 @@ pub fn coverage_gaps(policy: &Policy, live: &[LiveWebhook], backstop: bool) -> V
             }
         };
         for pattern in &policy.matching.namespaces {
-            let ns = probe_namespace(pattern);
             for (resource, op) in required {
                 let reasons: Vec<&str> = hooks
                     .iter()
-                    .map(|w| missed(w, &ns, resource, op))
+                    .map(|w| missed(w, pattern, resource, op))
                     .collect::<Option<_>>()
                     .unwrap_or_default();
                 // Sent when any one webhook would be sent it.
@@ -797,6 +847,46 @@ mod tests {
                 .expect("render");
             assert_eq!(coverage_gaps(&p, &as_live(&m, &v), false), vec![]);
         }
+    }
+
+    #[rstest::rstest]
+    #[case::more_policies(&["gitlab-runner", "team-b", "ci-*"], true)]
+    #[case::a_prefix_covers(&["gitlab-*", "ci-job-*"], true)]
+    #[case::shorter_prefix_covers(&["gitlab-runner", "ci-*"], true)]
+    #[case::namespace_missing(&["team-b", "ci-job-*"], false)]
+    #[case::prefix_missing(&["gitlab-runner", "ci-job-x"], false)]
+    fn a_scope_generated_for_several_policies_covers_each(
+        #[case] served: &[&str],
+        #[case] covered: bool,
+    ) {
+        // The controller scopes its webhooks to every served policy's namespaces.
+        let p = policy_with(&["gitlab-runner", "ci-job-*"]);
+        let (m, v) = configurations(
+            &policy_with(served),
+            &Options::service("runner-fence", "runner-fence"),
+        )
+        .expect("render");
+        let gaps = coverage_gaps(&p, &as_live(&m, &v), false);
+        assert_eq!(gaps.is_empty(), covered, "{gaps:?}");
+    }
+
+    #[rstest::rstest]
+    #[case::exact("request.namespace in ['a', 'b']", Some(vec!["a", "b"]))]
+    #[case::both("request.namespace in ['a'] || request.namespace.startsWith('ci-')", Some(vec!["a", "ci-*"]))]
+    #[case::hand_written("request.namespace == 'a'", None)]
+    #[case::widened("request.namespace in ['a'] || true", None)]
+    #[case::reordered(
+        "request.namespace.startsWith('ci-') || request.namespace in ['a']",
+        None
+    )]
+    fn only_generated_scopes_are_understood(
+        #[case] expression: &str,
+        #[case] want: Option<Vec<&str>>,
+    ) {
+        assert_eq!(
+            scope_patterns(expression),
+            want.map(|w| w.into_iter().map(String::from).collect())
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod backstop;
 mod collect;
+pub mod continuous;
 mod reports;
 mod serving;
 mod table;
@@ -27,11 +28,10 @@ use crate::core::render::webhooks::{Gap, LiveWebhook, coverage_gaps};
 use crate::core::report::Report as ErrorReport;
 
 pub use backstop::{Backstop, BackstopObject, LiveBackstop};
-pub use collect::{Options, collect, run_once};
-
+pub use collect::{Options, collect, read, run_once};
 pub use reports::{
     Applied, MANAGED_BY, MAX_MESSAGE, MAX_RESULTS, OUTSIDE_RULE, POLICY_LABEL, REACH_RULE,
-    UNREADABLE_RULE, apply_reports, label_value, policy_reports,
+    UNREADABLE_RULE, apply_reports, apply_reports_with, label_value, policy_reports,
 };
 pub use serving::{
     Called, Certificate, DeploymentStatus, EXPIRY_WARNING_DAYS, Served, Serving, ServingIssue,
@@ -378,18 +378,7 @@ impl Report {
     /// outside pods, runner reach, unreadable objects, coverage gaps,
     /// backstop and serving issues. Every key is present, zero or not.
     pub fn findings_by_rule(&self) -> BTreeMap<&'static str, u64> {
-        let mut out: BTreeMap<&'static str, u64> = RuleId::ALL
-            .iter()
-            .map(|r| (r.as_str(), 0))
-            .chain([
-                (OUTSIDE_RULE, 0),
-                (REACH_RULE, 0),
-                (UNREADABLE_RULE, 0),
-                ("coverage-gap", 0),
-                ("backstop", 0),
-                ("serving", 0),
-            ])
-            .collect();
+        let mut out: BTreeMap<&'static str, u64> = finding_rules().map(|r| (r, 0)).collect();
         for p in &self.job_pods {
             for rule in RuleId::ALL {
                 let hit = p
@@ -416,6 +405,20 @@ impl Report {
         }
         out
     }
+}
+
+/// The keys of [`Report::findings_by_rule`]: every policy rule, then
+/// `job-pod-outside-fence`, `runner-reach`, `unreadable`, `coverage-gap`,
+/// `backstop` and `serving`.
+pub fn finding_rules() -> impl Iterator<Item = &'static str> {
+    RuleId::ALL.iter().map(|r| r.as_str()).chain([
+        OUTSIDE_RULE,
+        REACH_RULE,
+        UNREADABLE_RULE,
+        "coverage-gap",
+        "backstop",
+        "serving",
+    ])
 }
 
 /// Why a node is protected, if it is.

@@ -346,11 +346,27 @@ pub async fn apply_reports(
     reports: &[Value],
     policy: &str,
 ) -> Result<Applied, Error> {
+    apply_reports_with(client, reports, policy, &super::Options::default()).await
+}
+
+/// [`apply_reports`], listing the stored reports with the page size and the
+/// pause between pages of `opts` (the continuous audit's rate limit).
+pub async fn apply_reports_with(
+    client: &Client,
+    reports: &[Value],
+    policy: &str,
+    opts: &super::Options,
+) -> Result<Applied, Error> {
     let ar = api_resource();
     let all = Api::<DynamicObject>::all_with(client.clone(), &ar);
     let mut existing: HashMap<(String, String), (Option<String>, Value)> = HashMap::new();
     let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
-    let mut lp = ListParams::default().labels(&selector).limit(super::PAGE);
+    let page_size = if opts.page_size == 0 {
+        super::PAGE
+    } else {
+        opts.page_size
+    };
+    let mut lp = ListParams::default().labels(&selector).limit(page_size);
     loop {
         let page = all.list(&lp).await.map_err(|e| Error::List {
             what: "policyreports.wgpolicyk8s.io",
@@ -373,8 +389,11 @@ pub async fn apply_reports(
             Some(c) => {
                 lp = ListParams::default()
                     .labels(&selector)
-                    .limit(super::PAGE)
-                    .continue_token(&c)
+                    .limit(page_size)
+                    .continue_token(&c);
+                if !opts.page_pause.is_zero() {
+                    tokio::time::sleep(opts.page_pause).await;
+                }
             }
             None => break,
         }

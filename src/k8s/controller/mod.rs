@@ -190,6 +190,18 @@ pub async fn run_with<S: PolicySink>(
         leader_tx,
         stop.clone(),
     ));
+    // Leadership reaches the sink at once (the continuous audit stops on
+    // losing the Lease), not after the reconciler's round under way.
+    let forward = {
+        let sink = sink.clone();
+        let mut leader = leader_rx.clone();
+        tokio::spawn(async move {
+            while leader.changed().await.is_ok() {
+                let leads = *leader.borrow_and_update();
+                sink.leader(leads);
+            }
+        })
+    };
     let (drift_tx, drift_rx) = mpsc::channel(16);
     let mut drift_watches = Vec::new();
     if cfg.reconcile_webhooks {
@@ -232,6 +244,8 @@ pub async fn run_with<S: PolicySink>(
     // The reconciler and the Lease end on `stop` (the Lease is released on the way out).
     let _ = reconciler.await;
     let _ = lease.await;
+    // The Lease task is gone, so the channel is closed once its last value is forwarded.
+    let _ = forward.await;
 }
 
 /// Watches the policies; after the first complete list and on every change,
@@ -339,9 +353,7 @@ async fn reconcile_loop<S: PolicySink>(
             c = snaps.changed() => if c.is_err() { return },
             c = leader.changed() => {
                 if c.is_err() { return }
-                let leads = *leader.borrow();
-                r.sink.leader(leads);
-                if !leads { r.applied.clear() }
+                if !*leader.borrow() { r.applied.clear() }
             },
             _ = drift.recv() => {},
             _ = tokio::time::sleep(resync) => {},
