@@ -36,7 +36,7 @@ fn node_name(i: usize) -> String {
 }
 
 fn is_gitlab(i: usize, every: usize) -> bool {
-    i % every == 0
+    i.is_multiple_of(every)
 }
 
 /// An EKS managed node's labels, taints and status (with a few images, as a
@@ -54,7 +54,7 @@ fn node(i: usize, every: usize) -> (Value, Value, Value) {
         "beta.kubernetes.io/arch": "amd64",
         "beta.kubernetes.io/instance-type": instance,
         "beta.kubernetes.io/os": "linux",
-        "eks.amazonaws.com/capacityType": if i % 4 == 0 { "ON_DEMAND" } else { "SPOT" },
+        "eks.amazonaws.com/capacityType": if i.is_multiple_of(4) { "ON_DEMAND" } else { "SPOT" },
         "eks.amazonaws.com/nodegroup": group,
         "eks.amazonaws.com/nodegroup-image": "ami-0123456789abcdef0",
         "eks.amazonaws.com/sourceLaunchTemplateId": "lt-0123456789abcdef0",

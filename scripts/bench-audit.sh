@@ -141,4 +141,24 @@ echo "serve: ready with $n nodes: RSS $(rss) (peak $(hwm))"
 sleep 30
 echo "serve: 30 s later: RSS $(rss) (peak $(hwm))"
 kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+
+# The same with the continuous audit: LOOP_PASSES passes, LOOP_SECONDS apart
+# (PolicyReports written in place when APPLY=1 installed the CRD), RSS sampled.
+LOOP_PASSES=${LOOP_PASSES:-2}
+LOOP_SECONDS=${LOOP_SECONDS:-30}
+reports=--audit-no-reports
+[ "$APPLY" = 1 ] && reports=
+echo "== serve --node-cache --audit-interval-seconds $LOOP_SECONDS $reports ($(load))"
+"$RF" serve --node-cache --audit-interval-seconds "$LOOP_SECONDS" $reports --addr 127.0.0.1:0 \
+  --admin-addr 127.0.0.1:18780 --shutdown-delay-seconds 0 --log-format json > "$out/serve-loop.log" 2>&1 &
+pid=$!
+runs() { curl -sf http://127.0.0.1:18780/metrics 2>/dev/null | awk '/^runner_fence_audit_runs_total/ {n += $2} END {print n + 0}'; }
+peak=0 t0=$(date +%s)
+while [ "$(runs)" -lt "$LOOP_PASSES" ] && [ $(( $(date +%s) - t0 )) -lt 900 ]; do
+  r=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status"); [ "$r" -gt "$peak" ] && peak=$r
+  sleep 1
+done
+echo "serve with the audit loop: $(runs) passes in $(( $(date +%s) - t0 )) s; RSS now $(rss), peak sampled $(( peak / 1024 )) MiB, VmHWM $(hwm)"
+curl -sf http://127.0.0.1:18780/metrics | grep -E '^runner_fence_audit_(duration_seconds|pods_checked|runs_total)' || true
+kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 echo "results and outputs in $out; $(load)"
