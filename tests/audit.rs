@@ -72,6 +72,7 @@ fn unrelated_pod() -> Value {
 #[derive(Default)]
 struct Calls {
     node_pages: AtomicUsize,
+    pod_pages: AtomicUsize,
     /// Every request, as `GET /path`.
     requests: std::sync::Mutex<Vec<String>>,
 }
@@ -378,8 +379,27 @@ async fn nodes(
     }
 }
 
-async fn pods(State(f): State<Arc<Fake>>) -> axum::Json<Value> {
-    list("PodList", f.pods.clone(), None)
+/// Pods per page of the fake's pod list.
+const POD_PAGE: usize = 2;
+
+async fn pods(
+    State(f): State<Arc<Fake>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> axum::Json<Value> {
+    f.calls.pod_pages.fetch_add(1, Ordering::SeqCst);
+    // Pages of POD_PAGE pods, the continue token the offset of the next.
+    let from: usize = q
+        .get("continue")
+        .and_then(|c| c.strip_prefix("pods-"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let to = (from + POD_PAGE).min(f.pods.len());
+    let next = (to < f.pods.len()).then(|| format!("pods-{to}"));
+    list(
+        "PodList",
+        f.pods.get(from..to).unwrap_or_default().to_vec(),
+        next.as_deref(),
+    )
 }
 
 async fn mwcs(State(f): State<Arc<Fake>>) -> axum::Json<Value> {
@@ -665,6 +685,47 @@ async fn serve(mut fake: Fake) -> (std::net::SocketAddr, Arc<Fake>) {
 
 async fn fake_api() -> (std::net::SocketAddr, Arc<Fake>) {
     serve(broken_cluster()).await
+}
+
+/// The collector judges each page of pods as it comes and keeps none of them
+/// (20,000 pods as JSON trees took 2.5 GiB): what it finds on a paged list is
+/// what `analyze` finds on the whole list at once.
+#[tokio::test]
+async fn audit_judges_every_page_of_pods_as_analyze_judges_the_whole_list() {
+    let (addr, fake) = fake_api().await;
+    let r = runner_fence::k8s::audit::collect(client_for(addr), &reference())
+        .await
+        .expect("audit");
+    assert_eq!(
+        fake.calls.pod_pages.load(Ordering::SeqCst),
+        fake.pods.len().div_ceil(POD_PAGE),
+        "every page of pods read"
+    );
+    let nodes: Vec<runner_fence::core::nodes::NodeInfo> = [
+        node("gitlab-1", "gitlab"),
+        node("runner-1", "gitlab-runner"),
+    ]
+    .into_iter()
+    .filter_map(|n| serde_json::from_value(n).ok())
+    .filter_map(|n| runner_fence::core::nodes::NodeInfo::from_node(&n))
+    .collect();
+    let whole = runner_fence::k8s::audit::analyze(
+        &reference(),
+        &runner_fence::k8s::audit::Inputs {
+            nodes,
+            pods: fake.pods.clone(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.job_pods.len(), 4, "{:?}", r.job_pods);
+    assert_eq!(r.job_pods, whole.job_pods);
+    assert!(!r.job_pods_outside_fence.is_empty());
+    assert_eq!(r.job_pods_outside_fence, whole.job_pods_outside_fence);
+    assert_eq!(
+        r.delete_or_fix_before_enforcing,
+        whole.delete_or_fix_before_enforcing
+    );
+    assert_eq!(r.protected_nodes, whole.protected_nodes);
 }
 
 #[tokio::test]

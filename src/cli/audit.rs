@@ -112,7 +112,13 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
             if file.is_none() {
                 audit::continuous::restrict(&mut r, p, &set);
             }
-            let reports = audit::policy_reports(&r, &p.metadata.name, now);
+            // Only when they are printed or written: 20,000 pods' reports as
+            // JSON trees are most of a text or JSON audit's memory otherwise.
+            let reports = if a.output == AuditOutput::PolicyReport {
+                audit::policy_reports(&r, &p.metadata.name, now)
+            } else {
+                Vec::new()
+            };
             if a.apply {
                 let done = audit::apply_reports(&client, &reports, &p.metadata.name).await?;
                 eprintln!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use tokio::sync::watch;
 
-use super::{Applied, Check, Options, Report, analyze, apply_reports_with, policy_reports, read};
+use super::{Applied, Check, Options, Report, apply_reports_with, policy_reports, run_once};
 use crate::core::fleet::PolicySet;
 use crate::core::policy::Policy;
 use crate::core::rbac::Scope;
@@ -144,8 +144,9 @@ pub fn restrict(report: &mut Report, policy: &Policy, set: &PolicySet) {
     });
 }
 
-/// One pass: each served policy's audit (read paced, judged on the blocking
-/// pool) and its PolicyReports written in place.
+/// One pass: each served policy's audit (read paced, each page of pods judged
+/// as it is read with the worker's other tasks handed off, the reports built on
+/// the blocking pool) and its PolicyReports written in place.
 pub async fn pass(client: &Client, set: Arc<PolicySet>, cfg: &Config) -> Result<Pass, Error> {
     let started = Instant::now();
     let mut out = Pass::default();
@@ -154,14 +155,14 @@ pub async fn pass(client: &Client, set: Arc<PolicySet>, cfg: &Config) -> Result<
             break;
         };
         let name = policy.metadata.name.clone();
-        let inputs = read(client.clone(), policy, &cfg.options).await?;
+        // Pods are judged page by page as they are read, each page off the
+        // runtime's workers (reviews go on); only the findings are kept.
+        let mut report = run_once(client.clone(), policy, &cfg.options).await?;
         let at = now_seconds();
         let set2 = set.clone();
         let write = cfg.write_reports;
         let judged = tokio::task::spawn_blocking(move || {
             let policy = set2.iter().nth(i)?;
-            let mut report = analyze(policy, &inputs);
-            drop(inputs);
             restrict(&mut report, policy, &set2);
             let objects = if write {
                 policy_reports(&report, &policy.metadata.name, at)

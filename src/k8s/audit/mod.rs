@@ -330,7 +330,9 @@ pub struct Inputs {
     /// Every node.
     pub nodes: Vec<NodeInfo>,
     /// The runner namespaces' pods, and any others that carry GitLab Runner's
-    /// job labels or annotations (as JSON: a pod that does not decode is a finding).
+    /// job labels or annotations (as JSON: a pod that does not decode is a
+    /// finding). [`run_once`] leaves it empty: it judges each page of the
+    /// listing as it comes ([`PodJudge`]).
     pub pods: Vec<Value>,
     /// runner-fence's webhooks, as shown and as their scope.
     pub webhooks: Vec<(WebhookInfo, LiveWebhook)>,
@@ -431,31 +433,70 @@ pub(crate) fn protected_reason(policy: &Policy, node: &NodeInfo) -> Option<Strin
     })
 }
 
-/// Evaluates collected objects: pure, so it is tested without a cluster.
-pub fn analyze(policy: &Policy, inputs: &Inputs) -> Report {
-    let live: Vec<LiveWebhook> = inputs.webhooks.iter().map(|(_, l)| l.clone()).collect();
-    let webhooks: Vec<WebhookInfo> = inputs.webhooks.iter().map(|(i, _)| i.clone()).collect();
-    let snapshot = NodeSnapshot::new(inputs.nodes.iter().cloned());
-    let protected: Vec<ProtectedNode> = inputs
-        .nodes
-        .iter()
-        .filter_map(|n| protected_node(policy, n))
-        .collect();
-    let mut unreadable = Vec::new();
-    let mut job_pods = Vec::new();
-    for pod in &inputs.pods {
-        match job_pod(policy, pod, &snapshot, &protected) {
-            None => {}
-            Some(Ok(p)) => job_pods.push(p),
-            Some(Err(u)) => unreadable.push(u),
+/// Pods judged one at a time, as a listing delivers them: what [`analyze`]
+/// does with [`Inputs::pods`], for a collector that must not hold every pod
+/// of a cluster at once (as JSON trees, 20,000 job pods took 2.5 GiB). Only
+/// the findings of each pod are kept.
+pub struct PodJudge<'p> {
+    policy: &'p Policy,
+    snapshot: NodeSnapshot,
+    protected: Vec<ProtectedNode>,
+    job_pods: Vec<JobPod>,
+    outside: Vec<OutsidePod>,
+    unreadable: Vec<Unreadable>,
+}
+
+impl<'p> PodJudge<'p> {
+    /// A judge for pods on these nodes.
+    pub fn new(policy: &'p Policy, nodes: &[NodeInfo]) -> Self {
+        PodJudge {
+            policy,
+            snapshot: NodeSnapshot::new(nodes.iter().cloned()),
+            protected: nodes
+                .iter()
+                .filter_map(|n| protected_node(policy, n))
+                .collect(),
+            job_pods: Vec::new(),
+            outside: Vec::new(),
+            unreadable: Vec::new(),
         }
     }
+
+    /// Judges one pod (any pod: those outside the runner namespaces count
+    /// only when they carry GitLab Runner's marks).
+    pub fn judge(&mut self, pod: &Value) {
+        match job_pod(self.policy, pod, &self.snapshot, &self.protected) {
+            None => {}
+            Some(Ok(p)) => self.job_pods.push(p),
+            Some(Err(u)) => self.unreadable.push(u),
+        }
+        if let Some(o) = outside_pod(self.policy, pod, &self.protected) {
+            self.outside.push(o);
+        }
+    }
+}
+
+/// Evaluates collected objects: pure, so it is tested without a cluster.
+pub fn analyze(policy: &Policy, inputs: &Inputs) -> Report {
+    analyze_judged(policy, inputs, PodJudge::new(policy, &inputs.nodes))
+}
+
+/// [`analyze`] with pods a collector judged as it listed them (those in
+/// `inputs.pods` are judged too, after them).
+pub fn analyze_judged(policy: &Policy, inputs: &Inputs, mut judge: PodJudge<'_>) -> Report {
+    for pod in &inputs.pods {
+        judge.judge(pod);
+    }
+    let live: Vec<LiveWebhook> = inputs.webhooks.iter().map(|(_, l)| l.clone()).collect();
+    let webhooks: Vec<WebhookInfo> = inputs.webhooks.iter().map(|(i, _)| i.clone()).collect();
+    let PodJudge {
+        protected,
+        mut job_pods,
+        mut outside,
+        unreadable,
+        ..
+    } = judge;
     job_pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let mut outside: Vec<OutsidePod> = inputs
-        .pods
-        .iter()
-        .filter_map(|pod| outside_pod(policy, pod, &protected))
-        .collect();
     outside.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let access = &inputs.access;
     let runner_reach = rbac::reach(
