@@ -121,9 +121,14 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
             };
             if a.apply {
                 let done = audit::apply_reports(&client, &reports, &p.metadata.name).await?;
+                let of = if file.is_none() {
+                    format!(" of {}", p.metadata.name)
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "PolicyReports of {}: {} written, {} unchanged, {} deleted",
-                    p.metadata.name, done.written, done.unchanged, done.deleted
+                    "PolicyReports{of}: {} written, {} unchanged, {} deleted",
+                    done.written, done.unchanged, done.deleted
                 );
             }
             audited.push((p.metadata.name.clone(), r, reports));
