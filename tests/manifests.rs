@@ -10,14 +10,15 @@ fn read(rel: &str) -> String {
 
 #[test]
 fn the_deployed_policy_is_the_reference_policy() {
-    assert_eq!(
-        read("manifests/base/policy.yaml"),
-        read("examples/policy.yaml")
+    let regen = runner_fence::core::render::generated::REGEN;
+    assert!(
+        read("manifests/base/policy.yaml") == read("examples/policy.yaml"),
+        "manifests/base/policy.yaml differs from examples/policy.yaml; run `{regen}`"
     );
     let audit = read("manifests/overlays/audit/policy.yaml");
-    assert_eq!(
-        audit,
-        read("examples/policy.yaml").replacen("mode: enforce ", "mode: audit   ", 1)
+    assert!(
+        audit == read("examples/policy.yaml").replacen("mode: enforce ", "mode: audit   ", 1),
+        "manifests/overlays/audit/policy.yaml is not examples/policy.yaml in audit mode; run `{regen}`"
     );
     let p =
         runner_fence::core::policy::parse(&audit, "audit/policy.yaml").expect("audit policy loads");
@@ -50,15 +51,15 @@ fn every_manifest_is_yaml() {
 
 #[test]
 fn the_shipped_webhook_configurations_are_generated_from_the_policy() {
-    // `runner-fence render webhooks` output for the reference policy; regenerate with
-    //   cargo run -- render webhooks > manifests/base/webhooks.yaml
+    // `runner-fence render webhooks` output for the reference policy (`cargo run -- dev regen`).
     let policy = runner_fence::core::policy::embedded().expect("policy");
     let opts =
         runner_fence::core::render::webhooks::Options::service("runner-fence", "runner-fence");
     let want = runner_fence::core::render::webhooks::render_yaml(&policy, &opts).expect("render");
     assert!(
         read("manifests/base/webhooks.yaml") == want,
-        "manifests/base/webhooks.yaml differs from `runner-fence render webhooks`; regenerate it"
+        "manifests/base/webhooks.yaml differs from `runner-fence render webhooks`; run `{}`",
+        runner_fence::core::render::generated::REGEN
     );
     // And the CLI prints exactly that.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
@@ -70,28 +71,27 @@ fn the_shipped_webhook_configurations_are_generated_from_the_policy() {
 
 #[test]
 fn the_shipped_backstop_is_generated_from_the_policy() {
-    // Regenerate with: cargo run -- render admission-policy > manifests/base/admission-policy.yaml
     let policy = runner_fence::core::policy::embedded().expect("policy");
     let want = runner_fence::core::render::admission_policy::render_yaml(&policy, "runner-fence")
         .expect("render");
     assert!(
         read("manifests/base/admission-policy.yaml") == want,
-        "manifests/base/admission-policy.yaml differs from `runner-fence render admission-policy`; regenerate it"
+        "manifests/base/admission-policy.yaml differs from `runner-fence render admission-policy`; run `{}`",
+        runner_fence::core::render::generated::REGEN
     );
     assert!(read("manifests/base/kustomization.yaml").contains("- admission-policy.yaml"));
 }
 
 #[test]
 fn the_audit_overlay_installs_what_render_generates_for_the_audit_policy() {
-    // Regenerate with: cargo run -- render admission-policy --policy
-    //   manifests/overlays/audit/policy.yaml > manifests/overlays/audit/admission-policy.yaml
     use runner_fence::core::render::{admission_policy, webhooks};
     let audit = read("manifests/overlays/audit/policy.yaml");
     let policy = runner_fence::core::policy::parse(&audit, "audit/policy.yaml").expect("policy");
     let want = admission_policy::render_yaml(&policy, "runner-fence").expect("render");
     assert!(
         read("manifests/overlays/audit/admission-policy.yaml") == want,
-        "manifests/overlays/audit/admission-policy.yaml differs from `runner-fence render admission-policy --policy manifests/overlays/audit/policy.yaml`; regenerate it"
+        "manifests/overlays/audit/admission-policy.yaml differs from `runner-fence render admission-policy --policy manifests/overlays/audit/policy.yaml`; run `{}`",
+        runner_fence::core::render::generated::REGEN
     );
     // Installed as a resource of the overlay, in place of the base's enforcing
     // backstop (deleted by patches; scripts/check_manifests.py checks the build).
@@ -214,7 +214,6 @@ fn the_kustomize_deployment_stays_off_the_nodes_the_policy_derives() {
 
 #[test]
 fn the_shipped_crd_is_generated_from_the_policy_model() {
-    // Regenerate with: cargo run -- render crd > manifests/base/crd.yaml (and the chart's copy)
     let want = runner_fence::core::render::crd::render_yaml().expect("render");
     for file in [
         "manifests/base/crd.yaml",
@@ -222,7 +221,8 @@ fn the_shipped_crd_is_generated_from_the_policy_model() {
     ] {
         assert!(
             read(file) == want,
-            "{file} differs from `runner-fence render crd`; regenerate it"
+            "{file} differs from `runner-fence render crd`; run `{}`",
+            runner_fence::core::render::generated::REGEN
         );
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
@@ -303,4 +303,147 @@ fn the_controller_applies_what_render_prints_for_its_release() {
         let applied = cluster::desired(&PolicySet::single(p), &opts, "rf-b").expect("desired");
         assert_eq!(printed, applied, "{policy}");
     }
+}
+
+/// What `dev regen` would write for this tree.
+fn generated_files(root: &std::path::Path) -> Vec<runner_fence::core::render::generated::File> {
+    use runner_fence::core::render::generated::{self, Inputs};
+    let text = |rel: &str| {
+        std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    };
+    generated::files(Inputs {
+        reference_policy: &text(generated::REFERENCE_POLICY),
+        values_schema: &text(generated::VALUES_SCHEMA),
+    })
+    .expect("generated files")
+}
+
+fn regen(root: &std::path::Path, check: bool) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"));
+    cmd.args(["dev", "regen", "--root"]).arg(root);
+    if check {
+        cmd.arg("--check");
+    }
+    cmd.output().expect("runs")
+}
+
+#[test]
+fn dev_regen_on_the_checked_in_tree_changes_nothing() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let files = generated_files(&root);
+    let paths: Vec<&str> = files.iter().map(|f| f.path).collect();
+    // Every file a staleness test in this crate compares is in the one list.
+    for want in [
+        "manifests/base/policy.yaml",
+        "manifests/overlays/audit/policy.yaml",
+        "manifests/base/webhooks.yaml",
+        "manifests/base/admission-policy.yaml",
+        "manifests/overlays/audit/admission-policy.yaml",
+        "manifests/base/crd.yaml",
+        "charts/runner-fence/crds/runnerfencepolicies.runner-fence.dev.yaml",
+        "charts/runner-fence/values.schema.json",
+    ] {
+        assert!(
+            paths.contains(&want),
+            "{want} is not regenerated: {paths:?}"
+        );
+    }
+    for f in &files {
+        assert!(
+            read(f.path) == f.text,
+            "{} is stale; run `{}`",
+            f.path,
+            runner_fence::core::render::generated::REGEN
+        );
+    }
+    let out = regen(&root, true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        format!("{} generated files, 0 stale\n", files.len())
+    );
+}
+
+#[test]
+fn dev_regen_rewrites_stale_and_missing_files_and_is_hidden() {
+    use runner_fence::core::render::generated::{REFERENCE_POLICY, REGEN, VALUES_SCHEMA};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let put = |rel: &str, text: &str| {
+        let p = tmp.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    };
+    put(REFERENCE_POLICY, &read(REFERENCE_POLICY));
+    // A stale values schema: the spliced-in spec schema is out of date, the hand-written
+    // parts must survive the rewrite.
+    let values = read(VALUES_SCHEMA);
+    let old = values.replacen(
+        "\"description\": \"The policy: the fields of a plain RunnerPolicy file",
+        "\"description\": \"old",
+        1,
+    );
+    assert_ne!(old, values);
+    put(VALUES_SCHEMA, &old);
+    put("manifests/base/webhooks.yaml", "stale\n");
+
+    let check = regen(tmp.path(), true);
+    assert_eq!(check.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        stdout.contains("stale: manifests/base/webhooks.yaml\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("stale: manifests/base/crd.yaml\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("stale: {VALUES_SCHEMA}\n")),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&check.stderr).contains(REGEN));
+    assert_eq!(
+        read_in(tmp.path(), "manifests/base/webhooks.yaml"),
+        "stale\n",
+        "--check writes nothing"
+    );
+
+    let out = regen(tmp.path(), false);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in generated_files(tmp.path()) {
+        assert!(
+            read_in(tmp.path(), f.path) == f.text,
+            "{} not rewritten",
+            f.path
+        );
+        // The same as the checked-in tree: the values schema's hand-written parts are kept.
+        assert!(read(f.path) == f.text, "{} differs from the tree", f.path);
+    }
+    assert_eq!(regen(tmp.path(), true).status.code(), Some(0));
+
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+        .arg("--help")
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("render "))
+            && !help.lines().any(|l| l.trim_start().starts_with("dev ")),
+        "{help}"
+    );
+}
+
+fn read_in(root: &std::path::Path, rel: &str) -> String {
+    std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
