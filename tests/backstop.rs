@@ -436,8 +436,8 @@ mod differential {
     use proptest::prelude::*;
 
     use backstop_cel::{
-        EFFECTS, KEYS, NODE_NAMES, PROFILE_LABELS, REQUIREMENT_OPERATORS, TOLERATION_OPERATORS,
-        VALUES,
+        EFFECTS, KEYS, NODE_NAMES, PROFILE_LABELS, PROFILE_REQUIREMENTS, REQUIREMENT_OPERATORS,
+        TOLERATION_OPERATORS, VALUES,
     };
     use proptest::option::of;
     use proptest::sample::{select, subsequence};
@@ -453,12 +453,16 @@ mod differential {
     }
 
     fn requirement() -> impl Strategy<Value = Value> {
-        (
-            select(&KEYS[..3]),
-            select(REQUIREMENT_OPERATORS),
-            subsequence(&VALUES[..5], 1..3),
-        )
-            .prop_map(|(k, op, vals)| backstop_cel::requirement(k, op, &vals))
+        prop_oneof![
+            (
+                select(&KEYS[..3]),
+                select(REQUIREMENT_OPERATORS),
+                subsequence(&VALUES[..5], 1..3),
+            )
+                .prop_map(|(k, op, vals)| backstop_cel::requirement(k, op, &vals)),
+            (select(PROFILE_REQUIREMENTS), of(select(&VALUES[..5])))
+                .prop_map(|(p, extra)| backstop_cel::near_profile(p, extra)),
+        ]
     }
 
     fn spec() -> impl Strategy<Value = Value> {

@@ -18,7 +18,7 @@ use runner_fence::core::policy::Policy;
 mod backstop_cel;
 
 use backstop_cel::{
-    EFFECTS, KEYS, NODE_NAMES, PROFILE_LABELS, REQUIREMENT_OPERATORS, TOLERATION_OPERATORS, VALUES,
+    EFFECTS, KEYS, NODE_NAMES, PROFILE_LABELS, PROFILE_REQUIREMENTS, REQUIREMENT_OPERATORS, TOLERATION_OPERATORS, VALUES,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -40,10 +40,10 @@ struct Toleration {
 }
 
 #[derive(Arbitrary, Debug)]
-struct Requirement {
-    key: u8,
-    operator: u8,
-    values: Vec<u8>,
+enum Requirement {
+    Any { key: u8, operator: u8, values: Vec<u8> },
+    /// A profile's requirement, or widened by one value.
+    NearProfile { profile: u8, extra: Option<u8> },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -82,18 +82,24 @@ fuzz_target!(|input: Input| {
             .map(|t| {
                 t.iter()
                     .take(MAX)
-                    .map(|r| {
-                        // In/NotIn need a value; Kubernetes refuses an empty list.
-                        let mut values: Vec<&str> =
-                            r.values.iter().take(MAX).map(|&v| pick(&VALUES[..5], v)).collect();
-                        if values.is_empty() {
-                            values.push(VALUES[0]);
+                    .map(|r| match r {
+                        Requirement::Any { key, operator, values } => {
+                            // In/NotIn need a value; Kubernetes refuses an empty list.
+                            let mut values: Vec<&str> =
+                                values.iter().take(MAX).map(|&v| pick(&VALUES[..5], v)).collect();
+                            if values.is_empty() {
+                                values.push(VALUES[0]);
+                            }
+                            backstop_cel::requirement(
+                                pick(&KEYS[..3], *key),
+                                pick(REQUIREMENT_OPERATORS, *operator),
+                                &values,
+                            )
                         }
-                        backstop_cel::requirement(
-                            pick(&KEYS[..3], r.key),
-                            pick(REQUIREMENT_OPERATORS, r.operator),
-                            &values,
-                        )
+                        Requirement::NearProfile { profile, extra } => backstop_cel::near_profile(
+                            pick(PROFILE_REQUIREMENTS, *profile),
+                            extra.map(|v| pick(&VALUES[..5], v)),
+                        ),
                     })
                     .collect()
             })

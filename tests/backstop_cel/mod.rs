@@ -270,6 +270,22 @@ pub const PROFILE_LABELS: &[(&str, &str)] = &[
 /// A protected node and a runner node (by name; `protectedNodes.names` is empty).
 pub const NODE_NAMES: &[&str] = &["gitlab-1", "runner-1"];
 
+/// The reference policy's profile requirements (`requiredNodeLabels`): terms
+/// near them (the same, or with one more value) are where carrying a
+/// requirement and reaching a protected node part.
+pub const PROFILE_REQUIREMENTS: &[(&str, &str)] = &[
+    ("workload", "gitlab-runner"),
+    ("eks.amazonaws.com/compute-type", "fargate"),
+];
+
+/// `key In [value]` of a profile, or widened by `extra` (which may be GitLab's).
+pub fn near_profile(profile: (&str, &str), extra: Option<&str>) -> Value {
+    let (key, value) = profile;
+    let mut values = vec![value];
+    values.extend(extra);
+    requirement(key, "In", &values)
+}
+
 /// A toleration with the fields that are given.
 pub fn toleration(
     key: Option<&str>,
