@@ -1,12 +1,10 @@
 //! `runner-fence audit`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
 
-use super::{EXIT_DENIED, EXIT_OK, Error};
-use crate::core::policy::load as load_policy;
+use super::{EXIT_DENIED, EXIT_OK, Error, PolicyArg};
 use crate::k8s::{self, audit};
 
 /// `audit` output formats.
@@ -22,15 +20,10 @@ enum AuditOutput {
 
 #[derive(clap::Args, Debug)]
 pub(super) struct Args {
-    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster).
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context.
-    #[arg(long)]
-    context: Option<String>,
-    /// Policy file (default: the embedded reference policy).
-    #[arg(long, env = "RUNNER_FENCE_POLICY")]
-    policy: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: k8s::Access,
+    #[command(flatten)]
+    policy: PolicyArg,
     /// Output format: text, json, or policy-report (wgpolicyk8s.io/v1alpha2 PolicyReports, YAML).
     #[arg(long, value_enum, default_value = "text")]
     output: AuditOutput,
@@ -50,7 +43,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
     if a.apply && a.output != AuditOutput::PolicyReport {
         return Err(Error::ApplyNeedsPolicyReport);
     }
-    let p = load_policy(a.policy.as_deref())?;
+    let p = a.policy.load()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -59,7 +52,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
         webhook_service: a.webhook_namespace.zip(a.webhook_service),
     };
     let (r, reports) = rt.block_on(async {
-        let client = k8s::client(a.kubeconfig.as_deref(), a.context.as_deref()).await?;
+        let client = a.cluster.client().await?;
         let r = audit::run_once(client.clone(), &p, &opts).await?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

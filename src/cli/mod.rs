@@ -99,6 +99,22 @@ pub fn run() -> Result<ExitCode, Error> {
     }
 }
 
+/// `--policy`, as every verb that judges or renders from one policy takes it
+/// (`serve` has its own: it conflicts with `--policies-from-cluster`).
+#[derive(clap::Args, Debug, Clone)]
+struct PolicyArg {
+    /// Policy file (default: the embedded reference policy).
+    #[arg(long, env = "RUNNER_FENCE_POLICY")]
+    policy: Option<std::path::PathBuf>,
+}
+
+impl PolicyArg {
+    /// The policy `--policy` names, or the embedded reference policy.
+    fn load(&self) -> Result<crate::core::policy::Policy, Error> {
+        Ok(crate::core::policy::load(self.policy.as_deref())?)
+    }
+}
+
 fn ok() -> Result<ExitCode, Error> {
     Ok(ExitCode::from(EXIT_OK))
 }
