@@ -148,13 +148,13 @@ fn splice(text: &str, path: &[Step], value: &Value) -> Result<String, String> {
                 at.push_str(key);
                 let map: HashMap<String, &RawValue> = serde_json::from_str(inner)
                     .map_err(|e| format!("{} is not an object: {e}", where_(&at)))?;
-                *map.get(key).ok_or_else(|| format!("no {}", where_(&at)))?
+                map.get(key).ok_or_else(|| format!("no {}", where_(&at)))?
             }
             Step::Index(i) => {
                 at.push_str(&format!("[{i}]"));
                 let items: Vec<&RawValue> = serde_json::from_str(inner)
                     .map_err(|e| format!("{} is not an array: {e}", where_(&at)))?;
-                *items.get(i).ok_or_else(|| format!("no {}", where_(&at)))?
+                items.get(i).ok_or_else(|| format!("no {}", where_(&at)))?
             }
         };
         // The raw value borrows from `inner`: its offset there is where it starts.
