@@ -431,7 +431,8 @@ fn in_enforce_mode_the_backstop_denies_tolerations_and_node_name_in_the_webhooks
 mod differential {
     use super::*;
     use backstop_cel::{
-        admits_what_runner_fence_places, never_admits_what_reaches, pod, review_of, ungating_review,
+        admits_what_runner_fence_places, engine_reaches, never_admits_what_reaches, pod, review_of,
+        ungating_review,
     };
     use proptest::prelude::*;
 
@@ -480,6 +481,35 @@ mod differential {
 
     fn labels() -> impl Strategy<Value = Value> {
         of(select(PROFILE_LABELS)).prop_map(backstop_cel::labels)
+    }
+
+    /// Both outcomes of each property are reached: the engine admits a placed plain
+    /// pod and finds the way to a protected node for GitLab's selector, the backstop
+    /// admits the one and denies the other. A change that made either side judge
+    /// every pod alike would leave the properties true for nothing.
+    #[test]
+    fn the_properties_are_not_vacuous() {
+        let p = reference();
+        let spec = |ns: &[(&'static str, &'static str)]| {
+            backstop_cel::spec(&ns.iter().copied().collect(), None, Vec::new(), None)
+        };
+        let placed = mutated(&p, &review_of(&pod(json!({}), spec(&[])), "CREATE", None));
+        let v = admission::handle(
+            &p,
+            Endpoint::Validate,
+            &serde_json::to_vec(&placed).expect("json"),
+            None,
+        )
+        .expect("validate answers");
+        assert!(v.decision.allowed(), "{:?}", v.decision.message());
+        assert_eq!(backstop(&p, &request(&placed)), Ok(()));
+        let gitlab = review_of(
+            &pod(json!({}), spec(&[("workload", "gitlab")])),
+            "CREATE",
+            None,
+        );
+        assert!(!engine_reaches(&p, &gitlab).is_empty());
+        assert!(backstop(&p, &request(&gitlab)).is_err());
     }
 
     proptest! {
