@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # libFuzzer on runner-fence (cargo fuzz on the stable toolchain via RUSTC_BOOTSTRAP=1).
 #   bash scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-# Default: 600 s for each of admission_review, policy_loader, quantity, structured_pod.
+# Default: 600 s for each of admission_review, policy_loader, quantity, structured_pod,
+# backstop_differential (the Rust engine against the backstop's CEL, as tests/backstop.rs).
 # Seeds each corpus from tests/data and examples/, keeps corpora and any crash under
 # fuzz/ (crashes in fuzz/artifacts/TARGET: fix, then add the input as a regression test).
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(admission_review policy_loader quantity structured_pod)
+[ ${#targets[@]} -gt 0 ] || targets=(admission_review policy_loader quantity structured_pod backstop_differential)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 seed() {
@@ -23,7 +24,7 @@ mkdir -p fuzz/corpus/quantity
 for q in 500m 1Gi 2 1.5 8Gi 512Mi 100n 1e3 0.1 1Ki 1E 12345678901234567890; do
   printf '%s' "$q" > "fuzz/corpus/quantity/seed-$q"
 done
-mkdir -p fuzz/corpus/structured_pod
+mkdir -p fuzz/corpus/structured_pod fuzz/corpus/backstop_differential
 
 for t in "${targets[@]}"; do
   echo "== $t for ${secs}s"

@@ -101,7 +101,7 @@ def main():
             path.write_text(text)
             print(f"wrote {path.relative_to(ROOT)}")
     if stale:
-        sys.exit(f"{', '.join(stale)}: not what the chart renders; run python3 scripts/update-kustomize.py")
+        sys.exit(f"{', '.join(stale)}: not what the chart renders; run `cargo run -- dev regen` (or python3 scripts/update-kustomize.py)")
     if check:
         print("kustomize manifests are the chart's rendering")
 

@@ -3,11 +3,10 @@
 //! is down: unmutated pods are denied, pods runner-fence patched pass.
 //! (tests/e2e.rs runs the same policy in a real kube-apiserver.)
 
+mod backstop_cel;
 mod common;
 
-use std::sync::Arc;
-
-use cel::extractors::This;
+use backstop_cel::{Verdict, backstop, mutated, request, verdict};
 use common::{fixture, fixture_names, reference};
 use rstest::rstest;
 use runner_fence::core::engine::Endpoint;
@@ -15,149 +14,6 @@ use runner_fence::core::policy::Policy;
 use runner_fence::core::render::admission_policy::objects;
 use runner_fence::webhook::admission;
 use serde_json::{Value, json};
-
-/// What the apiserver would do with a request: the messages of failed
-/// validations bound with `Deny`, and those bound with `Warn`.
-#[derive(Debug, Default, PartialEq)]
-struct Verdict {
-    denied: Vec<String>,
-    warned: Vec<String>,
-}
-
-fn compile(e: &Value) -> cel::Program {
-    cel::Program::compile(e.as_str().unwrap_or(""))
-        .unwrap_or_else(|err| panic!("does not compile: {err:?}\n{e}"))
-}
-
-/// Evaluates every generated policy (with its binding's actions) on a request.
-fn verdict(p: &Policy, request: &Value) -> Verdict {
-    let objs = objects(p, "runner-fence").expect("render");
-    let mut out = Verdict::default();
-    for vap in objs
-        .iter()
-        .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
-    {
-        let binding = objs
-            .iter()
-            .find(|o| {
-                o["kind"] == "ValidatingAdmissionPolicyBinding"
-                    && o["spec"]["policyName"] == vap["metadata"]["name"]
-            })
-            .expect("every policy has its binding");
-        let actions = &binding["spec"]["validationActions"];
-        let messages = failed(&vap["spec"], request);
-        if actions
-            .as_array()
-            .is_some_and(|a| a.contains(&json!("Deny")))
-        {
-            out.denied.extend(messages);
-        } else {
-            assert_eq!(actions, &json!(["Warn", "Audit"]), "{binding}");
-            out.warned.extend(messages);
-        }
-    }
-    out
-}
-
-/// The messages (messageExpression when set, as the apiserver prefers) of the
-/// validations that fail.
-fn failed(spec: &Value, request: &Value) -> Vec<String> {
-    let mut ctx = cel::Context::default();
-    ctx.add_variable_from_value("request", cel::to_value(request).expect("cel"));
-    ctx.add_variable_from_value("object", cel::to_value(&request["object"]).expect("cel"));
-    ctx.add_variable_from_value(
-        "oldObject",
-        cel::to_value(&request["oldObject"]).expect("cel"),
-    );
-    // Kubernetes' list library (k8s.io/apiserver/pkg/cel/library/lists.go), part
-    // of every apiserver's CEL environment: `<list<T>>.indexOf(<T>)`, -1 if absent.
-    ctx.add_function(
-        "indexOf",
-        |This(list): This<Arc<Vec<cel::Value>>>, item: cel::Value| -> i64 {
-            list.iter()
-                .position(|x| *x == item)
-                .and_then(|i| i64::try_from(i).ok())
-                .unwrap_or(-1)
-        },
-    )
-    .expect("indexOf");
-    // Scope: the same matchConditions as the webhooks.
-    for c in spec["matchConditions"].as_array().into_iter().flatten() {
-        if !matches!(
-            compile(&c["expression"]).execute(&ctx),
-            Ok(cel::Value::Bool(true))
-        ) {
-            return Vec::new();
-        }
-    }
-    let mut vars = serde_json::Map::new();
-    for v in spec["variables"].as_array().into_iter().flatten() {
-        let value = compile(&v["expression"])
-            .execute(&ctx)
-            .expect("variable evaluates");
-        let json = value.json().expect("variable as JSON");
-        vars.insert(v["name"].as_str().unwrap_or("").to_string(), json);
-    }
-    ctx.add_variable_from_value(
-        "variables",
-        cel::to_value(Value::Object(vars)).expect("cel"),
-    );
-    spec["validations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|v| {
-            !matches!(
-                compile(&v["expression"]).execute(&ctx),
-                Ok(cel::Value::Bool(true))
-            )
-        })
-        .map(|v| match v.get("messageExpression") {
-            Some(e) => match compile(e).execute(&ctx) {
-                Ok(cel::Value::String(m)) => m.to_string(),
-                other => panic!("messageExpression {e} gave {other:?}"),
-            },
-            None => v["message"].as_str().unwrap_or("").to_string(),
-        })
-        .collect()
-}
-
-/// `Err(denials)` when the backstop denies the request.
-fn backstop(p: &Policy, request: &Value) -> Result<(), Vec<String>> {
-    let v = verdict(p, request);
-    if v.denied.is_empty() {
-        Ok(())
-    } else {
-        Err(v.denied)
-    }
-}
-
-/// The request part of a fixture review, with what the apiserver always sets.
-fn request(review: &Value) -> Value {
-    let mut r = review["request"].clone();
-    if r.get("subResource").is_none() {
-        r["subResource"] = json!("");
-    }
-    if r.get("oldObject").is_none() {
-        r["oldObject"] = Value::Null;
-    }
-    r
-}
-
-/// The pod after runner-fence's mutating webhook.
-fn mutated(p: &Policy, review: &Value) -> Value {
-    let m = admission::handle(
-        p,
-        Endpoint::Mutate,
-        &serde_json::to_vec(review).expect("json"),
-        None,
-    )
-    .expect("mutate");
-    let mut r = review.clone();
-    let patch = admission::response_patch(&m.response).expect("patch");
-    json_patch::patch(&mut r["request"]["object"], &patch).expect("applies");
-    r
-}
 
 #[rstest]
 #[case::plain("plain-job.json")]
@@ -574,127 +430,86 @@ fn in_enforce_mode_the_backstop_denies_tolerations_and_node_name_in_the_webhooks
 
 mod differential {
     use super::*;
+    use backstop_cel::{
+        admits_what_runner_fence_places, engine_reaches, never_admits_what_reaches, pod, review_of,
+        ungating_review,
+    };
     use proptest::prelude::*;
-    use runner_fence::core::policy::RuleId;
 
-    const KEYS: &[&str] = &[
-        "workload",
-        "eks.amazonaws.com/compute-type",
-        "topology.kubernetes.io/zone",
-        "",
-    ];
-    const VALUES: &[&str] = &["gitlab", "gitlab-runner", "fargate", "auto", "a", ""];
+    use backstop_cel::{
+        EFFECTS, KEYS, NODE_NAMES, PROFILE_LABELS, PROFILE_REQUIREMENTS, REQUIREMENT_OPERATORS,
+        TOLERATION_OPERATORS, VALUES,
+    };
+    use proptest::option::of;
+    use proptest::sample::{select, subsequence};
 
     fn toleration() -> impl Strategy<Value = Value> {
         (
-            proptest::option::of(proptest::sample::select(KEYS)),
-            proptest::option::of(proptest::sample::select(&["Equal", "Exists", ""][..])),
-            proptest::option::of(proptest::sample::select(VALUES)),
-            proptest::option::of(proptest::sample::select(
-                &["NoSchedule", "NoExecute", "PreferNoSchedule", ""][..],
-            )),
+            of(select(KEYS)),
+            of(select(TOLERATION_OPERATORS)),
+            of(select(VALUES)),
+            of(select(EFFECTS)),
         )
-            .prop_map(|(k, op, v, e)| {
-                let mut t = serde_json::Map::new();
-                for (name, x) in [("key", k), ("operator", op), ("value", v), ("effect", e)] {
-                    if let Some(x) = x {
-                        t.insert(name.into(), json!(x));
-                    }
-                }
-                Value::Object(t)
-            })
+            .prop_map(|(k, op, v, e)| backstop_cel::toleration(k, op, v, e))
     }
 
     fn requirement() -> impl Strategy<Value = Value> {
-        (
-            proptest::sample::select(&KEYS[..3]),
-            proptest::sample::select(&["In", "NotIn", "Exists", "DoesNotExist"][..]),
-            proptest::sample::subsequence(&VALUES[..5], 1..3),
-        )
-            .prop_map(|(k, op, vals)| match op {
-                "Exists" | "DoesNotExist" => json!({"key": k, "operator": op}),
-                _ => json!({"key": k, "operator": op, "values": vals}),
-            })
+        prop_oneof![
+            (
+                select(&KEYS[..3]),
+                select(REQUIREMENT_OPERATORS),
+                subsequence(&VALUES[..5], 1..3),
+            )
+                .prop_map(|(k, op, vals)| backstop_cel::requirement(k, op, &vals)),
+            (select(PROFILE_REQUIREMENTS), of(select(&VALUES[..5])))
+                .prop_map(|(p, extra)| backstop_cel::near_profile(p, extra)),
+        ]
     }
 
     fn spec() -> impl Strategy<Value = Value> {
         (
-            proptest::collection::btree_map(
-                proptest::sample::select(&KEYS[..3]),
-                proptest::sample::select(&VALUES[..5]),
-                0..3,
-            ),
-            proptest::option::of(proptest::collection::vec(
+            proptest::collection::btree_map(select(&KEYS[..3]), select(&VALUES[..5]), 0..3),
+            of(proptest::collection::vec(
                 proptest::collection::vec(requirement(), 0..3),
                 0..3,
             )),
             proptest::collection::vec(toleration(), 0..3),
-            proptest::option::of(proptest::sample::select(&["gitlab-1", "runner-1"][..])),
+            of(select(NODE_NAMES)),
         )
-            .prop_map(|(ns, terms, tols, node)| {
-                let mut s = json!({"containers": [{"name": "build", "image": "alpine"}]});
-                if !ns.is_empty() {
-                    s["nodeSelector"] = json!(ns);
-                }
-                if let Some(terms) = terms {
-                    let terms: Vec<Value> = terms
-                        .into_iter()
-                        .map(|t| json!({"matchExpressions": t}))
-                        .collect();
-                    s["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}});
-                }
-                if !tols.is_empty() {
-                    s["tolerations"] = json!(tols);
-                }
-                if let Some(n) = node {
-                    s["nodeName"] = json!(n);
-                }
-                s
-            })
+            .prop_map(|(ns, terms, tols, node)| backstop_cel::spec(&ns, terms, tols, node))
     }
 
     fn labels() -> impl Strategy<Value = Value> {
-        proptest::option::of(proptest::sample::select(
-            &[
-                ("use-fargate", "true"),
-                ("runner-fence.dev/profile", "fargate"),
-                ("runner-fence.dev/profile", "runner-nodes"),
-            ][..],
-        ))
-        .prop_map(|l| match l {
-            Some((k, v)) => json!({k: v}),
-            None => json!({}),
-        })
+        of(select(PROFILE_LABELS)).prop_map(backstop_cel::labels)
     }
 
-    fn review_of(pod: &Value, operation: &str, old: Option<&Value>) -> Value {
-        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": "d", "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": "p", "namespace": "gitlab-runner", "operation": operation,
-            "object": pod, "oldObject": old.cloned().unwrap_or(Value::Null)}})
-    }
-
-    /// The rules the backstop stands for, as the engine reports them on `review`.
-    fn engine_reaches(p: &Policy, review: &Value) -> Vec<String> {
-        let d = admission::handle(
-            p,
+    /// Both outcomes of each property are reached: the engine admits a placed plain
+    /// pod and finds the way to a protected node for GitLab's selector, the backstop
+    /// admits the one and denies the other. A change that made either side judge
+    /// every pod alike would leave the properties true for nothing.
+    #[test]
+    fn the_properties_are_not_vacuous() {
+        let p = reference();
+        let spec = |ns: &[(&'static str, &'static str)]| {
+            backstop_cel::spec(&ns.iter().copied().collect(), None, Vec::new(), None)
+        };
+        let placed = mutated(&p, &review_of(&pod(json!({}), spec(&[])), "CREATE", None));
+        let v = admission::handle(
+            &p,
             Endpoint::Validate,
-            &serde_json::to_vec(review).expect("json"),
+            &serde_json::to_vec(&placed).expect("json"),
             None,
         )
-        .expect("validate answers")
-        .decision;
-        d.denials()
-            .iter()
-            .chain(d.audited())
-            .filter(|v| matches!(v.rule, RuleId::ProtectedNodes | RuleId::NodeName))
-            .map(ToString::to_string)
-            .collect()
-    }
-
-    fn pod(labels: Value, spec: Value) -> Value {
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "gitlab-runner", "labels": labels}, "spec": spec})
+        .expect("validate answers");
+        assert!(v.decision.allowed(), "{:?}", v.decision.message());
+        assert_eq!(backstop(&p, &request(&placed)), Ok(()));
+        let gitlab = review_of(
+            &pod(json!({}), spec(&[("workload", "gitlab")])),
+            "CREATE",
+            None,
+        );
+        assert!(!engine_reaches(&p, &gitlab).is_empty());
+        assert!(backstop(&p, &request(&gitlab)).is_err());
     }
 
     proptest! {
@@ -704,31 +519,18 @@ mod differential {
         /// way to a protected node for.
         #[test]
         fn the_backstop_never_admits_what_can_reach_a_protected_node(labels in labels(), spec in spec()) {
-            let p = reference();
             let review = review_of(&pod(labels, spec), "CREATE", None);
-            if verdict(&p, &request(&review)).denied.is_empty() {
-                let reach = engine_reaches(&p, &review);
-                prop_assert!(reach.is_empty(), "backstop admitted, engine: {reach:?}\n{review}");
+            if let Err(e) = never_admits_what_reaches(&reference(), &review) {
+                prop_assert!(false, "{e}");
             }
         }
 
         /// A pod created before enforcement, released from its gate: the same.
         #[test]
         fn ungating_is_judged_alike(labels in labels(), spec in spec()) {
-            let p = reference();
-            let mut old = pod(labels, spec);
-            old["spec"]["schedulingGates"] = json!([{"name": "example.com/hold"}]);
-            if let Some(s) = old["spec"].as_object_mut() {
-                s.remove("nodeName");
-            }
-            let mut new = old.clone();
-            if let Some(s) = new["spec"].as_object_mut() {
-                s.remove("schedulingGates");
-            }
-            let review = review_of(&new, "UPDATE", Some(&old));
-            if verdict(&p, &request(&review)).denied.is_empty() {
-                let reach = engine_reaches(&p, &review);
-                prop_assert!(reach.is_empty(), "backstop admitted the ungating, engine: {reach:?}\n{review}");
+            let review = ungating_review(&pod(labels, spec));
+            if let Err(e) = never_admits_what_reaches(&reference(), &review) {
+                prop_assert!(false, "{e}");
             }
         }
 
@@ -736,14 +538,9 @@ mod differential {
         /// backstop admits too (else job pods fail while runner-fence is up).
         #[test]
         fn what_runner_fence_places_the_backstop_admits(labels in labels(), spec in spec()) {
-            let p = reference();
             let review = review_of(&pod(labels, spec), "CREATE", None);
-            let placed = mutated(&p, &review);
-            let v = admission::handle(&p, Endpoint::Validate, &serde_json::to_vec(&placed).expect("json"), None)
-                .expect("validate answers");
-            if v.decision.allowed() {
-                let b = verdict(&p, &request(&placed));
-                prop_assert!(b.denied.is_empty(), "runner-fence admitted, backstop denied: {:?}\n{placed}", b.denied);
+            if let Err(e) = admits_what_runner_fence_places(&reference(), &review) {
+                prop_assert!(false, "{e}");
             }
         }
     }

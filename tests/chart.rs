@@ -481,13 +481,14 @@ fn the_initial_policy_is_created_once_and_loads_with_the_one_loader() {
 
 #[test]
 fn the_values_schema_embeds_the_crd_spec_schema() {
-    // Regenerate by copying `render crd`'s spec schema into initialPolicy.spec.anyOf[1].
     let schema: Value =
         serde_json::from_str(&read("charts/runner-fence/values.schema.json")).expect("schema JSON");
     let spec = runner_fence::core::render::crd::spec_schema().expect("spec schema");
     assert_eq!(
-        schema["properties"]["initialPolicy"]["properties"]["spec"]["anyOf"][1], spec,
-        "values.schema.json's initialPolicy.spec differs from the CRD's spec schema"
+        schema["properties"]["initialPolicy"]["properties"]["spec"]["anyOf"][1],
+        spec,
+        "values.schema.json's initialPolicy.spec differs from the CRD's spec schema; run `{}`",
+        runner_fence::core::render::generated::REGEN
     );
 }
 

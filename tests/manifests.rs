@@ -148,7 +148,6 @@ fn the_kustomize_deployment_stays_off_the_nodes_the_policy_derives() {
 
 #[test]
 fn the_shipped_crd_is_generated_from_the_policy_model() {
-    // Regenerate with: cargo run -- render crd > manifests/base/crd.yaml (and the chart's copy)
     let want = runner_fence::core::render::crd::render_yaml().expect("render");
     for file in [
         "manifests/base/crd.yaml",
@@ -156,7 +155,8 @@ fn the_shipped_crd_is_generated_from_the_policy_model() {
     ] {
         assert!(
             read(file) == want,
-            "{file} differs from `runner-fence render crd`; regenerate it"
+            "{file} differs from `runner-fence render crd`; run `{}`",
+            runner_fence::core::render::generated::REGEN
         );
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
@@ -234,4 +234,148 @@ fn the_controller_applies_what_render_prints_for_its_release() {
         let applied = cluster::desired(&PolicySet::single(p), &opts, "rf-b").expect("desired");
         assert_eq!(printed, applied, "{policy}");
     }
+}
+
+/// What `dev regen` would write for this tree.
+fn generated_files(root: &std::path::Path) -> Vec<runner_fence::core::render::generated::File> {
+    use runner_fence::core::render::generated::{self, Inputs};
+    let text = |rel: &str| {
+        std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    };
+    generated::files(Inputs {
+        reference_policy: &text(generated::REFERENCE_POLICY),
+        values_schema: &text(generated::VALUES_SCHEMA),
+    })
+    .expect("generated files")
+}
+
+fn regen(root: &std::path::Path, check: bool) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"));
+    cmd.args(["dev", "regen", "--root"]).arg(root);
+    if check {
+        cmd.arg("--check");
+    }
+    cmd.output().expect("runs")
+}
+
+#[test]
+fn dev_regen_on_the_checked_in_tree_changes_nothing() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let files = generated_files(&root);
+    let paths: Vec<&str> = files.iter().map(|f| f.path).collect();
+    // Every file a staleness test in this crate compares is in the one list.
+    for want in [
+        "examples/policy-audit.yaml",
+        "manifests/base/crd.yaml",
+        "charts/runner-fence/crds/runnerfencepolicies.runner-fence.dev.yaml",
+        "charts/runner-fence/values.schema.json",
+    ] {
+        assert!(
+            paths.contains(&want),
+            "{want} is not regenerated: {paths:?}"
+        );
+    }
+    for f in &files {
+        assert!(
+            read(f.path) == f.text,
+            "{} is stale; run `{}`",
+            f.path,
+            runner_fence::core::render::generated::REGEN
+        );
+    }
+    let out = regen(&root, true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with(&format!("{} generated files, 0 stale\n", files.len())),
+        "{stdout}"
+    );
+    // And the kustomize manifests, the chart's rendering (scripts/update-kustomize.py).
+    assert!(
+        stdout.contains("kustomize manifests are the chart's rendering"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn dev_regen_rewrites_stale_and_missing_files_and_is_hidden() {
+    use runner_fence::core::render::generated::{REFERENCE_POLICY, REGEN, VALUES_SCHEMA};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let put = |rel: &str, text: &str| {
+        let p = tmp.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    };
+    put(REFERENCE_POLICY, &read(REFERENCE_POLICY));
+    // A stale values schema: the spliced-in spec schema is out of date, the hand-written
+    // parts must survive the rewrite.
+    let values = read(VALUES_SCHEMA);
+    let old = values.replacen(
+        "\"description\": \"The policy: the fields of a plain RunnerPolicy file",
+        "\"description\": \"old",
+        1,
+    );
+    assert_ne!(old, values);
+    put(VALUES_SCHEMA, &old);
+    put("examples/policy-audit.yaml", "stale\n");
+
+    let check = regen(tmp.path(), true);
+    assert_eq!(check.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        stdout.contains("stale: examples/policy-audit.yaml\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("stale: manifests/base/crd.yaml\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("stale: {VALUES_SCHEMA}\n")),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&check.stderr).contains(REGEN));
+    assert_eq!(
+        read_in(tmp.path(), "examples/policy-audit.yaml"),
+        "stale\n",
+        "--check writes nothing"
+    );
+
+    let out = regen(tmp.path(), false);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in generated_files(tmp.path()) {
+        assert!(
+            read_in(tmp.path(), f.path) == f.text,
+            "{} not rewritten",
+            f.path
+        );
+        // The same as the checked-in tree: the values schema's hand-written parts are kept.
+        assert!(read(f.path) == f.text, "{} differs from the tree", f.path);
+    }
+    assert_eq!(regen(tmp.path(), true).status.code(), Some(0));
+
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+        .arg("--help")
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("render "))
+            && !help.lines().any(|l| l.trim_start().starts_with("dev ")),
+        "{help}"
+    );
+}
+
+fn read_in(root: &std::path::Path, rel: &str) -> String {
+    std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }

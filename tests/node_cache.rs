@@ -155,6 +155,45 @@ async fn node_cache_lists_watches_and_survives_a_broken_watch() {
     );
 }
 
+#[tokio::test]
+async fn the_node_cache_reaches_the_cluster_of_its_kubeconfig_and_context() {
+    let (_tx, rx) = mpsc::unbounded_channel::<String>();
+    let fake = Arc::new(Fake {
+        events: Mutex::new(Some(rx)),
+        broken: AtomicBool::new(false),
+    });
+    let app = Router::new()
+        .route("/api/v1/nodes", get(nodes))
+        .with_state(fake);
+    let addr = common::serve_fake(app).await;
+    // The current context points nowhere (port 1 on loopback refuses); only
+    // `--context fake` reaches the nodes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: wrong\nclusters:\n- name: wrong\n  cluster: {{server: 'http://127.0.0.1:1'}}\n- name: fake\n  cluster: {{server: 'http://{addr}'}}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: wrong\n  context: {{cluster: wrong, user: u}}\n- name: fake\n  context: {{cluster: fake, user: u}}\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    let access = runner_fence::k8s::Access {
+        kubeconfig: Some(kubeconfig),
+        context: Some("fake".into()),
+    };
+    let state = Arc::new(State::new(common::reference(), true));
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(runner_fence::k8s::cache::run(
+        access,
+        state.clone(),
+        stop_rx,
+    ));
+    wait_for(&state, "sync through the kubeconfig's context", |s| {
+        s.nodes.load().as_ref().is_some_and(|n| n.len() == 2)
+    })
+    .await;
+}
+
 // ---- without the node cache: the node a request names is read on demand ----
 
 async fn one_node(axum::extract::Path(name): axum::extract::Path<String>) -> Response {

@@ -1,13 +1,11 @@
 //! `runner-fence audit`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
 
-use super::{EXIT_DENIED, EXIT_OK, Error};
+use super::{EXIT_DENIED, EXIT_OK, Error, PolicyArg};
 use crate::core::fleet::{PolicySet, State};
-use crate::core::policy::load as load_policy;
 use crate::k8s::{self, audit, controller};
 
 /// `audit` output formats.
@@ -23,23 +21,14 @@ enum AuditOutput {
 
 #[derive(clap::Args, Debug)]
 pub(super) struct Args {
-    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster).
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context.
-    #[arg(long)]
-    context: Option<String>,
-    /// Policy file (default: the embedded reference policy).
-    #[arg(
-        long,
-        env = "RUNNER_FENCE_POLICY",
-        conflicts_with = "policies_from_cluster"
-    )]
-    policy: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: k8s::Access,
+    #[command(flatten)]
+    policy: PolicyArg,
     /// Audit the cluster's RunnerFencePolicy objects instead of a file: each one the
     /// controller serves, for the namespaces it reviews; the others are reported
     /// (Invalid, Conflict) as the controller judges them.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "policy")]
     policies_from_cluster: bool,
     /// With --policies-from-cluster: runner-fence's own namespace, which no policy may cover.
     #[arg(
@@ -70,7 +59,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
     let file = if a.policies_from_cluster {
         None
     } else {
-        Some(load_policy(a.policy.as_deref())?)
+        Some(a.policy.load()?)
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -86,7 +75,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let (audited, refused) = rt.block_on(async {
-        let client = k8s::client(a.kubeconfig.as_deref(), a.context.as_deref()).await?;
+        let client = a.cluster.client().await?;
         // (policy, its report, its PolicyReports), and the policies not served.
         let mut audited = Vec::new();
         let mut refused = Vec::new();

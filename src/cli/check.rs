@@ -7,9 +7,9 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::eval::Output;
-use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error};
+use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error, PolicyArg};
 use crate::core::document::read_text;
-use crate::core::policy::{Policy, load as load_policy};
+use crate::core::policy::Policy;
 use crate::core::report::Report as ErrorReport;
 use crate::core::runner_config::{self, ConfigFile, Finding, Location, Options, Report, Severity};
 
@@ -22,9 +22,8 @@ pub(super) enum Command {
 /// `check runner-config` flags.
 #[derive(clap::Args, Debug)]
 pub(super) struct RunnerConfigArgs {
-    /// Policy file (default: the embedded reference policy).
-    #[arg(long, env = "RUNNER_FENCE_POLICY")]
-    policy: Option<PathBuf>,
+    #[command(flatten)]
+    policy: PolicyArg,
     /// config.toml files, or gitlab-runner Helm chart values files (`-` reads stdin).
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -37,7 +36,7 @@ pub(super) struct RunnerConfigArgs {
 }
 
 pub(super) fn run(Command::RunnerConfig(args): Command) -> Result<ExitCode, Error> {
-    let policy = load_policy(args.policy.as_deref())?;
+    let policy = args.policy.load()?;
     let opts = Options {
         release_namespace: args.release_namespace.clone(),
     };

@@ -27,6 +27,15 @@ pub enum Error {
     /// The CRD schema cannot be generated from the policy model.
     #[error(transparent)]
     Crd(#[from] crate::core::render::crd::SchemaError),
+    /// The generated files cannot be made.
+    #[error(transparent)]
+    Generate(#[from] crate::core::render::generated::GenerateError),
+    /// `dev regen --root` is not a checkout of this repository.
+    #[error("{}: no {} here; run from the repository root or pass --root", path.display(), crate::core::render::generated::REFERENCE_POLICY)]
+    NotACheckout {
+        /// The root given.
+        path: PathBuf,
+    },
     /// A runner configuration does not read (or could not be checked).
     #[error(transparent)]
     RunnerConfig(#[from] crate::core::runner_config::ConfigError),

@@ -6,10 +6,9 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use serde_json::Value;
 
-use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error};
+use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error, PolicyArg};
 use crate::core::document::read_document;
 use crate::core::engine::Operation;
-use crate::core::policy::load as load_policy;
 use crate::core::report::Report;
 use crate::webhook::eval::{Evaluation, evaluate, to_review};
 
@@ -24,9 +23,8 @@ pub(super) enum Output {
 
 #[derive(clap::Args, Debug)]
 pub(super) struct Args {
-    /// Policy file (default: the embedded reference policy).
-    #[arg(long, env = "RUNNER_FENCE_POLICY")]
-    policy: Option<PathBuf>,
+    #[command(flatten)]
+    policy: PolicyArg,
     /// Pod or AdmissionReview files, YAML or JSON; `-` reads stdin.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
@@ -45,7 +43,7 @@ pub(super) struct Args {
 }
 
 pub(super) fn run(args: Args) -> Result<ExitCode, Error> {
-    let policy = load_policy(args.policy.as_deref())?;
+    let policy = args.policy.load()?;
     let operation = match Operation::parse(&args.operation.to_uppercase()) {
         Some(op @ (Operation::Create | Operation::Update)) => op,
         _ => return Err(Error::Operation(args.operation)),

@@ -20,6 +20,7 @@ macro_rules! outln {
 mod audit;
 mod certs;
 mod check;
+mod dev;
 mod error;
 mod eval;
 mod lint;
@@ -75,6 +76,9 @@ enum Command {
     /// Check configuration against the policy.
     #[command(subcommand)]
     Check(check::Command),
+    /// Maintainer tasks on a checkout of this repository.
+    #[command(subcommand, hide = true)]
+    Dev(dev::Command),
 }
 
 /// Parses the command line and runs the verb: the exit code of a verb that
@@ -91,6 +95,23 @@ pub fn run() -> Result<ExitCode, Error> {
         Command::Render(c) => render::run(c),
         Command::Uninstall(a) => uninstall::run(a),
         Command::Check(c) => check::run(c),
+        Command::Dev(c) => dev::run(c),
+    }
+}
+
+/// `--policy`, as every verb that judges or renders from one policy takes it
+/// (`serve` has its own: it conflicts with `--policies-from-cluster`).
+#[derive(clap::Args, Debug, Clone)]
+struct PolicyArg {
+    /// Policy file (default: the embedded reference policy).
+    #[arg(long, env = "RUNNER_FENCE_POLICY")]
+    policy: Option<std::path::PathBuf>,
+}
+
+impl PolicyArg {
+    /// The policy `--policy` names, or the embedded reference policy.
+    fn load(&self) -> Result<crate::core::policy::Policy, Error> {
+        Ok(crate::core::policy::load(self.policy.as_deref())?)
     }
 }
 

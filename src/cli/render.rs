@@ -1,13 +1,12 @@
 //! `runner-fence render ...`: configuration generated from the policy.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::{Error, ok};
+use super::{Error, PolicyArg, ok};
 use crate::core::policy::Policy;
-use crate::core::policy::load as load_policy;
 use crate::core::render::webhooks::{self, RenderError};
 use crate::core::render::{admission_policy, runner_config};
 use crate::webhook::FailurePolicyArg;
@@ -16,9 +15,8 @@ use crate::webhook::FailurePolicyArg;
 pub(super) enum Command {
     /// The [runners.kubernetes] config.toml fragment matching a policy profile.
     RunnerConfig {
-        /// Policy file (default: the embedded reference policy).
-        #[arg(long, env = "RUNNER_FENCE_POLICY")]
-        policy: Option<PathBuf>,
+        #[command(flatten)]
+        policy: PolicyArg,
         /// Profile (default: the policy's default profile).
         #[arg(long)]
         profile: Option<String>,
@@ -27,9 +25,8 @@ pub(super) enum Command {
     Webhooks(WebhooksArgs),
     /// The in-tree backstop: a ValidatingAdmissionPolicy + binding compiled from the policy.
     AdmissionPolicy {
-        /// Policy file (default: the embedded reference policy).
-        #[arg(long, env = "RUNNER_FENCE_POLICY")]
-        policy: Option<PathBuf>,
+        #[command(flatten)]
+        policy: PolicyArg,
         /// The webhook's own namespace (never reviewed).
         #[arg(long, default_value = "runner-fence")]
         namespace: String,
@@ -46,9 +43,8 @@ pub(super) enum Command {
 /// `render webhooks` flags.
 #[derive(clap::Args, Debug)]
 pub(super) struct WebhooksArgs {
-    /// Policy file (default: the embedded reference policy).
-    #[arg(long, env = "RUNNER_FENCE_POLICY")]
-    policy: Option<PathBuf>,
+    #[command(flatten)]
+    policy: PolicyArg,
     /// Service name the apiserver calls (ignored with --url).
     #[arg(long, default_value = "runner-fence")]
     service: String,
@@ -82,21 +78,19 @@ pub(super) struct WebhooksArgs {
 pub(super) fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
         Command::RunnerConfig { policy, profile } => {
-            render(policy.as_deref(), |p| runner_config(p, profile.as_deref()))
+            render(&policy, |p| runner_config(p, profile.as_deref()))
         }
         Command::Webhooks(args) => render_webhooks(args),
         Command::AdmissionPolicy {
             policy,
             namespace,
             release: None,
-        } => render(policy.as_deref(), |p| {
-            admission_policy::render_yaml(p, &namespace)
-        }),
+        } => render(&policy, |p| admission_policy::render_yaml(p, &namespace)),
         Command::AdmissionPolicy {
             policy,
             namespace,
             release: Some(release),
-        } => render(policy.as_deref(), |p| {
+        } => render(&policy, |p| {
             let name = crate::core::render::cluster::backstop_name(
                 &release,
                 crate::core::policy::Mode::Enforce,
@@ -112,10 +106,10 @@ pub(super) fn run(command: Command) -> Result<ExitCode, Error> {
 
 /// Loads `--policy`, renders something from it and prints it.
 fn render(
-    policy: Option<&Path>,
+    policy: &PolicyArg,
     f: impl FnOnce(&Policy) -> Result<String, RenderError>,
 ) -> Result<ExitCode, Error> {
-    let text = f(&load_policy(policy)?)?;
+    let text = f(&policy.load()?)?;
     out!("{text}");
     ok()
 }
@@ -145,7 +139,7 @@ fn render_webhooks(a: WebhooksArgs) -> Result<ExitCode, Error> {
         },
     };
     let names = webhooks::Names::release(&a.release);
-    render(a.policy.as_deref(), |p| {
+    render(&a.policy, |p| {
         // Unless asked otherwise, what the chart installs for this policy.
         let default = webhooks::FailurePolicy::for_policy(p);
         let opts = webhooks::Options {

@@ -1,6 +1,5 @@
 //! `runner-fence uninstall`: removes what the policy controller created.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,12 +8,8 @@ use crate::k8s;
 
 #[derive(clap::Args, Debug)]
 pub(super) struct Args {
-    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster).
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context.
-    #[arg(long)]
-    context: Option<String>,
+    #[command(flatten)]
+    cluster: k8s::Access,
     /// The release whose objects go (`0100-<release>`, `<release>`, `<release>-backstop`...).
     #[arg(long, env = "RUNNER_FENCE_RELEASE", default_value = "runner-fence")]
     release: String,
@@ -32,7 +27,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
         .build()
         .map_err(Error::Runtime)?;
     let removed = rt.block_on(async {
-        let client = k8s::client(a.kubeconfig.as_deref(), a.context.as_deref()).await?;
+        let client = a.cluster.client().await?;
         k8s::controller::uninstall(
             client,
             &a.release,

@@ -136,6 +136,24 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// `--kubeconfig` and `--context`: how every verb that talks to a cluster reaches it.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Access {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Kubeconfig context.
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+impl Access {
+    /// A client for these flags (see [`client`]).
+    pub async fn client(&self) -> Result<Client, Error> {
+        client(self.kubeconfig.as_deref(), self.context.as_deref()).await
+    }
+}
+
 /// A client for `--kubeconfig`/`--context`, else the usual defaults
 /// ($KUBECONFIG, ~/.kube/config, in-cluster).
 pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client, Error> {

@@ -7,4 +7,4 @@ mod client;
 pub mod controller;
 pub mod nodes;
 
-pub use client::{ApiError, Call, Error, client};
+pub use client::{Access, ApiError, Call, Error, client};

@@ -39,9 +39,9 @@ impl NodeReader {
         }
     }
 
-    /// A reader from the kubeconfig or in-cluster configuration, if there is one.
-    pub async fn from_environment() -> Result<Self, kube::Error> {
-        Ok(Self::new(Client::try_default().await?))
+    /// A reader on the cluster `access` names (kubeconfig or in-cluster), if it can be reached.
+    pub async fn from_access(access: &super::Access) -> Result<Self, super::Error> {
+        Ok(Self::new(access.client().await?))
     }
 
     /// Reads one node, within [`TIMEOUT`].

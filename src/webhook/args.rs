@@ -49,6 +49,9 @@ pub struct ServeArgs {
     /// configurations and backstop generated from them.
     #[arg(long, env = "RUNNER_FENCE_POLICIES_FROM_CLUSTER")]
     pub policies_from_cluster: bool,
+    /// The cluster the node cache, on-demand node reads and the policy controller use.
+    #[command(flatten)]
+    pub access: crate::k8s::Access,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[command(flatten)]

@@ -58,7 +58,7 @@ impl Server {
             state.set_nodes(crate::core::nodes::read_file(path)?);
         }
         if !args.node_cache && args.nodes_file.is_none() {
-            state.set_node_reader(node_reader().await);
+            state.set_node_reader(node_reader(&args.access).await);
         }
         let (key, expiry, generated_ca) = serving_certificate(&args)?;
         if let Some(e) = expiry {
@@ -206,12 +206,12 @@ impl crate::k8s::controller::certs::Certificates for ManagedTls {
 
 /// Without the node cache, nodes that bindings and ephemeral containers name
 /// are read on demand; with no cluster access at all they count as protected.
-async fn node_reader() -> Option<crate::k8s::nodes::NodeReader> {
-    match crate::k8s::nodes::NodeReader::from_environment().await {
+async fn node_reader(access: &crate::k8s::Access) -> Option<crate::k8s::nodes::NodeReader> {
+    match crate::k8s::nodes::NodeReader::from_access(access).await {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!(
-                error = %e,
+                error = %crate::core::report::Report(&e),
                 "no Kubernetes client (kubeconfig or in-cluster) and no node cache: bindings and ephemeral containers in runner namespaces will be denied unless their node is read (fail closed)"
             );
             None
@@ -243,9 +243,13 @@ impl Background {
             args.clone(),
             stop.clone(),
         ));
-        let node_cache = args
-            .node_cache
-            .then(|| tokio::spawn(crate::k8s::cache::run(state.clone(), stop.clone())));
+        let node_cache = args.node_cache.then(|| {
+            tokio::spawn(crate::k8s::cache::run(
+                args.access.clone(),
+                state.clone(),
+                stop.clone(),
+            ))
+        });
         let controller = args.policies_from_cluster.then(|| {
             let tls: Option<Arc<dyn crate::k8s::controller::certs::Certificates>> =
                 args.cluster.manage_certificates.then(|| {
@@ -255,6 +259,7 @@ impl Background {
                     }) as Arc<dyn crate::k8s::controller::certs::Certificates>
                 });
             tokio::spawn(crate::k8s::controller::run(
+                args.access.clone(),
                 state.clone(),
                 args.cluster.config(),
                 tls,

@@ -95,6 +95,7 @@ pub fn serve_args() -> runner_fence::webhook::ServeArgs {
     runner_fence::webhook::ServeArgs {
         policy: None,
         policies_from_cluster: false,
+        access: runner_fence::k8s::Access::default(),
         cluster: runner_fence::webhook::ClusterArgs::default(),
         audit: runner_fence::webhook::AuditArgs::default(),
         tls_cert: None,

@@ -5,6 +5,7 @@
 pub mod admission_policy;
 pub mod cluster;
 pub mod crd;
+pub mod generated;
 pub mod placement;
 mod runner_config;
 pub mod webhooks;

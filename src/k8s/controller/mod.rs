@@ -166,15 +166,16 @@ pub async fn live(client: Client, own_namespace: &str) -> Result<Snapshot, crate
 /// Runs the controller until `stop`: the policy watch on every replica, the
 /// Lease and the reconciler beside it.
 pub async fn run<S: PolicySink>(
+    access: crate::k8s::Access,
     sink: Arc<S>,
     cfg: Config,
     tls: Option<Arc<dyn certs::Certificates>>,
     stop: watch::Receiver<bool>,
 ) {
-    let client = match Client::try_default().await {
+    let client = match access.client().await {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "policy controller: no Kubernetes client (kubeconfig or in-cluster); staying not ready");
+            tracing::error!(error = %crate::core::report::Report(&e), "policy controller: no Kubernetes client (kubeconfig or in-cluster); staying not ready");
             return;
         }
     };
