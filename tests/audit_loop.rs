@@ -281,6 +281,7 @@ fn config(page_size: u32, pause_ms: u64) -> Config {
             ..Options::default()
         },
         write_reports: true,
+        release: None,
     }
 }
 

@@ -1720,6 +1720,17 @@ async fn the_fence_holds_on_a_real_control_plane() {
     };
     assert_eq!(on_protected(by_policy("e2e")), on_gitlab, "{live}");
     assert_eq!(on_protected(by_policy("e2e-team-b")), 0, "{live}");
+    // The backstop the leader applied for both policies is what each expects.
+    for name in ["e2e", "e2e-team-b"] {
+        let b = &by_policy(name)["backstop"];
+        assert_eq!(b["issues"], json!([]), "{name}: {b}");
+        assert!(
+            b["found"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|o| o["name"] == "runner-fence-backstop")),
+            "{name}: {b}"
+        );
+    }
     // Maintenance over: the replica that takes the Lease puts the configuration back.
     kubectl_ok(
         &[

@@ -37,6 +37,14 @@ pub(super) struct Args {
         requires = "policies_from_cluster"
     )]
     namespace: String,
+    /// With --policies-from-cluster: the controller's release, whose backstop
+    /// (`<release>-backstop[-audit]`, generated from every served policy) is checked.
+    #[arg(
+        long,
+        default_value = "runner-fence",
+        requires = "policies_from_cluster"
+    )]
+    release: String,
     /// Output format: text, json, or policy-report (wgpolicyk8s.io/v1alpha2 PolicyReports, YAML).
     #[arg(long, value_enum, default_value = "text")]
     output: AuditOutput,
@@ -95,6 +103,13 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
                 }
                 snap.resolution.set.clone()
             }
+        };
+        let opts = audit::Options {
+            backstop: file.is_none().then(|| audit::ExpectedBackstop {
+                release: a.release.clone(),
+                served: std::sync::Arc::new(set.clone()),
+            }),
+            ..opts.clone()
         };
         for p in set.iter() {
             let mut r = audit::run_once(client.clone(), p, &opts).await?;

@@ -176,7 +176,9 @@ impl AuditArgs {
                 page_size: self.audit_page_size,
                 page_pause: std::time::Duration::from_millis(self.audit_page_pause_ms),
                 progress: false,
+                backstop: None,
             },
+            release: cluster.map(|c| c.release.clone()),
             write_reports: !self.audit_no_reports,
         })
     }

@@ -6,8 +6,10 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::core::policy::Policy;
+use super::ExpectedBackstop;
+use crate::core::policy::{Mode, Policy};
 use crate::core::render::admission_policy::{self, AUDIT_NAME, NAME};
+use crate::core::render::cluster;
 
 /// A ValidatingAdmissionPolicy and its binding as read from the cluster.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -41,12 +43,15 @@ pub struct Backstop {
 }
 
 impl Backstop {
-    /// `runner-fence-backstop` is installed with a binding that denies: what
-    /// makes a fail-open webhook safe while the policy enforces.
+    /// The enforcing backstop (`runner-fence-backstop`, or `<release>-backstop`) is
+    /// installed with a binding that denies: what makes a fail-open webhook safe while
+    /// the policy enforces. Only the two expected names are ever read.
     pub fn denies(&self) -> bool {
-        self.found
-            .iter()
-            .any(|o| o.name == NAME && o.policy && o.actions.iter().flatten().any(|a| a == "Deny"))
+        self.found.iter().any(|o| {
+            !o.name.ends_with("-audit")
+                && o.policy
+                && o.actions.iter().flatten().any(|a| a == "Deny")
+        })
     }
 
     /// How the table shows it: `runner-fence-backstop (Deny)`, or `not installed`.
@@ -89,7 +94,12 @@ fn behaviour(spec: &Value) -> (Value, Value) {
 
 /// Compares the live backstop with what `render admission-policy` generates
 /// for `policy` (with the webhook in `own_namespace`).
-pub fn assess(policy: &Policy, own_namespace: &str, live: &[LiveBackstop]) -> Backstop {
+pub fn assess(
+    policy: &Policy,
+    own_namespace: &str,
+    live: &[LiveBackstop],
+    expected: Option<&ExpectedBackstop>,
+) -> Backstop {
     let mut out = Backstop {
         found: live
             .iter()
@@ -107,7 +117,22 @@ pub fn assess(policy: &Policy, own_namespace: &str, live: &[LiveBackstop]) -> Ba
         // whether it is a safe one, see the coverage gaps).
         return out;
     }
-    let generated = admission_policy::objects(policy, own_namespace).unwrap_or_default();
+    let (generated, names) = match expected {
+        Some(e) => {
+            let served: Vec<&Policy> = e.served.iter().collect();
+            (
+                cluster::backstop(&served, own_namespace, &e.release).unwrap_or_default(),
+                [
+                    cluster::backstop_name(&e.release, Mode::Enforce),
+                    cluster::backstop_name(&e.release, Mode::Audit),
+                ],
+            )
+        }
+        None => (
+            admission_policy::objects(policy, own_namespace).unwrap_or_default(),
+            [NAME.to_string(), AUDIT_NAME.to_string()],
+        ),
+    };
     let want = |kind: &str, name: &str| {
         generated
             .iter()
@@ -115,7 +140,8 @@ pub fn assess(policy: &Policy, own_namespace: &str, live: &[LiveBackstop]) -> Ba
             .map(|o| o["spec"].clone())
     };
     let regenerate = "regenerate it with `runner-fence render admission-policy` (the policy controller applies it when installed with the chart) and apply it";
-    for name in [NAME, AUDIT_NAME] {
+    for name in &names {
+        let name = name.as_str();
         let live = live.iter().find(|l| l.name == name);
         let (have_policy, have_binding) = (
             live.and_then(|l| l.policy.as_ref()),
@@ -235,13 +261,13 @@ mod tests {
                 true,
             ),
         ] {
-            let b = assess(p, "runner-fence", &generated(p));
+            let b = assess(p, "runner-fence", &generated(p), None);
             assert_eq!(b.issues, Vec::<String>::new(), "{want}");
             assert_eq!(b.summary(), want);
             assert_eq!(b.denies(), denies, "{want}");
         }
         assert_eq!(
-            assess(&enforce, "runner-fence", &[]).summary(),
+            assess(&enforce, "runner-fence", &[], None).summary(),
             "not installed"
         );
     }
@@ -251,7 +277,7 @@ mod tests {
         let enforce = embedded().expect("policy");
         let audit = mode(&EMBEDDED_POLICY.replacen("mode: enforce", "mode: audit", 1));
         // The enforce backstop left in place after switching the policy to audit.
-        let b = assess(&audit, "runner-fence", &generated(&enforce));
+        let b = assess(&audit, "runner-fence", &generated(&enforce), None);
         assert_eq!(b.issues.len(), 2, "{:?}", b.issues);
         assert!(
             b.issues[0].starts_with(
@@ -270,7 +296,7 @@ mod tests {
         let mut warn_only = generated(&enforce);
         warn_only[0].binding =
             Some(serde_json::json!({"policyName": NAME, "validationActions": ["Warn", "Audit"]}));
-        let b = assess(&enforce, "runner-fence", &warn_only);
+        let b = assess(&enforce, "runner-fence", &warn_only, None);
         assert!(!b.denies());
         assert_eq!(b.issues.len(), 1, "{:?}", b.issues);
         assert!(b.issues[0].contains("so it does not hold the fence while runner-fence is down"));
@@ -280,7 +306,7 @@ mod tests {
             "  resources: audit\n  protected-nodes: audit\n  node-name: audit\n",
             1,
         ));
-        let b = assess(&enforce, "runner-fence", &generated(&mixed));
+        let b = assess(&enforce, "runner-fence", &generated(&mixed), None);
         assert!(
             b.issues.iter().any(|i| i.starts_with(
                 "runner-fence-backstop-audit is not generated for this policy (mode enforce): delete it"
@@ -291,12 +317,78 @@ mod tests {
         // A binding without its policy.
         let mut half = generated(&enforce);
         half[0].policy = None;
-        let b = assess(&enforce, "runner-fence", &half);
+        let b = assess(&enforce, "runner-fence", &half, None);
         assert!(!b.denies());
         assert_eq!(
             b.summary(),
             "runner-fence-backstop (binding without its policy)"
         );
         assert_eq!(b.issues.len(), 1, "{:?}", b.issues);
+    }
+
+    /// What a controller of `release` applies for `served`, as read back.
+    fn applied(served: &[&Policy], release: &str) -> Vec<LiveBackstop> {
+        let objs = cluster::backstop(served, "runner-fence", release).expect("render");
+        [Mode::Enforce, Mode::Audit]
+            .into_iter()
+            .map(|m| {
+                let name = cluster::backstop_name(release, m);
+                let spec = |kind: &str| {
+                    objs.iter()
+                        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name.as_str())
+                        .map(|o| o["spec"].clone())
+                };
+                LiveBackstop {
+                    policy: spec("ValidatingAdmissionPolicy"),
+                    binding: spec("ValidatingAdmissionPolicyBinding"),
+                    name,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_controllers_backstop_for_several_policies_under_any_release_is_recognised() {
+        let team_a = embedded().expect("policy");
+        let team_b = mode(
+            &EMBEDDED_POLICY
+                .replacen("name: gitlab-runner-jobs", "name: team-b", 1)
+                .replacen("namespaces: [gitlab-runner]", "namespaces: [ci-team-b]", 1)
+                .replacen(
+                    "      - namespace: gitlab-runner\n",
+                    "      - namespace: ci-team-b\n",
+                    1,
+                ),
+        );
+        let served = crate::core::fleet::PolicySet::new(vec![
+            std::sync::Arc::new(team_a.clone()),
+            std::sync::Arc::new(team_b.clone()),
+        ]);
+        let live = applied(&[&team_a, &team_b], "fence-prod");
+        let expected = ExpectedBackstop {
+            release: "fence-prod".into(),
+            served: std::sync::Arc::new(served),
+        };
+        for p in [&team_a, &team_b] {
+            let b = assess(p, "runner-fence", &live, Some(&expected));
+            assert!(b.denies(), "{b:?}");
+            assert_eq!(b.issues, Vec::<String>::new(), "{}", p.metadata.name);
+            assert_eq!(b.summary(), "fence-prod-backstop (Deny)");
+        }
+        // Compared with one policy's own backstop, the shared one looks stale: the
+        // false finding the expectation avoids.
+        let alone = assess(&team_a, "runner-fence", &live, None);
+        assert!(!alone.issues.is_empty() || !alone.denies(), "{alone:?}");
+        // And a hand-edited shared backstop is still found out.
+        let mut edited = live.clone();
+        if let Some(spec) = edited[0].policy.as_mut() {
+            spec["validations"] = serde_json::json!([]);
+        }
+        let b = assess(&team_a, "runner-fence", &edited, Some(&expected));
+        assert!(
+            b.issues.iter().any(|i| i.contains("validations differ")),
+            "{:?}",
+            b.issues
+        );
     }
 }

@@ -22,9 +22,11 @@ use super::{
     analyze_judged, looks_like_job,
 };
 use crate::core::nodes::NodeInfo;
+use crate::core::policy::Mode;
 use crate::core::policy::Policy;
 use crate::core::rbac::ServiceAccountRef;
 use crate::core::render::admission_policy::{AUDIT_NAME, NAME};
+use crate::core::render::cluster;
 use crate::core::render::webhooks::LiveWebhook;
 use crate::k8s::{ApiError, Call, Error};
 
@@ -41,6 +43,19 @@ pub struct Options {
     pub page_pause: std::time::Duration,
     /// Show list progress on stderr when it is a terminal (the CLI).
     pub progress: bool,
+    /// The policy controller's backstop to expect; None: the one `render
+    /// admission-policy` prints for the audited policy alone.
+    pub backstop: Option<ExpectedBackstop>,
+}
+
+/// The backstop a policy controller applies: `<release>-backstop[-audit]`,
+/// generated from every policy it serves (one object covers them all).
+#[derive(Debug, Clone)]
+pub struct ExpectedBackstop {
+    /// The controller's release.
+    pub release: String,
+    /// What it serves.
+    pub served: std::sync::Arc<crate::core::fleet::PolicySet>,
 }
 
 impl Options {
@@ -247,7 +262,7 @@ fn unreadable(e: Error, check: Check, verb: &'static str) -> Unreadable {
 /// may not read them) is an `unreadable` finding; the objects then count as
 /// absent, so a fail-open webhook is reported (the backstop only ever relaxes
 /// that finding with positive evidence).
-async fn backstop(client: &Client) -> (Vec<LiveBackstop>, Vec<Unreadable>) {
+async fn backstop(client: &Client, names: [String; 2]) -> (Vec<LiveBackstop>, Vec<Unreadable>) {
     let mut out = Vec::new();
     let mut unread = Vec::new();
     let policies = Api::<ValidatingAdmissionPolicy>::all(client.clone());
@@ -263,7 +278,8 @@ async fn backstop(client: &Client) -> (Vec<LiveBackstop>, Vec<Unreadable>) {
             verb: "get",
         }
     };
-    for name in [NAME, AUDIT_NAME] {
+    for name in &names {
+        let name = name.as_str();
         let mut live = LiveBackstop {
             name: name.into(),
             ..LiveBackstop::default()
@@ -434,7 +450,14 @@ async fn read_rest(
         Target::Service { namespace, .. } => Some(namespace.clone()),
         Target::Url { .. } => None,
     });
-    let (backstop, mut unread) = backstop(client).await;
+    let names = match &opts.backstop {
+        Some(e) => [
+            cluster::backstop_name(&e.release, Mode::Enforce),
+            cluster::backstop_name(&e.release, Mode::Audit),
+        ],
+        None => [NAME.to_string(), AUDIT_NAME.to_string()],
+    };
+    let (backstop, mut unread) = backstop(client, names).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -448,6 +471,7 @@ async fn read_rest(
         pods,
         webhooks: hooks.into_iter().map(|(i, l, _)| (i, l)).collect(),
         backstop,
+        expected_backstop: opts.backstop.clone(),
         own_namespace,
         serving,
         access,

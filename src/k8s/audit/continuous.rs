@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use tokio::sync::watch;
 
-use super::{Applied, Check, Options, Report, apply_reports_with, policy_reports, run_once};
+use super::{
+    Applied, Check, ExpectedBackstop, Options, Report, apply_reports_with, policy_reports, run_once,
+};
 use crate::core::fleet::PolicySet;
 use crate::core::policy::Policy;
 use crate::core::rbac::Scope;
@@ -28,6 +30,9 @@ pub struct Config {
     pub options: Options,
     /// Whether to write PolicyReports (off: metrics and the log line only).
     pub write_reports: bool,
+    /// The policy controller's release, whose backstop covers every served
+    /// policy (None: a policy file's own backstop, `runner-fence-backstop`).
+    pub release: Option<String>,
 }
 
 /// What one policy's audit found, in counts (the report itself is dropped).
@@ -149,6 +154,14 @@ pub fn restrict(report: &mut Report, policy: &Policy, set: &PolicySet) {
 /// the blocking pool) and its PolicyReports written in place.
 pub async fn pass(client: &Client, set: Arc<PolicySet>, cfg: &Config) -> Result<Pass, Error> {
     let started = Instant::now();
+    // The controller's backstop covers every served policy: compare with that.
+    let options = Options {
+        backstop: cfg.release.clone().map(|release| ExpectedBackstop {
+            release,
+            served: set.clone(),
+        }),
+        ..cfg.options.clone()
+    };
     let mut out = Pass::default();
     for i in 0..set.len() {
         let Some(policy) = set.iter().nth(i) else {
@@ -157,7 +170,7 @@ pub async fn pass(client: &Client, set: Arc<PolicySet>, cfg: &Config) -> Result<
         let name = policy.metadata.name.clone();
         // Pods are judged page by page as they are read, each page off the
         // runtime's workers (reviews go on); only the findings are kept.
-        let mut report = run_once(client.clone(), policy, &cfg.options).await?;
+        let mut report = run_once(client.clone(), policy, &options).await?;
         let at = now_seconds();
         let set2 = set.clone();
         let write = cfg.write_reports;

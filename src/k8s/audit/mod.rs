@@ -28,7 +28,7 @@ use crate::core::render::webhooks::{Gap, LiveWebhook, coverage_gaps};
 use crate::core::report::Report as ErrorReport;
 
 pub use backstop::{Backstop, BackstopObject, LiveBackstop};
-pub use collect::{Options, collect, read, run_once};
+pub use collect::{ExpectedBackstop, Options, collect, read, run_once};
 pub use reports::{
     Applied, MANAGED_BY, MAX_MESSAGE, MAX_RESULTS, OUTSIDE_RULE, POLICY_LABEL, REACH_RULE,
     UNREADABLE_RULE, apply_reports, apply_reports_with, label_value, policy_reports,
@@ -338,6 +338,8 @@ pub struct Inputs {
     pub webhooks: Vec<(WebhookInfo, LiveWebhook)>,
     /// The backstop objects found.
     pub backstop: Vec<LiveBackstop>,
+    /// The controller's backstop they are compared with (None: the audited policy's own).
+    pub expected_backstop: Option<ExpectedBackstop>,
     /// The webhook's own namespace (the Service's), when known.
     pub own_namespace: Option<String>,
     /// Whether the webhook serves.
@@ -510,7 +512,12 @@ pub fn analyze_judged(policy: &Policy, inputs: &Inputs, mut judge: PodJudge<'_>)
         },
     );
     let own_namespace = inputs.own_namespace.as_deref().unwrap_or("runner-fence");
-    let backstop = backstop::assess(policy, own_namespace, &inputs.backstop);
+    let backstop = backstop::assess(
+        policy,
+        own_namespace,
+        &inputs.backstop,
+        inputs.expected_backstop.as_ref(),
+    );
     Report {
         mode: policy.mode.to_string(),
         protected_nodes: protected,
