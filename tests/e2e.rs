@@ -586,6 +586,18 @@ fn policy_condition(name: &str) -> Value {
     }
 }
 
+/// The policy's `Ready` condition is False for `reason`, its message saying `why`.
+fn refused(name: &str, reason: &str, why: &str) -> Value {
+    let c = policy_condition(name);
+    assert!(
+        c["status"] == "False"
+            && c["reason"] == reason
+            && c["message"].as_str().is_some_and(|m| m.contains(why)),
+        "{c}"
+    );
+    c
+}
+
 /// Waits until `ns` is fenced — a plain pod is mutated (the webhooks are called) and a
 /// pod pinned to a GitLab node is denied (by the webhook or the backstop, whichever the
 /// apiserver asks first) — and says how long that took; fails after `secs`. Server-side
@@ -731,15 +743,7 @@ async fn policy_objects_are_reconciled(
 
     // A later policy claiming a namespace of an older one is refused, with the reason.
     apply_policy(&team("e2e-claims-b", &[TEAM_MORE]));
-    let c = policy_condition("e2e-claims-b");
-    assert!(
-        c["status"] == "False"
-            && c["reason"] == "Conflict"
-            && c["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("RunnerFencePolicy e2e-team-b")),
-        "{c}"
-    );
+    refused("e2e-claims-b", "Conflict", "RunnerFencePolicy e2e-team-b");
     kubectl_ok(
         &[
             "annotate",
@@ -765,15 +769,7 @@ async fn policy_objects_are_reconciled(
     bad["spec"]["placement"]["profiles"]["runner-nodes"]["requiredNodeLabels"] =
         json!([{"key": "workload", "operator": "In", "values": ["gitlab"]}]);
     apply_policy(&bad);
-    let c = policy_condition("e2e-team-b");
-    assert!(
-        c["status"] == "False"
-            && c["reason"] == "Invalid"
-            && c["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("still enforcing generation")),
-        "{c}"
-    );
+    let c = refused("e2e-team-b", "Invalid", "still enforcing generation");
     println!("invalid edit: {}", c["message"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     fenced(client, TEAM_MORE, 5).await;

@@ -64,7 +64,8 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
     if a.apply && a.output != AuditOutput::PolicyReport {
         return Err(Error::ApplyNeedsPolicyReport);
     }
-    let file = if a.policies_from_cluster {
+    let several = a.policies_from_cluster;
+    let file = if several {
         None
     } else {
         Some(a.policy.load()?)
@@ -73,15 +74,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    let opts = audit::Options {
-        webhook_service: a.webhook_namespace.clone().zip(a.webhook_service.clone()),
-        progress: true,
-        ..audit::Options::default()
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = audit::now_seconds();
     let (audited, refused) = rt.block_on(async {
         let client = a.cluster.client().await?;
         // (policy, its report, its PolicyReports), and the policies not served.
@@ -105,15 +98,17 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
             }
         };
         let opts = audit::Options {
-            backstop: file.is_none().then(|| audit::ExpectedBackstop {
+            webhook_service: a.webhook_namespace.clone().zip(a.webhook_service.clone()),
+            progress: true,
+            backstop: several.then(|| audit::ExpectedBackstop {
                 release: a.release.clone(),
                 served: std::sync::Arc::new(set.clone()),
             }),
-            ..opts.clone()
+            ..audit::Options::default()
         };
         for p in set.iter() {
             let mut r = audit::run_once(client.clone(), p, &opts).await?;
-            if file.is_none() {
+            if several {
                 audit::continuous::restrict(&mut r, p, &set);
             }
             // Only when they are printed or written: 20,000 pods' reports as
@@ -125,7 +120,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
             };
             if a.apply {
                 let done = audit::apply_reports(&client, &reports, &p.metadata.name).await?;
-                let of = if file.is_none() {
+                let of = if several {
                     format!(" of {}", p.metadata.name)
                 } else {
                     String::new()
@@ -139,7 +134,6 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
         }
         Ok::<_, k8s::Error>((audited, refused))
     })?;
-    let several = file.is_none();
     for line in &refused {
         eprintln!("{line}");
     }

@@ -74,6 +74,18 @@ impl Backstop {
     }
 }
 
+/// The backstop's two names: the controller's `<release>-backstop[-audit]`, or
+/// `render admission-policy`'s for a policy alone. Only these are read and judged.
+pub(super) fn names(expected: Option<&ExpectedBackstop>) -> [String; 2] {
+    match expected {
+        Some(e) => [
+            cluster::backstop_name(&e.release, Mode::Enforce),
+            cluster::backstop_name(&e.release, Mode::Audit),
+        ],
+        None => [NAME.to_string(), AUDIT_NAME.to_string()],
+    }
+}
+
 fn actions(binding: &Value) -> Vec<String> {
     binding["validationActions"]
         .as_array()
@@ -117,22 +129,14 @@ pub fn assess(
         // whether it is a safe one, see the coverage gaps).
         return out;
     }
-    let (generated, names) = match expected {
+    let generated = match expected {
         Some(e) => {
             let served: Vec<&Policy> = e.served.iter().collect();
-            (
-                cluster::backstop(&served, own_namespace, &e.release).unwrap_or_default(),
-                [
-                    cluster::backstop_name(&e.release, Mode::Enforce),
-                    cluster::backstop_name(&e.release, Mode::Audit),
-                ],
-            )
+            cluster::backstop(&served, own_namespace, &e.release).unwrap_or_default()
         }
-        None => (
-            admission_policy::objects(policy, own_namespace).unwrap_or_default(),
-            [NAME.to_string(), AUDIT_NAME.to_string()],
-        ),
+        None => admission_policy::objects(policy, own_namespace).unwrap_or_default(),
     };
+    let names = names(expected);
     let want = |kind: &str, name: &str| {
         generated
             .iter()

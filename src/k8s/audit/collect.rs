@@ -22,11 +22,8 @@ use super::{
     analyze_judged, looks_like_job,
 };
 use crate::core::nodes::NodeInfo;
-use crate::core::policy::Mode;
 use crate::core::policy::Policy;
 use crate::core::rbac::ServiceAccountRef;
-use crate::core::render::admission_policy::{AUDIT_NAME, NAME};
-use crate::core::render::cluster;
 use crate::core::render::webhooks::LiveWebhook;
 use crate::k8s::{ApiError, Call, Error};
 
@@ -450,19 +447,9 @@ async fn read_rest(
         Target::Service { namespace, .. } => Some(namespace.clone()),
         Target::Url { .. } => None,
     });
-    let names = match &opts.backstop {
-        Some(e) => [
-            cluster::backstop_name(&e.release, Mode::Enforce),
-            cluster::backstop_name(&e.release, Mode::Audit),
-        ],
-        None => [NAME.to_string(), AUDIT_NAME.to_string()],
-    };
+    let names = super::backstop::names(opts.backstop.as_ref());
     let (backstop, mut unread) = backstop(client, names).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (serving, serving_unread) = serving::check(client, &called, now).await;
+    let (serving, serving_unread) = serving::check(client, &called, super::now_seconds()).await;
     unread.extend(serving_unread);
     let access = access(client, policy, progress).await;
     progress.done();

@@ -14,7 +14,8 @@ use kube::Client;
 use tokio::sync::watch;
 
 use super::{
-    Applied, Check, ExpectedBackstop, Options, Report, apply_reports_with, policy_reports, run_once,
+    Applied, Check, ExpectedBackstop, Options, Report, apply_reports_with, now_seconds,
+    policy_reports, run_once,
 };
 use crate::core::fleet::PolicySet;
 use crate::core::policy::Policy;
@@ -114,13 +115,6 @@ pub trait AuditSink: Send + Sync + 'static {
     fn audited(&self, pass: &Pass);
     /// A pass could not read the cluster or write its reports.
     fn audit_failed(&self);
-}
-
-fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Keeps only what `policy` reviews in `set`: where two policies cover a

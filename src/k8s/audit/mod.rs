@@ -29,6 +29,15 @@ use crate::core::report::Report as ErrorReport;
 
 pub use backstop::{Backstop, BackstopObject, LiveBackstop};
 pub use collect::{ExpectedBackstop, Options, collect, read, run_once};
+
+/// Seconds since the Unix epoch (0 if the clock is before it): report and
+/// certificate times.
+pub fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
 pub use reports::{
     Applied, MANAGED_BY, MAX_MESSAGE, MAX_RESULTS, OUTSIDE_RULE, POLICY_LABEL, REACH_RULE,
     UNREADABLE_RULE, apply_reports, apply_reports_with, label_value, policy_reports,
