@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use runner_fence::core::engine::pod::PodView;
-use runner_fence::core::engine::{Context, Endpoint, Operation, review_decoded};
+use runner_fence::core::engine::{self, Endpoint, Operation, Request};
 use runner_fence::core::nodes::{NodeInfo, NodeSnapshot};
 use runner_fence::core::policy;
 use runner_fence::webhook::admission;
@@ -148,31 +148,29 @@ fn benches(c: &mut Criterion) {
     g.bench_function("decode/typical", |b| {
         b.iter(|| PodView::decode(black_box(&text)).map(|p| p.spec.is_some()))
     });
-    let (mpod, vpod) = (m.object().expect("object"), v.object().expect("object"));
-    let ctx = Context {
-        namespace: "gitlab-runner",
-        nodes: None,
-    };
+    let (mpod, vpod) = (
+        Ok(m.object().expect("object").clone()),
+        Ok(v.object().expect("object").clone()),
+    );
+    let (mreq, vreq) = (
+        Request::pod(Operation::Create, "gitlab-runner", &mpod, None),
+        Request::pod(Operation::Create, "gitlab-runner", &vpod, None),
+    );
     g.bench_function("logic/mutate+validate/typical", |b| {
         b.iter(|| {
-            let a = review_decoded(
-                &p,
-                Endpoint::Mutate,
-                Operation::Create,
-                black_box(mpod),
-                None,
-                ctx,
-            );
-            let c = review_decoded(
-                &p,
-                Endpoint::Validate,
-                Operation::Create,
-                black_box(vpod),
-                None,
-                ctx,
-            );
+            let a = engine::review(&p, Endpoint::Mutate, black_box(&mreq), None);
+            let c = engine::review(&p, Endpoint::Validate, black_box(&vreq), None);
             (a.outcome(), c.outcome())
         })
+    });
+    // The audit's origin: a stored pod as created now, mutate then validate.
+    let stored = typical["request"]["object"].clone();
+    let origin = engine::Origin::Stored {
+        pod: &stored,
+        moment: engine::Moment::Created,
+    };
+    g.bench_function("evaluate/stored-typical", |b| {
+        b.iter(|| engine::evaluate(&p, black_box(&origin), None).map(|e| e.allowed()))
     });
     // Out of scope: a job pod in a namespace the policy does not cover.
     let skipped = request(&fixture("job-pod-other-namespace.json"));

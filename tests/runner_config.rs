@@ -11,7 +11,7 @@ use std::process::Command;
 
 use rstest::rstest;
 use runner_fence::core::engine::pod::PodView;
-use runner_fence::core::engine::{self, Evaluation, Operation, Request};
+use runner_fence::core::engine::{self, Evaluation, Operation, Origin, Request};
 use runner_fence::core::policy::{self, Policy, ResourceName, Role};
 use runner_fence::core::render::runner_config;
 use runner_fence::core::runner_config::{ConfigFile, FindingId, Options, check, job_pod};
@@ -209,20 +209,17 @@ fn model_nodes() -> Vec<(&'static str, BTreeMap<String, String>)> {
 }
 
 fn evaluate(policy: &Policy, namespace: &str, pod: &Value) -> Evaluation {
-    let view = PodView::from_value(pod).expect("pod");
-    let req = Request {
-        group: "",
-        kind: "Pod",
-        resource: "pods",
-        sub_resource: "",
-        operation: Operation::Create,
-        namespace,
-        name: pod["metadata"]["name"].as_str().unwrap_or(""),
-        object: Some(&view),
-        old_object: None,
-        object_error: None,
-    };
-    engine::evaluate(policy, &req, pod, None).expect("evaluates")
+    let decoded = Ok(PodView::from_value(pod).expect("pod"));
+    let request = Request::pod(Operation::Create, namespace, &decoded, None);
+    engine::evaluate(
+        policy,
+        &Origin::Admission {
+            request,
+            object: pod,
+        },
+        None,
+    )
+    .expect("evaluates")
 }
 
 /// A job choosing `profile`: the profile label and the profile's selector labels.

@@ -74,11 +74,10 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    let now = audit::now_seconds();
     let (audited, refused) = rt.block_on(async {
         let client = a.cluster.client().await?;
-        // (policy, its report, its PolicyReports), and the policies not served.
-        let mut audited = Vec::new();
+        // Each policy's audit, and the policies not served.
+        let mut audited: Vec<audit::Audited> = Vec::new();
         let mut refused = Vec::new();
         let set = match &file {
             Some(p) => PolicySet::single(p.clone()),
@@ -97,40 +96,44 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
                 snap.resolution.set.clone()
             }
         };
+        let set = std::sync::Arc::new(set);
         let opts = audit::Options {
             webhook_service: a.webhook_namespace.clone().zip(a.webhook_service.clone()),
             progress: true,
             backstop: several.then(|| audit::ExpectedBackstop {
                 release: a.release.clone(),
-                served: std::sync::Arc::new(set.clone()),
+                served: set.clone(),
             }),
             ..audit::Options::default()
         };
-        for p in set.iter() {
-            let mut r = audit::run_once(client.clone(), p, &opts).await?;
-            if several {
-                audit::continuous::restrict(&mut r, p, &set);
-            }
-            // Only when they are printed or written: 20,000 pods' reports as
-            // JSON trees are most of a text or JSON audit's memory otherwise.
-            let reports = if a.output == AuditOutput::PolicyReport {
-                audit::policy_reports(&r, &p.metadata.name, now)
-            } else {
-                Vec::new()
-            };
-            if a.apply {
-                let done = audit::apply_reports(&client, &reports, &p.metadata.name).await?;
+        // Only when they are printed or written: 20,000 pods' reports as
+        // JSON trees are most of a text or JSON audit's memory otherwise.
+        let reports = match (a.output, a.apply) {
+            (AuditOutput::PolicyReport, true) => audit::Reports::Apply,
+            (AuditOutput::PolicyReport, false) => audit::Reports::Build,
+            _ => audit::Reports::None,
+        };
+        let served = audit::Policies {
+            set,
+            all_of_the_cluster: several,
+        };
+        let unserved = audit::audit_each(&client, &served, &opts, reports, |done| {
+            if let Some(applied) = done.applied {
                 let of = if several {
-                    format!(" of {}", p.metadata.name)
+                    format!(" of {}", done.policy)
                 } else {
                     String::new()
                 };
                 eprintln!(
                     "PolicyReports{of}: {} written, {} unchanged, {} deleted",
-                    done.written, done.unchanged, done.deleted
+                    applied.written, applied.unchanged, applied.deleted
                 );
             }
-            audited.push((p.metadata.name.clone(), r, reports));
+            audited.push(done);
+        })
+        .await?;
+        if unserved > 0 {
+            eprintln!("PolicyReports of policies no longer served: {unserved} deleted");
         }
         Ok::<_, k8s::Error>((audited, refused))
     })?;
@@ -146,25 +149,28 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
         AuditOutput::Json if several => {
             let all: Vec<serde_json::Value> = audited
                 .iter()
-                .map(|(name, r, _)| serde_json::json!({"policy": name, "report": r}))
+                .map(|x| serde_json::json!({"policy": x.policy, "report": x.report}))
                 .collect();
             outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default())
         }
         AuditOutput::Json => {
-            for (_, r, _) in &audited {
-                outln!("{}", serde_json::to_string_pretty(r).unwrap_or_default())
+            for x in &audited {
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&x.report).unwrap_or_default()
+                )
             }
         }
         AuditOutput::Text => {
-            for (name, r, _) in &audited {
+            for x in &audited {
                 if several {
-                    outln!("== RunnerFencePolicy {name}");
+                    outln!("== RunnerFencePolicy {}", x.policy);
                 }
-                out!("{}", audit::table(r));
+                out!("{}", audit::table(&x.report));
             }
         }
         AuditOutput::PolicyReport => {
-            for rep in audited.iter().flat_map(|(_, _, reports)| reports) {
+            for rep in audited.iter().flat_map(|x| &x.reports) {
                 outln!("---");
                 out!("{}", serde_saphyr::to_string(rep).unwrap_or_default());
             }
@@ -172,6 +178,6 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
     }
     let bad = !refused.is_empty()
         || (several && audited.is_empty())
-        || audited.iter().any(|(_, r, _)| r.has_violations());
+        || audited.iter().any(|x| x.report.has_violations());
     Ok(ExitCode::from(if bad { EXIT_DENIED } else { EXIT_OK }))
 }

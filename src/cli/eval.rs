@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use serde_json::Value;
 
+use super::inputs::to_review;
 use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error, PolicyArg};
 use crate::core::document::read_document;
 use crate::core::engine::Operation;
 use crate::core::report::Report;
-use crate::webhook::eval::{Evaluation, evaluate, to_review};
+use crate::webhook::eval::{Evaluation, evaluate};
 
 /// Output formats.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

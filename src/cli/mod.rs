@@ -23,6 +23,7 @@ mod check;
 mod dev;
 mod error;
 mod eval;
+mod inputs;
 mod lint;
 mod render;
 mod schema;

@@ -12,13 +12,14 @@ use std::process::ExitCode;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::inputs::to_review;
 use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, Error};
 use crate::core::document::read_document;
 use crate::core::engine::Operation;
 use crate::core::nodes::{NodeInfo, NodeSnapshot};
 use crate::core::policy::{self, RuleId};
 use crate::core::report::Report;
-use crate::webhook::eval::{Evaluation, evaluate, to_review};
+use crate::webhook::eval::{Evaluation, evaluate};
 
 /// A test suite file.
 #[derive(Debug, Deserialize)]

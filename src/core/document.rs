@@ -42,6 +42,12 @@ pub enum InputError {
         #[source]
         source: ParseError,
     },
+    /// A document to review without `kind`.
+    #[error("document has no kind; expected a Pod or an AdmissionReview")]
+    NoKind,
+    /// A document to review that is neither a Pod nor an AdmissionReview.
+    #[error("kind {0} is not a Pod or an AdmissionReview")]
+    WrongKind(String),
     /// A node list of the wrong shape.
     #[error("{}: not a list of nodes {{name, labels, taints}}", path.display())]
     NotNodes {
@@ -62,6 +68,25 @@ pub enum ParseError {
     /// Not YAML; the first line of the parser's message.
     #[error("invalid YAML: {0}")]
     Yaml(String),
+}
+
+/// What a document to review is, by its `kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewKind {
+    /// A Pod, to be reviewed as the apiserver would send it.
+    Pod,
+    /// An AdmissionReview, reviewed as given.
+    AdmissionReview,
+}
+
+/// Whether `doc` is a Pod or an AdmissionReview.
+pub fn review_kind(doc: &Value) -> Result<ReviewKind, InputError> {
+    match doc.get("kind").and_then(Value::as_str).unwrap_or("") {
+        "Pod" => Ok(ReviewKind::Pod),
+        "AdmissionReview" => Ok(ReviewKind::AdmissionReview),
+        "" => Err(InputError::NoKind),
+        other => Err(InputError::WrongKind(other.to_string())),
+    }
 }
 
 /// Reads a Pod or AdmissionReview from a file (`-` is stdin), YAML or JSON.

@@ -11,7 +11,9 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::core::engine::pod::PodView;
-use crate::core::engine::{self, Decision, Endpoint, Evaluation, Operation, Request, ReviewError};
+use crate::core::engine::{
+    self, Decision, Endpoint, Evaluation, Operation, Origin, Request, ReviewError,
+};
 use crate::core::fleet::PolicySet;
 use crate::core::nodes::NodeSnapshot;
 use crate::core::policy::{Mode, Policy};
@@ -20,8 +22,8 @@ use crate::core::policy::{Mode, Policy};
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
 /// The admission layer's error: why a body is not a reviewable AdmissionReview
-/// (these become 400s: there is no request uid to answer to), and why an
-/// input document or a response cannot be turned into or read back from one.
+/// (these become 400s: there is no request uid to answer to), and why a
+/// response cannot be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum AdmissionError {
     /// Not JSON, or not the shape of an AdmissionReview.
@@ -40,12 +42,6 @@ pub enum AdmissionError {
     /// No `request`.
     #[error("AdmissionReview has no request")]
     NoRequest,
-    /// An input document without `kind`.
-    #[error("document has no kind; expected a Pod or an AdmissionReview")]
-    NoKind,
-    /// An input document that is neither a Pod nor an AdmissionReview.
-    #[error("kind {0} is not a Pod or an AdmissionReview")]
-    WrongKind(String),
     /// A review could not be encoded (a bug).
     #[error("cannot encode the AdmissionReview")]
     Encode(#[source] serde_json::Error),
@@ -265,8 +261,8 @@ pub fn decide(
     }
 }
 
-/// Mutate then validate a decoded request: [`engine::evaluate`] on it, with
-/// `object` the request's object as sent.
+/// Mutate then validate a decoded request: [`engine::evaluate`] of it as an
+/// [`Origin::Admission`], with `object` the request's object as sent.
 pub fn evaluate(
     policy: &Policy,
     req: &RequestIn,
@@ -274,7 +270,7 @@ pub fn evaluate(
     nodes: Option<&NodeSnapshot>,
 ) -> Result<Evaluation, ReviewError> {
     match engine_request(req) {
-        Ok(r) => engine::evaluate(policy, &r, object, nodes),
+        Ok(request) => engine::evaluate(policy, &Origin::Admission { request, object }, nodes),
         // Both webhooks would deny it alike, and patch nothing.
         Err(e) => Ok(Evaluation {
             matched: false,

@@ -1,12 +1,14 @@
 //! Mutate, then validate what mutation left, as the two webhooks do in
-//! sequence: the one evaluation behind `eval`, `test` and `audit`.
+//! sequence: the one evaluation behind `eval`, `test`, `audit` and
+//! `check runner-config`, whatever the request's [`Origin`].
 
 use json_patch::PatchOperation;
 use serde_json::Value;
 
 use super::error::ReviewError;
+use super::origin::AsAdmitted;
 use super::pod::PodView;
-use super::{Decision, Endpoint, Request, review};
+use super::{Decision, Endpoint, Origin, Request, review};
 use crate::core::nodes::NodeSnapshot;
 use crate::core::policy::Policy;
 
@@ -42,10 +44,28 @@ impl Evaluation {
     }
 }
 
-/// Runs `req` through `/mutate`, applies its patch to `object` (the request's
-/// object as sent; `req.object` is its decoded view) and runs the result
-/// through `/validate`.
+/// Runs the request `origin` stands for through `/mutate`, applies its patch
+/// to the request's object and runs the result through `/validate`. An error
+/// only when the stored pod an UPDATE compares with does not decode, or the
+/// patch does not apply (a bug); a request the engine cannot judge is an
+/// [`Decision::Invalid`].
 pub fn evaluate(
+    policy: &Policy,
+    origin: &Origin<'_>,
+    nodes: Option<&NodeSnapshot>,
+) -> Result<Evaluation, ReviewError> {
+    match *origin {
+        Origin::Admission { request, object } => in_sequence(policy, &request, object, nodes),
+        Origin::Stored { pod, moment } => {
+            let admitted = AsAdmitted::of(pod, moment)?;
+            in_sequence(policy, &admitted.request(), &admitted.object, nodes)
+        }
+    }
+}
+
+/// `/mutate`, then `/validate` on `object` (the request's object as sent;
+/// `req.object` is its decoded view) as the patch left it.
+fn in_sequence(
     policy: &Policy,
     req: &Request<'_>,
     object: &Value,

@@ -1,12 +1,16 @@
 //! The policy engine: `(policy, request, node snapshot) -> decision`, pure.
 //!
-//! No I/O, no clock, no globals: the server, `eval` and `test` all call
-//! [`review`], so what CI tests is what the cluster runs.
+//! No I/O, no clock, no globals. Every request goes through [`review`]: the
+//! server asks it for one webhook, and [`evaluate`] (mutate, then validate
+//! what mutation left) for both in sequence, whatever the request's
+//! [`Origin`]: an admission request (the server's, `eval`'s, `test`'s) or a
+//! stored pod (`audit`). So what CI tests is what the cluster runs.
 
 mod decision;
 mod error;
 mod evaluate;
 mod mutate;
+mod origin;
 pub mod pod;
 mod validate;
 
@@ -16,6 +20,7 @@ pub use decision::{Decision, Findings, Outcome};
 pub use error::ReviewError;
 pub use evaluate::{Evaluation, evaluate};
 pub use mutate::Mutation;
+pub use origin::{Moment, Origin};
 use pod::PodView;
 pub use validate::{Cause, Chosen, Context, FargateIssue, NodeRef, ProfileRef, Violation};
 
@@ -102,6 +107,33 @@ pub struct Request<'a> {
     pub old_object: Option<&'a PodView>,
     /// Why `object` could not be decoded, if it could not.
     pub object_error: Option<&'a ReviewError>,
+}
+
+impl<'a> Request<'a> {
+    /// A CREATE or UPDATE of a pod itself (no subresource) in `namespace`,
+    /// named as its decoded object is.
+    pub fn pod(
+        operation: Operation,
+        namespace: &'a str,
+        decoded: &'a Result<PodView, ReviewError>,
+        old_object: Option<&'a PodView>,
+    ) -> Self {
+        let object = decoded.as_ref().ok();
+        Request {
+            group: "",
+            kind: "Pod",
+            resource: "pods",
+            sub_resource: "",
+            operation,
+            namespace,
+            name: object
+                .and_then(|p| p.metadata.name.as_deref())
+                .unwrap_or(""),
+            object,
+            old_object,
+            object_error: decoded.as_ref().err(),
+        }
+    }
 }
 
 /// Reviews one admission request.
@@ -206,26 +238,6 @@ fn becomes_schedulable(old: &PodView, new: &PodView) -> bool {
 enum Target {
     Pod,
     Binding,
-}
-
-/// The engine on a decoded pod in a runner namespace (and, for UPDATE, the
-/// stored pod), as a plain CREATE or UPDATE of the pod itself.
-pub fn review_decoded(
-    policy: &Policy,
-    endpoint: Endpoint,
-    operation: Operation,
-    pod: &PodView,
-    old_object: Option<&PodView>,
-    ctx: Context<'_>,
-) -> Decision {
-    review_pod(
-        policy,
-        endpoint,
-        Change::of(operation, ""),
-        pod,
-        old_object,
-        ctx,
-    )
 }
 
 fn review_pod(

@@ -20,7 +20,9 @@ use super::finding::{Finding, FindingId, Job, Problem, RunnerRef, Severity};
 use super::job::{JobPod, job_pod, requests};
 use super::namespaces::{self, DEFAULT_NAMESPACE, PER_JOB_PREFIX, Reach};
 use crate::core::engine::pod::{PodView, TERMS_PATH, term_requirements};
-use crate::core::engine::{self, Cause, Evaluation, Operation, Request, ReviewError, Violation};
+use crate::core::engine::{
+    self, Cause, Evaluation, Operation, Origin, Request, ReviewError, Violation,
+};
 use crate::core::policy::{Operator, Policy, Requirement, ResourceName, Role};
 use crate::core::quantity::Quantity;
 use crate::core::selector::implies;
@@ -429,20 +431,13 @@ impl Checker<'_> {
             runner: self.runner.to_string(),
             message: crate::core::report::Report(&source).to_string(),
         };
-        let view = PodView::from_value(&job.pod).map_err(err)?;
-        let req = Request {
-            group: "",
-            kind: "Pod",
-            resource: "pods",
-            sub_resource: "",
-            operation: Operation::Create,
-            namespace,
-            name: view.metadata.name.as_deref().unwrap_or_default(),
-            object: Some(&view),
-            old_object: None,
-            object_error: None,
+        let decoded: Result<PodView, ReviewError> = Ok(PodView::from_value(&job.pod).map_err(err)?);
+        let request = Request::pod(Operation::Create, namespace, &decoded, None);
+        let origin = Origin::Admission {
+            request,
+            object: &job.pod,
         };
-        engine::evaluate(self.policy, &req, &job.pod, None).map_err(err)
+        engine::evaluate(self.policy, &origin, None).map_err(err)
     }
 
     fn judge(&mut self, job_pod: &JobPod, eval: &Evaluation, job: Job) {

@@ -56,7 +56,7 @@ pub struct ExpectedBackstop {
 }
 
 impl Options {
-    fn page(&self) -> u32 {
+    pub(super) fn page(&self) -> u32 {
         if self.page_size == 0 {
             PAGE
         } else {

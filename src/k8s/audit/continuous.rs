@@ -13,13 +13,9 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use tokio::sync::watch;
 
-use super::{
-    Applied, Check, ExpectedBackstop, Options, Report, apply_reports_with, now_seconds,
-    policy_reports, run_once,
-};
+use super::policies::{Policies, Reports, audit_each};
+use super::{Applied, ExpectedBackstop, Options, Report, now_seconds};
 use crate::core::fleet::PolicySet;
-use crate::core::policy::Policy;
-use crate::core::rbac::Scope;
 use crate::k8s::Error;
 
 /// How the continuous audit runs.
@@ -117,35 +113,11 @@ pub trait AuditSink: Send + Sync + 'static {
     fn audit_failed(&self);
 }
 
-/// Keeps only what `policy` reviews in `set`: where two policies cover a
-/// namespace the first reviews it, and a pod or grant in a namespace another
-/// served policy covers is fenced, not outside the fence.
-pub fn restrict(report: &mut Report, policy: &Policy, set: &PolicySet) {
-    let reviews = |ns: &str| {
-        set.covering(ns)
-            .is_none_or(|p| p.metadata.name == policy.metadata.name)
-    };
-    let fenced = |ns: &str| set.covering(ns).is_some();
-    report.job_pods.retain(|p| reviews(&p.namespace));
-    report
-        .delete_or_fix_before_enforcing
-        .retain(|p| reviews(&p.namespace));
-    report.unreadable.retain(|u| match (&u.check, &u.pod) {
-        (Check::Pod, Some(p)) => reviews(&p.namespace),
-        _ => true,
-    });
-    report
-        .job_pods_outside_fence
-        .retain(|p| !fenced(&p.namespace));
-    report.runner_reach.retain(|r| match &r.scope {
-        Scope::Namespace(ns) => !fenced(ns),
-        Scope::EveryNamespace | Scope::Cluster => true,
-    });
-}
-
-/// One pass: each served policy's audit (read paced, each page of pods judged
-/// as it is read with the worker's other tasks handed off, the reports built on
-/// the blocking pool) and its PolicyReports written in place.
+/// One pass: each served policy's audit ([`audit_each`]: reads paced, each
+/// page of pods judged as it is read with the worker's other tasks handed
+/// off, the reports built on the blocking pool) and its PolicyReports written
+/// in place; with the policy controller's set, the reports of policies no
+/// longer served are deleted.
 pub async fn pass(client: &Client, set: Arc<PolicySet>, cfg: &Config) -> Result<Pass, Error> {
     let started = Instant::now();
     // The controller's backstop covers every served policy: compare with that.
@@ -156,42 +128,26 @@ pub async fn pass(client: &Client, set: Arc<PolicySet>, cfg: &Config) -> Result<
         }),
         ..cfg.options.clone()
     };
+    let served = Policies {
+        set,
+        all_of_the_cluster: cfg.release.is_some(),
+    };
+    let reports = if cfg.write_reports {
+        Reports::Apply
+    } else {
+        Reports::None
+    };
     let mut out = Pass::default();
-    for i in 0..set.len() {
-        let Some(policy) = set.iter().nth(i) else {
-            break;
-        };
-        let name = policy.metadata.name.clone();
-        // Pods are judged page by page as they are read, each page off the
-        // runtime's workers (reviews go on); only the findings are kept.
-        let mut report = run_once(client.clone(), policy, &options).await?;
-        let at = now_seconds();
-        let set2 = set.clone();
-        let write = cfg.write_reports;
-        let judged = tokio::task::spawn_blocking(move || {
-            let policy = set2.iter().nth(i)?;
-            restrict(&mut report, policy, &set2);
-            let objects = if write {
-                policy_reports(&report, &policy.metadata.name, at)
-            } else {
-                Vec::new()
-            };
-            Some((Summary::of(&policy.metadata.name, &report), objects))
-        })
-        .await;
-        let Ok(Some((summary, objects))) = judged else {
-            // The set is immutable and the closure does not panic on data.
-            tracing::error!(policy = %name, "audit: judging the pods failed");
-            continue;
-        };
-        if cfg.write_reports {
-            let a = apply_reports_with(client, &objects, &name, &cfg.options).await?;
+    let unserved = audit_each(client, &served, &options, reports, |a| {
+        if let Some(a) = a.applied {
             out.applied.written += a.written;
             out.applied.unchanged += a.unchanged;
             out.applied.deleted += a.deleted;
         }
-        out.policies.push(summary);
-    }
+        out.policies.push(Summary::of(&a.policy, &a.report));
+    })
+    .await?;
+    out.applied.deleted += unserved;
     out.took = started.elapsed();
     out.finished_at = now_seconds();
     Ok(out)
@@ -234,11 +190,18 @@ pub async fn run<S: AuditSink>(
                 _ = stop.wait_for(|s| *s) => return,
             }
         };
-        if set.is_empty() {
+        // With no policy served, a pass only removes the PolicyReports of
+        // deleted ones, which only the controller's set can tell.
+        let cleanup_only = set.is_empty();
+        if cleanup_only && !(cfg.write_reports && cfg.release.is_some()) {
             tracing::debug!("audit: no policy is served; nothing to audit");
         } else {
             tokio::select! {
                 r = pass(&client, set, &cfg) => match r {
+                    Ok(p) if cleanup_only => tracing::info!(
+                        reports_deleted = p.applied.deleted,
+                        "audit: no policy is served; nothing to audit"
+                    ),
                     Ok(p) => {
                         sink.audited(&p);
                         tracing::info!(

@@ -9,6 +9,7 @@
 mod backstop;
 mod collect;
 pub mod continuous;
+mod policies;
 mod reports;
 mod serving;
 mod table;
@@ -20,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::core::engine::pod::{MetaView, PodView};
-use crate::core::engine::{Decision, Evaluation, Operation, Request, ReviewError, evaluate};
+use crate::core::engine::{Decision, Evaluation, Moment, Origin, ReviewError, evaluate};
 use crate::core::nodes::{NodeInfo, NodeSnapshot};
 use crate::core::policy::{Policy, ProtectedBy, RuleId};
 use crate::core::rbac::{self, Reach, ServiceAccountRef};
@@ -38,9 +39,10 @@ pub fn now_seconds() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+pub use policies::{Audited, Policies, Reports, audit_each, restrict};
 pub use reports::{
-    Applied, MANAGED_BY, MAX_MESSAGE, MAX_RESULTS, OUTSIDE_RULE, POLICY_LABEL, REACH_RULE,
-    UNREADABLE_RULE, apply_reports, apply_reports_with, label_value, policy_reports,
+    Applied, CONTENT_HASH, MANAGED_BY, MAX_MESSAGE, MAX_RESULTS, OUTSIDE_RULE, POLICY_LABEL,
+    REACH_RULE, UNREADABLE_RULE, apply_reports, apply_reports_with, label_value, policy_reports,
 };
 pub use serving::{
     Called, Certificate, DeploymentStatus, EXPIRY_WARNING_DAYS, Served, Serving, ServingIssue,
@@ -696,7 +698,7 @@ fn job_pod(
         .as_ref()
         .is_some_and(|n| protected.iter().any(|p| p.name == *n));
     let uid = str_at(pod, "/metadata/uid").map(String::from);
-    let (meta, ev, later) = match evaluated(policy, pod, ns, snapshot) {
+    let (meta, ev, later) = match evaluated(policy, pod, snapshot) {
         Ok(x) => x,
         Err(reason) => {
             let name = str_at(pod, "/metadata/name").unwrap_or("").to_string();
@@ -747,16 +749,15 @@ fn job_pod(
 fn evaluated(
     policy: &Policy,
     pod: &Value,
-    ns: &str,
     snapshot: &NodeSnapshot,
 ) -> Result<(MetaView, Evaluation, Vec<Finding>), String> {
     let meta = PodView::from_value(pod)
         .map_err(|e| decode_error(pod, &e))?
         .metadata;
-    let ev = evaluate_as_created(policy, pod, ns, meta.name.as_deref(), snapshot)?;
+    let ev = judged(policy, pod, Moment::Created, snapshot)?;
     let later = match pod_state(pod).0 {
         PodState::Gated | PodState::Pending => {
-            let ev = evaluate_when_schedulable(policy, pod, ns, meta.name.as_deref(), snapshot)?;
+            let ev = judged(policy, pod, Moment::Schedulable, snapshot)?;
             findings(&[&ev.validate_decision])
         }
         PodState::Bound | PodState::Finished => Vec::new(),
@@ -792,14 +793,15 @@ fn findings(decisions: &[&Decision]) -> Vec<Finding> {
         .collect()
 }
 
-/// Runs the engine on `object` and fails when it could not judge the pod.
+/// The engine's evaluation of the stored pod as the request `moment` stands
+/// for; an error when it could not judge the pod.
 fn judged(
     policy: &Policy,
-    request: &Request<'_>,
-    object: &Value,
+    pod: &Value,
+    moment: Moment,
     snapshot: &NodeSnapshot,
 ) -> Result<Evaluation, String> {
-    let ev = evaluate(policy, request, object, Some(snapshot))
+    let ev = evaluate(policy, &Origin::Stored { pod, moment }, Some(snapshot))
         .map_err(|e| ErrorReport(&e).to_string())?;
     let error = [&ev.mutate_decision, &ev.validate_decision]
         .into_iter()
@@ -809,70 +811,4 @@ fn judged(
         Some(e) => Err(e),
         None => Ok(ev),
     }
-}
-
-/// A pod request of the engine.
-fn pod_request<'a>(
-    namespace: &'a str,
-    name: Option<&'a str>,
-    operation: Operation,
-    decoded: &'a Result<PodView, ReviewError>,
-    old_object: Option<&'a PodView>,
-) -> Request<'a> {
-    Request {
-        group: "",
-        kind: "Pod",
-        resource: "pods",
-        sub_resource: "",
-        operation,
-        namespace,
-        name: name.unwrap_or(""),
-        object: decoded.as_ref().ok(),
-        old_object,
-        object_error: decoded.as_ref().err(),
-    }
-}
-
-/// Mutate then validate the pod as a CREATE now. The scheduler's nodeName and
-/// the pod's status are not the job's doing, so they are left out.
-fn evaluate_as_created(
-    policy: &Policy,
-    pod: &Value,
-    namespace: &str,
-    name: Option<&str>,
-    snapshot: &NodeSnapshot,
-) -> Result<Evaluation, String> {
-    let mut object = pod.clone();
-    if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
-        spec.remove("nodeName");
-    }
-    if let Some(o) = object.as_object_mut() {
-        o.remove("status");
-    }
-    let decoded = PodView::from_value(&object);
-    let request = pod_request(namespace, name, Operation::Create, &decoded, None);
-    judged(policy, &request, &object, snapshot)
-}
-
-/// Validates the stored pod as enforce mode judges it when it becomes
-/// schedulable: a gated pod through the UPDATE that removes its gates (no
-/// mutation runs on an UPDATE, and every violation counts then), a pending
-/// one as it stands, since the scheduler may place it any moment (an UPDATE
-/// without oldObject: every violation counts).
-fn evaluate_when_schedulable(
-    policy: &Policy,
-    pod: &Value,
-    namespace: &str,
-    name: Option<&str>,
-    snapshot: &NodeSnapshot,
-) -> Result<Evaluation, String> {
-    let stored = PodView::from_value(pod).map_err(|e| ErrorReport(&e).to_string())?;
-    let mut object = pod.clone();
-    if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
-        spec.remove("schedulingGates");
-    }
-    let decoded = PodView::from_value(&object);
-    let old = stored.gated().then_some(&stored);
-    let request = pod_request(namespace, name, Operation::Update, &decoded, old);
-    judged(policy, &request, &object, snapshot)
 }

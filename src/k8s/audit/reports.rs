@@ -5,7 +5,10 @@
 //! after its object's uid, owned by its pod (the garbage collector removes it
 //! with the pod), and bounded: messages are capped and a report holds at most
 //! [`MAX_RESULTS`] results (more go to numbered shards). [`apply_reports`]
-//! writes only what changed and deletes the reports of objects that are gone.
+//! writes only what changed and deletes the reports of objects that are gone:
+//! each report carries the hash of its content ([`CONTENT_HASH`]), so the
+//! stored ones are compared by name and hash, listed as metadata only (as
+//! whole objects, 19,000 stored reports took most of 643 MiB).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -31,6 +34,11 @@ pub const UNREADABLE_RULE: &str = "unreadable";
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "runner-fence");
 /// The label naming the policy a report is for (several policies may report).
 pub const POLICY_LABEL: &str = "runner-fence.dev/policy";
+/// The annotation with the hash of what runner-fence wrote (the report but its
+/// results' timestamps), by which an unchanged stored report is known without
+/// reading it. A report edited by hand keeps its hash: runner-fence's next
+/// change to it overwrites the edit.
+pub const CONTENT_HASH: &str = "runner-fence.dev/content-hash";
 /// The longest message of one result, in bytes; the text and JSON reports
 /// have the rest.
 pub const MAX_MESSAGE: usize = 2048;
@@ -299,30 +307,112 @@ fn report(subject: &Subject, name: String, results: &[Value], policy_label: &str
         metadata["ownerReferences"] =
             json!([{"apiVersion": "v1", "kind": "Pod", "name": subject.name, "uid": uid}]);
     }
-    json!({
+    let mut report = json!({
         "apiVersion": "wgpolicyk8s.io/v1alpha2",
         "kind": "PolicyReport",
         "metadata": metadata,
         "scope": subject.reference(),
         "summary": summary,
         "results": results,
-    })
+    });
+    report["metadata"]["annotations"] = json!({CONTENT_HASH: content_hash(&report)});
+    report
 }
 
-/// What decides whether a stored report must be written again: everything
-/// but the results' timestamps (unchanged results keep theirs).
-fn fingerprint(report: &Value) -> Value {
+/// What decides whether a stored report must be written again, hashed:
+/// everything runner-fence writes but the results' timestamps (unchanged
+/// results keep theirs).
+fn content_hash(report: &Value) -> String {
     let mut results = report["results"].clone();
     for r in results.as_array_mut().into_iter().flatten() {
         if let Some(o) = r.as_object_mut() {
             o.remove("timestamp");
         }
     }
-    json!([
+    let content = json!([
+        report["metadata"]["labels"],
+        report["metadata"]["ownerReferences"],
         report["scope"],
         results,
-        report["metadata"]["ownerReferences"]
-    ])
+    ]);
+    format!("sha256-{}", hex(&content.to_string()))
+}
+
+/// A report's namespace and name.
+fn key(report: &Value) -> (String, String) {
+    let s = |k: &str| report["metadata"][k].as_str().unwrap_or("").to_string();
+    (s("namespace"), s("name"))
+}
+
+/// What runner-fence wrote of one stored report: its policy label and content hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Written {
+    policy: Option<String>,
+    hash: Option<String>,
+}
+
+/// The stored PolicyReports runner-fence manages, by namespace and name, as
+/// their metadata tells (the results are never read).
+#[derive(Debug, Default)]
+pub(super) struct Stored(HashMap<(String, String), Written>);
+
+impl Stored {
+    /// Lists every report labelled [`MANAGED_BY`], metadata only, paged as
+    /// `opts` says.
+    pub(super) async fn list(client: &Client, opts: &super::Options) -> Result<Self, Error> {
+        let all = Api::<DynamicObject>::all_with(client.clone(), &api_resource());
+        let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+        let page = |c: Option<&str>| {
+            let lp = ListParams::default().labels(&selector).limit(opts.page());
+            match c {
+                Some(c) => lp.continue_token(c),
+                None => lp,
+            }
+        };
+        let mut out = HashMap::new();
+        let mut lp = page(None);
+        loop {
+            let list = all.list_metadata(&lp).await.map_err(|e| Error::List {
+                what: "policyreports.wgpolicyk8s.io",
+                source: ApiError::new(&e, Call::Reports("list")),
+            })?;
+            for o in list.items {
+                let m = o.metadata;
+                let label = |map: &Option<BTreeMap<String, String>>, k: &str| {
+                    map.as_ref().and_then(|l| l.get(k).cloned())
+                };
+                let written = Written {
+                    policy: label(&m.labels, POLICY_LABEL),
+                    hash: label(&m.annotations, CONTENT_HASH),
+                };
+                out.insert(
+                    (m.namespace.unwrap_or_default(), m.name.unwrap_or_default()),
+                    written,
+                );
+            }
+            match list.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(c) => {
+                    lp = page(Some(&c));
+                    if !opts.page_pause.is_zero() {
+                        tokio::time::sleep(opts.page_pause).await;
+                    }
+                }
+                None => break,
+            }
+        }
+        Ok(Stored(out))
+    }
+
+    /// The stored reports whose policy is not among `served` (by
+    /// [`label_value`]); those without the policy label are another
+    /// policy's to judge.
+    fn of_other_policies(&self, served: &[String]) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .filter(|(_, w)| w.policy.as_ref().is_some_and(|p| !served.contains(p)))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
 }
 
 /// What [`apply_reports`] did.
@@ -357,72 +447,47 @@ pub async fn apply_reports_with(
     policy: &str,
     opts: &super::Options,
 ) -> Result<Applied, Error> {
-    let ar = api_resource();
-    let all = Api::<DynamicObject>::all_with(client.clone(), &ar);
-    let mut existing: HashMap<(String, String), (Option<String>, Value)> = HashMap::new();
-    let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
-    let page_size = if opts.page_size == 0 {
-        super::PAGE
-    } else {
-        opts.page_size
-    };
-    let mut lp = ListParams::default().labels(&selector).limit(page_size);
-    loop {
-        let page = all.list(&lp).await.map_err(|e| Error::List {
-            what: "policyreports.wgpolicyk8s.io",
-            source: ApiError::new(&e, Call::Reports("list")),
-        })?;
-        for o in page.items {
-            let label = o
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(POLICY_LABEL).cloned());
-            let key = (
-                o.metadata.namespace.clone().unwrap_or_default(),
-                o.metadata.name.clone().unwrap_or_default(),
-            );
-            let fp = fingerprint(&serde_json::to_value(&o).unwrap_or_default());
-            existing.insert(key, (label, fp));
-        }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(c) => {
-                lp = ListParams::default()
-                    .labels(&selector)
-                    .limit(page_size)
-                    .continue_token(&c);
-                if !opts.page_pause.is_zero() {
-                    tokio::time::sleep(opts.page_pause).await;
-                }
-            }
-            None => break,
-        }
-    }
-    let key = |r: &Value| {
-        (
-            r["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            r["metadata"]["name"].as_str().unwrap_or("").to_string(),
-        )
-    };
+    let mut stored = Stored::list(client, opts).await?;
+    apply_listed(client, &mut stored, reports, policy).await
+}
+
+/// Writes the new and changed reports of `policy` and deletes its stored
+/// ones (or unlabelled ones: an older version's) that are not among
+/// `reports`. What it wrote, left alone or deleted leaves `stored`.
+pub(super) async fn apply_listed(
+    client: &Client,
+    stored: &mut Stored,
+    reports: &[Value],
+    policy: &str,
+) -> Result<Applied, Error> {
     let mut applied = Applied::default();
     let mut todo = Vec::new();
     for r in reports {
-        match existing.get(&key(r)) {
-            Some((_, fp)) if *fp == fingerprint(r) => applied.unchanged += 1,
-            _ => todo.push(r),
+        let hash = content_hash(r);
+        match stored.0.remove(&key(r)) {
+            Some(w) if w.hash.as_ref() == Some(&hash) => applied.unchanged += 1,
+            _ => todo.push((r, hash)),
         }
     }
     applied.written = todo.len();
+    let ar = api_resource();
     let pp = PatchParams::apply("runner-fence").force();
     futures::stream::iter(todo.into_iter().map(Ok))
-        .try_for_each_concurrent(WRITE_CONCURRENCY, |r| {
+        .try_for_each_concurrent(WRITE_CONCURRENCY, |(r, hash)| {
             let (ns, name) = key(r);
             let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
             let pp = pp.clone();
             async move {
+                // What is written carries the hash of what is written, whoever made it.
+                let fixed;
+                let r = if r["metadata"]["annotations"][CONTENT_HASH] == hash.as_str() {
+                    r
+                } else {
+                    let mut copy = r.clone();
+                    copy["metadata"]["annotations"][CONTENT_HASH] = json!(hash);
+                    fixed = copy;
+                    &fixed
+                };
                 api.patch(&name, &pp, &Patch::Apply(r))
                     .await
                     .map(|_| ())
@@ -436,21 +501,41 @@ pub async fn apply_reports_with(
         })
         .await?;
     let ours = label_value(policy);
-    let current: std::collections::HashSet<(String, String)> = reports.iter().map(key).collect();
-    let stale: Vec<(String, String)> = existing
-        .into_iter()
-        .filter(|(k, (label, _))| {
-            !current.contains(k) && label.as_deref().is_none_or(|l| l == ours)
-        })
-        .map(|(k, _)| k)
+    let stale: Vec<(String, String)> = stored
+        .0
+        .iter()
+        .filter(|(_, w)| w.policy.as_deref().is_none_or(|l| l == ours))
+        .map(|(k, _)| k.clone())
         .collect();
-    applied.deleted = stale.len();
-    futures::stream::iter(stale.into_iter().map(Ok))
+    for k in &stale {
+        stored.0.remove(k);
+    }
+    applied.deleted = delete(client, stale).await?;
+    Ok(applied)
+}
+
+/// Deletes the stored reports of policies not in `served` (their names):
+/// a RunnerFencePolicy that is deleted, or no longer served, leaves none
+/// behind. Only where `served` is every policy the cluster serves.
+pub(super) async fn delete_unserved(
+    client: &Client,
+    stored: &Stored,
+    served: &[&str],
+) -> Result<usize, Error> {
+    let labels: Vec<String> = served.iter().map(|p| label_value(p)).collect();
+    delete(client, stored.of_other_policies(&labels)).await
+}
+
+/// Deletes these reports, 404s included (the garbage collector removed it
+/// with its pod); how many.
+async fn delete(client: &Client, reports: Vec<(String, String)>) -> Result<usize, Error> {
+    let n = reports.len();
+    let ar = api_resource();
+    futures::stream::iter(reports.into_iter().map(Ok))
         .try_for_each_concurrent(WRITE_CONCURRENCY, |(ns, name)| {
             let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
             async move {
                 match api.delete(&name, &DeleteParams::default()).await {
-                    // Already gone: the garbage collector removed it with its pod.
                     Ok(_) => Ok(()),
                     Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
                     Err(e) => Err(Error::WriteReport {
@@ -463,7 +548,7 @@ pub async fn apply_reports_with(
             }
         })
         .await?;
-    Ok(applied)
+    Ok(n)
 }
 
 #[cfg(test)]
