@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use runner_fence::core::fleet::PolicySet;
 use runner_fence::k8s::audit::continuous::{self, Config};
-use runner_fence::k8s::audit::{Options, POLICY_LABEL};
+use runner_fence::k8s::audit::{CONTENT_HASH, Options, POLICY_LABEL};
 use runner_fence::k8s::controller::PolicySink;
 use runner_fence::webhook::State;
 use serde_json::{Value, json};
@@ -34,6 +34,8 @@ struct Fake {
     lease: Mutex<Option<Value>>,
     /// RunnerFencePolicy objects.
     policies: Mutex<Vec<Value>>,
+    /// Per list of PolicyReports: whether it asked for metadata only.
+    report_lists: Mutex<Vec<bool>>,
 }
 
 impl Fake {
@@ -42,6 +44,19 @@ impl Fake {
     }
     fn reports(&self) -> BTreeMap<(String, String), Value> {
         self.reports.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+    fn report_lists(&self) -> Vec<bool> {
+        self.report_lists
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+    fn edit_pod(&self, name: &str, edit: impl Fn(&mut Value)) {
+        if let Ok(mut p) = self.pods.lock() {
+            p.iter_mut()
+                .filter(|p| p["metadata"]["name"] == name)
+                .for_each(edit);
+        }
     }
     fn delete_pod(&self, name: &str) {
         if let Ok(mut p) = self.pods.lock() {
@@ -104,8 +119,45 @@ async fn list_pods(
     list("PodList", page, &cont)
 }
 
-async fn reports_list(AxState(f): AxState<Arc<Fake>>) -> Response {
-    list("PolicyReportList", f.reports().into_values().collect(), "")
+/// PolicyReports in pages of `limit`, as PartialObjectMetadata when the
+/// client asks for it (as the apiserver does), else whole.
+async fn reports_list(
+    AxState(f): AxState<Arc<Fake>>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let metadata_only = headers
+        .get("accept")
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadataList"));
+    if let Ok(mut l) = f.report_lists.lock() {
+        l.push(metadata_only);
+    }
+    let all: Vec<Value> = f.reports().into_values().collect();
+    let from: usize = q.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let limit: usize = q
+        .get("limit")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(usize::MAX);
+    let page = all.iter().skip(from).take(limit).map(|r| {
+        if metadata_only {
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": r["metadata"]})
+        } else {
+            r.clone()
+        }
+    });
+    let next = from.saturating_add(limit);
+    let cont = if next < all.len() {
+        next.to_string()
+    } else {
+        String::new()
+    };
+    let kind = if metadata_only {
+        "PartialObjectMetadataList"
+    } else {
+        "PolicyReportList"
+    };
+    list(kind, page.collect(), &cont)
 }
 
 async fn report(
@@ -673,4 +725,172 @@ async fn in_cluster_mode_the_audit_follows_the_controllers_lease() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(pod_reads(&fake), reads, "audited after losing the Lease");
     let _ = stop_tx.send(true);
+}
+
+/// The PATCHes of PolicyReports, by report name.
+fn patched(fake: &Fake) -> Vec<String> {
+    fake.requests()
+        .iter()
+        .filter(|r| r.starts_with("PATCH "))
+        .filter_map(|r| r.split('?').next()?.rsplit('/').next().map(String::from))
+        .collect()
+}
+
+/// The name of the report whose scope is the pod `name`.
+fn report_of(fake: &Fake, pod: &str) -> Option<String> {
+    fake.reports()
+        .into_iter()
+        .find(|(_, r)| r["scope"]["name"] == pod)
+        .map(|((_, name), _)| name)
+}
+
+#[tokio::test]
+async fn an_unchanged_report_is_not_applied_again_and_a_changed_one_is() {
+    let (client, fake) = serve(vec![
+        job("gitlab-runner", "runner-a", "runner-1"),
+        job("gitlab-runner", "runner-b", "runner-1"),
+        job("gitlab-runner", "runner-c", "runner-1"),
+    ])
+    .await;
+    let set = Arc::new(PolicySet::single(common::reference()));
+    // Pages of two: the three stored reports are listed in two pages.
+    let cfg = config(2, 0);
+    let first = continuous::pass(&client, set.clone(), &cfg)
+        .await
+        .expect("pass");
+    assert_eq!((first.applied.written, first.applied.unchanged), (3, 0));
+    assert_eq!(patched(&fake).len(), 3);
+    for r in fake.reports().values() {
+        let hash = r["metadata"]["annotations"][CONTENT_HASH]
+            .as_str()
+            .unwrap_or("");
+        assert!(hash.starts_with("sha256-") && hash.len() == 71, "{hash}");
+    }
+
+    // runner-c moves to a GitLab node: only its report changes.
+    fake.edit_pod("runner-c", |p| p["spec"]["nodeName"] = json!("gitlab-1"));
+    let lists_before = fake.report_lists().len();
+    let second = continuous::pass(&client, set.clone(), &cfg)
+        .await
+        .expect("pass");
+    assert_eq!(
+        (
+            second.applied.written,
+            second.applied.unchanged,
+            second.applied.deleted
+        ),
+        (1, 2, 0)
+    );
+    let c = report_of(&fake, "runner-c").expect("runner-c's report");
+    assert_eq!(
+        patched(&fake)[3..],
+        [c],
+        "only the changed report is applied"
+    );
+    assert!(
+        results_of(&fake, "runner-c").contains(&("protected-nodes".into(), "fail".into())),
+        "{:?}",
+        results_of(&fake, "runner-c")
+    );
+    // Listed in pages, metadata only: the stored results are never read.
+    let lists = &fake.report_lists()[lists_before..];
+    assert_eq!(lists, [true, true], "two pages of metadata: {lists:?}");
+    assert!(
+        fake.requests()
+            .iter()
+            .filter(|r| r.starts_with("GET /apis/wgpolicyk8s.io/v1alpha2/policyreports?"))
+            .all(|r| r.contains("limit=2")),
+        "{:?}",
+        fake.requests()
+    );
+
+    // A report whose stored content hash differs (written by another version,
+    // or edited): written again, the rest left alone.
+    if let Ok(mut store) = fake.reports.lock()
+        && let Some(r) = store
+            .values_mut()
+            .find(|r| r["scope"]["name"] == "runner-a")
+    {
+        r["metadata"]["annotations"][CONTENT_HASH] = json!("sha256-older");
+    }
+    let third = continuous::pass(&client, set, &cfg).await.expect("pass");
+    assert_eq!((third.applied.written, third.applied.unchanged), (1, 2));
+    let a = report_of(&fake, "runner-a").expect("runner-a's report");
+    assert_eq!(patched(&fake)[4..], [a]);
+}
+
+/// The team-b policy: the reference policy for namespace team-b.
+fn team_b() -> runner_fence::core::policy::Policy {
+    runner_fence::core::policy::parse(
+        &runner_fence::core::policy::EMBEDDED_POLICY
+            .replacen("name: gitlab-runner-jobs", "name: team-b", 1)
+            .replacen("namespaces: [gitlab-runner]", "namespaces: [team-b]", 1),
+        "team-b.yaml",
+    )
+    .expect("team-b policy")
+}
+
+#[tokio::test]
+async fn the_reports_of_a_policy_no_longer_served_are_removed() {
+    // Without GitLab Runner's marks, so that to policy a alone it is no job
+    // pod outside the fence (every pod in team-b is fenced by team-b all the same).
+    let mut b_pod = job("team-b", "runner-b", "runner-1");
+    b_pod["metadata"]["labels"] = json!({});
+    b_pod["metadata"]["annotations"] = json!({});
+    let (client, fake) = serve(vec![job("gitlab-runner", "runner-a", "runner-1"), b_pod]).await;
+    let a = Arc::new(common::reference());
+    let both = Arc::new(PolicySet::new(vec![a.clone(), Arc::new(team_b())]));
+    // The policy controller's set (cluster mode): `--release` given.
+    let cluster = Config {
+        release: Some("runner-fence".into()),
+        ..config(500, 0)
+    };
+    continuous::pass(&client, both, &cluster)
+        .await
+        .expect("pass");
+    let policy_of = |fake: &Fake, pod: &str| {
+        fake.reports()
+            .values()
+            .find(|r| r["scope"]["name"] == pod)
+            .map(|r| r["metadata"]["labels"][POLICY_LABEL].clone())
+    };
+    assert_eq!(policy_of(&fake, "runner-b"), Some(json!("team-b")));
+
+    // With a policy file (not the cluster's set), another policy's reports
+    // are not this one's to judge.
+    let only_a = Arc::new(PolicySet::new(vec![a.clone()]));
+    let file = continuous::pass(&client, only_a.clone(), &config(500, 0))
+        .await
+        .expect("pass");
+    assert_eq!(file.applied.deleted, 0);
+    assert_eq!(policy_of(&fake, "runner-b"), Some(json!("team-b")));
+
+    // team-b is deleted: the next pass removes its report, though its pod is still there.
+    let writes = patched(&fake).len();
+    let pass = continuous::pass(&client, only_a, &cluster)
+        .await
+        .expect("pass");
+    assert_eq!(pass.applied.deleted, 1);
+    assert_eq!(
+        policy_of(&fake, "runner-b"),
+        None,
+        "{:?}",
+        fake.reports().keys()
+    );
+    assert_eq!(
+        policy_of(&fake, "runner-a"),
+        Some(json!("gitlab-runner-jobs"))
+    );
+    assert_eq!(
+        patched(&fake).len(),
+        writes,
+        "runner-a's report is unchanged"
+    );
+
+    // The last policy is deleted: its reports go too.
+    let none = continuous::pass(&client, Arc::new(PolicySet::new(vec![])), &cluster)
+        .await
+        .expect("pass");
+    assert_eq!((none.applied.deleted, none.policies.len()), (1, 0));
+    assert!(fake.reports().is_empty(), "{:?}", fake.reports().keys());
 }

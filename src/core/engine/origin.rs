@@ -102,3 +102,62 @@ impl AsAdmitted {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn stored(gates: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "runner-x", "namespace": "gitlab-runner"},
+            "spec": {"nodeName": "node-1", "schedulingGates": gates, "containers": [{"name": "build"}]},
+            "status": {"phase": "Running"}})
+    }
+
+    #[test]
+    fn created_is_a_create_without_what_the_scheduler_and_kubelet_wrote() {
+        let a = AsAdmitted::of(&stored(json!([{"name": "g"}])), Moment::Created).expect("pod");
+        let r = a.request();
+        assert_eq!(
+            (r.operation, r.namespace, r.name),
+            (Operation::Create, "gitlab-runner", "runner-x")
+        );
+        assert!(r.old_object.is_none() && r.object.is_some());
+        assert!(a.object["spec"].get("nodeName").is_none() && a.object.get("status").is_none());
+        assert_eq!(a.object["spec"]["schedulingGates"], json!([{"name": "g"}]));
+    }
+
+    #[test]
+    fn schedulable_is_the_update_that_removes_the_gates() {
+        let gated =
+            AsAdmitted::of(&stored(json!([{"name": "g"}])), Moment::Schedulable).expect("pod");
+        let r = gated.request();
+        assert_eq!(r.operation, Operation::Update);
+        assert!(
+            r.old_object.is_some_and(PodView::gated),
+            "the stored pod, gated"
+        );
+        assert!(r.object.is_some_and(|p| !p.gated()));
+        assert_eq!(gated.object["spec"]["nodeName"], "node-1");
+        // Without gates: an UPDATE without oldObject, so every violation counts.
+        let pending = AsAdmitted::of(&stored(json!([])), Moment::Schedulable).expect("pod");
+        assert!(pending.request().old_object.is_none());
+    }
+
+    #[test]
+    fn a_stored_pod_that_does_not_decode_is_an_error_or_an_invalid_object() {
+        let mut bad = stored(json!([]));
+        bad["spec"]["tolerations"] = json!("not a list");
+        assert!(matches!(
+            AsAdmitted::of(&bad, Moment::Schedulable),
+            Err(ReviewError::InvalidPod(_))
+        ));
+        let created = AsAdmitted::of(&bad, Moment::Created).expect("decoded later");
+        assert!(matches!(
+            created.request().object_error,
+            Some(ReviewError::InvalidPod(_))
+        ));
+    }
+}
