@@ -358,7 +358,7 @@ async fn list_pods(
 /// CPU work inside a read: on a multi-threaded runtime (the server's) the
 /// worker hands its other tasks (reviews) to the others first; the CLI's
 /// single-threaded runtime has nothing else to run.
-fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+pub(super) fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {

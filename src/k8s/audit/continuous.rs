@@ -2,7 +2,7 @@
 //! replica that leads audits the served policies as `runner-fence audit`
 //! does and writes the PolicyReports in place. It runs on its own task: the
 //! reads are paged and paced ([`Options::page_size`], [`Options::page_pause`]),
-//! the judging runs on the blocking pool (reviews keep the async workers), and
+//! the judging hands the worker's other tasks (reviews) to the others, and
 //! nothing of a pass is kept but its counts. Losing the Lease abandons the
 //! pass under way and waits until this replica leads again.
 
@@ -114,8 +114,8 @@ pub trait AuditSink: Send + Sync + 'static {
 }
 
 /// One pass: each served policy's audit ([`audit_each`]: reads paced, each
-/// page of pods judged as it is read with the worker's other tasks handed
-/// off, the reports built on the blocking pool) and its PolicyReports written
+/// page of pods judged and the reports built with the worker's other tasks
+/// handed off) and its PolicyReports written
 /// in place; with the policy controller's set, the reports of policies no
 /// longer served are deleted.
 pub async fn pass(client: &Client, set: Arc<PolicySet>, cfg: &Config) -> Result<Pass, Error> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use kube::Client;
 use serde_json::Value;
 
+use super::collect::off_the_runtime;
 use super::reports::{self, Stored};
 use super::{Applied, Check, Options, Report, now_seconds, policy_reports, run_once};
 use crate::core::fleet::PolicySet;
@@ -79,9 +80,10 @@ pub fn restrict(report: &mut Report, policy: &Policy, set: &PolicySet) {
 
 /// Audits each policy of `served` in turn and hands `each` its result before
 /// the next one starts (what `each` does not keep is dropped). Pods are
-/// judged page by page as they are read ([`run_once`]); restricting and
-/// building the reports runs on the blocking pool, so a server's reviews keep
-/// the async workers. With [`Reports::Apply`], the stored reports are listed
+/// judged page by page as they are read ([`run_once`]), and restricting and
+/// building the reports, like judging, hands a server's reviews to the other
+/// workers first (on the worker's own thread: built on the blocking pool, the
+/// reports' memory sat in another allocator arena). With [`Reports::Apply`], the stored reports are listed
 /// once (metadata only), and where `served` is all of the cluster's policies,
 /// those of any other policy are deleted at the end: how many is returned.
 pub async fn audit_each(
@@ -93,32 +95,17 @@ pub async fn audit_each(
 ) -> Result<usize, Error> {
     let set = &served.set;
     let mut stored: Option<Stored> = None;
-    for i in 0..set.len() {
-        let Some(policy) = set.iter().nth(i) else {
-            break;
-        };
-        let report = run_once(client.clone(), policy, opts).await?;
+    for policy in set.iter() {
+        let mut report = run_once(client.clone(), policy, opts).await?;
         let at = now_seconds();
-        let set2 = set.clone();
-        let judged = tokio::task::spawn_blocking(move || {
-            let policy = set2.iter().nth(i)?;
-            let mut report = report;
-            restrict(&mut report, policy, &set2);
-            let objects = match reports {
-                Reports::None => Vec::new(),
-                Reports::Build | Reports::Apply => {
-                    policy_reports(&report, &policy.metadata.name, at)
-                }
-            };
-            Some((report, objects))
-        })
-        .await;
         let name = policy.metadata.name.clone();
-        let Ok(Some((report, objects))) = judged else {
-            // The set is immutable and the closure does not panic on data.
-            tracing::error!(policy = %name, "audit: judging the pods failed");
-            continue;
-        };
+        let objects = off_the_runtime(|| {
+            restrict(&mut report, policy, set);
+            match reports {
+                Reports::None => Vec::new(),
+                Reports::Build | Reports::Apply => policy_reports(&report, &name, at),
+            }
+        });
         let applied = match reports {
             Reports::Apply => {
                 let listed = match stored.as_mut() {
