@@ -2040,6 +2040,184 @@ fn two_thousand_pods_in_one_namespace_make_reports_each_far_below_etcds_limit() 
     assert!(names.contains("runner-fence-pod-00000000-0000-4000-8000-000000001999"));
 }
 
+/// A job pod outside the fence on a GitLab node and a clean runner pod.
+fn outside_and_clean() -> runner_fence::k8s::audit::Report {
+    use runner_fence::k8s::audit::{Inputs, analyze};
+    let mut outside = pod_in("plain-job.json", "ci-job-123", Some("gitlab-1"));
+    outside["metadata"]["name"] = json!("runner-outside");
+    outside["metadata"]["uid"] = json!("00000000-0000-4000-8000-00000000000c");
+    let mut clean = scheduled("plain-job.json", "runner-1");
+    clean["metadata"]["name"] = json!("runner-ok");
+    clean["metadata"]["uid"] = json!("00000000-0000-4000-8000-00000000000a");
+    let inputs = Inputs {
+        nodes: vec![
+            runner_fence::core::nodes::NodeInfo::from_node(
+                &serde_json::from_value(node("gitlab-1", "gitlab")).expect("node"),
+            )
+            .expect("info"),
+        ],
+        pods: vec![outside, clean],
+        ..Default::default()
+    };
+    analyze(&reference(), &inputs)
+}
+
+/// The PolicyReports of [`outside_and_clean`] at 1,700,000,000 s as they were
+/// built as JSON trees, before they were held as compact JSON, with the
+/// content hashes that version wrote.
+fn reports_as_built_before() -> Value {
+    json!([
+        {"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+            "metadata": {"annotations": {"runner-fence.dev/content-hash": "sha256-51db7c790c4b69c525a177605229dd4d5efdf8b218b118f6549c27f6eba14155"}, "labels": {"app.kubernetes.io/managed-by": "runner-fence", "runner-fence.dev/policy": "gitlab-runner-jobs"}, "name": "runner-fence-pod-00000000-0000-4000-8000-00000000000c", "namespace": "ci-job-123", "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "runner-outside", "uid": "00000000-0000-4000-8000-00000000000c"}]},
+            "scope": {"apiVersion": "v1", "kind": "Pod", "name": "runner-outside", "namespace": "ci-job-123", "uid": "00000000-0000-4000-8000-00000000000c"},
+            "summary": {"error": 0, "fail": 1, "pass": 0, "skip": 0, "warn": 0},
+            "results": [
+                {"category": "runner-fence", "message": "GitLab Runner job pod in namespace ci-job-123, which the policy does not cover, runs on protected node gitlab-1", "policy": "gitlab-runner-jobs", "resources": [{"apiVersion": "v1", "kind": "Pod", "name": "runner-outside", "namespace": "ci-job-123", "uid": "00000000-0000-4000-8000-00000000000c"}], "result": "fail", "rule": "job-pod-outside-fence", "scored": true, "severity": "high", "source": "runner-fence", "timestamp": {"nanos": 0, "seconds": 1700000000}}
+            ]},
+        {"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+            "metadata": {"annotations": {"runner-fence.dev/content-hash": "sha256-961757f971e7bbbffb1548ae249d3d6726b19e7f845733ad9713863d275e4344"}, "labels": {"app.kubernetes.io/managed-by": "runner-fence", "runner-fence.dev/policy": "gitlab-runner-jobs"}, "name": "runner-fence-pod-00000000-0000-4000-8000-00000000000a", "namespace": "gitlab-runner", "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "runner-ok", "uid": "00000000-0000-4000-8000-00000000000a"}]},
+            "scope": {"apiVersion": "v1", "kind": "Pod", "name": "runner-ok", "namespace": "gitlab-runner", "uid": "00000000-0000-4000-8000-00000000000a"},
+            "summary": {"error": 0, "fail": 0, "pass": 5, "skip": 0, "warn": 0},
+            "results": [
+                {"category": "runner-fence", "message": "ok", "policy": "gitlab-runner-jobs", "resources": [{"apiVersion": "v1", "kind": "Pod", "name": "runner-ok", "namespace": "gitlab-runner", "uid": "00000000-0000-4000-8000-00000000000a"}], "result": "pass", "rule": "protected-nodes", "scored": true, "severity": "high", "source": "runner-fence", "timestamp": {"nanos": 0, "seconds": 1700000000}},
+                {"category": "runner-fence", "message": "ok", "policy": "gitlab-runner-jobs", "resources": [{"apiVersion": "v1", "kind": "Pod", "name": "runner-ok", "namespace": "gitlab-runner", "uid": "00000000-0000-4000-8000-00000000000a"}], "result": "pass", "rule": "node-name", "scored": true, "severity": "high", "source": "runner-fence", "timestamp": {"nanos": 0, "seconds": 1700000000}},
+                {"category": "runner-fence", "message": "ok", "policy": "gitlab-runner-jobs", "resources": [{"apiVersion": "v1", "kind": "Pod", "name": "runner-ok", "namespace": "gitlab-runner", "uid": "00000000-0000-4000-8000-00000000000a"}], "result": "pass", "rule": "placement", "scored": true, "severity": "high", "source": "runner-fence", "timestamp": {"nanos": 0, "seconds": 1700000000}},
+                {"category": "runner-fence", "message": "ok", "policy": "gitlab-runner-jobs", "resources": [{"apiVersion": "v1", "kind": "Pod", "name": "runner-ok", "namespace": "gitlab-runner", "uid": "00000000-0000-4000-8000-00000000000a"}], "result": "pass", "rule": "fargate-compat", "scored": true, "severity": "medium", "source": "runner-fence", "timestamp": {"nanos": 0, "seconds": 1700000000}},
+                {"category": "runner-fence", "message": "ok", "policy": "gitlab-runner-jobs", "resources": [{"apiVersion": "v1", "kind": "Pod", "name": "runner-ok", "namespace": "gitlab-runner", "uid": "00000000-0000-4000-8000-00000000000a"}], "result": "pass", "rule": "resources", "scored": true, "severity": "low", "source": "runner-fence", "timestamp": {"nanos": 0, "seconds": 1700000000}}
+            ]}
+    ])
+}
+
+#[test]
+fn built_reports_are_the_reports_as_built_before_with_their_content_hash() {
+    use runner_fence::k8s::audit::{CONTENT_HASH, build_reports, policy_reports};
+    let r = outside_and_clean();
+    let before = reports_as_built_before();
+    let before = before.as_array().expect("reports");
+    let built = build_reports(&r, "gitlab-runner-jobs", 1_700_000_000).expect("built");
+    assert_eq!(built.len(), before.len());
+    for (b, want) in built.iter().zip(before) {
+        // The same content, as compact JSON.
+        assert_eq!(b.json(), serde_json::to_string(want).expect("json"));
+        assert_eq!(&b.to_value().expect("a tree"), want);
+        // Known by its namespace, name and hash, which its annotation carries.
+        assert_eq!(
+            (b.namespace(), b.name()),
+            (
+                want["metadata"]["namespace"].as_str().unwrap_or(""),
+                want["metadata"]["name"].as_str().unwrap_or("")
+            )
+        );
+        assert_eq!(
+            Some(b.hash()),
+            want["metadata"]["annotations"][CONTENT_HASH].as_str()
+        );
+    }
+    // As trees: the same reports.
+    assert_eq!(
+        policy_reports(&r, "gitlab-runner-jobs", 1_700_000_000),
+        *before
+    );
+    // Later, nothing changed but the time: the same hashes (the timestamps
+    // are not content), other timestamps.
+    let later = build_reports(&r, "gitlab-runner-jobs", 1_800_000_000).expect("built");
+    for (b, l) in built.iter().zip(&later) {
+        assert_eq!(b.hash(), l.hash());
+        assert_ne!(b.json(), l.json());
+        assert!(
+            l.json()
+                .contains(r#""timestamp":{"nanos":0,"seconds":1800000000}"#)
+        );
+    }
+    // Another policy: other labels, other hashes.
+    let other = build_reports(&r, "team-b", 1_700_000_000).expect("built");
+    assert!(built.iter().zip(&other).all(|(b, o)| b.hash() != o.hash()));
+}
+
+#[tokio::test]
+async fn built_reports_are_written_as_built_and_an_unchanged_one_is_not_applied_again() {
+    use runner_fence::k8s::audit::{Applied, CONTENT_HASH, apply_reports, build_reports};
+    const POLICY: &str = "gitlab-runner-jobs";
+    let s = store();
+    let (addr, fake) = serve(Fake {
+        reports: Some(s.clone()),
+        ..clean_cluster(Some(Rbac::default()))
+    })
+    .await;
+    let client = client_for(addr);
+    let patches = || -> Vec<String> {
+        fake.calls
+            .requests
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|r| r.starts_with("PATCH "))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let r = outside_and_clean();
+    let built = build_reports(&r, POLICY, 1_700_000_000).expect("built");
+    let first = apply_reports(&client, &built, POLICY).await.expect("apply");
+    let all_written = Applied {
+        written: 2,
+        unchanged: 0,
+        deleted: 0,
+    };
+    assert_eq!(first, all_written);
+    assert_eq!(patches().len(), 2);
+    // What is stored is the report as built, its hash annotation included.
+    let written: Vec<Value> = s
+        .lock()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(Value::Array(written), reports_as_built_before());
+
+    // An hour later, nothing changed but the time: nothing applied.
+    let later = build_reports(&r, POLICY, 1_700_003_600).expect("built");
+    let second = apply_reports(&client, &later, POLICY).await.expect("apply");
+    assert_eq!(
+        second,
+        Applied {
+            written: 0,
+            unchanged: 2,
+            deleted: 0
+        }
+    );
+    assert_eq!(
+        patches().len(),
+        2,
+        "no report applied again: {:?}",
+        patches()
+    );
+
+    // One stored with another hash (another version wrote it): that one only.
+    if let Ok(mut m) = s.lock()
+        && let Some(rep) = m.get_mut(&(
+            "gitlab-runner".to_string(),
+            "runner-fence-pod-00000000-0000-4000-8000-00000000000a".to_string(),
+        ))
+    {
+        rep["metadata"]["annotations"][CONTENT_HASH] = json!("sha256-older");
+    }
+    let third = apply_reports(&client, &later, POLICY).await.expect("apply");
+    assert_eq!(
+        third,
+        Applied {
+            written: 1,
+            unchanged: 1,
+            deleted: 0
+        }
+    );
+    assert_eq!(
+        patches()[2..],
+        [
+            "PATCH /apis/wgpolicyk8s.io/v1alpha2/namespaces/gitlab-runner/policyreports/runner-fence-pod-00000000-0000-4000-8000-00000000000a"
+        ]
+    );
+}
+
 fn store() -> Store {
     Store::default()
 }
@@ -2053,7 +2231,7 @@ fn stored(s: &Store) -> Vec<(String, String)> {
 /// One `audit --output policy-report --apply` pass over a cluster with `pods`,
 /// whose PolicyReports are in `s`.
 async fn pass(s: &Store, pods: Vec<Value>) -> runner_fence::k8s::audit::Applied {
-    use runner_fence::k8s::audit::{apply_reports, collect, policy_reports};
+    use runner_fence::k8s::audit::{apply_reports, build_reports, collect};
     let (addr, _) = serve(Fake {
         pods,
         reports: Some(s.clone()),
@@ -2062,7 +2240,7 @@ async fn pass(s: &Store, pods: Vec<Value>) -> runner_fence::k8s::audit::Applied 
     .await;
     let client = client_for(addr);
     let r = collect(client.clone(), &reference()).await.expect("audit");
-    let reports = policy_reports(&r, "gitlab-runner-jobs", 1_700_000_000);
+    let reports = build_reports(&r, "gitlab-runner-jobs", 1_700_000_000).expect("built");
     apply_reports(&client, &reports, "gitlab-runner-jobs")
         .await
         .expect("apply")
@@ -2154,8 +2332,9 @@ async fn a_missing_policyreport_crd_is_one_line_that_says_what_to_install() {
         "error: listing policyreports.wgpolicyk8s.io: 404 page not found; install the PolicyReport CRD: kubectl apply -f manifests/extras/policyreport-crd.yaml"
     );
     // With the CRD: written, and said so.
+    let s = store();
     let (addr, _) = serve(Fake {
-        reports: Some(store()),
+        reports: Some(s.clone()),
         ..clean_cluster(Some(Rbac::default()))
     })
     .await;
@@ -2171,5 +2350,21 @@ async fn a_missing_policyreport_crd_is_one_line_that_says_what_to_install() {
             .contains("PolicyReports: 1 written, 0 unchanged, 0 deleted"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // What it prints is what it wrote.
+    let printed: Vec<Value> =
+        serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).expect("yaml");
+    let written: Vec<Value> = s
+        .lock()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(printed.len(), 1);
+    assert_eq!(printed, written);
+    assert!(
+        printed[0]["metadata"]["annotations"]["runner-fence.dev/content-hash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("sha256-")),
+        "{}",
+        printed[0]
     );
 }

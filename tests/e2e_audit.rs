@@ -381,7 +381,7 @@ async fn audit_reports_two_thousand_pods_in_one_namespace_and_keeps_them_current
         .expect("the pod is an unreadable finding");
     assert!(u.to_string().contains("spec.tolerations"), "{u}");
     assert!(!report.job_pods.iter().any(|p| p.name == odd));
-    let objects = runner_fence::k8s::audit::policy_reports(&report, POLICY, 1);
+    let objects = runner_fence::k8s::audit::build_reports(&report, POLICY, 1).expect("built");
     let applied = runner_fence::k8s::audit::apply_reports(&c, &objects, POLICY)
         .await
         .expect("apply");

@@ -172,7 +172,8 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
         AuditOutput::PolicyReport => {
             for rep in audited.iter().flat_map(|x| &x.reports) {
                 outln!("---");
-                out!("{}", serde_saphyr::to_string(rep).unwrap_or_default());
+                let rep = rep.to_value()?;
+                out!("{}", serde_saphyr::to_string(&rep).unwrap_or_default());
             }
         }
     }

@@ -58,6 +58,17 @@ pub enum Error {
         #[source]
         source: ApiError,
     },
+    /// A PolicyReport could not be made into JSON or read back from it.
+    #[error("PolicyReport {namespace}/{name} as JSON")]
+    ReportJson {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// A failed API call on one line: the apiserver's own message (never kube's

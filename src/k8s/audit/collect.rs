@@ -385,7 +385,7 @@ pub async fn collect(client: Client, policy: &Policy) -> Result<Report, Error> {
 }
 
 /// One audit pass: reads the cluster and analyzes it. What a continuous audit
-/// calls each period; [`super::policy_reports`] and [`super::apply_reports`]
+/// calls each period; [`super::build_reports`] and [`super::apply_reports`]
 /// write its results.
 ///
 /// Each page of pods is judged as it comes and dropped ([`PodJudge`]): held

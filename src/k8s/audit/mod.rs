@@ -41,8 +41,9 @@ pub fn now_seconds() -> i64 {
 }
 pub use policies::{Audited, Policies, Reports, audit_each, restrict};
 pub use reports::{
-    Applied, CONTENT_HASH, MANAGED_BY, MAX_MESSAGE, MAX_RESULTS, OUTSIDE_RULE, POLICY_LABEL,
-    REACH_RULE, UNREADABLE_RULE, apply_reports, apply_reports_with, label_value, policy_reports,
+    Applied, BuiltReport, CONTENT_HASH, MANAGED_BY, MAX_MESSAGE, MAX_RESULTS, OUTSIDE_RULE,
+    POLICY_LABEL, REACH_RULE, UNREADABLE_RULE, apply_reports, apply_reports_with, build_reports,
+    label_value, policy_reports,
 };
 pub use serving::{
     Called, Certificate, DeploymentStatus, EXPIRY_WARNING_DAYS, Served, Serving, ServingIssue,

@@ -6,11 +6,10 @@
 use std::sync::Arc;
 
 use kube::Client;
-use serde_json::Value;
 
 use super::collect::off_the_runtime;
-use super::reports::{self, Stored};
-use super::{Applied, Check, Options, Report, now_seconds, policy_reports, run_once};
+use super::reports::{self, BuiltReport, Stored};
+use super::{Applied, Check, Options, Report, build_reports, now_seconds, run_once};
 use crate::core::fleet::PolicySet;
 use crate::core::policy::Policy;
 use crate::core::rbac::Scope;
@@ -47,7 +46,7 @@ pub struct Audited {
     /// What it found, restricted to what the policy reviews.
     pub report: Report,
     /// Its PolicyReports (empty with [`Reports::None`]).
-    pub reports: Vec<Value>,
+    pub reports: Vec<BuiltReport>,
     /// What writing them did ([`Reports::Apply`]).
     pub applied: Option<Applied>,
 }
@@ -102,10 +101,10 @@ pub async fn audit_each(
         let objects = off_the_runtime(|| {
             restrict(&mut report, policy, set);
             match reports {
-                Reports::None => Vec::new(),
-                Reports::Build | Reports::Apply => policy_reports(&report, &name, at),
+                Reports::None => Ok(Vec::new()),
+                Reports::Build | Reports::Apply => build_reports(&report, &name, at),
             }
-        });
+        })?;
         let applied = match reports {
             Reports::Apply => {
                 let listed = match stored.as_mut() {

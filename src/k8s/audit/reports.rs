@@ -16,7 +16,8 @@ use futures::TryStreamExt;
 use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{Check, Report};
@@ -130,19 +131,99 @@ impl Subject {
     }
 }
 
-/// One result, as the PolicyReport format has it.
-#[derive(Serialize)]
-struct Outcome<'a> {
-    policy: &'a str,
-    rule: &'a str,
-    result: &'a str,
-    severity: &'a str,
-    category: &'static str,
-    source: &'static str,
-    scored: bool,
+/// One result: what differs between the results of a report (the rest is
+/// filled in as the report is made: the policy, the time, the subject).
+struct Outcome {
+    rule: &'static str,
+    result: &'static str,
+    severity: &'static str,
     message: String,
-    timestamp: Value,
-    resources: [Value; 1],
+}
+
+impl Outcome {
+    /// As the PolicyReport format has it.
+    fn to_value(&self, policy: &str, timestamp: &Value, subject: &Subject) -> Value {
+        json!({
+            "policy": policy,
+            "rule": self.rule,
+            "result": self.result,
+            "severity": self.severity,
+            "category": "runner-fence",
+            "source": "runner-fence",
+            "scored": true,
+            "message": self.message,
+            "timestamp": timestamp,
+            "resources": [subject.reference()],
+        })
+    }
+}
+
+/// One PolicyReport as a JSON tree, with what it is known by.
+struct Tree {
+    namespace: String,
+    name: String,
+    hash: String,
+    value: Value,
+}
+
+/// A PolicyReport as it is written: compact JSON (a fifth of its size as a
+/// [`Value`] tree: 5,000 reports took 79 MiB as trees, 16 MiB as JSON), its
+/// namespace, name and content hash ([`CONTENT_HASH`], which its annotation
+/// carries). Made by [`build_reports`] only, so the hash is its content's.
+#[derive(Debug, Clone)]
+pub struct BuiltReport {
+    namespace: String,
+    name: String,
+    hash: String,
+    json: Box<RawValue>,
+}
+
+impl BuiltReport {
+    /// `tree` as compact JSON.
+    fn of(tree: Tree) -> Result<Self, Error> {
+        match serde_json::value::to_raw_value(&tree.value) {
+            Ok(json) => Ok(BuiltReport {
+                namespace: tree.namespace,
+                name: tree.name,
+                hash: tree.hash,
+                json,
+            }),
+            Err(source) => Err(Error::ReportJson {
+                namespace: tree.namespace,
+                name: tree.name,
+                source,
+            }),
+        }
+    }
+
+    /// Its namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The hash of its content, as its [`CONTENT_HASH`] annotation has it.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The report, as written (compact JSON).
+    pub fn json(&self) -> &str {
+        self.json.get()
+    }
+
+    /// The report as a JSON tree (to print it in another format).
+    pub fn to_value(&self) -> Result<Value, Error> {
+        serde_json::from_str(self.json.get()).map_err(|source| Error::ReportJson {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            source,
+        })
+    }
 }
 
 /// The report as PolicyReports: per pod in the runner namespaces one result
@@ -152,31 +233,47 @@ struct Outcome<'a> {
 /// could not be evaluated, a `fail` per job pod outside the fence (in its own
 /// namespace) and per runner service account that can make pods outside it
 /// (in the account's namespace). Unreadable lists name no object to report on:
-/// they are in the text and JSON reports and the exit code.
+/// they are in the text and JSON reports and the exit code. As JSON trees:
+/// [`build_reports`] makes the same reports as they are written.
 pub fn policy_reports(r: &Report, policy: &str, timestamp_seconds: i64) -> Vec<Value> {
-    let mut by_subject: BTreeMap<Subject, Vec<Value>> = BTreeMap::new();
-    let timestamp = json!({"seconds": timestamp_seconds, "nanos": 0});
-    let mut push = |subject: Subject, rule: &str, result: &str, severity: &str, message: String| {
+    let outcomes = outcomes(r);
+    trees(&outcomes, policy, timestamp_seconds)
+        .map(|t| t.value)
+        .collect()
+}
+
+/// [`policy_reports`] as they are written ([`BuiltReport`]): each report is
+/// a JSON tree only while it is made.
+pub fn build_reports(
+    r: &Report,
+    policy: &str,
+    timestamp_seconds: i64,
+) -> Result<Vec<BuiltReport>, Error> {
+    let outcomes = outcomes(r);
+    trees(&outcomes, policy, timestamp_seconds)
+        .map(BuiltReport::of)
+        .collect()
+}
+
+/// The results of `r`, by what they are about.
+fn outcomes(r: &Report) -> BTreeMap<Subject, Vec<Outcome>> {
+    let mut by_subject: BTreeMap<Subject, Vec<Outcome>> = BTreeMap::new();
+    let mut push = |subject: Subject,
+                    rule: &'static str,
+                    result: &'static str,
+                    severity: &'static str,
+                    message: String| {
         let outcome = Outcome {
-            policy,
             rule,
             result,
             severity,
-            category: "runner-fence",
-            source: "runner-fence",
-            scored: true,
             message: capped(if message.is_empty() {
                 "ok".to_string()
             } else {
                 message
             }),
-            timestamp: timestamp.clone(),
-            resources: [subject.reference()],
         };
-        by_subject
-            .entry(subject)
-            .or_default()
-            .push(serde_json::to_value(outcome).unwrap_or_default());
+        by_subject.entry(subject).or_default().push(outcome);
     };
     for p in &r.job_pods {
         let subject = Subject {
@@ -272,76 +369,114 @@ pub fn policy_reports(r: &Report, policy: &str, timestamp_seconds: i64) -> Vec<V
             push(subject, REACH_RULE, "fail", "high", x.to_string());
         }
     }
-    let policy_label = label_value(policy);
-    let mut out = Vec::new();
-    for (subject, results) in by_subject {
-        let base = subject.report_name();
-        for (i, chunk) in results.chunks(MAX_RESULTS).enumerate() {
-            let name = if i == 0 {
-                base.clone()
-            } else {
-                format!("{base}-{}", i + 1)
-            };
-            out.push(report(&subject, name, chunk, &policy_label));
-        }
-    }
-    out
+    by_subject
 }
 
-fn report(subject: &Subject, name: String, results: &[Value], policy_label: &str) -> Value {
+/// The reports of `outcomes`, made one at a time as they are asked for: per
+/// subject one, or numbered shards of [`MAX_RESULTS`] results.
+fn trees<'a>(
+    outcomes: &'a BTreeMap<Subject, Vec<Outcome>>,
+    policy: &'a str,
+    timestamp_seconds: i64,
+) -> impl Iterator<Item = Tree> + 'a {
+    let policy_label = label_value(policy);
+    outcomes.iter().flat_map(move |(subject, results)| {
+        let base = subject.report_name();
+        let policy_label = policy_label.clone();
+        results
+            .chunks(MAX_RESULTS)
+            .enumerate()
+            .map(move |(i, chunk)| {
+                let name = if i == 0 {
+                    base.clone()
+                } else {
+                    format!("{base}-{}", i + 1)
+                };
+                report(
+                    subject,
+                    name,
+                    chunk,
+                    policy,
+                    &policy_label,
+                    timestamp_seconds,
+                )
+            })
+    })
+}
+
+fn report(
+    subject: &Subject,
+    name: String,
+    chunk: &[Outcome],
+    policy: &str,
+    policy_label: &str,
+    timestamp_seconds: i64,
+) -> Tree {
     let mut summary: BTreeMap<&str, u64> = ["pass", "fail", "warn", "error", "skip"]
         .map(|k| (k, 0))
         .into();
-    for x in results {
-        if let Some(n) = x["result"].as_str().and_then(|k| summary.get_mut(k)) {
+    for o in chunk {
+        if let Some(n) = summary.get_mut(o.result) {
             *n += 1;
         }
     }
-    let mut metadata = json!({
-        "name": name,
-        "namespace": subject.namespace,
-        "labels": {MANAGED_BY.0: MANAGED_BY.1, POLICY_LABEL: policy_label},
-    });
+    let timestamp = json!({"seconds": timestamp_seconds, "nanos": 0});
+    let results: Vec<Value> = chunk
+        .iter()
+        .map(|o| o.to_value(policy, &timestamp, subject))
+        .collect();
+    let labels = json!({MANAGED_BY.0: MANAGED_BY.1, POLICY_LABEL: policy_label});
     // Owned by its pod: deleted with it, before the next pass comes.
-    if let (Some(uid), "Pod") = (&subject.uid, subject.kind) {
-        metadata["ownerReferences"] =
-            json!([{"apiVersion": "v1", "kind": "Pod", "name": subject.name, "uid": uid}]);
+    let owners = match (&subject.uid, subject.kind) {
+        (Some(uid), "Pod") => {
+            json!([{"apiVersion": "v1", "kind": "Pod", "name": subject.name, "uid": uid}])
+        }
+        _ => Value::Null,
+    };
+    let scope = subject.reference();
+    let hash = content_hash(&labels, &owners, &scope, &results);
+    let mut metadata = Map::new();
+    metadata.insert("name".into(), json!(name));
+    metadata.insert("namespace".into(), json!(subject.namespace));
+    metadata.insert("labels".into(), labels);
+    metadata.insert("annotations".into(), json!({CONTENT_HASH: hash}));
+    if !owners.is_null() {
+        metadata.insert("ownerReferences".into(), owners);
     }
-    let mut report = json!({
-        "apiVersion": "wgpolicyk8s.io/v1alpha2",
-        "kind": "PolicyReport",
-        "metadata": metadata,
-        "scope": subject.reference(),
-        "summary": summary,
-        "results": results,
-    });
-    report["metadata"]["annotations"] = json!({CONTENT_HASH: content_hash(&report)});
-    report
+    let mut report = Map::new();
+    report.insert("apiVersion".into(), json!("wgpolicyk8s.io/v1alpha2"));
+    report.insert("kind".into(), json!("PolicyReport"));
+    report.insert("metadata".into(), Value::Object(metadata));
+    report.insert("scope".into(), scope);
+    report.insert("summary".into(), json!(summary));
+    report.insert("results".into(), Value::Array(results));
+    Tree {
+        namespace: subject.namespace.clone(),
+        name,
+        hash,
+        value: Value::Object(report),
+    }
 }
 
 /// What decides whether a stored report must be written again, hashed:
 /// everything runner-fence writes but the results' timestamps (unchanged
-/// results keep theirs).
-fn content_hash(report: &Value) -> String {
-    let mut results = report["results"].clone();
-    for r in results.as_array_mut().into_iter().flatten() {
-        if let Some(o) = r.as_object_mut() {
-            o.remove("timestamp");
-        }
-    }
-    let content = json!([
-        report["metadata"]["labels"],
-        report["metadata"]["ownerReferences"],
-        report["scope"],
-        results,
-    ]);
+/// results keep theirs) and the hash itself: its labels, owner (null
+/// without), scope and results.
+fn content_hash(labels: &Value, owners: &Value, scope: &Value, results: &[Value]) -> String {
+    let results: Vec<Value> = results
+        .iter()
+        .map(|r| match r {
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .filter(|(k, _)| k.as_str() != "timestamp")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            other => other.clone(),
+        })
+        .collect();
+    let content = json!([labels, owners, scope, results]);
     format!("sha256-{}", hex(&content.to_string()))
-}
-
-/// A report's namespace and name.
-fn key(report: &Value) -> (String, String) {
-    let s = |k: &str| report["metadata"][k].as_str().unwrap_or("").to_string();
-    (s("namespace"), s("name"))
 }
 
 /// What runner-fence wrote of one stored report: its policy label and content hash.
@@ -427,13 +562,14 @@ pub struct Applied {
 }
 
 /// Writes the reports to the cluster: server-side apply (field manager
-/// `runner-fence`) of each new or changed one, and deletion of this policy's
-/// reports (by [`MANAGED_BY`] and [`POLICY_LABEL`], or without the policy
-/// label: written by an older version) that name no current object. Needs the
-/// PolicyReport CRD and list/create/patch/delete on policyreports.
+/// `runner-fence`) of each new or changed one (by its content hash), and
+/// deletion of this policy's reports (by [`MANAGED_BY`] and [`POLICY_LABEL`],
+/// or without the policy label: written by an older version) that name no
+/// current object. Needs the PolicyReport CRD and list/create/patch/delete on
+/// policyreports.
 pub async fn apply_reports(
     client: &Client,
-    reports: &[Value],
+    reports: &[BuiltReport],
     policy: &str,
 ) -> Result<Applied, Error> {
     apply_reports_with(client, reports, policy, &super::Options::default()).await
@@ -443,7 +579,7 @@ pub async fn apply_reports(
 /// pause between pages of `opts` (the continuous audit's rate limit).
 pub async fn apply_reports_with(
     client: &Client,
-    reports: &[Value],
+    reports: &[BuiltReport],
     policy: &str,
     opts: &super::Options,
 ) -> Result<Applied, Error> {
@@ -457,44 +593,32 @@ pub async fn apply_reports_with(
 pub(super) async fn apply_listed(
     client: &Client,
     stored: &mut Stored,
-    reports: &[Value],
+    reports: &[BuiltReport],
     policy: &str,
 ) -> Result<Applied, Error> {
     let mut applied = Applied::default();
     let mut todo = Vec::new();
     for r in reports {
-        let hash = content_hash(r);
-        match stored.0.remove(&key(r)) {
-            Some(w) if w.hash.as_ref() == Some(&hash) => applied.unchanged += 1,
-            _ => todo.push((r, hash)),
+        match stored.0.remove(&(r.namespace.clone(), r.name.clone())) {
+            Some(w) if w.hash.as_ref() == Some(&r.hash) => applied.unchanged += 1,
+            _ => todo.push(r),
         }
     }
     applied.written = todo.len();
     let ar = api_resource();
     let pp = PatchParams::apply("runner-fence").force();
     futures::stream::iter(todo.into_iter().map(Ok))
-        .try_for_each_concurrent(WRITE_CONCURRENCY, |(r, hash)| {
-            let (ns, name) = key(r);
-            let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
+        .try_for_each_concurrent(WRITE_CONCURRENCY, |r| {
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), &r.namespace, &ar);
             let pp = pp.clone();
             async move {
-                // What is written carries the hash of what is written, whoever made it.
-                let fixed;
-                let r = if r["metadata"]["annotations"][CONTENT_HASH] == hash.as_str() {
-                    r
-                } else {
-                    let mut copy = r.clone();
-                    copy["metadata"]["annotations"][CONTENT_HASH] = json!(hash);
-                    fixed = copy;
-                    &fixed
-                };
-                api.patch(&name, &pp, &Patch::Apply(r))
+                api.patch(&r.name, &pp, &Patch::Apply(&*r.json))
                     .await
                     .map(|_| ())
                     .map_err(|e| Error::WriteReport {
                         action: "writing",
-                        namespace: ns.clone(),
-                        name: name.clone(),
+                        namespace: r.namespace.clone(),
+                        name: r.name.clone(),
                         source: ApiError::new(&e, Call::Reports("patch")),
                     })
             }
