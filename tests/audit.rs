@@ -1617,7 +1617,11 @@ async fn webhooks_called_by_url_are_probed_there_and_the_flags_name_their_deploy
 
 /// The backstop objects `render admission-policy` generates for `p`.
 fn backstop_of(p: &runner_fence::core::policy::Policy) -> Vec<Value> {
-    runner_fence::core::render::admission_policy::objects(p, "runner-fence").expect("render")
+    runner_fence::core::render::admission_policy::objects(p, "runner-fence")
+        .expect("render")
+        .iter()
+        .map(runner_fence::core::render::Object::to_value)
+        .collect()
 }
 
 fn audit_policy() -> runner_fence::core::policy::Policy {

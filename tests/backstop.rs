@@ -6,12 +6,11 @@
 mod backstop_cel;
 mod common;
 
-use backstop_cel::{Verdict, backstop, mutated, request, verdict};
+use backstop_cel::{Verdict, backstop, mutated, rendered, request, verdict};
 use common::{fixture, fixture_names, reference};
 use rstest::rstest;
 use runner_fence::core::engine::Endpoint;
 use runner_fence::core::policy::Policy;
-use runner_fence::core::render::admission_policy::objects;
 use runner_fence::webhook::admission;
 use serde_json::{Value, json};
 
@@ -220,7 +219,7 @@ fn audited_rules_warn_and_enforced_ones_deny() {
         1,
     );
     let p = runner_fence::core::policy::parse(&text, "t.yaml").expect("policy");
-    let objs = objects(&p, "runner-fence").expect("render");
+    let objs = rendered(&p);
     let names: Vec<&Value> = objs
         .iter()
         .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
@@ -256,7 +255,7 @@ fn audited_rules_warn_and_enforced_ones_deny() {
         "t.yaml",
     )
     .expect("policy");
-    let objs = objects(&audit, "runner-fence").expect("render");
+    let objs = rendered(&audit);
     assert_eq!(objs.len(), 2);
     assert_eq!(
         objs[1]["spec"]["validationActions"],
@@ -400,7 +399,7 @@ fn in_audit_mode_the_backstop_warns_only_what_enforce_mode_would_deny_in_the_web
     );
     // The audit-mode backstop has no placement check: nothing it could judge
     // without the mutation.
-    let objs = objects(&p, "runner-fence").expect("render");
+    let objs = rendered(&p);
     let validations = objs[0]["spec"]["validations"].as_array().expect("list");
     assert!(
         validations.iter().all(|v| !v["message"]

@@ -113,8 +113,10 @@ fn the_kustomize_deployment_stays_off_the_nodes_the_policy_derives() {
     // (and so the kustomize base, its rendering) write it by hand and must say the same
     // (order aside).
     let policy = runner_fence::core::policy::embedded().expect("policy");
-    let want =
-        runner_fence::core::render::placement::webhook_node_affinity(&policy).expect("affinity");
+    let want = serde_json::to_value(
+        runner_fence::core::render::placement::webhook_node_affinity(&policy).expect("affinity"),
+    )
+    .expect("json");
     let docs: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(&read("manifests/base/runner-fence.yaml")).expect("yaml");
     let deployment = docs
@@ -231,7 +233,12 @@ fn the_controller_applies_what_render_prints_for_its_release() {
             validate_failure_policy: default,
             ..webhooks::Options::service("runner-fence", "runner-fence")
         };
-        let applied = cluster::desired(&PolicySet::single(p), &opts, "rf-b").expect("desired");
+        let applied: Vec<serde_json::Value> =
+            cluster::desired(&PolicySet::single(p), &opts, "rf-b")
+                .expect("desired")
+                .iter()
+                .map(runner_fence::core::render::Object::to_value)
+                .collect();
         assert_eq!(printed, applied, "{policy}");
     }
 }

@@ -152,11 +152,9 @@ impl<S: PolicySink> Reconciler<S> {
         let mut wanted = Vec::new();
         let mut ok = true;
         for obj in &desired {
-            let Some(id) = cluster::object_name(obj) else {
-                continue;
-            };
+            let id = cluster::object_name(obj);
             wanted.push(id.clone());
-            ok &= self.apply(&id, obj).await;
+            ok &= self.apply(&id, &obj.to_value()).await;
         }
         for id in cluster::all_names(&self.cfg.release) {
             if !wanted.contains(&id) {
