@@ -478,6 +478,20 @@ mod differential {
             .prop_map(|(ns, terms, tols, node)| backstop_cel::spec(&ns, terms, tols, node))
     }
 
+    /// Protected taints: a key, and a value and effect or neither.
+    #[allow(clippy::type_complexity)]
+    fn taints()
+    -> impl Strategy<Value = Vec<(&'static str, Option<&'static str>, Option<&'static str>)>> {
+        proptest::collection::vec(
+            (
+                select(&KEYS[..3]),
+                of(select(VALUES)),
+                of(select(&EFFECTS[..3])),
+            ),
+            1..3,
+        )
+    }
+
     fn labels() -> impl Strategy<Value = Value> {
         of(select(PROFILE_LABELS)).prop_map(backstop_cel::labels)
     }
@@ -509,6 +523,28 @@ mod differential {
         );
         assert!(!engine_reaches(&p, &gitlab).is_empty());
         assert!(backstop(&p, &request(&gitlab)).is_err());
+        // A protected taint with value and effect open: both outcomes again.
+        let open = backstop_cel::with_taints(&[("topology.kubernetes.io/zone", None, None)]);
+        let placed = mutated(
+            &open,
+            &review_of(&pod(json!({}), spec(&[])), "CREATE", None),
+        );
+        assert_eq!(backstop(&open, &request(&placed)), Ok(()));
+        assert!(engine_reaches(&open, &placed).is_empty());
+        let tolerating = backstop_cel::spec(
+            &Default::default(),
+            None,
+            vec![backstop_cel::toleration(
+                Some("topology.kubernetes.io/zone"),
+                None,
+                Some("a"),
+                Some("NoExecute"),
+            )],
+            None,
+        );
+        let tolerating = review_of(&pod(json!({}), tolerating), "CREATE", None);
+        assert!(!engine_reaches(&open, &tolerating).is_empty());
+        assert!(backstop(&open, &request(&mutated(&open, &tolerating))).is_err());
     }
 
     proptest! {
@@ -529,6 +565,21 @@ mod differential {
         fn ungating_is_judged_alike(labels in labels(), spec in spec()) {
             let review = ungating_review(&pod(labels, spec));
             if let Err(e) = never_admits_what_reaches(&reference(), &review) {
+                prop_assert!(false, "{e}");
+            }
+        }
+
+        /// Other protected taints (any value or effect left open, one of the
+        /// profiles' own among them): the backstop still never admits a pod the
+        /// engine finds tolerating one, and admits what runner-fence placed.
+        #[test]
+        fn any_protected_taints_are_judged_alike(taints in taints(), labels in labels(), spec in spec()) {
+            let p = backstop_cel::with_taints(&taints);
+            let review = review_of(&pod(labels, spec), "CREATE", None);
+            if let Err(e) = never_admits_what_reaches(&p, &review) {
+                prop_assert!(false, "{e}");
+            }
+            if let Err(e) = admits_what_runner_fence_places(&p, &review) {
                 prop_assert!(false, "{e}");
             }
         }

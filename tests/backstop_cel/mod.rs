@@ -288,6 +288,21 @@ pub const PROFILE_REQUIREMENTS: &[(&str, &str)] = &[
     ("eks.amazonaws.com/compute-type", "fargate"),
 ];
 
+/// The reference policy protecting nodes by these taints instead of GitLab's
+/// (`key`, `value`, `effect`; a missing value or effect is any): the toleration
+/// rule's open fields are only reached through such taints.
+pub fn with_taints(taints: &[(&str, Option<&str>, Option<&str>)]) -> Policy {
+    let mut p = runner_fence::core::policy::embedded().expect("reference policy");
+    p.protected_nodes.taints = taints
+        .iter()
+        .map(|(key, value, effect)| {
+            serde_json::from_value(json!({"key": key, "value": value, "effect": effect}))
+                .expect("taint")
+        })
+        .collect();
+    p
+}
+
 /// `key In [value]` of a profile, or widened by `extra` (which may be GitLab's).
 pub fn near_profile(profile: (&str, &str), extra: Option<&str>) -> Value {
     let (key, value) = profile;

@@ -40,6 +40,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use super::Object;
 use super::webhooks::{RenderError, match_conditions, namespace_selector};
 use crate::core::policy::{Mode, Operator, Policy, Requirement, RuleId, TaintSpec};
+use crate::core::tolerations::{Field, TOLERATES, TaintView, Test};
 
 /// Name of the ValidatingAdmissionPolicy and its binding.
 pub const NAME: &str = "runner-fence-backstop";
@@ -143,29 +144,63 @@ fn exists(t: &str) -> String {
     format!("(has({t}.operator) && {t}.operator == 'Exists')")
 }
 
+/// A test of [`TOLERATES`] for one protected taint: decided by the taint alone
+/// (a field it leaves open), or CEL on the toleration.
+enum Part {
+    Const(bool),
+    Cel(String),
+}
+
+/// `parts` joined by `op`, where `absorbing` decides the whole (false for
+/// `&&`, true for `||`) and its negation drops out.
+fn join(parts: impl IntoIterator<Item = Part>, op: &str, absorbing: bool) -> Part {
+    let mut cel = Vec::new();
+    for part in parts {
+        match part {
+            Part::Const(b) if b == absorbing => return Part::Const(b),
+            Part::Const(_) => {}
+            Part::Cel(c) => cel.push(c),
+        }
+    }
+    if cel.is_empty() {
+        Part::Const(!absorbing)
+    } else {
+        Part::Cel(format!("({})", cel.join(op)))
+    }
+}
+
+/// One test of [`TOLERATES`] on toleration `t` (a CEL expression) and protected taint `taint`.
+fn test_cel(test: &Test, taint: &TaintView<'_>, t: &str) -> Part {
+    let empty = |f: Field| format!("(!has({t}.{f}) || {t}.{f} == '')", f = f.name());
+    match *test {
+        Test::Exists => Part::Cel(exists(t)),
+        Test::Empty(f) => Part::Cel(empty(f)),
+        Test::Open(f) => Part::Const(taint.field(f).is_none()),
+        Test::Same(f) => match taint.field(f) {
+            None => Part::Const(false),
+            Some("") => Part::Cel(empty(f)),
+            Some(v) => Part::Cel(format!(
+                "(has({t}.{f}) && {t}.{f} == {})",
+                lit(v),
+                f = f.name()
+            )),
+        },
+        Test::All(tests) => join(tests.iter().map(|x| test_cel(x, taint, t)), " && ", false),
+    }
+}
+
 /// The CEL that toleration `t` (a CEL expression) tolerates the protected
-/// taint (as `Tol::tolerates_spec`).
+/// taint: [`TOLERATES`], the rule the engine evaluates, with the taint's
+/// fields filled in.
 fn tolerates(taint: &TaintSpec, t: &str) -> String {
-    let exists = exists(t);
-    let key_ok = format!(
-        "(((!has({t}.key) || {t}.key == '') && {exists}) || (has({t}.key) && {t}.key == {}))",
-        lit(&taint.key)
-    );
-    let value_ok = match &taint.value {
-        Some(v) => format!(
-            "({exists} || (has({t}.value) ? {t}.value : '') == {})",
-            lit(v)
-        ),
-        None => "true".into(),
-    };
-    let effect_ok = match taint.effect {
-        Some(e) => format!(
-            "(!has({t}.effect) || {t}.effect == '' || {t}.effect == {})",
-            lit(e.as_str())
-        ),
-        None => "true".into(),
-    };
-    format!("({key_ok} && {value_ok} && {effect_ok})")
+    let taint = TaintView::of_spec(taint);
+    let clauses = TOLERATES
+        .iter()
+        .map(|clause| join(clause.iter().map(|x| test_cel(x, &taint, t)), " || ", true));
+    match join(clauses, " && ", false) {
+        Part::Const(b) => b.to_string(),
+        Part::Cel(c) => c,
+    }
 }
 
 /// The pod's tolerations that tolerate a protected taint (variable `tolerating`).
@@ -531,4 +566,91 @@ pub fn render_yaml_named(
         &header,
         &objects_named(policy, own_namespace, base)?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::tolerations::{TaintEffect, Tol};
+    use k8s_openapi::api::core::v1::Toleration;
+
+    fn taint(value: Option<&str>, effect: Option<TaintEffect>) -> TaintSpec {
+        TaintSpec {
+            key: "workload".into(),
+            value: value.map(String::from),
+            effect,
+        }
+    }
+
+    /// The CEL the backstop generates from [`TOLERATES`] decides as the engine
+    /// does, for every toleration over an alphabet with absent and empty fields
+    /// and every shape of protected taint (value and effect set, empty or open).
+    #[test]
+    fn the_toleration_rule_compiles_to_cel_that_decides_as_the_engine() {
+        let opt = |xs: &[&'static str]| -> Vec<Option<&'static str>> {
+            std::iter::once(None)
+                .chain(xs.iter().copied().map(Some))
+                .collect()
+        };
+        let (keys, ops) = (
+            opt(&["", "workload", "other"]),
+            opt(&["", "Equal", "Exists"]),
+        );
+        let (values, effects) = (
+            opt(&["", "gitlab", "x"]),
+            opt(&["", "NoSchedule", "NoExecute"]),
+        );
+        let mut decided = [0, 0];
+        for value in [None, Some(""), Some("gitlab")] {
+            for effect in [
+                None,
+                Some(TaintEffect::NoSchedule),
+                Some(TaintEffect::NoExecute),
+            ] {
+                let spec = taint(value, effect);
+                let cel = tolerates(&spec, "t");
+                let program = cel::Program::compile(&cel).expect("compiles");
+                for k in &keys {
+                    for o in &ops {
+                        for v in &values {
+                            for e in &effects {
+                                let tol = Toleration {
+                                    key: k.map(String::from),
+                                    operator: o.map(String::from),
+                                    value: v.map(String::from),
+                                    effect: e.map(String::from),
+                                    toleration_seconds: None,
+                                };
+                                let want = Tol::of(&tol).tolerates_spec(&spec);
+                                let mut ctx = cel::Context::default();
+                                ctx.add_variable_from_value(
+                                    "t",
+                                    cel::to_value(&tol).expect("cel value"),
+                                );
+                                let got = program.execute(&ctx);
+                                assert!(
+                                    matches!(got, Ok(cel::Value::Bool(b)) if b == want),
+                                    "{spec}: {tol:?}: engine {want}, CEL {got:?}\n{cel}"
+                                );
+                                decided[usize::from(want)] += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Both answers are reached: the comparison is not true for nothing.
+        assert!(decided[0] > 0 && decided[1] > 0, "{decided:?}");
+    }
+
+    #[test]
+    fn a_field_the_taint_leaves_open_drops_out_of_the_cel() {
+        assert_eq!(
+            tolerates(&taint(None, None), "t"),
+            "((((!has(t.key) || t.key == '') && (has(t.operator) && t.operator == 'Exists')) || (has(t.key) && t.key == 'workload')))"
+        );
+        let full = tolerates(&taint(Some("gitlab"), Some(TaintEffect::NoSchedule)), "t");
+        assert!(full.contains("t.value == 'gitlab'"), "{full}");
+        assert!(full.contains("t.effect == 'NoSchedule'"), "{full}");
+    }
 }
