@@ -542,9 +542,13 @@ mod differential {
             )],
             None,
         );
-        let tolerating = review_of(&pod(json!({}), tolerating), "CREATE", None);
+        // Placed by the mutation, so only the toleration can lead to a protected node.
+        let tolerating = mutated(
+            &open,
+            &review_of(&pod(json!({}), tolerating), "CREATE", None),
+        );
         assert!(!engine_reaches(&open, &tolerating).is_empty());
-        assert!(backstop(&open, &request(&mutated(&open, &tolerating))).is_err());
+        assert!(backstop(&open, &request(&tolerating)).is_err());
     }
 
     proptest! {
