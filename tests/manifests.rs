@@ -172,7 +172,8 @@ fn the_shipped_crd_is_generated_from_the_policy_model() {
 fn the_example_object_validates_against_the_crd_schema() {
     // The apiserver's view of the reference policy: its spec passes the CRD's
     // schema (as JSON Schema), and a typo'd operator does not.
-    let crd = runner_fence::core::render::crd::crd().expect("crd");
+    let crd =
+        serde_json::to_value(runner_fence::core::render::crd::crd().expect("crd")).expect("json");
     let spec_schema =
         crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone();
     let validator = jsonschema::validator_for(&spec_schema).expect("a JSON Schema");
