@@ -840,6 +840,24 @@ async fn policy_objects_are_reconciled(
     survivor
 }
 
+/// `runner-fence audit --policies-from-cluster --output json`: one report per served
+/// policy, and the exit code.
+fn audit_live(kubeconfig: &Path) -> (Value, Option<i32>) {
+    let out = Command::new(BIN)
+        .args(["audit", "--policies-from-cluster", "--output", "json"])
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("audit");
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "audit --policies-from-cluster: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (all, out.status.code())
+}
+
 /// Audit first, on a namespace of its own: a policy `kubectl apply`d in audit mode, job
 /// pods as enforce mode would leave them (what a runner whose config.toml already
 /// fences produces): no warning from either layer, placed on runner nodes, and
@@ -937,18 +955,7 @@ async fn audit_first_is_clean(client: &Client, d: &Path) {
     }
 
     let audit = || {
-        let out = Command::new(BIN)
-            .args(["audit", "--policies-from-cluster", "--output", "json"])
-            .env("KUBECONFIG", kubeconfig())
-            .output()
-            .expect("audit");
-        let all: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "audit --policies-from-cluster: {e}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+        let (all, code) = audit_live(&kubeconfig());
         let report = all
             .as_array()
             .into_iter()
@@ -956,7 +963,7 @@ async fn audit_first_is_clean(client: &Client, d: &Path) {
             .find(|p| p["policy"] == POLICY)
             .map(|p| p["report"].clone())
             .unwrap_or_else(|| panic!("no report of {POLICY}: {all}"));
-        (report, out.status.code())
+        (report, code)
     };
     let (report, _) = audit();
     let empty_at = |v: &Value| v.as_array().is_some_and(|a| a.is_empty());
@@ -1890,19 +1897,8 @@ async fn the_fence_holds_on_a_real_control_plane() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("bindings CREATE"));
     // The live policies instead of a file: each served one for the namespaces it
     // reviews (the baseline pods on GitLab nodes are e2e's), as the controller judges them.
-    let out = Command::new(BIN)
-        .args(["audit", "--policies-from-cluster", "--output", "json"])
-        .env("KUBECONFIG", &kc)
-        .output()
-        .expect("audit");
-    let live: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "audit --policies-from-cluster: {e}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(out.status.code(), Some(1), "{live}");
+    let (live, code) = audit_live(&kc);
+    assert_eq!(code, Some(1), "{live}");
     let by_policy = |name: &str| -> &Value {
         live.as_array()
             .into_iter()

@@ -383,6 +383,34 @@ fn dev_regen_rewrites_stale_and_missing_files_and_is_hidden() {
     );
 }
 
+#[test]
+fn dev_regen_without_python_says_what_it_could_not_run() {
+    use runner_fence::core::render::generated::{REFERENCE_POLICY, VALUES_SCHEMA};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for rel in [
+        REFERENCE_POLICY,
+        VALUES_SCHEMA,
+        "scripts/update-kustomize.py",
+    ] {
+        let p = tmp.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, read(rel)).expect("write");
+    }
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+        .args(["dev", "regen", "--check", "--root"])
+        .arg(tmp.path())
+        .env("PATH", empty.path())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("cannot run python3") && stderr.contains("update-kustomize.py"),
+        "{stderr}"
+    );
+}
+
 fn read_in(root: &std::path::Path, rel: &str) -> String {
     std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }

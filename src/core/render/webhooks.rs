@@ -968,6 +968,12 @@ mod tests {
         );
     }
 
+    fn names_and_failure_policies(live: &[LiveWebhook]) -> Vec<(&str, &str)> {
+        live.iter()
+            .map(|w| (w.name.as_str(), w.failure_policy.as_str()))
+            .collect()
+    }
+
     #[test]
     fn an_audit_policy_wants_both_webhooks_to_fail_open() {
         let mut p = policy_with(&["gitlab-runner"]);
@@ -976,10 +982,7 @@ mod tests {
         let opts = Options::service("runner-fence", "runner-fence");
         let (m, v) = configurations(&p, &opts).expect("render");
         let live = as_live(&m, &v);
-        let hooks: Vec<(&str, &str)> = live
-            .iter()
-            .map(|w| (w.name.as_str(), w.failure_policy.as_str()))
-            .collect();
+        let hooks = names_and_failure_policies(&live);
         assert_eq!(
             hooks,
             [
@@ -1020,10 +1023,7 @@ mod tests {
         let opts = Options::service("runner-fence", "runner-fence");
         let (m, v) = configurations_of(&[&enforcing, &auditing], &opts).expect("render");
         let live = as_live(&m, &v);
-        let hooks: Vec<(&str, &str)> = live
-            .iter()
-            .map(|w| (w.name.as_str(), w.failure_policy.as_str()))
-            .collect();
+        let hooks = names_and_failure_policies(&live);
         assert_eq!(
             hooks,
             [
