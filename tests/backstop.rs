@@ -6,12 +6,11 @@
 mod backstop_cel;
 mod common;
 
-use backstop_cel::{Verdict, backstop, mutated, request, verdict};
+use backstop_cel::{Verdict, backstop, mutated, rendered, request, verdict};
 use common::{fixture, fixture_names, reference};
 use rstest::rstest;
 use runner_fence::core::engine::Endpoint;
 use runner_fence::core::policy::Policy;
-use runner_fence::core::render::admission_policy::objects;
 use runner_fence::webhook::admission;
 use serde_json::{Value, json};
 
@@ -220,7 +219,7 @@ fn audited_rules_warn_and_enforced_ones_deny() {
         1,
     );
     let p = runner_fence::core::policy::parse(&text, "t.yaml").expect("policy");
-    let objs = objects(&p, "runner-fence").expect("render");
+    let objs = rendered(&p);
     let names: Vec<&Value> = objs
         .iter()
         .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
@@ -256,7 +255,7 @@ fn audited_rules_warn_and_enforced_ones_deny() {
         "t.yaml",
     )
     .expect("policy");
-    let objs = objects(&audit, "runner-fence").expect("render");
+    let objs = rendered(&audit);
     assert_eq!(objs.len(), 2);
     assert_eq!(
         objs[1]["spec"]["validationActions"],
@@ -400,7 +399,7 @@ fn in_audit_mode_the_backstop_warns_only_what_enforce_mode_would_deny_in_the_web
     );
     // The audit-mode backstop has no placement check: nothing it could judge
     // without the mutation.
-    let objs = objects(&p, "runner-fence").expect("render");
+    let objs = rendered(&p);
     let validations = objs[0]["spec"]["validations"].as_array().expect("list");
     assert!(
         validations.iter().all(|v| !v["message"]
@@ -479,6 +478,20 @@ mod differential {
             .prop_map(|(ns, terms, tols, node)| backstop_cel::spec(&ns, terms, tols, node))
     }
 
+    /// Protected taints: a key, and a value and effect or neither.
+    #[allow(clippy::type_complexity)]
+    fn taints()
+    -> impl Strategy<Value = Vec<(&'static str, Option<&'static str>, Option<&'static str>)>> {
+        proptest::collection::vec(
+            (
+                select(&KEYS[..3]),
+                of(select(VALUES)),
+                of(select(&EFFECTS[..3])),
+            ),
+            1..3,
+        )
+    }
+
     fn labels() -> impl Strategy<Value = Value> {
         of(select(PROFILE_LABELS)).prop_map(backstop_cel::labels)
     }
@@ -510,6 +523,32 @@ mod differential {
         );
         assert!(!engine_reaches(&p, &gitlab).is_empty());
         assert!(backstop(&p, &request(&gitlab)).is_err());
+        // A protected taint with value and effect open: both outcomes again.
+        let open = backstop_cel::with_taints(&[("topology.kubernetes.io/zone", None, None)]);
+        let placed = mutated(
+            &open,
+            &review_of(&pod(json!({}), spec(&[])), "CREATE", None),
+        );
+        assert_eq!(backstop(&open, &request(&placed)), Ok(()));
+        assert!(engine_reaches(&open, &placed).is_empty());
+        let tolerating = backstop_cel::spec(
+            &Default::default(),
+            None,
+            vec![backstop_cel::toleration(
+                Some("topology.kubernetes.io/zone"),
+                None,
+                Some("a"),
+                Some("NoExecute"),
+            )],
+            None,
+        );
+        // Placed by the mutation, so only the toleration can lead to a protected node.
+        let tolerating = mutated(
+            &open,
+            &review_of(&pod(json!({}), tolerating), "CREATE", None),
+        );
+        assert!(!engine_reaches(&open, &tolerating).is_empty());
+        assert!(backstop(&open, &request(&tolerating)).is_err());
     }
 
     proptest! {
@@ -530,6 +569,21 @@ mod differential {
         fn ungating_is_judged_alike(labels in labels(), spec in spec()) {
             let review = ungating_review(&pod(labels, spec));
             if let Err(e) = never_admits_what_reaches(&reference(), &review) {
+                prop_assert!(false, "{e}");
+            }
+        }
+
+        /// Other protected taints (any value or effect left open, one of the
+        /// profiles' own among them): the backstop still never admits a pod the
+        /// engine finds tolerating one, and admits what runner-fence placed.
+        #[test]
+        fn any_protected_taints_are_judged_alike(taints in taints(), labels in labels(), spec in spec()) {
+            let p = backstop_cel::with_taints(&taints);
+            let review = review_of(&pod(labels, spec), "CREATE", None);
+            if let Err(e) = never_admits_what_reaches(&p, &review) {
+                prop_assert!(false, "{e}");
+            }
+            if let Err(e) = admits_what_runner_fence_places(&p, &review) {
                 prop_assert!(false, "{e}");
             }
         }

@@ -56,24 +56,28 @@ fn render_webhooks_prints_what_the_controller_applies() {
 }
 
 #[test]
-fn an_audit_policy_changes_only_the_failure_policy_of_the_webhooks() {
-    use runner_fence::core::render::webhooks;
+fn an_audit_policy_changes_only_the_failure_policy_and_names_of_the_webhooks() {
+    use runner_fence::core::render::webhooks::{self, FailurePolicy};
     let policy =
         runner_fence::core::policy::parse(&read("examples/policy-audit.yaml"), "policy-audit.yaml")
             .expect("policy");
-    let opts = webhooks::Options::service_for(&policy, "runner-fence", "runner-fence");
-    assert_eq!(
-        webhooks::FailurePolicy::for_policy(&policy).as_str(),
-        "Ignore"
+    assert_eq!(FailurePolicy::for_policy(&policy).as_str(), "Ignore");
+    let opts = webhooks::Options::service("runner-fence", "runner-fence");
+    let enforcing = webhooks::Options {
+        mutate_failure_policy: Some(FailurePolicy::Ignore),
+        validate_failure_policy: Some(FailurePolicy::Ignore),
+        ..opts.clone()
+    };
+    let audit = webhooks::render_yaml(&policy, &opts).expect("render");
+    assert!(
+        audit.contains("name: audit.pods.mutate.runner-fence.dev"),
+        "{audit}"
     );
-    let mut base = webhooks::Options::service("runner-fence", "runner-fence");
-    base.mutate_failure_policy = opts.mutate_failure_policy;
-    base.validate_failure_policy = opts.validate_failure_policy;
     assert_eq!(
-        webhooks::render_yaml(&policy, &opts).expect("render"),
+        audit.replace("name: audit.pods.", "name: pods."),
         webhooks::render_yaml(
             &runner_fence::core::policy::embedded().expect("policy"),
-            &base
+            &enforcing
         )
         .expect("render"),
     );
@@ -113,8 +117,10 @@ fn the_kustomize_deployment_stays_off_the_nodes_the_policy_derives() {
     // (and so the kustomize base, its rendering) write it by hand and must say the same
     // (order aside).
     let policy = runner_fence::core::policy::embedded().expect("policy");
-    let want =
-        runner_fence::core::render::placement::webhook_node_affinity(&policy).expect("affinity");
+    let want = serde_json::to_value(
+        runner_fence::core::render::placement::webhook_node_affinity(&policy).expect("affinity"),
+    )
+    .expect("json");
     let docs: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(&read("manifests/base/runner-fence.yaml")).expect("yaml");
     let deployment = docs
@@ -170,7 +176,8 @@ fn the_shipped_crd_is_generated_from_the_policy_model() {
 fn the_example_object_validates_against_the_crd_schema() {
     // The apiserver's view of the reference policy: its spec passes the CRD's
     // schema (as JSON Schema), and a typo'd operator does not.
-    let crd = runner_fence::core::render::crd::crd().expect("crd");
+    let crd =
+        serde_json::to_value(runner_fence::core::render::crd::crd().expect("crd")).expect("json");
     let spec_schema =
         crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone();
     let validator = jsonschema::validator_for(&spec_schema).expect("a JSON Schema");
@@ -225,13 +232,13 @@ fn the_controller_applies_what_render_prints_for_its_release() {
             "rf-b",
         ]));
         // The controller's default failure policies: from the served policies.
-        let default = webhooks::FailurePolicy::for_set(&PolicySet::single(p.clone()));
-        let opts = webhooks::Options {
-            mutate_failure_policy: default,
-            validate_failure_policy: default,
-            ..webhooks::Options::service("runner-fence", "runner-fence")
-        };
-        let applied = cluster::desired(&PolicySet::single(p), &opts, "rf-b").expect("desired");
+        let opts = webhooks::Options::service("runner-fence", "runner-fence");
+        let applied: Vec<serde_json::Value> =
+            cluster::desired(&PolicySet::single(p), &opts, "rf-b")
+                .expect("desired")
+                .iter()
+                .map(runner_fence::core::render::Object::to_value)
+                .collect();
         assert_eq!(printed, applied, "{policy}");
     }
 }
@@ -373,6 +380,34 @@ fn dev_regen_rewrites_stale_and_missing_files_and_is_hidden() {
         help.lines().any(|l| l.trim_start().starts_with("render "))
             && !help.lines().any(|l| l.trim_start().starts_with("dev ")),
         "{help}"
+    );
+}
+
+#[test]
+fn dev_regen_without_python_says_what_it_could_not_run() {
+    use runner_fence::core::render::generated::{REFERENCE_POLICY, VALUES_SCHEMA};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for rel in [
+        REFERENCE_POLICY,
+        VALUES_SCHEMA,
+        "scripts/update-kustomize.py",
+    ] {
+        let p = tmp.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, read(rel)).expect("write");
+    }
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+        .args(["dev", "regen", "--check", "--root"])
+        .arg(tmp.path())
+        .env("PATH", empty.path())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("cannot run python3") && stderr.contains("update-kustomize.py"),
+        "{stderr}"
     );
 }
 

@@ -83,8 +83,9 @@ pub(super) fn run(command: Command) -> Result<ExitCode, Error> {
             .args(check.then_some("--check"))
             .current_dir(&root)
             .output()
-            .map_err(|source| Error::Read {
-                path: script.clone(),
+            .map_err(|source| Error::Spawn {
+                program: "python3",
+                script: script.clone(),
                 source,
             })?;
         out!("{}", String::from_utf8_lossy(&out.stdout));

@@ -87,6 +87,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A program the verb runs could not be started (not installed, not executable).
+    #[error("cannot run {program} (for {}): is it installed and on PATH?", script.display())]
+    Spawn {
+        /// The program.
+        program: &'static str,
+        /// What it was to run.
+        script: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A file could not be written.
     #[error("{}", path.display())]
     Write {

@@ -1,6 +1,11 @@
 //! Taints and tolerations: the policy's protected taints and injected
 //! tolerations, and toleration matching as the scheduler does it. Shared by
 //! lint and the engine, below both.
+//!
+//! The matching rule is data, [`TOLERATES`]: the engine evaluates it here
+//! ([`Tol::tolerates_spec`], [`Tol::tolerates`]) and the backstop compiles the
+//! same clauses to CEL (`render::admission_policy`), so the two cannot be
+//! changed apart.
 
 use std::fmt;
 
@@ -99,6 +104,119 @@ pub enum TolerationOperator {
     Exists,
 }
 
+/// A toleration field the rule reads; absent reads as empty, as the scheduler
+/// reads it (`operator` is not one: it only matters as [`Test::Exists`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// `key`.
+    Key,
+    /// `value`.
+    Value,
+    /// `effect`.
+    Effect,
+}
+
+impl Field {
+    /// The field's name in a pod's toleration (and a taint).
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Key => "key",
+            Field::Value => "value",
+            Field::Effect => "effect",
+        }
+    }
+}
+
+/// One test of [`TOLERATES`], on a toleration and a taint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Test {
+    /// The toleration's operator is `Exists`.
+    Exists,
+    /// The toleration's field is empty.
+    Empty(Field),
+    /// The toleration's field equals the taint's.
+    Same(Field),
+    /// The taint leaves the field open: a protected taint without `value` or
+    /// `effect` stands for every value or effect (never so for a node's taint).
+    Open(Field),
+    /// Every one of these.
+    All(&'static [Test]),
+}
+
+/// When a toleration tolerates a taint: every clause has a test that holds.
+pub const TOLERATES: &[&[Test]] = &[
+    // The taint's key, or every key (empty key, operator Exists).
+    &[
+        Test::All(&[Test::Empty(Field::Key), Test::Exists]),
+        Test::Same(Field::Key),
+    ],
+    // Exists takes any value; Equal (the default) the taint's.
+    &[
+        Test::Exists,
+        Test::Open(Field::Value),
+        Test::Same(Field::Value),
+    ],
+    // An empty effect tolerates every effect.
+    &[
+        Test::Empty(Field::Effect),
+        Test::Open(Field::Effect),
+        Test::Same(Field::Effect),
+    ],
+];
+
+/// A taint as [`TOLERATES`] reads it: `None` is a field the taint leaves open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaintView<'a> {
+    /// Taint key.
+    pub key: &'a str,
+    /// Taint value (a node's missing value is empty, not open).
+    pub value: Option<&'a str>,
+    /// Taint effect.
+    pub effect: Option<&'a str>,
+}
+
+impl<'a> TaintView<'a> {
+    /// A protected taint of the policy (missing value or effect: any).
+    pub fn of_spec(t: &'a TaintSpec) -> Self {
+        TaintView {
+            key: &t.key,
+            value: t.value.as_deref(),
+            effect: t.effect.map(TaintEffect::as_str),
+        }
+    }
+
+    /// A node's taint: every field is set.
+    pub fn of_node(t: &'a Taint) -> Self {
+        TaintView {
+            key: &t.key,
+            value: Some(t.value.as_deref().unwrap_or("")),
+            effect: Some(&t.effect),
+        }
+    }
+
+    /// The taint's field; `None` when open.
+    pub fn field(&self, f: Field) -> Option<&'a str> {
+        match f {
+            Field::Key => Some(self.key),
+            Field::Value => self.value,
+            Field::Effect => self.effect,
+        }
+    }
+}
+
+impl Test {
+    /// Whether the test holds for toleration `tol` and taint `taint`.
+    pub fn holds(&self, tol: &Tol<'_>, taint: &TaintView<'_>) -> bool {
+        match *self {
+            Test::Exists => tol.exists,
+            Test::Empty(f) => tol.field(f).is_empty(),
+            Test::Same(f) => taint.field(f) == Some(tol.field(f)),
+            Test::Open(f) => taint.field(f).is_none(),
+            Test::All(tests) => tests.iter().all(|t| t.holds(tol, taint)),
+        }
+    }
+}
+
 /// A toleration with Kubernetes defaults applied (`operator: ""` is Equal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tol<'a> {
@@ -133,22 +251,31 @@ impl<'a> Tol<'a> {
         }
     }
 
+    /// The field [`TOLERATES`] reads.
+    pub fn field(&self, f: Field) -> &'a str {
+        match f {
+            Field::Key => self.key,
+            Field::Value => self.value,
+            Field::Effect => self.effect,
+        }
+    }
+
+    /// Whether this tolerates `taint` by [`TOLERATES`].
+    fn tolerates_view(&self, taint: &TaintView<'_>) -> bool {
+        TOLERATES
+            .iter()
+            .all(|clause| clause.iter().any(|t| t.holds(self, taint)))
+    }
+
     /// Whether this tolerates a protected taint. A taint spec without value or
     /// effect stands for every value or effect, so matching any one counts.
     pub fn tolerates_spec(&self, taint: &TaintSpec) -> bool {
-        let effect_ok =
-            self.effect.is_empty() || taint.effect.is_none_or(|e| e.as_str() == self.effect);
-        let key_ok = (self.key.is_empty() && self.exists) || self.key == taint.key;
-        let value_ok = self.exists || taint.value.as_deref().is_none_or(|v| v == self.value);
-        effect_ok && key_ok && value_ok
+        self.tolerates_view(&TaintView::of_spec(taint))
     }
 
     /// Whether this tolerates a real node taint.
     pub fn tolerates(&self, taint: &Taint) -> bool {
-        let effect_ok = self.effect.is_empty() || self.effect == taint.effect;
-        let key_ok = (self.key.is_empty() && self.exists) || self.key == taint.key;
-        let value_ok = self.exists || self.value == taint.value.as_deref().unwrap_or("");
-        effect_ok && key_ok && value_ok
+        self.tolerates_view(&TaintView::of_node(taint))
     }
 
     /// Human form for messages: `workload=gitlab:NoSchedule`, `workload:*`, `*`.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use cel::extractors::This;
 use runner_fence::core::engine::Endpoint;
 use runner_fence::core::policy::{Policy, RuleId};
+use runner_fence::core::render::Object;
 use runner_fence::core::render::admission_policy::objects;
 use runner_fence::webhook::admission;
 use serde_json::{Value, json};
@@ -27,9 +28,18 @@ fn compile(e: &Value) -> cel::Program {
         .unwrap_or_else(|err| panic!("does not compile: {err:?}\n{e}"))
 }
 
+/// The backstop objects generated for `p`, as applied (JSON).
+pub fn rendered(p: &Policy) -> Vec<Value> {
+    objects(p, "runner-fence")
+        .expect("render")
+        .iter()
+        .map(Object::to_value)
+        .collect()
+}
+
 /// Evaluates every generated policy (with its binding's actions) on a request.
 pub fn verdict(p: &Policy, request: &Value) -> Verdict {
-    let objs = objects(p, "runner-fence").expect("render");
+    let objs = rendered(p);
     let mut out = Verdict::default();
     for vap in objs
         .iter()
@@ -277,6 +287,21 @@ pub const PROFILE_REQUIREMENTS: &[(&str, &str)] = &[
     ("workload", "gitlab-runner"),
     ("eks.amazonaws.com/compute-type", "fargate"),
 ];
+
+/// The reference policy protecting nodes by these taints instead of GitLab's
+/// (`key`, `value`, `effect`; a missing value or effect is any): the toleration
+/// rule's open fields are only reached through such taints.
+pub fn with_taints(taints: &[(&str, Option<&str>, Option<&str>)]) -> Policy {
+    let mut p = runner_fence::core::policy::embedded().expect("reference policy");
+    p.protected_nodes.taints = taints
+        .iter()
+        .map(|(key, value, effect)| {
+            serde_json::from_value(json!({"key": key, "value": value, "effect": effect}))
+                .expect("taint")
+        })
+        .collect();
+    p
+}
 
 /// `key In [value]` of a profile, or widened by `extra` (which may be GitLab's).
 pub fn near_profile(profile: (&str, &str), extra: Option<&str>) -> Value {

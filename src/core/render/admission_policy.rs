@@ -30,10 +30,17 @@
 //!
 //! Scope is the same as the webhooks' ([`super::webhooks`]): one implementation.
 
-use serde_json::{Value, json};
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchCondition, MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
+    ValidatingAdmissionPolicySpec, Validation, Variable,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use super::Object;
 use super::webhooks::{RenderError, match_conditions, namespace_selector};
 use crate::core::policy::{Mode, Operator, Policy, Requirement, RuleId, TaintSpec};
+use crate::core::tolerations::{Field, TOLERATES, TaintView, Test};
 
 /// Name of the ValidatingAdmissionPolicy and its binding.
 pub const NAME: &str = "runner-fence-backstop";
@@ -137,29 +144,63 @@ fn exists(t: &str) -> String {
     format!("(has({t}.operator) && {t}.operator == 'Exists')")
 }
 
+/// A test of [`TOLERATES`] for one protected taint: decided by the taint alone
+/// (a field it leaves open), or CEL on the toleration.
+enum Part {
+    Const(bool),
+    Cel(String),
+}
+
+/// `parts` joined by `op`, where `absorbing` decides the whole (false for
+/// `&&`, true for `||`) and its negation drops out.
+fn join(parts: impl IntoIterator<Item = Part>, op: &str, absorbing: bool) -> Part {
+    let mut cel = Vec::new();
+    for part in parts {
+        match part {
+            Part::Const(b) if b == absorbing => return Part::Const(b),
+            Part::Const(_) => {}
+            Part::Cel(c) => cel.push(c),
+        }
+    }
+    if cel.is_empty() {
+        Part::Const(!absorbing)
+    } else {
+        Part::Cel(format!("({})", cel.join(op)))
+    }
+}
+
+/// One test of [`TOLERATES`] on toleration `t` (a CEL expression) and protected taint `taint`.
+fn test_cel(test: &Test, taint: &TaintView<'_>, t: &str) -> Part {
+    let empty = |f: Field| format!("(!has({t}.{f}) || {t}.{f} == '')", f = f.name());
+    match *test {
+        Test::Exists => Part::Cel(exists(t)),
+        Test::Empty(f) => Part::Cel(empty(f)),
+        Test::Open(f) => Part::Const(taint.field(f).is_none()),
+        Test::Same(f) => match taint.field(f) {
+            None => Part::Const(false),
+            Some("") => Part::Cel(empty(f)),
+            Some(v) => Part::Cel(format!(
+                "(has({t}.{f}) && {t}.{f} == {})",
+                lit(v),
+                f = f.name()
+            )),
+        },
+        Test::All(tests) => join(tests.iter().map(|x| test_cel(x, taint, t)), " && ", false),
+    }
+}
+
 /// The CEL that toleration `t` (a CEL expression) tolerates the protected
-/// taint (as `Tol::tolerates_spec`).
+/// taint: [`TOLERATES`], the rule the engine evaluates, with the taint's
+/// fields filled in.
 fn tolerates(taint: &TaintSpec, t: &str) -> String {
-    let exists = exists(t);
-    let key_ok = format!(
-        "(((!has({t}.key) || {t}.key == '') && {exists}) || (has({t}.key) && {t}.key == {}))",
-        lit(&taint.key)
-    );
-    let value_ok = match &taint.value {
-        Some(v) => format!(
-            "({exists} || (has({t}.value) ? {t}.value : '') == {})",
-            lit(v)
-        ),
-        None => "true".into(),
-    };
-    let effect_ok = match taint.effect {
-        Some(e) => format!(
-            "(!has({t}.effect) || {t}.effect == '' || {t}.effect == {})",
-            lit(e.as_str())
-        ),
-        None => "true".into(),
-    };
-    format!("({key_ok} && {value_ok} && {effect_ok})")
+    let taint = TaintView::of_spec(taint);
+    let clauses = TOLERATES
+        .iter()
+        .map(|clause| join(clause.iter().map(|x| test_cel(x, &taint, t)), " || ", true));
+    match join(clauses, " && ", false) {
+        Part::Const(b) => b.to_string(),
+        Part::Cel(c) => c,
+    }
 }
 
 /// The pod's tolerations that tolerate a protected taint (variable `tolerating`).
@@ -242,16 +283,13 @@ impl Check {
         }
     }
 
-    fn to_json(&self) -> Value {
-        let mut v = json!({
-            "expression": self.expression,
-            "message": self.message,
-            "reason": "Forbidden",
-        });
-        if let Some(m) = &self.message_expression {
-            v["messageExpression"] = json!(m);
+    fn validation(&self) -> Validation {
+        Validation {
+            expression: self.expression.clone(),
+            message: Some(self.message.clone()),
+            message_expression: self.message_expression.clone(),
+            reason: Some("Forbidden".into()),
         }
-        v
     }
 }
 
@@ -357,88 +395,118 @@ pub fn name_for(base: &str, mode: Mode) -> String {
 
 /// A policy's checks as ValidatingAdmissionPolicy validations, by the action
 /// they get: enforced ones first, then audited ones.
-pub fn validations(policy: &Policy) -> [(Mode, Vec<Value>); 2] {
+pub fn validations(policy: &Policy) -> [(Mode, Vec<Validation>); 2] {
     let (enforced, audited): (Vec<Check>, Vec<Check>) = checks(policy)
         .into_iter()
         .partition(|c| c.mode(policy) == Mode::Enforce);
-    let json = |cs: Vec<Check>| cs.iter().map(Check::to_json).collect();
+    let typed = |cs: Vec<Check>| cs.iter().map(Check::validation).collect();
     [
-        (Mode::Enforce, json(enforced)),
-        (Mode::Audit, json(audited)),
+        (Mode::Enforce, typed(enforced)),
+        (Mode::Audit, typed(audited)),
     ]
 }
 
-/// The `matchConditions` of a namespace scope, as JSON.
-pub(crate) fn conditions_json(
-    conditions: Vec<k8s_openapi::api::admissionregistration::v1::MatchCondition>,
-) -> Vec<Value> {
-    conditions
-        .into_iter()
-        .map(|c| json!({"name": c.name, "expression": c.expression}))
-        .collect()
+fn variable(name: &str, expression: String) -> Variable {
+    Variable {
+        name: name.to_string(),
+        expression,
+    }
 }
 
 /// The variables a policy's validations read: `terms`, `ungating` and, under
 /// `tolerating`, the pod's tolerations of the policy's protected taints.
-pub fn variables(policy: &Policy) -> Vec<Value> {
+pub fn variables(policy: &Policy) -> Vec<Variable> {
     vec![
-        json!({"name": "terms", "expression": TERMS}),
-        json!({"name": "ungating", "expression": UNGATING}),
-        json!({"name": TOLERATING, "expression": tolerating_expression(policy)}),
+        variable("terms", TERMS.into()),
+        variable("ungating", UNGATING.into()),
+        variable(TOLERATING, tolerating_expression(policy)),
     ]
 }
 
 /// The one variable that depends on the policy (its protected taints).
 pub const TOLERATING: &str = "tolerating";
 
+/// Where a backstop policy applies: its scope and the requests it is sent.
+pub struct Scope {
+    /// The webhooks' `matchConditions`.
+    pub conditions: Vec<MatchCondition>,
+    /// The webhooks' `namespaceSelector`.
+    pub namespace_selector: LabelSelector,
+}
+
+impl Scope {
+    /// The scope of one policy (the webhook in `own_namespace`).
+    pub fn of(policy: &Policy, own_namespace: &str) -> Self {
+        Scope {
+            conditions: match_conditions(policy),
+            namespace_selector: namespace_selector(policy, own_namespace),
+        }
+    }
+}
+
+fn rule(operations: &[&str], resources: &[&str]) -> NamedRuleWithOperations {
+    let strings = |s: &[&str]| Some(s.iter().map(|s| s.to_string()).collect());
+    NamedRuleWithOperations {
+        api_groups: strings(&[""]),
+        api_versions: strings(&["v1"]),
+        operations: strings(operations),
+        resources: strings(resources),
+        scope: Some("Namespaced".into()),
+        resource_names: None,
+    }
+}
+
 /// A ValidatingAdmissionPolicy and its binding for `validations` in a scope.
 pub fn pair(
     name: &str,
     mode: Mode,
-    validations: Vec<Value>,
-    variables: Vec<Value>,
-    conditions: Vec<Value>,
-    namespace_selector: Value,
-) -> [Value; 2] {
-    let vap = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "runner-fence"}},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {
-                "resourceRules": [
-                    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"], "scope": "Namespaced"},
-                    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/binding", "bindings"], "scope": "Namespaced"},
-                ],
-                "namespaceSelector": namespace_selector,
-            },
-            "matchConditions": conditions,
-            "variables": variables,
-            "validations": validations,
-        },
-    });
-    let binding = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "runner-fence"}},
-        "spec": {
-            "policyName": name,
-            // Audit: reported to the client and the audit log, never denied.
-            "validationActions": match mode {
-                Mode::Enforce => json!(["Deny"]),
-                Mode::Audit => json!(["Warn", "Audit"]),
-            },
-        },
-    });
-    [vap, binding]
+    validations: Vec<Validation>,
+    variables: Vec<Variable>,
+    scope: Scope,
+) -> [Object; 2] {
+    let vap = ValidatingAdmissionPolicy {
+        metadata: super::metadata(name),
+        spec: Some(ValidatingAdmissionPolicySpec {
+            failure_policy: Some("Fail".into()),
+            match_constraints: Some(MatchResources {
+                resource_rules: Some(vec![
+                    rule(&["CREATE", "UPDATE"], &["pods"]),
+                    rule(&["CREATE"], &["pods/binding", "bindings"]),
+                ]),
+                namespace_selector: Some(scope.namespace_selector),
+                ..MatchResources::default()
+            }),
+            match_conditions: Some(scope.conditions),
+            variables: Some(variables),
+            validations: Some(validations),
+            ..ValidatingAdmissionPolicySpec::default()
+        }),
+        status: None,
+    };
+    // Audit: reported to the client and the audit log, never denied.
+    let actions: &[&str] = match mode {
+        Mode::Enforce => &["Deny"],
+        Mode::Audit => &["Warn", "Audit"],
+    };
+    let binding = ValidatingAdmissionPolicyBinding {
+        metadata: super::metadata(name),
+        spec: Some(ValidatingAdmissionPolicyBindingSpec {
+            policy_name: Some(name.to_string()),
+            validation_actions: Some(actions.iter().map(|a| a.to_string()).collect()),
+            ..ValidatingAdmissionPolicyBindingSpec::default()
+        }),
+    };
+    [
+        Object::Policy(Box::new(vap)),
+        Object::Binding(Box::new(binding)),
+    ]
 }
 
-/// The ValidatingAdmissionPolicies and their bindings, as JSON objects: the
-/// enforced checks under [`NAME`] (bound `Deny`) and the audited ones under
-/// [`AUDIT_NAME`] (`Warn, Audit`); a policy without checks of a mode has no
-/// object of it (a whole policy in audit mode has only [`AUDIT_NAME`]).
-pub fn objects(policy: &Policy, own_namespace: &str) -> Result<Vec<Value>, RenderError> {
+/// The ValidatingAdmissionPolicies and their bindings: the enforced checks
+/// under [`NAME`] (bound `Deny`) and the audited ones under [`AUDIT_NAME`]
+/// (`Warn, Audit`); a policy without checks of a mode has no object of it (a
+/// whole policy in audit mode has only [`AUDIT_NAME`]).
+pub fn objects(policy: &Policy, own_namespace: &str) -> Result<Vec<Object>, RenderError> {
     objects_named(policy, own_namespace, NAME)
 }
 
@@ -447,12 +515,9 @@ pub fn objects_named(
     policy: &Policy,
     own_namespace: &str,
     base: &str,
-) -> Result<Vec<Value>, RenderError> {
+) -> Result<Vec<Object>, RenderError> {
     // Same scope checks as the webhooks (kube-system, the webhook's namespace).
     super::webhooks::check_scope(policy, own_namespace)?;
-    let conditions = conditions_json(match_conditions(policy));
-    let namespace_selector =
-        serde_json::to_value(namespace_selector(policy, own_namespace)).unwrap_or(Value::Null);
     let mut out = Vec::new();
     for (mode, validations) in validations(policy) {
         if !validations.is_empty() {
@@ -461,8 +526,7 @@ pub fn objects_named(
                 mode,
                 validations,
                 variables(policy),
-                conditions.clone(),
-                namespace_selector.clone(),
+                Scope::of(policy, own_namespace),
             ));
         }
     }
@@ -471,12 +535,13 @@ pub fn objects_named(
 
 /// Marks a validation's messages as coming from one RunnerFencePolicy (when
 /// several share a backstop object).
-pub fn attribute(validation: &mut Value, policy: &str) {
+pub fn attribute(validation: &mut Validation, policy: &str) {
     let tag = format!("[runner-fence backstop, RunnerFencePolicy {policy}]");
-    for key in ["message", "messageExpression"] {
-        if let Some(m) = validation[key].as_str() {
-            validation[key] = m.replace(SOURCE, &tag).into();
-        }
+    for m in [&mut validation.message, &mut validation.message_expression]
+        .into_iter()
+        .flatten()
+    {
+        *m = m.replace(SOURCE, &tag);
     }
 }
 
@@ -491,16 +556,101 @@ pub fn render_yaml_named(
     own_namespace: &str,
     base: &str,
 ) -> Result<String, RenderError> {
-    let docs = objects_named(policy, own_namespace, base)?;
-    let mut out = format!(
+    let header = format!(
         "# Generated by `runner-fence render admission-policy` from policy {:?}; do not edit by hand.\n\
          # The in-tree backstop: the apiserver itself keeps job pods off protected nodes while\n\
          # runner-fence is unreachable.\n",
         policy.metadata.name
     );
-    for d in docs {
-        out.push_str("---\n");
-        out.push_str(&serde_saphyr::to_string(&d).unwrap_or_default());
+    Ok(super::yaml_stream(
+        &header,
+        &objects_named(policy, own_namespace, base)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::tolerations::{TaintEffect, Tol};
+    use k8s_openapi::api::core::v1::Toleration;
+
+    fn taint(value: Option<&str>, effect: Option<TaintEffect>) -> TaintSpec {
+        TaintSpec {
+            key: "workload".into(),
+            value: value.map(String::from),
+            effect,
+        }
     }
-    Ok(out)
+
+    /// The CEL the backstop generates from [`TOLERATES`] decides as the engine
+    /// does, for every toleration over an alphabet with absent and empty fields
+    /// and every shape of protected taint (value and effect set, empty or open).
+    #[test]
+    fn the_toleration_rule_compiles_to_cel_that_decides_as_the_engine() {
+        let opt = |xs: &[&'static str]| -> Vec<Option<&'static str>> {
+            std::iter::once(None)
+                .chain(xs.iter().copied().map(Some))
+                .collect()
+        };
+        let (keys, ops) = (
+            opt(&["", "workload", "other"]),
+            opt(&["", "Equal", "Exists"]),
+        );
+        let (values, effects) = (
+            opt(&["", "gitlab", "x"]),
+            opt(&["", "NoSchedule", "NoExecute"]),
+        );
+        let mut decided = [0, 0];
+        for value in [None, Some(""), Some("gitlab")] {
+            for effect in [
+                None,
+                Some(TaintEffect::NoSchedule),
+                Some(TaintEffect::NoExecute),
+            ] {
+                let spec = taint(value, effect);
+                let cel = tolerates(&spec, "t");
+                let program = cel::Program::compile(&cel).expect("compiles");
+                for k in &keys {
+                    for o in &ops {
+                        for v in &values {
+                            for e in &effects {
+                                let tol = Toleration {
+                                    key: k.map(String::from),
+                                    operator: o.map(String::from),
+                                    value: v.map(String::from),
+                                    effect: e.map(String::from),
+                                    toleration_seconds: None,
+                                };
+                                let want = Tol::of(&tol).tolerates_spec(&spec);
+                                let mut ctx = cel::Context::default();
+                                ctx.add_variable_from_value(
+                                    "t",
+                                    cel::to_value(&tol).expect("cel value"),
+                                );
+                                let got = program.execute(&ctx);
+                                assert!(
+                                    matches!(got, Ok(cel::Value::Bool(b)) if b == want),
+                                    "{spec}: {tol:?}: engine {want}, CEL {got:?}\n{cel}"
+                                );
+                                decided[usize::from(want)] += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Both answers are reached: the comparison is not true for nothing.
+        assert!(decided[0] > 0 && decided[1] > 0, "{decided:?}");
+    }
+
+    #[test]
+    fn a_field_the_taint_leaves_open_drops_out_of_the_cel() {
+        assert_eq!(
+            tolerates(&taint(None, None), "t"),
+            "((((!has(t.key) || t.key == '') && (has(t.operator) && t.operator == 'Exists')) || (has(t.key) && t.key == 'workload')))"
+        );
+        let full = tolerates(&taint(Some("gitlab"), Some(TaintEffect::NoSchedule)), "t");
+        assert!(full.contains("t.value == 'gitlab'"), "{full}");
+        assert!(full.contains("t.effect == 'NoSchedule'"), "{full}");
+    }
 }

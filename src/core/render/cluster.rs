@@ -5,9 +5,11 @@
 //! installations coexist. Also what a live object may differ in without
 //! being a hand edit ([`drift`]).
 
+use k8s_openapi::api::admissionregistration::v1::{Validation, Variable};
 use serde_json::{Value, json};
 
-use super::admission_policy;
+use super::Object;
+use super::admission_policy::{self, Scope};
 use super::webhooks::{self, Names, Options, RenderError, scope_expression};
 use crate::core::fleet::PolicySet;
 use crate::core::policy::{Mode, Policy};
@@ -72,14 +74,14 @@ pub fn backstop(
     policies: &[&Policy],
     own_namespace: &str,
     release: &str,
-) -> Result<Vec<Value>, RenderError> {
+) -> Result<Vec<Object>, RenderError> {
     let base = backstop_name(release, Mode::Enforce);
     let mut out = Vec::new();
     for p in policies {
         super::webhooks::check_scope(p, own_namespace)?;
     }
     for (i, mode) in [Mode::Enforce, Mode::Audit].into_iter().enumerate() {
-        let contributing: Vec<(&Policy, Vec<Value>)> = policies
+        let contributing: Vec<(&Policy, Vec<Validation>)> = policies
             .iter()
             .map(|p| {
                 let [enforced, audited] = admission_policy::validations(p);
@@ -95,24 +97,25 @@ pub fn backstop(
                 mode,
                 validations.clone(),
                 admission_policy::variables(p),
-                admission_policy::conditions_json(webhooks::match_conditions(p)),
-                serde_json::to_value(webhooks::namespace_selector(p, own_namespace))
-                    .unwrap_or(Value::Null),
+                Scope::of(p, own_namespace),
             )),
             several => {
                 let mut validations = Vec::new();
                 let mut namespaces: Vec<String> = Vec::new();
                 // The policy-independent variables once; each policy's own
                 // `tolerating` (its protected taints) under a name of its own.
-                let mut variables: Vec<Value> = admission_policy::variables(several[0].0)
+                let mut variables: Vec<Variable> = admission_policy::variables(several[0].0)
                     .into_iter()
-                    .filter(|v| v["name"] != admission_policy::TOLERATING)
+                    .filter(|v| v.name != admission_policy::TOLERATING)
                     .collect();
                 for (i, (p, vs)) in several.iter().enumerate() {
                     let own = format!("{}{i}", admission_policy::TOLERATING);
                     for v in admission_policy::variables(p) {
-                        if v["name"] == admission_policy::TOLERATING {
-                            variables.push(json!({"name": own, "expression": v["expression"]}));
+                        if v.name == admission_policy::TOLERATING {
+                            variables.push(Variable {
+                                name: own.clone(),
+                                expression: v.expression,
+                            });
                         }
                     }
                     let gate = scope_expression(p);
@@ -120,14 +123,11 @@ pub fn backstop(
                     let to = format!("variables.{own}");
                     for v in vs {
                         let mut v = v.clone();
-                        for key in ["expression", "messageExpression"] {
-                            if let Some(e) = v[key].as_str() {
-                                v[key] = e.replace(&from, &to).into();
-                            }
+                        if let Some(m) = &mut v.message_expression {
+                            *m = m.replace(&from, &to);
                         }
-                        if let Some(e) = v["expression"].as_str() {
-                            v["expression"] = format!("!({gate}) || ({e})").into();
-                        }
+                        v.expression =
+                            format!("!({gate}) || ({})", v.expression.replace(&from, &to));
                         admission_policy::attribute(&mut v, &p.metadata.name);
                         validations.push(v);
                     }
@@ -142,12 +142,13 @@ pub fn backstop(
                     mode,
                     validations,
                     variables,
-                    admission_policy::conditions_json(webhooks::match_conditions_of(&namespaces)),
-                    serde_json::to_value(webhooks::namespace_selector_of(
-                        &namespaces,
-                        own_namespace,
-                    ))
-                    .unwrap_or(Value::Null),
+                    Scope {
+                        conditions: webhooks::match_conditions_of(&namespaces),
+                        namespace_selector: webhooks::namespace_selector_of(
+                            &namespaces,
+                            own_namespace,
+                        ),
+                    },
                 ));
             }
         }
@@ -160,7 +161,7 @@ pub fn backstop(
 
 /// Everything to apply for the served policies, in apply order. Nothing
 /// when nothing is served: then every object of [`all_names`] is removed.
-pub fn desired(set: &PolicySet, opts: &Options, release: &str) -> Result<Vec<Value>, RenderError> {
+pub fn desired(set: &PolicySet, opts: &Options, release: &str) -> Result<Vec<Object>, RenderError> {
     if set.is_empty() {
         return Ok(Vec::new());
     }
@@ -173,20 +174,18 @@ pub fn desired(set: &PolicySet, opts: &Options, release: &str) -> Result<Vec<Val
             namespace.clone()
         }
     };
-    let mut out: Vec<Value> = webhooks::objects_for(&set.namespaces(), &opts)?.into();
     let policies: Vec<&Policy> = set.iter().collect();
+    let mut out: Vec<Object> = webhooks::objects_of(&policies, &opts)?.into();
     out.extend(backstop(&policies, &own, release)?);
     Ok(out)
 }
 
 /// The kind and name of a generated object.
-pub fn object_name(v: &Value) -> Option<ObjectName> {
-    let kind = v["kind"].as_str()?;
-    let kind = KINDS.iter().find(|k| **k == kind)?;
-    Some(ObjectName {
-        kind,
-        name: v["metadata"]["name"].as_str()?.to_string(),
-    })
+pub fn object_name(o: &Object) -> ObjectName {
+    ObjectName {
+        kind: o.kind(),
+        name: o.name().to_string(),
+    }
 }
 
 /// Whether a field the generator does not write holds what the apiserver fills in.
@@ -278,36 +277,66 @@ mod tests {
             names: Names::release("rf-a"),
             ..opts()
         };
-        let mut want: Vec<Value> = webhooks::objects(&p, &o).expect("webhooks").into();
+        let mut want: Vec<Object> = webhooks::objects(&p, &o).expect("webhooks").into();
         want.extend(
             admission_policy::objects_named(&p, "runner-fence", "rf-a-backstop").expect("backstop"),
         );
         assert_eq!(got, want);
-        assert_eq!(got[0]["metadata"]["name"], "0100-rf-a");
+        assert_eq!(got[0].name(), "0100-rf-a");
         assert!("0100-rf-a" < "0500-amazon-eks-fargate-mutation.amazonaws.com");
     }
 
     #[test]
-    fn the_scope_is_the_union_and_each_backstop_rule_stays_in_its_policy() {
+    fn the_scope_is_each_modes_union_and_each_backstop_rule_stays_in_its_policy() {
         let set = PolicySet::new(vec![
             policy("team-a", &["team-a"], Mode::Enforce).into(),
             policy("team-b", &["ci-b-*"], Mode::Enforce).into(),
             policy("team-c", &["team-c"], Mode::Audit).into(),
         ]);
         let got = desired(&set, &opts(), "runner-fence").expect("desired");
-        let names: Vec<ObjectName> = got.iter().filter_map(object_name).collect();
+        let names: Vec<ObjectName> = got.iter().map(object_name).collect();
+        let got: Vec<Value> = got.iter().map(Object::to_value).collect();
         let mut all = all_names("runner-fence");
         all.sort();
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(sorted, all, "every possible object, and only those");
-        let scope = got[0]["webhooks"][0]["matchConditions"][0]["expression"]
-            .as_str()
-            .expect("cel");
-        assert_eq!(
-            scope,
-            "request.namespace in ['team-a', 'team-c'] || request.namespace.startsWith('ci-b-')"
-        );
+        // Both configurations: one webhook for the enforcing policies' namespaces
+        // (Fail), one for the auditing one's (Ignore).
+        for config in &got[..2] {
+            let hooks: Vec<(&str, &str, &str)> = config["webhooks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|w| {
+                    (
+                        w["name"].as_str().unwrap_or(""),
+                        w["failurePolicy"].as_str().unwrap_or(""),
+                        w["matchConditions"][0]["expression"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect();
+            let kind = if config["kind"] == "MutatingWebhookConfiguration" {
+                "mutate"
+            } else {
+                "validate"
+            };
+            assert_eq!(
+                hooks,
+                [
+                    (
+                        format!("pods.{kind}.runner-fence.dev").as_str(),
+                        "Fail",
+                        "request.namespace in ['team-a'] || request.namespace.startsWith('ci-b-')"
+                    ),
+                    (
+                        format!("audit.pods.{kind}.runner-fence.dev").as_str(),
+                        "Ignore",
+                        "request.namespace in ['team-c']"
+                    ),
+                ]
+            );
+        }
         let enforce = &got[2];
         assert_eq!(enforce["metadata"]["name"], "runner-fence-backstop");
         for v in enforce["spec"]["validations"]
@@ -338,7 +367,7 @@ mod tests {
     fn server_defaults_are_not_drift_but_hand_edits_are() {
         let p = embedded().expect("reference");
         let objs = desired(&PolicySet::single(p), &opts(), "runner-fence").expect("desired");
-        let want = &objs[1];
+        let want = &objs[1].to_value();
         let mut live = want.clone();
         live["metadata"]["resourceVersion"] = "7".into();
         live["webhooks"][0]["objectSelector"] = json!({});

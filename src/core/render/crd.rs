@@ -9,6 +9,11 @@
 //! the apiserver rejects them under strict field validation (kubectl's
 //! default) and the loader rejects them when the controller reads the object.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceColumnDefinition, CustomResourceDefinition, CustomResourceDefinitionNames,
+    CustomResourceDefinitionSpec, CustomResourceDefinitionVersion, CustomResourceSubresourceStatus,
+    CustomResourceSubresources, CustomResourceValidation, JSONSchemaProps,
+};
 use serde_json::{Map, Value, json};
 
 use crate::core::policy::{GROUP, OBJECT_KIND, PLURAL, Policy, VERSION};
@@ -93,57 +98,111 @@ fn status_schema() -> Value {
 }
 
 /// The CustomResourceDefinition.
-pub fn crd() -> Result<Value, SchemaError> {
+pub fn crd() -> Result<CustomResourceDefinition, SchemaError> {
     let ready = "Ready";
-    Ok(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": name(),
-            "labels": {"app.kubernetes.io/name": "runner-fence"},
+    let column = |name: &str, type_: &str, json_path: String, description: Option<&str>| {
+        CustomResourceColumnDefinition {
+            name: name.into(),
+            type_: type_.into(),
+            json_path,
+            description: description.map(String::from),
+            ..CustomResourceColumnDefinition::default()
+        }
+    };
+    let root = json!({
+        "type": "object",
+        "description": "A runner-fence policy: which namespaces are fenced and where their pods may run.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema()?,
+            "status": status_schema(),
         },
-        "spec": {
-            "group": GROUP,
-            "names": {
-                "kind": OBJECT_KIND,
-                "listKind": format!("{OBJECT_KIND}List"),
-                "plural": PLURAL,
-                "singular": OBJECT_KIND.to_lowercase(),
-                "shortNames": ["rfp"],
+    });
+    let open_api_v3_schema = typed_schema(root)?;
+    let mut message = column(
+        "Message",
+        "string",
+        format!(".status.conditions[?(@.type==\"{ready}\")].message"),
+        None,
+    );
+    message.priority = Some(1);
+    Ok(CustomResourceDefinition {
+        metadata: super::metadata(&name()),
+        spec: CustomResourceDefinitionSpec {
+            group: GROUP.into(),
+            names: CustomResourceDefinitionNames {
+                kind: OBJECT_KIND.into(),
+                list_kind: Some(format!("{OBJECT_KIND}List")),
+                plural: PLURAL.into(),
+                singular: Some(OBJECT_KIND.to_lowercase()),
+                short_names: Some(vec!["rfp".into()]),
+                categories: None,
             },
-            "scope": "Cluster",
-            "versions": [{
-                "name": VERSION,
-                "served": true,
-                "storage": true,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {"name": "Mode", "type": "string", "jsonPath": ".status.mode", "description": "Mode of the spec being enforced."},
-                    {"name": "Namespaces", "type": "string", "jsonPath": ".status.namespaces", "description": "Namespaces of the spec being enforced."},
-                    {"name": "Ready", "type": "string", "jsonPath": format!(".status.conditions[?(@.type==\"{ready}\")].status")},
-                    {"name": "Message", "type": "string", "priority": 1, "jsonPath": format!(".status.conditions[?(@.type==\"{ready}\")].message")},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "description": "A runner-fence policy: which namespaces are fenced and where their pods may run.",
-                    "required": ["spec"],
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": spec_schema()?,
-                        "status": status_schema(),
-                    },
-                }},
+            scope: "Cluster".into(),
+            versions: vec![CustomResourceDefinitionVersion {
+                name: VERSION.into(),
+                served: true,
+                storage: true,
+                subresources: Some(CustomResourceSubresources {
+                    status: Some(CustomResourceSubresourceStatus(json!({}))),
+                    scale: None,
+                }),
+                additional_printer_columns: Some(vec![
+                    column(
+                        "Mode",
+                        "string",
+                        ".status.mode".into(),
+                        Some("Mode of the spec being enforced."),
+                    ),
+                    column(
+                        "Namespaces",
+                        "string",
+                        ".status.namespaces".into(),
+                        Some("Namespaces of the spec being enforced."),
+                    ),
+                    column(
+                        "Ready",
+                        "string",
+                        format!(".status.conditions[?(@.type==\"{ready}\")].status"),
+                        None,
+                    ),
+                    message,
+                    column("Age", "date", ".metadata.creationTimestamp".into(), None),
+                ]),
+                schema: Some(CustomResourceValidation {
+                    open_api_v3_schema: Some(open_api_v3_schema),
+                }),
+                ..CustomResourceDefinitionVersion::default()
             }],
+            ..CustomResourceDefinitionSpec::default()
         },
-    }))
+        status: None,
+    })
+}
+
+/// The schema, built as JSON Schema data, as the CRD's type: which must carry all
+/// of it (its deserialiser would drop a keyword it does not know).
+fn typed_schema(schema: Value) -> Result<JSONSchemaProps, SchemaError> {
+    let err = |reason: String| SchemaError {
+        path: String::new(),
+        reason,
+    };
+    let typed: JSONSchemaProps =
+        serde_json::from_value(schema.clone()).map_err(|e| err(e.to_string()))?;
+    if serde_json::to_value(&typed).ok().as_ref() != Some(&schema) {
+        return Err(err(
+            "it uses a keyword a CRD's openAPIV3Schema does not carry".into(),
+        ));
+    }
+    Ok(typed)
 }
 
 /// The CRD as YAML, with a header.
 pub fn render_yaml() -> Result<String, SchemaError> {
-    let crd = crd()?;
+    let crd = serde_json::to_value(crd()?).unwrap_or_default();
     Ok(format!(
         "# Generated by `runner-fence render crd` from the policy model; do not edit by hand.\n---\n{}",
         serde_saphyr::to_string(&crd).unwrap_or_default()
@@ -380,7 +439,7 @@ mod tests {
 
     #[test]
     fn the_crd_schema_is_structural() {
-        let crd = crd().expect("crd");
+        let crd = serde_json::to_value(crd().expect("crd")).expect("json");
         let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         assert_structural(root, "");
         let spec = &root["properties"]["spec"];
@@ -402,6 +461,16 @@ mod tests {
             op["enum"],
             json!(["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"])
         );
+    }
+
+    #[test]
+    fn a_keyword_the_crd_type_would_drop_is_an_error() {
+        let ok =
+            json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "^x$"}}});
+        assert!(typed_schema(ok).is_ok());
+        let err = typed_schema(json!({"type": "object", "if": {"type": "string"}}))
+            .expect_err("`if` is not a CRD keyword");
+        assert!(err.reason.contains("does not carry"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! with arbitrary CI code could be attacked from it, so the webhook's node
 //! affinity is the negation of every profile, plus "not Fargate" and Linux.
 
-use serde_json::{Value, json};
+use k8s_openapi::api::core::v1::{
+    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+};
 
 use crate::core::policy::{Operator, Policy, Requirement};
 use crate::core::selector;
@@ -25,13 +27,13 @@ pub enum PlacementError {
     TooManyTerms(usize),
 }
 
-/// A nodeSelectorRequirement as JSON (no `values` for Exists/DoesNotExist).
-fn to_json(r: &Requirement) -> Value {
-    let mut v = json!({"key": r.key, "operator": r.operator});
-    if !r.values.is_empty() {
-        v["values"] = json!(r.values);
+/// A nodeSelectorRequirement (no `values` for Exists/DoesNotExist).
+fn typed(r: Requirement) -> NodeSelectorRequirement {
+    NodeSelectorRequirement {
+        key: r.key,
+        operator: r.operator.as_str().to_string(),
+        values: (!r.values.is_empty()).then_some(r.values),
     }
-    v
 }
 
 fn requirement(key: &str, operator: Operator, values: Vec<String>) -> Requirement {
@@ -64,7 +66,7 @@ fn negations(r: &Requirement) -> Vec<Requirement> {
 }
 
 /// The webhook Deployment's `nodeAffinity`: required terms no profile's nodes match.
-pub fn webhook_node_affinity(policy: &Policy) -> Result<Value, PlacementError> {
+pub fn webhook_node_affinity(policy: &Policy) -> Result<NodeAffinity, PlacementError> {
     let mut terms: Vec<Vec<Requirement>> = vec![Vec::new()];
     for profile in policy.placement.profiles.values() {
         // A node escapes this profile when it fails any one of its requirements.
@@ -98,7 +100,7 @@ pub fn webhook_node_affinity(policy: &Policy) -> Result<Value, PlacementError> {
         ),
         requirement("kubernetes.io/os", Operator::In, vec!["linux".to_string()]),
     ];
-    let terms: Vec<Value> = terms
+    let terms: Vec<NodeSelectorTerm> = terms
         .into_iter()
         .map(|mut t| {
             for b in &base {
@@ -109,14 +111,28 @@ pub fn webhook_node_affinity(policy: &Policy) -> Result<Value, PlacementError> {
             t
         })
         .filter(|t| selector::satisfiable(t).is_ok())
-        .map(|t| json!({"matchExpressions": t.iter().map(to_json).collect::<Vec<_>>()}))
+        .map(|t| NodeSelectorTerm {
+            match_expressions: Some(t.into_iter().map(typed).collect()),
+            match_fields: None,
+        })
         .collect();
-    Ok(json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}))
+    Ok(NodeAffinity {
+        required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+            node_selector_terms: terms,
+        }),
+        preferred_during_scheduling_ignored_during_execution: None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
+
+    /// The affinity as the Deployment carries it.
+    fn affinity(p: &Policy) -> Value {
+        serde_json::to_value(webhook_node_affinity(p).unwrap_or_default()).unwrap_or_default()
+    }
 
     fn policy_with(profiles: &str) -> Policy {
         let text = crate::core::policy::EMBEDDED_POLICY.to_string();
@@ -132,7 +148,7 @@ mod tests {
     #[test]
     fn the_reference_policy_keeps_the_webhook_off_runner_nodes_and_fargate() {
         let p = crate::core::policy::embedded().unwrap_or_else(|e| panic!("{e}"));
-        let a = webhook_node_affinity(&p).unwrap_or_default();
+        let a = affinity(&p);
         assert_eq!(
             a["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
             json!([{"matchExpressions": [
@@ -148,7 +164,7 @@ mod tests {
         let p = policy_with(
             "  profiles:\n    runner-nodes:\n      requiredNodeLabels:\n        - {key: workload, operator: In, values: [gitlab-runner]}\n        - {key: size, operator: Gt, values: [\"4\"]}\n      tolerations:\n        - {key: workload, operator: Equal, value: gitlab-runner, effect: NoSchedule}\n",
         );
-        let a = webhook_node_affinity(&p).unwrap_or_default();
+        let a = affinity(&p);
         let terms = &a["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
         let firsts: Vec<&Value> = terms
             .as_array()
@@ -171,7 +187,7 @@ mod tests {
         let p = policy_with(
             "  profiles:\n    runner-nodes:\n      requiredNodeLabels:\n        - {key: workload, operator: In, values: [gitlab-runner]}\n        - {key: eks.amazonaws.com/compute-type, operator: NotIn, values: [fargate]}\n      tolerations:\n        - {key: workload, operator: Equal, value: gitlab-runner, effect: NoSchedule}\n",
         );
-        let a = webhook_node_affinity(&p).unwrap_or_default();
+        let a = affinity(&p);
         assert_eq!(
             a["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
             json!([{"matchExpressions": [

@@ -140,8 +140,8 @@ pub fn assess(
     let want = |kind: &str, name: &str| {
         generated
             .iter()
-            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-            .map(|o| o["spec"].clone())
+            .find(|o| o.kind() == kind && o.name() == name)
+            .map(|o| o.to_value()["spec"].clone())
     };
     let regenerate = "regenerate it with `runner-fence render admission-policy` (the policy controller applies it when installed with the chart) and apply it";
     for name in &names {
@@ -225,7 +225,11 @@ mod tests {
 
     /// The backstop exactly as generated for `p`.
     fn generated(p: &Policy) -> Vec<LiveBackstop> {
-        let objs = admission_policy::objects(p, "runner-fence").expect("render");
+        let objs: Vec<Value> = admission_policy::objects(p, "runner-fence")
+            .expect("render")
+            .iter()
+            .map(crate::core::render::Object::to_value)
+            .collect();
         [NAME, AUDIT_NAME]
             .into_iter()
             .map(|name| {
@@ -332,7 +336,11 @@ mod tests {
 
     /// What a controller of `release` applies for `served`, as read back.
     fn applied(served: &[&Policy], release: &str) -> Vec<LiveBackstop> {
-        let objs = cluster::backstop(served, "runner-fence", release).expect("render");
+        let objs: Vec<Value> = cluster::backstop(served, "runner-fence", release)
+            .expect("render")
+            .iter()
+            .map(crate::core::render::Object::to_value)
+            .collect();
         [Mode::Enforce, Mode::Audit]
             .into_iter()
             .map(|m| {

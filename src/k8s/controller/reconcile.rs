@@ -140,7 +140,7 @@ impl<S: PolicySink> Reconciler<S> {
     /// Applies the generated objects for the served set and removes the ones
     /// no longer wanted; true when every object was written.
     pub async fn objects(&mut self, snap: &Snapshot, ca_bundle: Option<&[u8]>) -> bool {
-        let mut opts = self.cfg.webhook_options(&snap.resolution.set);
+        let mut opts = self.cfg.webhook_options();
         opts.ca_bundle = ca_bundle.map(<[u8]>::to_vec);
         let desired = match cluster::desired(&snap.resolution.set, &opts, &self.cfg.release) {
             Ok(d) => d,
@@ -152,11 +152,9 @@ impl<S: PolicySink> Reconciler<S> {
         let mut wanted = Vec::new();
         let mut ok = true;
         for obj in &desired {
-            let Some(id) = cluster::object_name(obj) else {
-                continue;
-            };
+            let id = cluster::object_name(obj);
             wanted.push(id.clone());
-            ok &= self.apply(&id, obj).await;
+            ok &= self.apply(&id, &obj.to_value()).await;
         }
         for id in cluster::all_names(&self.cfg.release) {
             if !wanted.contains(&id) {
