@@ -147,6 +147,8 @@ struct Fake {
     reports: Option<Store>,
     /// The webhook's TLS endpoint `(port, CA)`, when made by the test.
     endpoint: Option<(u16, String)>,
+    /// Namespaces being deleted: no new PolicyReport is created there.
+    terminating: Vec<&'static str>,
 }
 
 /// PolicyReports by namespace and name.
@@ -337,6 +339,21 @@ async fn apply_report(
             "InternalError",
             "etcdserver: request is too large".into(),
         );
+    }
+    let exists = store
+        .lock()
+        .is_ok_and(|s| s.contains_key(&(ns.clone(), name.clone())));
+    if f.forbidden.contains(&"policyreports") {
+        return forbidden("policyreports.wgpolicyk8s.io");
+    }
+    if !exists && f.terminating.contains(&ns.as_str()) {
+        // What the NamespaceLifecycle admission plugin answers.
+        let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("policyreports.wgpolicyk8s.io \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated"),
+            "reason": "Forbidden", "code": 403,
+            "details": {"name": name, "group": "wgpolicyk8s.io", "kind": "policyreports",
+                "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}});
+        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
     }
     if let Ok(mut s) = store.lock() {
         s.insert((ns, name), obj.clone());
@@ -2165,6 +2182,7 @@ async fn built_reports_are_written_as_built_and_an_unchanged_one_is_not_applied_
         written: 2,
         unchanged: 0,
         deleted: 0,
+        skipped: 0,
     };
     assert_eq!(first, all_written);
     assert_eq!(patches().len(), 2);
@@ -2183,7 +2201,8 @@ async fn built_reports_are_written_as_built_and_an_unchanged_one_is_not_applied_
         Applied {
             written: 0,
             unchanged: 2,
-            deleted: 0
+            deleted: 0,
+            skipped: 0,
         }
     );
     assert_eq!(
@@ -2208,7 +2227,8 @@ async fn built_reports_are_written_as_built_and_an_unchanged_one_is_not_applied_
         Applied {
             written: 1,
             unchanged: 1,
-            deleted: 0
+            deleted: 0,
+            skipped: 0,
         }
     );
     assert_eq!(
@@ -2216,6 +2236,56 @@ async fn built_reports_are_written_as_built_and_an_unchanged_one_is_not_applied_
         [
             "PATCH /apis/wgpolicyk8s.io/v1alpha2/namespaces/gitlab-runner/policyreports/runner-fence-pod-00000000-0000-4000-8000-00000000000a"
         ]
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_being_deleted_gets_no_new_report_and_fails_nothing() {
+    use runner_fence::k8s::audit::{Applied, apply_reports, build_reports};
+    const POLICY: &str = "gitlab-runner-jobs";
+    let r = outside_and_clean();
+    let built = build_reports(&r, POLICY, 1_700_000_000).expect("built");
+    // The outside pod's namespace is being deleted: its report is skipped.
+    let s = store();
+    let (addr, _) = serve(Fake {
+        reports: Some(s.clone()),
+        terminating: vec!["ci-job-123"],
+        ..clean_cluster(Some(Rbac::default()))
+    })
+    .await;
+    let applied = apply_reports(&client_for(addr), &built, POLICY)
+        .await
+        .expect("a terminating namespace is no error");
+    assert_eq!(
+        applied,
+        Applied {
+            written: 1,
+            unchanged: 0,
+            deleted: 0,
+            skipped: 1,
+        }
+    );
+    assert_eq!(
+        stored(&s),
+        [(
+            "gitlab-runner".to_string(),
+            "runner-fence-pod-00000000-0000-4000-8000-00000000000a".to_string()
+        )]
+    );
+    // Any other 403 on a write is still an error, with its advice.
+    let (addr, _) = serve(Fake {
+        reports: Some(store()),
+        forbidden: vec!["policyreports"],
+        ..clean_cluster(Some(Rbac::default()))
+    })
+    .await;
+    let e = apply_reports(&client_for(addr), &built, POLICY)
+        .await
+        .expect_err("forbidden");
+    let e = runner_fence::core::report::Report(&e).to_string();
+    assert!(
+        e.contains("403 Forbidden") && e.contains("grant patch on policyreports"),
+        "{e}"
     );
 }
 
@@ -2274,7 +2344,8 @@ async fn reports_are_updated_in_place_and_removed_with_their_pods() {
         Applied {
             written: 2,
             unchanged: 0,
-            deleted: 1
+            deleted: 1,
+            skipped: 0,
         },
         "the legacy report goes"
     );
@@ -2288,7 +2359,8 @@ async fn reports_are_updated_in_place_and_removed_with_their_pods() {
         Applied {
             written: 0,
             unchanged: 2,
-            deleted: 0
+            deleted: 0,
+            skipped: 0,
         }
     );
     // The second pod is deleted: its report goes on the next pass; another
@@ -2299,7 +2371,8 @@ async fn reports_are_updated_in_place_and_removed_with_their_pods() {
         Applied {
             written: 0,
             unchanged: 1,
-            deleted: 1
+            deleted: 1,
+            skipped: 0,
         }
     );
     let names = stored(&s);
@@ -2317,7 +2390,8 @@ async fn reports_are_updated_in_place_and_removed_with_their_pods() {
         Applied {
             written: 1,
             unchanged: 0,
-            deleted: 0
+            deleted: 0,
+            skipped: 0,
         }
     );
 }

@@ -1049,6 +1049,20 @@ async fn audit_first_is_clean(client: &Client, d: &Path) {
         &["delete", "runnerfencepolicy", POLICY, "--wait=true"],
         None,
     );
+    // No kubelet confirms a graceful deletion here: without --force the pods, and the
+    // namespace with them, would stay Terminating for the suites that follow.
+    kubectl_ok(
+        &[
+            "-n",
+            AUDIT_NS,
+            "delete",
+            "pods",
+            "--all",
+            "--grace-period=0",
+            "--force",
+        ],
+        None,
+    );
     kubectl_ok(&["delete", "namespace", AUDIT_NS, "--wait=false"], None);
 }
 

@@ -124,8 +124,16 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
                 } else {
                     String::new()
                 };
+                let skipped = if applied.skipped > 0 {
+                    format!(
+                        ", {} not written (namespace being deleted)",
+                        applied.skipped
+                    )
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "PolicyReports{of}: {} written, {} unchanged, {} deleted",
+                    "PolicyReports{of}: {} written, {} unchanged, {} deleted{skipped}",
                     applied.written, applied.unchanged, applied.deleted
                 );
             }

@@ -143,6 +143,7 @@ pub async fn pass(client: &Client, set: Arc<PolicySet>, cfg: &Config) -> Result<
             out.applied.written += a.written;
             out.applied.unchanged += a.unchanged;
             out.applied.deleted += a.deleted;
+            out.applied.skipped += a.skipped;
         }
         out.policies.push(Summary::of(&a.policy, &a.report));
     })
@@ -211,6 +212,7 @@ pub async fn run<S: AuditSink>(
                             reports_written = p.applied.written,
                             reports_unchanged = p.applied.unchanged,
                             reports_deleted = p.applied.deleted,
+                            reports_skipped = p.applied.skipped,
                             duration_ms = p.took.as_millis() as u64,
                             "audit pass"
                         );

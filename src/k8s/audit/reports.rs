@@ -11,6 +11,7 @@
 //! whole objects, 19,000 stored reports took most of 643 MiB).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::TryStreamExt;
 use kube::Client;
@@ -559,6 +560,9 @@ pub struct Applied {
     pub unchanged: usize,
     /// Reports of this policy whose object is gone, deleted.
     pub deleted: usize,
+    /// New reports not written because their namespace is being deleted: the
+    /// apiserver creates nothing there, and the namespace's pods go with it.
+    pub skipped: usize,
 }
 
 /// Writes the reports to the cluster: server-side apply (field manager
@@ -604,26 +608,36 @@ pub(super) async fn apply_listed(
             _ => todo.push(r),
         }
     }
-    applied.written = todo.len();
+    let todo_len = todo.len();
+    let skipped = AtomicUsize::new(0);
     let ar = api_resource();
     let pp = PatchParams::apply("runner-fence").force();
     futures::stream::iter(todo.into_iter().map(Ok))
         .try_for_each_concurrent(WRITE_CONCURRENCY, |r| {
             let api = Api::<DynamicObject>::namespaced_with(client.clone(), &r.namespace, &ar);
             let pp = pp.clone();
+            let skipped = &skipped;
             async move {
-                api.patch(&r.name, &pp, &Patch::Apply(&*r.json))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| Error::WriteReport {
+                match api.patch(&r.name, &pp, &Patch::Apply(&*r.json)).await {
+                    Ok(_) => Ok(()),
+                    // A pod listed while its namespace is deleted: the report would go
+                    // with the namespace anyway, so this is no failure of the pass.
+                    Err(kube::Error::Api(s)) if namespace_terminating(&s) => {
+                        skipped.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => Err(Error::WriteReport {
                         action: "writing",
                         namespace: r.namespace.clone(),
                         name: r.name.clone(),
                         source: ApiError::new(&e, Call::Reports("patch")),
-                    })
+                    }),
+                }
             }
         })
         .await?;
+    applied.skipped = skipped.into_inner();
+    applied.written = todo_len - applied.skipped;
     let ours = label_value(policy);
     let stale: Vec<(String, String)> = stored
         .0
@@ -636,6 +650,15 @@ pub(super) async fn apply_listed(
     }
     applied.deleted = delete(client, stale).await?;
     Ok(applied)
+}
+
+/// The apiserver's refusal to create an object in a namespace being deleted
+/// (the NamespaceLifecycle admission plugin's `NamespaceTerminating` cause).
+fn namespace_terminating(s: &kube::core::Status) -> bool {
+    s.code == 403
+        && s.details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
 }
 
 /// Deletes the stored reports of policies not in `served` (their names):
