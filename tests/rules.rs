@@ -188,6 +188,50 @@ fn cluster() -> NodeSnapshot {
     ])
 }
 
+/// With the node cache, a tolerated protected taint's message names the protected
+/// nodes that carry exactly that taint: not another value, effect or key.
+#[test]
+fn the_carriers_of_a_tolerated_taint_are_the_nodes_with_that_taint() {
+    let node = |name: &str, taint: Option<(&str, &str, &str)>| NodeInfo {
+        name: name.into(),
+        labels: [("workload".to_string(), "gitlab".to_string())].into(),
+        taints: taint
+            .map(|(key, value, effect)| k8s_openapi::api::core::v1::Taint {
+                key: key.into(),
+                value: Some(value.into()),
+                effect: effect.into(),
+                time_added: None,
+            })
+            .into_iter()
+            .collect(),
+    };
+    let nodes = NodeSnapshot::new([
+        node("gitlab-1", Some(("workload", "gitlab", "NoSchedule"))),
+        node("gitlab-2", Some(("workload", "gitlab", "NoExecute"))),
+        node("gitlab-3", Some(("workload", "other", "NoSchedule"))),
+        node("gitlab-4", Some(("other", "gitlab", "NoSchedule"))),
+        node("gitlab-5", None),
+    ]);
+    let spec = json!({"affinity": terms(json!([{"matchExpressions": [RUNNER()]}])),
+        "tolerations": [{"key": "workload", "operator": "Exists"}]});
+    let d = validate(&reference(), pod(spec.clone()), Some(&nodes));
+    let msg = d.message().expect("denied");
+    assert!(
+        msg.contains(
+            "the taint protectedNodes.taints lists for GitLab's nodes, which gitlab-1 carries"
+        ),
+        "{msg}"
+    );
+    // A cluster where no protected node carries it says so.
+    let none = NodeSnapshot::new([node("gitlab-3", Some(("workload", "other", "NoSchedule")))]);
+    let d = validate(&reference(), pod(spec), Some(&none));
+    let msg = d.message().expect("denied");
+    assert!(
+        msg.contains("though no protected node in the cluster carries it now"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn node_names_are_checked_against_the_names_list_and_the_node_cache() {
     let spec = json!({"nodeName": "gitlab-1", "affinity": terms(json!([{"matchExpressions": [RUNNER()]}]))});
