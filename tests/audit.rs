@@ -1680,8 +1680,8 @@ async fn a_denying_backstop_makes_fail_open_webhooks_the_documented_setting() {
     use runner_fence::core::render::webhooks::{FailurePolicy, Options};
     let mut opts = Options::service("runner-fence", "runner-fence");
     opts.ca_bundle = Some(PLACEHOLDER_CA.to_vec());
-    opts.mutate_failure_policy = FailurePolicy::Ignore;
-    opts.validate_failure_policy = FailurePolicy::Ignore;
+    opts.mutate_failure_policy = Some(FailurePolicy::Ignore);
+    opts.validate_failure_policy = Some(FailurePolicy::Ignore);
     let (m, v) = generated_with(&reference(), &opts);
     let fake = |backstop: Vec<Value>, forbidden: Vec<&'static str>| Fake {
         mutating: vec![m.clone()],
@@ -1760,11 +1760,8 @@ async fn audit_is_clean_on_the_audit_mode_setup_it_generates() {
     // `render webhooks` (now Ignore for an audit policy) and `render
     // admission-policy` for the audit policy, one well-placed pod.
     let audit = audit_policy();
-    let mut opts = runner_fence::core::render::webhooks::Options::service_for(
-        &audit,
-        "runner-fence",
-        "runner-fence",
-    );
+    let mut opts =
+        runner_fence::core::render::webhooks::Options::service("runner-fence", "runner-fence");
     opts.ca_bundle = Some(PLACEHOLDER_CA.to_vec());
     let (m, v) = generated_with(&audit, &opts);
     let (addr, _) = serve(Fake {

@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::cluster::{BIN, free_port, kubeconfig, kubectl, kubectl_ok, wait_for};
+use common::cluster::{BIN, free_port, fresh_namespace, kubeconfig, kubectl, kubectl_ok, wait_for};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -838,6 +838,218 @@ async fn policy_objects_are_reconciled(
     // Let the proxy's next readiness check forget the killed replica.
     tokio::time::sleep(PROBE_PERIOD + Duration::from_millis(500)).await;
     survivor
+}
+
+/// `runner-fence audit --policies-from-cluster --output json`: one report per served
+/// policy, and the exit code.
+fn audit_live(kubeconfig: &Path) -> (Value, Option<i32>) {
+    let out = Command::new(BIN)
+        .args(["audit", "--policies-from-cluster", "--output", "json"])
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("audit");
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "audit --policies-from-cluster: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (all, out.status.code())
+}
+
+/// Audit first, on a namespace of its own: a policy `kubectl apply`d in audit mode, job
+/// pods as enforce mode would leave them (what a runner whose config.toml already
+/// fences produces): no warning from either layer, placed on runner nodes, and
+/// `runner-fence audit` of the setup the controller generated is clean (exit 0: no
+/// coverage gap, the `Warn, Audit` backstop recognised, nothing to fix before
+/// enforcing). One bad pod then is exactly one finding and exit 1, so "clean" is not
+/// an audit that sees nothing.
+async fn audit_first_is_clean(client: &Client, d: &Path) {
+    const AUDIT_NS: &str = "ci-audit-first";
+    const POLICY: &str = "e2e-audit-first";
+    fresh_namespace(AUDIT_NS).await;
+    // The service account the kaniko fixture's runner config names.
+    kubectl_ok(
+        &[
+            "-n",
+            AUDIT_NS,
+            "create",
+            "serviceaccount",
+            "gitlab-runner-jobs",
+        ],
+        None,
+    );
+    let object = |mode: &str| -> Value {
+        let mut o = policy_object(POLICY, &policy_text(mode));
+        o["spec"]["match"]["namespaces"] = json!([AUDIT_NS]);
+        o
+    };
+    apply_policy(&object("audit"));
+    assert_eq!(policy_condition(POLICY)["status"], "True");
+    let bad = |name: &str| -> String {
+        let mut p = bare(
+            name,
+            AUDIT_NS,
+            json!({"tolerations": [{"operator": "Exists"}]}),
+        );
+        // Gated, so the pod audit mode lets through is never placed anywhere.
+        p["spec"]["schedulingGates"] = json!([{"name": "example.com/hold"}]);
+        p.to_string()
+    };
+    wait_for("the audit-first policy to be served", 20, || {
+        let out = kubectl(
+            &["create", "--dry-run=server", "-f", "-"],
+            Some(&bad("probe")),
+        );
+        out.status.success() && String::from_utf8_lossy(&out.stderr).contains("would deny")
+    })
+    .await;
+
+    // The job pods, as enforce mode's mutation leaves them (`runner-fence eval` of the
+    // same policy enforcing).
+    let enforcing = d.join("audit-first-enforce.json");
+    std::fs::write(&enforcing, object("enforce").to_string()).expect("policy file");
+    let mut names = Vec::new();
+    for fixture in [
+        "plain-job.json",
+        "job-with-services.json",
+        "kaniko-build-job.json",
+    ] {
+        let name = format!("audit-first-{}", fixture.trim_end_matches(".json"));
+        let input = d.join(format!("{name}.json"));
+        std::fs::write(
+            &input,
+            named(fixture_pod(fixture), &name, AUDIT_NS).to_string(),
+        )
+        .expect("pod file");
+        let out = Command::new(BIN)
+            .args(["eval", "--output", "json", "--policy"])
+            .arg(&enforcing)
+            .arg(&input)
+            .output()
+            .expect("eval");
+        let ev: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "eval {fixture}: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{fixture} denied enforcing: {ev}"
+        );
+        let out = kubectl(&["create", "-f", "-"], Some(&ev["pod"].to_string()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        assert!(
+            !stderr.contains("would deny") && !stderr.contains("[runner-fence backstop"),
+            "audit mode warned about a pod enforce mode admits: {stderr}"
+        );
+        names.push(name);
+    }
+    for name in &names {
+        let node = wait_scheduled(client, AUDIT_NS, name).await;
+        assert!(!gitlab_node(&node), "{name} was placed on {node}");
+    }
+
+    let audit = || {
+        let (all, code) = audit_live(&kubeconfig());
+        let report = all
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["policy"] == POLICY)
+            .map(|p| p["report"].clone())
+            .unwrap_or_else(|| panic!("no report of {POLICY}: {all}"));
+        (report, code)
+    };
+    let (report, _) = audit();
+    let empty_at = |v: &Value| v.as_array().is_some_and(|a| a.is_empty());
+    let empty = |key: &str| empty_at(&report[key]);
+    assert_eq!(report["mode"], "audit", "{report}");
+    assert_eq!(
+        report["job_pods"].as_array().map(Vec::len),
+        Some(names.len()),
+        "the audit did not judge the job pods: {report}"
+    );
+    for key in [
+        "coverage_gaps",
+        "delete_or_fix_before_enforcing",
+        "job_pods_outside_fence",
+        "runner_reach",
+        "unreadable",
+    ] {
+        assert!(
+            empty(key),
+            "{key} is not empty on the generated setup: {report}"
+        );
+    }
+    assert!(empty_at(&report["serving"]["issues"]), "{report}");
+    assert!(
+        empty_at(&report["backstop"]["issues"]),
+        "the backstop is not what the controller generates: {report}"
+    );
+    assert!(
+        report["backstop"]["found"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|o| o["name"] == "runner-fence-backstop-audit"
+                && o["policy"] == true
+                && o["actions"] == json!(["Warn", "Audit"])),
+        "the audit-mode backstop was not found: {report}"
+    );
+    // What `has_violations` (the exit code) counts of this policy: nothing. The exit
+    // code itself covers every served policy, and the shared cluster's e2e policy has
+    // its baseline pods on GitLab nodes.
+    for p in report["job_pods"].as_array().into_iter().flatten() {
+        assert!(
+            p["on_protected_node"] == false
+                && p["would_deny"] == false
+                && p["would_patch"] == false,
+            "{p}"
+        );
+    }
+
+    // One bad pod: kubectl warns, and it is the audit's one finding.
+    let out = kubectl(&["create", "-f", "-"], Some(&bad("audit-first-bad")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "audit mode denied: {stderr}");
+    assert!(stderr.contains("would deny: protected-nodes"), "{stderr}");
+    let (report, code) = audit();
+    assert_eq!(code, Some(1), "{report}");
+    let would_deny: Vec<&str> = report["job_pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["would_deny"] == true)
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(would_deny, ["audit-first-bad"], "{report}");
+    let to_fix: Vec<&str> = report["delete_or_fix_before_enforcing"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(to_fix, ["audit-first-bad"], "{report}");
+
+    kubectl_ok(
+        &[
+            "annotate",
+            "runnerfencepolicy",
+            POLICY,
+            "runner-fence.dev/allow-removal=true",
+        ],
+        None,
+    );
+    kubectl_ok(
+        &["delete", "runnerfencepolicy", POLICY, "--wait=true"],
+        None,
+    );
+    kubectl_ok(&["delete", "namespace", AUDIT_NS, "--wait=false"], None);
 }
 
 fn gitlab_node(n: &str) -> bool {
@@ -1685,19 +1897,8 @@ async fn the_fence_holds_on_a_real_control_plane() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("bindings CREATE"));
     // The live policies instead of a file: each served one for the namespaces it
     // reviews (the baseline pods on GitLab nodes are e2e's), as the controller judges them.
-    let out = Command::new(BIN)
-        .args(["audit", "--policies-from-cluster", "--output", "json"])
-        .env("KUBECONFIG", &kc)
-        .output()
-        .expect("audit");
-    let live: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "audit --policies-from-cluster: {e}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(out.status.code(), Some(1), "{live}");
+    let (live, code) = audit_live(&kc);
+    assert_eq!(code, Some(1), "{live}");
     let by_policy = |name: &str| -> &Value {
         live.as_array()
             .into_iter()
@@ -1827,6 +2028,20 @@ async fn the_fence_holds_on_a_real_control_plane() {
         .expect("audit");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("JOB PODS OUTSIDE THE FENCE (0)"), "{text}");
+    // Gone, so the audit-first phase judges a cluster without it (no kubelet
+    // here finishes a graceful deletion).
+    kubectl_ok(
+        &[
+            "-n",
+            "runner-other-9",
+            "delete",
+            "pod",
+            "runner-outside-project-9-concurrent-0-x",
+            "--grace-period=0",
+            "--force",
+        ],
+        None,
+    );
     // namespace_per_job: a job pod in ci-job-<id> is fenced while the policy lists
     // `ci-job-*`; with a policy that lists only the runner namespace (the reference),
     // audit reports it.
@@ -1947,6 +2162,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
         !stderr.contains("would deny") && !stderr.contains("[runner-fence backstop"),
         "audit mode warned about a pod enforce mode admits: {stderr}"
     );
+    audit_first_is_clean(&client, d).await;
 
     // 7. runner-fence down: the in-tree backstop the leader applied alone holds the
     //    fence. Both webhooks fail open (the chart's `webhooks.failurePolicy: Ignore`,

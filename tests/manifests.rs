@@ -56,24 +56,28 @@ fn render_webhooks_prints_what_the_controller_applies() {
 }
 
 #[test]
-fn an_audit_policy_changes_only_the_failure_policy_of_the_webhooks() {
-    use runner_fence::core::render::webhooks;
+fn an_audit_policy_changes_only_the_failure_policy_and_names_of_the_webhooks() {
+    use runner_fence::core::render::webhooks::{self, FailurePolicy};
     let policy =
         runner_fence::core::policy::parse(&read("examples/policy-audit.yaml"), "policy-audit.yaml")
             .expect("policy");
-    let opts = webhooks::Options::service_for(&policy, "runner-fence", "runner-fence");
-    assert_eq!(
-        webhooks::FailurePolicy::for_policy(&policy).as_str(),
-        "Ignore"
+    assert_eq!(FailurePolicy::for_policy(&policy).as_str(), "Ignore");
+    let opts = webhooks::Options::service("runner-fence", "runner-fence");
+    let enforcing = webhooks::Options {
+        mutate_failure_policy: Some(FailurePolicy::Ignore),
+        validate_failure_policy: Some(FailurePolicy::Ignore),
+        ..opts.clone()
+    };
+    let audit = webhooks::render_yaml(&policy, &opts).expect("render");
+    assert!(
+        audit.contains("name: audit.pods.mutate.runner-fence.dev"),
+        "{audit}"
     );
-    let mut base = webhooks::Options::service("runner-fence", "runner-fence");
-    base.mutate_failure_policy = opts.mutate_failure_policy;
-    base.validate_failure_policy = opts.validate_failure_policy;
     assert_eq!(
-        webhooks::render_yaml(&policy, &opts).expect("render"),
+        audit.replace("name: audit.pods.", "name: pods."),
         webhooks::render_yaml(
             &runner_fence::core::policy::embedded().expect("policy"),
-            &base
+            &enforcing
         )
         .expect("render"),
     );
@@ -225,12 +229,7 @@ fn the_controller_applies_what_render_prints_for_its_release() {
             "rf-b",
         ]));
         // The controller's default failure policies: from the served policies.
-        let default = webhooks::FailurePolicy::for_set(&PolicySet::single(p.clone()));
-        let opts = webhooks::Options {
-            mutate_failure_policy: default,
-            validate_failure_policy: default,
-            ..webhooks::Options::service("runner-fence", "runner-fence")
-        };
+        let opts = webhooks::Options::service("runner-fence", "runner-fence");
         let applied = cluster::desired(&PolicySet::single(p), &opts, "rf-b").expect("desired");
         assert_eq!(printed, applied, "{policy}");
     }

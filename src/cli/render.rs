@@ -140,13 +140,12 @@ fn render_webhooks(a: WebhooksArgs) -> Result<ExitCode, Error> {
     };
     let names = webhooks::Names::release(&a.release);
     render(&a.policy, |p| {
-        // Unless asked otherwise, what the chart installs for this policy.
-        let default = webhooks::FailurePolicy::for_policy(p);
+        // Unless asked otherwise, what the chart installs for this policy (from its mode).
         let opts = webhooks::Options {
             client: client.clone(),
             ca_bundle: ca_bundle.clone(),
-            mutate_failure_policy: a.mutate_failure_policy.map_or(default, Into::into),
-            validate_failure_policy: a.validate_failure_policy.map_or(default, Into::into),
+            mutate_failure_policy: a.mutate_failure_policy.map(Into::into),
+            validate_failure_policy: a.validate_failure_policy.map(Into::into),
             timeout_seconds: a.timeout_seconds,
             names: names.clone(),
         };

@@ -303,6 +303,18 @@ mod tests {
         list.iter().map(|s| req(s)).collect()
     }
 
+    /// How a requirement reads in every message: `key=value` only for exactly
+    /// one value, never a list cut to its first entry.
+    #[rstest]
+    #[case("workload=gitlab", "workload=gitlab")]
+    #[case("compute-type In fargate,auto", "compute-type In [fargate, auto]")]
+    #[case("workload NotIn gitlab", "workload NotIn [gitlab]")]
+    #[case("workload Exists", "workload Exists")]
+    #[case("cpu Gt 4", "cpu Gt [4]")]
+    fn requirements_read_as_written(#[case] r: &str, #[case] shown: &str) {
+        assert_eq!(ReqRef::from(&req(r)).to_string(), shown);
+    }
+
     #[rstest]
     #[case(&["workload=gitlab", "workload In gitlab-runner"], false)]
     #[case(&["workload=gitlab", "zone In a"], true)]

@@ -234,12 +234,12 @@ pub struct ClusterArgs {
     /// Only serve and report status; never apply the webhook configurations and backstop.
     #[arg(long, env = "RUNNER_FENCE_NO_WEBHOOKS")]
     pub no_webhooks: bool,
-    /// failurePolicy of the mutating webhook (default: Fail while any served
-    /// policy enforces, Ignore when all audit, as `render webhooks` decides).
+    /// failurePolicy of the mutating webhooks (default: from the mode of the
+    /// policies each serves, Fail enforcing, Ignore auditing, as `render webhooks` decides).
     #[arg(long, env = "RUNNER_FENCE_MUTATE_FAILURE_POLICY", value_enum)]
     pub mutate_failure_policy: Option<FailurePolicyArg>,
-    /// failurePolicy of the validating webhook (default: Fail while any served
-    /// policy enforces, Ignore when all audit, as `render webhooks` decides).
+    /// failurePolicy of the validating webhooks (default: from the mode of the
+    /// policies each serves, Fail enforcing, Ignore auditing, as `render webhooks` decides).
     #[arg(long, env = "RUNNER_FENCE_VALIDATE_FAILURE_POLICY", value_enum)]
     pub validate_failure_policy: Option<FailurePolicyArg>,
     /// timeoutSeconds of both webhooks (1-5).

@@ -173,8 +173,8 @@ pub fn desired(set: &PolicySet, opts: &Options, release: &str) -> Result<Vec<Val
             namespace.clone()
         }
     };
-    let mut out: Vec<Value> = webhooks::objects_for(&set.namespaces(), &opts)?.into();
     let policies: Vec<&Policy> = set.iter().collect();
+    let mut out: Vec<Value> = webhooks::objects_of(&policies, &opts)?.into();
     out.extend(backstop(&policies, &own, release)?);
     Ok(out)
 }
@@ -288,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn the_scope_is_the_union_and_each_backstop_rule_stays_in_its_policy() {
+    fn the_scope_is_each_modes_union_and_each_backstop_rule_stays_in_its_policy() {
         let set = PolicySet::new(vec![
             policy("team-a", &["team-a"], Mode::Enforce).into(),
             policy("team-b", &["ci-b-*"], Mode::Enforce).into(),
@@ -301,13 +301,42 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(sorted, all, "every possible object, and only those");
-        let scope = got[0]["webhooks"][0]["matchConditions"][0]["expression"]
-            .as_str()
-            .expect("cel");
-        assert_eq!(
-            scope,
-            "request.namespace in ['team-a', 'team-c'] || request.namespace.startsWith('ci-b-')"
-        );
+        // Both configurations: one webhook for the enforcing policies' namespaces
+        // (Fail), one for the auditing one's (Ignore).
+        for config in &got[..2] {
+            let hooks: Vec<(&str, &str, &str)> = config["webhooks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|w| {
+                    (
+                        w["name"].as_str().unwrap_or(""),
+                        w["failurePolicy"].as_str().unwrap_or(""),
+                        w["matchConditions"][0]["expression"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect();
+            let kind = if config["kind"] == "MutatingWebhookConfiguration" {
+                "mutate"
+            } else {
+                "validate"
+            };
+            assert_eq!(
+                hooks,
+                [
+                    (
+                        format!("pods.{kind}.runner-fence.dev").as_str(),
+                        "Fail",
+                        "request.namespace in ['team-a'] || request.namespace.startsWith('ci-b-')"
+                    ),
+                    (
+                        format!("audit.pods.{kind}.runner-fence.dev").as_str(),
+                        "Ignore",
+                        "request.namespace in ['team-c']"
+                    ),
+                ]
+            );
+        }
         let enforce = &got[2];
         assert_eq!(enforce["metadata"]["name"], "runner-fence-backstop");
         for v in enforce["spec"]["validations"]

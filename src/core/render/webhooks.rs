@@ -35,6 +35,11 @@ pub const VALIDATING_NAME: &str = "runner-fence";
 pub const MUTATING_WEBHOOK: &str = "pods.mutate.runner-fence.dev";
 /// The validating webhook's name.
 pub const VALIDATING_WEBHOOK: &str = "pods.validate.runner-fence.dev";
+/// The mutating webhook of the namespaces whose policies audit (`failurePolicy:
+/// Ignore`), beside [`MUTATING_WEBHOOK`] of the enforcing ones (`Fail`).
+pub const AUDIT_MUTATING_WEBHOOK: &str = "audit.pods.mutate.runner-fence.dev";
+/// The validating webhook of the auditing policies' namespaces.
+pub const AUDIT_VALIDATING_WEBHOOK: &str = "audit.pods.validate.runner-fence.dev";
 /// The matchCondition that scopes both webhooks to the runner namespaces.
 pub const SCOPE_CONDITION: &str = "runner-namespaces";
 /// Never reviewed: the control plane's own namespace.
@@ -147,22 +152,17 @@ impl FailurePolicy {
     /// outage). The one decision behind `render webhooks`, the policy
     /// controller (for a set: [`FailurePolicy::for_set`]) and `audit`.
     pub fn for_policy(policy: &Policy) -> Self {
-        match policy.mode {
-            Mode::Enforce => FailurePolicy::Fail,
-            Mode::Audit => FailurePolicy::Ignore,
-        }
+        Self::for_mode(policy.mode)
     }
 
-    /// For configurations shared by several policies: `Fail` while any of them
-    /// enforces (an outage must not open its fence), `Ignore` when all audit.
-    pub fn for_set(set: &crate::core::fleet::PolicySet) -> Self {
-        if set
-            .iter()
-            .any(|p| Self::for_policy(p) == FailurePolicy::Fail)
-        {
-            FailurePolicy::Fail
-        } else {
-            FailurePolicy::Ignore
+    /// The failurePolicy of the webhooks serving policies of `mode`. Several
+    /// policies of both modes get one webhook per mode in each configuration
+    /// ([`configurations_of`]), so an auditing team's pods are never blocked by
+    /// an outage because another team enforces.
+    pub fn for_mode(mode: Mode) -> Self {
+        match mode {
+            Mode::Enforce => FailurePolicy::Fail,
+            Mode::Audit => FailurePolicy::Ignore,
         }
     }
 }
@@ -174,10 +174,11 @@ pub struct Options {
     pub client: Client,
     /// PEM CA bundle the apiserver trusts for the webhook (none: injected later).
     pub ca_bundle: Option<Vec<u8>>,
-    /// failurePolicy of the mutating webhook.
-    pub mutate_failure_policy: FailurePolicy,
-    /// failurePolicy of the validating webhook.
-    pub validate_failure_policy: FailurePolicy,
+    /// failurePolicy of the mutating webhooks; None: from the mode of the
+    /// policies each serves ([`FailurePolicy::for_mode`]).
+    pub mutate_failure_policy: Option<FailurePolicy>,
+    /// failurePolicy of the validating webhooks; None: from the mode.
+    pub validate_failure_policy: Option<FailurePolicy>,
     /// timeoutSeconds (1-5; the apiserver allows up to 30, a job pod should not wait).
     pub timeout_seconds: i32,
     /// Names of the two configurations.
@@ -185,18 +186,8 @@ pub struct Options {
 }
 
 impl Options {
-    /// For a Service on port 443, with the failure policy of the policy's mode
-    /// ([`FailurePolicy::for_policy`]), 5 s.
-    pub fn service_for(policy: &Policy, name: &str, namespace: &str) -> Self {
-        let failure = FailurePolicy::for_policy(policy);
-        Options {
-            mutate_failure_policy: failure,
-            validate_failure_policy: failure,
-            ..Self::service(name, namespace)
-        }
-    }
-
-    /// The shipped manifests: Service `runner-fence/runner-fence:443`, `Fail`, 5 s.
+    /// For a Service on port 443, the failure policies from the policies'
+    /// modes, 5 s.
     pub fn service(name: &str, namespace: &str) -> Self {
         Options {
             client: Client::Service {
@@ -205,8 +196,8 @@ impl Options {
                 port: 443,
             },
             ca_bundle: None,
-            mutate_failure_policy: FailurePolicy::Fail,
-            validate_failure_policy: FailurePolicy::Fail,
+            mutate_failure_policy: None,
+            validate_failure_policy: None,
             timeout_seconds: 5,
             names: Names::default(),
         }
@@ -226,8 +217,8 @@ pub enum RenderError {
         /// The excluded namespace.
         namespace: String,
     },
-    /// A backstop for no policy at all.
-    #[error("no policy to build the backstop from")]
+    /// Webhooks or a backstop for no policy at all.
+    #[error("no policy to build the webhooks or the backstop from")]
     NoPolicies,
     /// timeoutSeconds out of range.
     #[error("timeoutSeconds must be between 1 and 5, got {0}")]
@@ -411,13 +402,6 @@ pub(crate) fn namespace_selector_of(names: &[String], own_namespace: &str) -> La
     }
 }
 
-fn check(namespaces: &[String], opts: &Options) -> Result<(), RenderError> {
-    if !(1..=5).contains(&opts.timeout_seconds) {
-        return Err(RenderError::Timeout(opts.timeout_seconds));
-    }
-    check_scope_of(namespaces, opts.client.own_namespace())
-}
-
 /// The policy must not cover a namespace that is never reviewed.
 pub(crate) fn check_scope(policy: &Policy, own_namespace: &str) -> Result<(), RenderError> {
     check_scope_of(&policy.matching.namespaces, own_namespace)
@@ -447,17 +431,93 @@ pub fn configurations(
     policy: &Policy,
     opts: &Options,
 ) -> Result<(MutatingWebhookConfiguration, ValidatingWebhookConfiguration), RenderError> {
-    configurations_for(&policy.matching.namespaces, opts)
+    configurations_of(&[policy], opts)
 }
 
-/// Both configurations for namespace patterns (the union of several policies' `match.namespaces`).
-pub fn configurations_for(
-    namespaces: &[String],
+/// The namespace patterns of the policies of each mode, enforcing first; a
+/// mode no policy has is left out.
+fn scopes(policies: &[&Policy]) -> Vec<(Mode, Vec<String>)> {
+    [Mode::Enforce, Mode::Audit]
+        .into_iter()
+        .filter_map(|mode| {
+            let mut namespaces: Vec<String> = Vec::new();
+            for ns in policies
+                .iter()
+                .filter(|p| p.mode == mode)
+                .flat_map(|p| p.matching.namespaces.iter())
+            {
+                if !namespaces.contains(ns) {
+                    namespaces.push(ns.clone());
+                }
+            }
+            (!namespaces.is_empty()).then_some((mode, namespaces))
+        })
+        .collect()
+}
+
+/// Both configurations for several policies (the policy controller's served
+/// set): in each, one webhook per mode, scoped to the namespaces of the
+/// policies of that mode, with that mode's failurePolicy unless `opts` sets one
+/// — so an outage blocks creations only where a policy enforces.
+pub fn configurations_of(
+    policies: &[&Policy],
     opts: &Options,
 ) -> Result<(MutatingWebhookConfiguration, ValidatingWebhookConfiguration), RenderError> {
-    check(namespaces, opts)?;
     let own = opts.client.own_namespace();
     let ca = opts.ca_bundle.as_deref();
+    if !(1..=5).contains(&opts.timeout_seconds) {
+        return Err(RenderError::Timeout(opts.timeout_seconds));
+    }
+    let mut mutating_hooks = Vec::new();
+    let mut validating_hooks = Vec::new();
+    for (mode, namespaces) in scopes(policies) {
+        check_scope_of(&namespaces, own)?;
+        let failure = FailurePolicy::for_mode(mode);
+        let (mutating_name, validating_name) = match mode {
+            Mode::Enforce => (MUTATING_WEBHOOK, VALIDATING_WEBHOOK),
+            Mode::Audit => (AUDIT_MUTATING_WEBHOOK, AUDIT_VALIDATING_WEBHOOK),
+        };
+        mutating_hooks.push(MutatingWebhook {
+            name: mutating_name.into(),
+            admission_review_versions: vec!["v1".into()],
+            side_effects: "None".into(),
+            timeout_seconds: Some(opts.timeout_seconds),
+            failure_policy: Some(
+                opts.mutate_failure_policy
+                    .unwrap_or(failure)
+                    .as_str()
+                    .into(),
+            ),
+            match_policy: Some("Equivalent".into()),
+            reinvocation_policy: Some("IfNeeded".into()),
+            client_config: opts.client.config("/mutate", ca),
+            rules: Some(rules(required_mutating())),
+            namespace_selector: Some(namespace_selector_of(&namespaces, own)),
+            object_selector: None,
+            match_conditions: Some(match_conditions_of(&namespaces)),
+        });
+        validating_hooks.push(ValidatingWebhook {
+            name: validating_name.into(),
+            admission_review_versions: vec!["v1".into()],
+            side_effects: "None".into(),
+            timeout_seconds: Some(opts.timeout_seconds),
+            failure_policy: Some(
+                opts.validate_failure_policy
+                    .unwrap_or(failure)
+                    .as_str()
+                    .into(),
+            ),
+            match_policy: Some("Equivalent".into()),
+            client_config: opts.client.config("/validate", ca),
+            rules: Some(rules(required_validating())),
+            namespace_selector: Some(namespace_selector_of(&namespaces, own)),
+            object_selector: None,
+            match_conditions: Some(match_conditions_of(&namespaces)),
+        });
+    }
+    if mutating_hooks.is_empty() {
+        return Err(RenderError::NoPolicies);
+    }
     let meta = |name: &str| ObjectMeta {
         name: Some(name.to_string()),
         labels: Some(BTreeMap::from([(
@@ -466,53 +526,29 @@ pub fn configurations_for(
         )])),
         ..ObjectMeta::default()
     };
-    let mutating = MutatingWebhookConfiguration {
-        metadata: meta(&opts.names.mutating),
-        webhooks: Some(vec![MutatingWebhook {
-            name: MUTATING_WEBHOOK.into(),
-            admission_review_versions: vec!["v1".into()],
-            side_effects: "None".into(),
-            timeout_seconds: Some(opts.timeout_seconds),
-            failure_policy: Some(opts.mutate_failure_policy.as_str().into()),
-            match_policy: Some("Equivalent".into()),
-            reinvocation_policy: Some("IfNeeded".into()),
-            client_config: opts.client.config("/mutate", ca),
-            rules: Some(rules(required_mutating())),
-            namespace_selector: Some(namespace_selector_of(namespaces, own)),
-            object_selector: None,
-            match_conditions: Some(match_conditions_of(namespaces)),
-        }]),
-    };
-    let validating = ValidatingWebhookConfiguration {
-        metadata: meta(&opts.names.validating),
-        webhooks: Some(vec![ValidatingWebhook {
-            name: VALIDATING_WEBHOOK.into(),
-            admission_review_versions: vec!["v1".into()],
-            side_effects: "None".into(),
-            timeout_seconds: Some(opts.timeout_seconds),
-            failure_policy: Some(opts.validate_failure_policy.as_str().into()),
-            match_policy: Some("Equivalent".into()),
-            client_config: opts.client.config("/validate", ca),
-            rules: Some(rules(required_validating())),
-            namespace_selector: Some(namespace_selector_of(namespaces, own)),
-            object_selector: None,
-            match_conditions: Some(match_conditions_of(namespaces)),
-        }]),
-    };
-    Ok((mutating, validating))
+    Ok((
+        MutatingWebhookConfiguration {
+            metadata: meta(&opts.names.mutating),
+            webhooks: Some(mutating_hooks),
+        },
+        ValidatingWebhookConfiguration {
+            metadata: meta(&opts.names.validating),
+            webhooks: Some(validating_hooks),
+        },
+    ))
 }
 
 /// Both configurations as JSON objects with apiVersion and kind, as applied.
 pub fn objects(policy: &Policy, opts: &Options) -> Result<[serde_json::Value; 2], RenderError> {
-    objects_for(&policy.matching.namespaces, opts)
+    objects_of(&[policy], opts)
 }
 
-/// [`objects`] for namespace patterns (several policies).
-pub fn objects_for(
-    namespaces: &[String],
+/// [`objects`] for several policies ([`configurations_of`]).
+pub fn objects_of(
+    policies: &[&Policy],
     opts: &Options,
 ) -> Result<[serde_json::Value; 2], RenderError> {
-    let (m, v) = configurations_for(namespaces, opts)?;
+    let (m, v) = configurations_of(policies, opts)?;
     // k8s-openapi's Serialize omits apiVersion/kind for nested use; add them.
     let with_kind = |value: serde_json::Value, kind: &str| {
         let mut map = serde_json::Map::new();
@@ -683,25 +719,6 @@ pub fn coverage_gaps(policy: &Policy, live: &[LiveWebhook], backstop: bool) -> V
             });
             continue;
         }
-        for w in &hooks {
-            let reason = match FailurePolicy::for_policy(policy) {
-                FailurePolicy::Fail if w.failure_policy == "Ignore" && !backstop => format!(
-                    "{}/{} has failurePolicy: Ignore while the policy enforces: an outage opens the fence",
-                    w.configuration, w.name
-                ),
-                FailurePolicy::Ignore if w.failure_policy != "Ignore" => format!(
-                    "{}/{} has failurePolicy: {} while the policy audits: an outage blocks pod creations that audit mode allows; render webhooks emits Ignore for an audit policy",
-                    w.configuration, w.name, w.failure_policy
-                ),
-                _ => continue,
-            };
-            gaps.push(Gap {
-                webhook: kind,
-                namespace: String::new(),
-                request: String::new(),
-                reason,
-            });
-        }
         // A webhook whose filters are exactly the generated ones, or absent.
         // Why this webhook would not be sent the request; None when it would.
         let missed = |w: &LiveWebhook,
@@ -730,6 +747,40 @@ pub fn coverage_gaps(policy: &Policy, live: &[LiveWebhook], backstop: bool) -> V
                 None
             }
         };
+        // Several policies get one webhook per mode: the other mode's, whose
+        // generated scope names none of this policy's namespaces, does not answer
+        // for this policy's failurePolicy. Any other scope (hand-edited, absent)
+        // might send its pods, so its failurePolicy counts.
+        let serves_others_only = |w: &LiveWebhook| match w.match_conditions.as_slice() {
+            [c] if c.name == SCOPE_CONDITION => {
+                scope_patterns(&c.expression).is_some()
+                    && !policy
+                        .matching
+                        .namespaces
+                        .iter()
+                        .any(|p| conditions_pass(&w.match_conditions, p))
+            }
+            _ => false,
+        };
+        for w in hooks.iter().filter(|w| !serves_others_only(w)) {
+            let reason = match FailurePolicy::for_policy(policy) {
+                FailurePolicy::Fail if w.failure_policy == "Ignore" && !backstop => format!(
+                    "{}/{} has failurePolicy: Ignore while the policy enforces: an outage opens the fence",
+                    w.configuration, w.name
+                ),
+                FailurePolicy::Ignore if w.failure_policy != "Ignore" => format!(
+                    "{}/{} has failurePolicy: {} while the policy audits: an outage blocks pod creations that audit mode allows; render webhooks emits Ignore for an audit policy",
+                    w.configuration, w.name, w.failure_policy
+                ),
+                _ => continue,
+            };
+            gaps.push(Gap {
+                webhook: kind,
+                namespace: String::new(),
+                request: String::new(),
+                reason,
+            });
+        }
         for pattern in &policy.matching.namespaces {
             for (resource, op) in required {
                 let reasons: Vec<&str> = hooks
@@ -956,19 +1007,36 @@ mod tests {
         );
     }
 
+    fn names_and_failure_policies(live: &[LiveWebhook]) -> Vec<(&str, &str)> {
+        live.iter()
+            .map(|w| (w.name.as_str(), w.failure_policy.as_str()))
+            .collect()
+    }
+
     #[test]
     fn an_audit_policy_wants_both_webhooks_to_fail_open() {
         let mut p = policy_with(&["gitlab-runner"]);
         p.mode = Mode::Audit;
         // What `render webhooks` and the chart generate for it: no gap.
-        let opts = Options::service_for(&p, "runner-fence", "runner-fence");
-        assert_eq!(opts.mutate_failure_policy, FailurePolicy::Ignore);
-        assert_eq!(opts.validate_failure_policy, FailurePolicy::Ignore);
+        let opts = Options::service("runner-fence", "runner-fence");
         let (m, v) = configurations(&p, &opts).expect("render");
-        assert_eq!(coverage_gaps(&p, &as_live(&m, &v), false), vec![]);
-        // The enforce defaults left in place: an outage would block creations.
-        let (m, v) =
-            configurations(&p, &Options::service("runner-fence", "runner-fence")).expect("render");
+        let live = as_live(&m, &v);
+        let hooks = names_and_failure_policies(&live);
+        assert_eq!(
+            hooks,
+            [
+                (AUDIT_MUTATING_WEBHOOK, "Ignore"),
+                (AUDIT_VALIDATING_WEBHOOK, "Ignore")
+            ]
+        );
+        assert_eq!(coverage_gaps(&p, &live, false), vec![]);
+        // Fail set by hand: an outage would block creations.
+        let fail = Options {
+            mutate_failure_policy: Some(FailurePolicy::Fail),
+            validate_failure_policy: Some(FailurePolicy::Fail),
+            ..opts
+        };
+        let (m, v) = configurations(&p, &fail).expect("render");
         let reasons: Vec<String> = coverage_gaps(&p, &as_live(&m, &v), true)
             .into_iter()
             .map(|g| g.reason)
@@ -976,14 +1044,73 @@ mod tests {
         assert_eq!(
             reasons,
             [
-                "0100-runner-fence/pods.mutate.runner-fence.dev has failurePolicy: Fail while the policy audits: an outage blocks pod creations that audit mode allows; render webhooks emits Ignore for an audit policy",
-                "runner-fence/pods.validate.runner-fence.dev has failurePolicy: Fail while the policy audits: an outage blocks pod creations that audit mode allows; render webhooks emits Ignore for an audit policy",
+                "0100-runner-fence/audit.pods.mutate.runner-fence.dev has failurePolicy: Fail while the policy audits: an outage blocks pod creations that audit mode allows; render webhooks emits Ignore for an audit policy",
+                "runner-fence/audit.pods.validate.runner-fence.dev has failurePolicy: Fail while the policy audits: an outage blocks pod creations that audit mode allows; render webhooks emits Ignore for an audit policy",
             ]
         );
         // Enforcing, Fail is right and Ignore needs the backstop.
         p.mode = Mode::Enforce;
         assert_eq!(FailurePolicy::for_policy(&p), FailurePolicy::Fail);
         assert_eq!(coverage_gaps(&p, &as_live(&m, &v), false), vec![]);
+    }
+
+    #[test]
+    fn policies_of_both_modes_get_one_webhook_per_mode() {
+        let enforcing = policy_with(&["gitlab-runner", "ci-job-*"]);
+        let mut auditing = policy_with(&["ci-team-b", "ci-audit-*"]);
+        auditing.mode = Mode::Audit;
+        let opts = Options::service("runner-fence", "runner-fence");
+        let (m, v) = configurations_of(&[&enforcing, &auditing], &opts).expect("render");
+        let live = as_live(&m, &v);
+        let hooks = names_and_failure_policies(&live);
+        assert_eq!(
+            hooks,
+            [
+                (MUTATING_WEBHOOK, "Fail"),
+                (AUDIT_MUTATING_WEBHOOK, "Ignore"),
+                (VALIDATING_WEBHOOK, "Fail"),
+                (AUDIT_VALIDATING_WEBHOOK, "Ignore"),
+            ]
+        );
+        // Each webhook is sent only its mode's namespaces.
+        for w in &live {
+            let audit = w.name.starts_with("audit.");
+            for (ns, of_auditing) in [
+                ("gitlab-runner", false),
+                ("ci-job-*", false),
+                ("ci-team-b", true),
+                ("ci-audit-*", true),
+            ] {
+                assert_eq!(
+                    conditions_pass(&w.match_conditions, ns)
+                        && selects_bare_namespace(
+                            w.namespace_selector.as_ref(),
+                            &probe_namespace(ns)
+                        ),
+                    audit == of_auditing,
+                    "{} and {ns}",
+                    w.name
+                );
+            }
+        }
+        // Both policies are judged clean against what the controller generates.
+        assert_eq!(coverage_gaps(&enforcing, &live, false), vec![]);
+        assert_eq!(coverage_gaps(&auditing, &live, false), vec![]);
+        // One Fail webhook for both (what the controller generated before): the
+        // auditing team's creations would fail in an outage, and audit says so.
+        let one = Options {
+            mutate_failure_policy: Some(FailurePolicy::Fail),
+            validate_failure_policy: Some(FailurePolicy::Fail),
+            ..opts
+        };
+        let (m, v) = configurations(
+            &policy_with(&["gitlab-runner", "ci-job-*", "ci-team-b", "ci-audit-*"]),
+            &one,
+        )
+        .expect("render");
+        let live = as_live(&m, &v);
+        assert_eq!(coverage_gaps(&enforcing, &live, false), vec![]);
+        assert_eq!(coverage_gaps(&auditing, &live, false).len(), 2);
     }
 
     #[test]

@@ -78,9 +78,9 @@ pub struct Config {
     pub reconcile_webhooks: bool,
     /// caBundle source.
     pub ca_bundle: CaBundle,
-    /// failurePolicy of the mutating webhook (None: from the served policies).
+    /// failurePolicy of the mutating webhooks (None: each from its policies' mode).
     pub mutate_failure_policy: Option<FailurePolicy>,
-    /// failurePolicy of the validating webhook (None: from the served policies).
+    /// failurePolicy of the validating webhooks (None: each from its policies' mode).
     pub validate_failure_policy: Option<FailurePolicy>,
     /// timeoutSeconds of both.
     pub timeout_seconds: i32,
@@ -89,8 +89,7 @@ pub struct Config {
 }
 
 impl Config {
-    fn webhook_options(&self, set: &crate::core::fleet::PolicySet) -> webhooks::Options {
-        let default = FailurePolicy::for_set(set);
+    fn webhook_options(&self) -> webhooks::Options {
         webhooks::Options {
             client: match &self.url {
                 Some(base) => webhooks::Client::Url {
@@ -104,8 +103,8 @@ impl Config {
                 },
             },
             ca_bundle: None,
-            mutate_failure_policy: self.mutate_failure_policy.unwrap_or(default),
-            validate_failure_policy: self.validate_failure_policy.unwrap_or(default),
+            mutate_failure_policy: self.mutate_failure_policy,
+            validate_failure_policy: self.validate_failure_policy,
             timeout_seconds: self.timeout_seconds,
             names: webhooks::Names::release(&self.release),
         }

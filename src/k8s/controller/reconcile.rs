@@ -140,7 +140,7 @@ impl<S: PolicySink> Reconciler<S> {
     /// Applies the generated objects for the served set and removes the ones
     /// no longer wanted; true when every object was written.
     pub async fn objects(&mut self, snap: &Snapshot, ca_bundle: Option<&[u8]>) -> bool {
-        let mut opts = self.cfg.webhook_options(&snap.resolution.set);
+        let mut opts = self.cfg.webhook_options();
         opts.ca_bundle = ca_bundle.map(<[u8]>::to_vec);
         let desired = match cluster::desired(&snap.resolution.set, &opts, &self.cfg.release) {
             Ok(d) => d,
