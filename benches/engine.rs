@@ -2,14 +2,17 @@
 //! Run: cargo bench --bench engine
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use runner_fence::core::engine::pod::PodView;
 use runner_fence::core::engine::{self, Endpoint, Operation, Request};
 use runner_fence::core::nodes::{NodeInfo, NodeSnapshot};
 use runner_fence::core::policy;
-use runner_fence::webhook::admission;
+use runner_fence::webhook::metrics::{EndpointLabels, Metrics, ReviewLabels};
+use runner_fence::webhook::{LogFormat, State, admission, log_subscriber, log_writer, routes};
 use serde_json::{Value, json};
+use tower::ServiceExt;
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -202,7 +205,115 @@ fn benches(c: &mut Criterion) {
                 .map(|r| serde_json::to_vec(&r.response).map(|v| v.len()))
         })
     });
+    stages(&mut g, &p, &body, &vbody);
     g.finish();
+}
+
+/// The no-op `raw` baseline's parse (examples/noop_webhook.rs): the envelope
+/// and the uid, the object only scanned as JSON.
+#[derive(serde::Deserialize)]
+struct RawReview<'a> {
+    #[serde(borrow)]
+    request: RawRequest<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawRequest<'a> {
+    uid: String,
+    #[serde(borrow, default)]
+    object: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The server's stages around the engine: what a review costs beyond the
+/// no-op's parse, one stage at a time.
+fn stages(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    p: &policy::Policy,
+    body: &[u8],
+    vbody: &[u8],
+) {
+    g.bench_function("parse/raw-baseline", |b| {
+        b.iter(|| {
+            serde_json::from_slice::<RawReview>(black_box(body))
+                .map(|r| (r.request.uid.len(), r.request.object.is_some()))
+        })
+    });
+    let m = admission::parse_review(body).expect("review");
+    let decision = admission::decide(p, Endpoint::Mutate, &m, None);
+    g.bench_function("respond/mutate-typical", |b| {
+        b.iter(|| {
+            serde_json::to_vec(&admission::response(m.uid(), black_box(&decision))).map(|v| v.len())
+        })
+    });
+    let metrics = Metrics::new();
+    g.bench_function("metrics/review", |b| {
+        b.iter(|| {
+            metrics
+                .reviews
+                .get_or_create(&ReviewLabels {
+                    endpoint: "mutate",
+                    decision: "patched",
+                    mode: "enforce",
+                    rule: "none",
+                })
+                .inc();
+            metrics
+                .latency
+                .get_or_create(&EndpointLabels { endpoint: "mutate" })
+                .observe(black_box(0.000_05));
+        })
+    });
+    // The handler as `serve` runs it (routing, review, metrics, the log line,
+    // the response), without TLS and HTTP: no log, then each format formatted
+    // only (to a sink), written with a write(2) per line (to /dev/null, as the
+    // server wrote to stderr) and queued for the writer thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let app = routes::admission_router(Arc::new(State::new(p.clone(), false)));
+    let (body, vbody) = (
+        axum::body::Bytes::from(body.to_vec()),
+        axum::body::Bytes::from(vbody.to_vec()),
+    );
+    let call = |path: &str, body: &axum::body::Bytes| {
+        let req = axum::http::Request::post(path)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.clone()))
+            .expect("request");
+        rt.block_on(app.clone().oneshot(req))
+            .map(|r| r.status().as_u16())
+    };
+    for (ep, body) in [("mutate", &body), ("validate", &vbody)] {
+        let path = format!("/{ep}");
+        g.bench_function(format!("serve/{ep}-typical/no-log"), |b| {
+            b.iter(|| call(&path, black_box(body)))
+        });
+    }
+    let filter = || tracing_subscriber::EnvFilter::new("info");
+    for (name, format) in [("plain", LogFormat::Plain), ("json", LogFormat::Json)] {
+        let sub = log_subscriber(format, filter(), false, std::io::sink);
+        tracing::subscriber::with_default(sub, || {
+            g.bench_function(format!("serve/mutate-typical/{name}-formatted"), |b| {
+                b.iter(|| call("/mutate", black_box(&body)))
+            });
+        });
+        let null = Arc::new(std::fs::File::create("/dev/null").expect("/dev/null"));
+        let sub = log_subscriber(format, filter(), false, null);
+        tracing::subscriber::with_default(sub, || {
+            g.bench_function(format!("serve/mutate-typical/{name}-written"), |b| {
+                b.iter(|| call("/mutate", black_box(&body)))
+            });
+        });
+        let null = std::fs::File::create("/dev/null").expect("/dev/null");
+        let (writer, logs) = log_writer(null, runner_fence::webhook::LOG_BUFFERED_BYTES);
+        let sub = log_subscriber(format, filter(), false, writer);
+        tracing::subscriber::with_default(sub, || {
+            g.bench_function(format!("serve/mutate-typical/{name}-queued"), |b| {
+                b.iter(|| call("/mutate", black_box(&body)))
+            });
+        });
+        drop(logs);
+    }
 }
 
 criterion_group! {

@@ -262,3 +262,96 @@ fn serve_writes_no_colour_into_a_file() {
     assert!(text.contains("serving"), "{text}");
     assert!(!text.contains('\u{1b}'), "colour codes in a file: {text:?}");
 }
+
+/// `serve` on SIGTERM writes every line it logged (they are buffered for a
+/// writer thread) before it exits: one per review, and its last, `stopped`.
+#[tokio::test]
+async fn serve_writes_every_line_before_it_exits_on_sigterm() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = dir.path().join("serve.log");
+    let ca = dir.path().join("ca.crt");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--shutdown-delay-seconds",
+            "0",
+            "--log-format",
+            "json",
+            "--ca-out",
+        ])
+        .arg(&ca)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("serve starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let addr = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                let rest = l.split("webhook on https://").nth(1)?;
+                rest.split_whitespace().next().map(str::to_string)
+            })
+    })
+    .await
+    .expect("reader")
+    .expect("the webhook address on stdout");
+    let port = addr.rsplit(':').next().expect("port").to_string();
+    let ca_pem = std::fs::read(&ca).expect("ca");
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).expect("ca"))
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let reviews = 300;
+    let review = body("job-with-services.json");
+    for _ in 0..reviews {
+        let resp = client
+            .post(format!("https://localhost:{port}/mutate"))
+            .header("content-type", "application/json")
+            .body(review.clone())
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(resp.status(), 200);
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let mut exited = None;
+    for _ in 0..400 {
+        if let Some(s) = child.try_wait().expect("wait") {
+            exited = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(exited.is_some_and(|s| s.success()), "exit: {exited:?}");
+    let text = std::fs::read_to_string(&log).expect("log");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    assert_eq!(
+        messages.iter().filter(|m| **m == "review").count(),
+        reviews,
+        "{text}"
+    );
+    assert_eq!(messages.last(), Some(&"stopped"), "{text}");
+}

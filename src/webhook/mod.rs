@@ -23,19 +23,31 @@ use base64::Engine as _;
 pub use args::{AuditArgs, ClusterArgs, FailurePolicyArg, LogFormat, ServeArgs};
 pub use connection::http_builder;
 pub use error::Error;
-pub use logging::subscriber as log_subscriber;
+pub use logging::{
+    BUFFERED_BYTES as LOG_BUFFERED_BYTES, LogWriter, Logs, buffered as log_writer,
+    subscriber as log_subscriber,
+};
 pub use server::Server;
 pub use signals::shutdown_signal;
 pub use state::State;
 
 /// `runner-fence serve`.
 pub fn serve(args: ServeArgs) -> Result<(), Error> {
-    logging::init_logging(args.log_format);
+    // Held to the end: dropping it writes out every queued log line.
+    let logs = std::sync::Arc::new(logging::init_logging(args.log_format));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    rt.block_on(async move {
+    let served = rt.block_on(async {
+        let reporter = logs.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(logging::DROP_REPORT_INTERVAL);
+            loop {
+                tick.tick().await;
+                reporter.report_dropped();
+            }
+        });
         let ca_out = args.ca_out.clone();
         let server = Server::bind(args).await?;
         if let Some(ca) = &server.generated_ca {
@@ -57,5 +69,8 @@ pub fn serve(args: ServeArgs) -> Result<(), Error> {
         );
         tracing::info!(addr = %server.addr, admin = %server.admin_addr, "serving");
         server.run(shutdown_signal()).await
-    })
+    });
+    drop(rt);
+    logs.report_dropped();
+    served
 }
