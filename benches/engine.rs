@@ -209,20 +209,9 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-/// The no-op `raw` baseline's parse (examples/noop_webhook.rs): the envelope
-/// and the uid, the object only scanned as JSON.
-#[derive(serde::Deserialize)]
-struct RawReview<'a> {
-    #[serde(borrow)]
-    request: RawRequest<'a>,
-}
-
-#[derive(serde::Deserialize)]
-struct RawRequest<'a> {
-    uid: String,
-    #[serde(borrow, default)]
-    object: Option<&'a serde_json::value::RawValue>,
-}
+#[path = "../examples/common/raw_review.rs"]
+mod raw_review;
+use raw_review::RawReview;
 
 /// The server's stages around the engine: what a review costs beyond the
 /// no-op's parse, one stage at a time.

@@ -23,19 +23,9 @@ use hyper_util::service::TowerToHyperService;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 
-#[derive(serde::Deserialize)]
-struct RawReview<'a> {
-    #[serde(borrow)]
-    request: RawRequest<'a>,
-}
-
-#[derive(serde::Deserialize)]
-struct RawRequest<'a> {
-    uid: String,
-    #[serde(borrow, default)]
-    #[allow(dead_code)]
-    object: Option<&'a serde_json::value::RawValue>,
-}
+#[path = "common/raw_review.rs"]
+mod raw_review;
+use raw_review::RawReview;
 
 async fn review_raw(body: Bytes) -> Response {
     match serde_json::from_slice::<RawReview>(&body) {
