@@ -146,6 +146,7 @@ fn exists(t: &str) -> String {
 
 /// A test of [`TOLERATES`] for one protected taint: decided by the taint alone
 /// (a field it leaves open), or CEL on the toleration.
+#[derive(Debug, PartialEq)]
 enum Part {
     Const(bool),
     Cel(String),
@@ -573,6 +574,29 @@ mod tests {
     use super::*;
     use crate::core::tolerations::{TaintEffect, Tol};
     use k8s_openapi::api::core::v1::Toleration;
+
+    /// The compiler's joins: a constant that decides makes the whole, the others
+    /// drop out, and only constants leave the join's unit. Every clause of today's
+    /// TOLERATES has a CEL part, so the table alone never reaches the last case.
+    #[test]
+    fn constants_decide_or_drop_out_of_a_join() {
+        use Part::{Cel, Const};
+        let c = |s: &str| Cel(s.to_string());
+        assert_eq!(join([Const(true), Const(true)], " && ", false), Const(true));
+        assert_eq!(
+            join([Const(false), Const(false)], " || ", true),
+            Const(false)
+        );
+        assert_eq!(join([], " && ", false), Const(true));
+        assert_eq!(join([], " || ", true), Const(false));
+        assert_eq!(
+            join([Const(true), c("a"), c("b")], " && ", false),
+            c("(a && b)")
+        );
+        assert_eq!(join([c("a"), Const(false)], " || ", true), c("(a)"));
+        assert_eq!(join([c("a"), Const(false)], " && ", false), Const(false));
+        assert_eq!(join([c("a"), Const(true)], " || ", true), Const(true));
+    }
 
     fn taint(value: Option<&str>, effect: Option<TaintEffect>) -> TaintSpec {
         TaintSpec {
