@@ -228,23 +228,31 @@ async fn plain_log_lines(#[case] ansi: bool, #[case] coloured: bool) {
     assert_eq!(text.contains("\u{1b}["), coloured, "{text:?}");
 }
 
+/// `serve` on loopback ports the OS picks, with the default log filter,
+/// its CA written to `ca`.
+fn serve(extra: &[&str], ca: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"));
+    cmd.args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+    ])
+    .args(extra)
+    .arg("--ca-out")
+    .arg(ca)
+    .env_remove("RUST_LOG");
+    cmd
+}
+
 /// `serve` with its stderr in a file (not a terminal) writes no colour codes.
 #[test]
 fn serve_writes_no_colour_into_a_file() {
     let dir = tempfile::tempdir().expect("tmp");
     let log = dir.path().join("serve.log");
     let file = std::fs::File::create(&log).expect("log file");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--ca-out",
-        ])
-        .arg(dir.path().join("ca.crt"))
-        .env_remove("RUST_LOG")
+    let mut child = serve(&[], &dir.path().join("ca.crt"))
         .stdout(std::process::Stdio::null())
         .stderr(file)
         .spawn()
@@ -271,25 +279,14 @@ async fn serve_writes_every_line_before_it_exits_on_sigterm() {
     let dir = tempfile::tempdir().expect("tmp");
     let log = dir.path().join("serve.log");
     let ca = dir.path().join("ca.crt");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runner-fence"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--shutdown-delay-seconds",
-            "0",
-            "--log-format",
-            "json",
-            "--ca-out",
-        ])
-        .arg(&ca)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("serve starts");
+    let mut child = serve(
+        &["--shutdown-delay-seconds", "0", "--log-format", "json"],
+        &ca,
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::fs::File::create(&log).expect("log file"))
+    .spawn()
+    .expect("serve starts");
     let stdout = child.stdout.take().expect("stdout");
     let addr = tokio::task::spawn_blocking(move || {
         std::io::BufReader::new(stdout)
