@@ -80,12 +80,6 @@ impl Progress {
             pause: opts.page_pause,
         }
     }
-    /// Between two pages.
-    async fn pause(&self) {
-        if !self.pause.is_zero() {
-            tokio::time::sleep(self.pause).await;
-        }
-    }
     fn show(&self, what: &str, n: usize) {
         if self.on {
             let mut e = std::io::stderr();
@@ -120,26 +114,54 @@ where
 {
     let mut out = Vec::new();
     let mut seen = 0;
-    let mut lp = ListParams::default().limit(progress.page);
+    let first = ListParams::default().limit(progress.page);
+    each_page(
+        first,
+        progress.pause,
+        |lp| async move {
+            api.list(&lp).await.map_err(|e| Error::List {
+                what,
+                source: ApiError::new(&e, Call::Read("list", what)),
+            })
+        },
+        |items| {
+            seen += items.len();
+            out.extend(items.into_iter().filter_map(&mut keep));
+            progress.show(what, seen);
+        },
+    )
+    .await?;
+    Ok(out)
+}
+
+/// Reads a list page by page: `first` (its limit the page size, its
+/// selectors kept on every page), then each continue token, `pause` between
+/// pages, each page handed to `on_page` as it comes. Every paged list of the
+/// audit goes through here.
+pub(super) async fn each_page<T, Fut>(
+    first: ListParams,
+    pause: std::time::Duration,
+    mut fetch: impl FnMut(ListParams) -> Fut,
+    mut on_page: impl FnMut(Vec<T>),
+) -> Result<(), Error>
+where
+    T: Clone,
+    Fut: std::future::Future<Output = Result<ObjectList<T>, Error>>,
+{
+    let mut lp = first.clone();
     loop {
-        let page: ObjectList<K> = api.list(&lp).await.map_err(|e| Error::List {
-            what,
-            source: ApiError::new(&e, Call::Read("list", what)),
-        })?;
-        seen += page.items.len();
-        out.extend(page.items.into_iter().filter_map(&mut keep));
-        progress.show(what, seen);
+        let page = fetch(lp).await?;
+        on_page(page.items);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(c) => {
-                lp = ListParams::default()
-                    .limit(progress.page)
-                    .continue_token(&c);
-                progress.pause().await;
+                lp = first.clone().continue_token(&c);
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
             }
-            None => break,
+            None => return Ok(()),
         }
     }
-    Ok(out)
 }
 
 fn is_ours(name: &str, service: Option<&str>) -> bool {
@@ -318,15 +340,20 @@ async fn list_pods(
         source: ApiError::new(&e, Call::Read("list", "pods")),
     };
     let mut seen = 0;
-    let mut lp = ListParams::default().limit(progress.page);
-    loop {
+    let fetch = |lp: ListParams| async move {
         let request = kube::core::Request::new("/api/v1/pods")
             .list(&lp)
             .map_err(|e| failed(kube::Error::BuildRequest(e)))?;
-        let page: ObjectList<Value> = client.request(request).await.map_err(failed)?;
-        seen += page.items.len();
+        client
+            .request::<ObjectList<Value>>(request)
+            .await
+            .map_err(failed)
+    };
+    let first = ListParams::default().limit(progress.page);
+    each_page(first, progress.pause, fetch, |items| {
+        seen += items.len();
         let mut kept = Vec::new();
-        for mut p in page.items {
+        for mut p in items {
             let ns = p
                 .pointer("/metadata/namespace")
                 .and_then(Value::as_str)
@@ -342,17 +369,8 @@ async fn list_pods(
         }
         on_page(kept);
         progress.show("pods", seen);
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(c) => {
-                lp = ListParams::default()
-                    .limit(progress.page)
-                    .continue_token(&c);
-                progress.pause().await;
-            }
-            None => break,
-        }
-    }
-    Ok(())
+    })
+    .await
 }
 
 /// CPU work inside a read: on a multi-threaded runtime (the server's) the

@@ -496,23 +496,18 @@ impl Stored {
     /// Lists every report labelled [`MANAGED_BY`], metadata only, paged as
     /// `opts` says.
     pub(super) async fn list(client: &Client, opts: &super::Options) -> Result<Self, Error> {
-        let all = Api::<DynamicObject>::all_with(client.clone(), &api_resource());
+        let all = &Api::<DynamicObject>::all_with(client.clone(), &api_resource());
         let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
-        let page = |c: Option<&str>| {
-            let lp = ListParams::default().labels(&selector).limit(opts.page());
-            match c {
-                Some(c) => lp.continue_token(c),
-                None => lp,
-            }
-        };
-        let mut out = HashMap::new();
-        let mut lp = page(None);
-        loop {
-            let list = all.list_metadata(&lp).await.map_err(|e| Error::List {
+        let first = ListParams::default().labels(&selector).limit(opts.page());
+        let fetch = |lp: ListParams| async move {
+            all.list_metadata(&lp).await.map_err(|e| Error::List {
                 what: "policyreports.wgpolicyk8s.io",
                 source: ApiError::new(&e, Call::Reports("list")),
-            })?;
-            for o in list.items {
+            })
+        };
+        let mut out = HashMap::new();
+        super::collect::each_page(first, opts.page_pause, fetch, |items| {
+            for o in items {
                 let m = o.metadata;
                 let label = |map: &Option<BTreeMap<String, String>>, k: &str| {
                     map.as_ref().and_then(|l| l.get(k).cloned())
@@ -526,16 +521,8 @@ impl Stored {
                     written,
                 );
             }
-            match list.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(c) => {
-                    lp = page(Some(&c));
-                    if !opts.page_pause.is_zero() {
-                        tokio::time::sleep(opts.page_pause).await;
-                    }
-                }
-                None => break,
-            }
-        }
+        })
+        .await?;
         Ok(Stored(out))
     }
 
