@@ -97,13 +97,13 @@ pub struct ServeArgs {
     #[arg(long, env = "RUNNER_FENCE_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,
     /// How long a client may take to send a request body, in milliseconds.
-    #[arg(long, env = "RUNNER_FENCE_BODY_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "RUNNER_FENCE_BODY_TIMEOUT_MS", default_value_t = super::routes::DEFAULT_BODY_TIMEOUT_MS)]
     pub body_timeout_ms: u64,
     /// How often policy and certificate files are checked for changes, in milliseconds.
     #[arg(long, env = "RUNNER_FENCE_RELOAD_INTERVAL_MS", default_value_t = 2000)]
     pub reload_interval_ms: u64,
     /// Reviews processed at once, across /mutate and /validate; more wait.
-    #[arg(long, env = "RUNNER_FENCE_MAX_CONCURRENCY", default_value_t = 512)]
+    #[arg(long, env = "RUNNER_FENCE_MAX_CONCURRENCY", default_value_t = super::routes::DEFAULT_MAX_CONCURRENCY)]
     pub max_concurrency: usize,
     /// Log format.
     #[arg(

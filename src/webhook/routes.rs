@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State as AxState};
+use axum::extract::State as AxState;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tower::limit::ConcurrencyLimit;
+use tokio::sync::Semaphore;
 
 use super::State;
 use super::metrics::{EndpointLabels, ReviewLabels, ViolationLabels};
@@ -22,54 +22,92 @@ use crate::webhook::admission;
 /// The apiserver's own request size limit.
 pub(crate) const MAX_BODY_BYTES: usize = 3 << 20;
 
-/// What the webhook port serves: the body is read first, within `body_timeout`
-/// and the size cap, *before* a concurrency permit is taken (a slow client must
-/// not hold one), then one limit of `max_concurrency` covers both endpoints.
+/// What the webhook port serves: one router whose two handlers read the body
+/// first, within `body_timeout` and the size cap, *before* taking a permit of
+/// the one `max_concurrency` limit both endpoints share (a slow client must not
+/// hold one). A single router and no middleware: this is every admission's
+/// path, and a second router behind a boxed middleware cost more per review
+/// than the rules.
 pub(crate) fn admission_service(
     state: Arc<State>,
     max_concurrency: usize,
     body_timeout: Duration,
 ) -> Router {
-    with_body_reader(state.clone(), limited(state, max_concurrency), body_timeout)
+    router(Arc::new(Admission {
+        permits: Semaphore::new(max_concurrency.clamp(1, Semaphore::MAX_PERMITS)),
+        body_timeout,
+        state,
+    }))
 }
 
-/// Both endpoints behind one limit (a layer on the Router would give each route its own).
-fn limited(state: Arc<State>, max_concurrency: usize) -> ConcurrencyLimit<Router> {
-    ConcurrencyLimit::new(admission_router(state), max_concurrency.max(1))
-}
-
-fn with_body_reader(
-    state: Arc<State>,
-    svc: ConcurrencyLimit<Router>,
-    body_timeout: Duration,
-) -> Router {
+fn router(admission: Arc<Admission>) -> Router {
     Router::new()
-        .fallback_service(svc)
-        .layer(axum::middleware::from_fn_with_state(
-            BodyReader {
-                state,
-                timeout: body_timeout,
-            },
-            read_body,
-        ))
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .method_not_allowed_fallback(wrong_method)
+        .fallback(unknown_path)
+        .with_state(admission)
 }
 
-#[derive(Clone)]
-struct BodyReader {
+/// The admission router with the default limits (`--max-concurrency`,
+/// `--body-timeout-ms`), for tests and benchmarks.
+pub fn admission_router(state: Arc<State>) -> Router {
+    admission_service(
+        state,
+        DEFAULT_MAX_CONCURRENCY,
+        Duration::from_millis(DEFAULT_BODY_TIMEOUT_MS),
+    )
+}
+
+/// `--max-concurrency`'s default.
+pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 512;
+/// `--body-timeout-ms`'s default.
+pub(crate) const DEFAULT_BODY_TIMEOUT_MS: u64 = 5000;
+
+/// What the admission handlers share: the state, the limit, the body deadline.
+struct Admission {
     state: Arc<State>,
-    timeout: Duration,
+    /// One pool for both endpoints; waiters queue in order.
+    permits: Semaphore,
+    body_timeout: Duration,
+}
+
+async fn mutate(AxState(a): AxState<Arc<Admission>>, req: axum::extract::Request) -> Response {
+    admit(&a, Endpoint::Mutate, req).await
+}
+
+async fn validate(AxState(a): AxState<Arc<Admission>>, req: axum::extract::Request) -> Response {
+    admit(&a, Endpoint::Validate, req).await
+}
+
+/// Reads the body, then waits for a permit, then reviews.
+async fn admit(a: &Admission, endpoint: Endpoint, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match read_body(a, endpoint.as_str(), body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    // The semaphore is never closed, so acquiring only fails if it were.
+    let Ok(_permit) = a.permits.acquire().await else {
+        return bad(
+            &a.state,
+            endpoint.as_str(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting-down",
+            "runner-fence is shutting down".to_string(),
+        );
+    };
+    review(&a.state, endpoint, &parts.headers, &body).await
 }
 
 /// Buffers the request body within a deadline and the size cap; a body that
 /// is too large, too slow or cut off is answered, counted and logged here.
 async fn read_body(
-    AxState(reader): AxState<BodyReader>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let endpoint = endpoint_label(req.uri().path());
-    let (parts, body) = req.into_parts();
-    let s = &reader.state;
+    a: &Admission,
+    endpoint: &'static str,
+    body: axum::body::Body,
+) -> Result<Bytes, Response> {
+    let s = &*a.state;
     // A client that resets its HTTP/2 stream (or closes the connection) while
     // sending makes hyper drop this future: the guard still counts it.
     let mut reading = Reading {
@@ -78,20 +116,14 @@ async fn read_body(
         finished: false,
     };
     let read =
-        tokio::time::timeout(reader.timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await;
+        tokio::time::timeout(a.body_timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await;
     reading.finished = true;
     match read {
-        Ok(Ok(bytes)) => {
-            next.run(axum::extract::Request::from_parts(
-                parts,
-                axum::body::Body::from(bytes),
-            ))
-            .await
-        }
+        Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
+            Err(if too_large {
                 bad(
                     s,
                     endpoint,
@@ -107,18 +139,18 @@ async fn read_body(
                     "body-incomplete",
                     format!("cannot read the request body: {e}"),
                 )
-            }
+            })
         }
-        Err(_) => bad(
+        Err(_) => Err(bad(
             s,
             endpoint,
             StatusCode::REQUEST_TIMEOUT,
             "body-timeout",
             format!(
                 "request body not received within {} ms",
-                reader.timeout.as_millis()
+                a.body_timeout.as_millis()
             ),
-        ),
+        )),
     }
 }
 
@@ -153,20 +185,9 @@ fn endpoint_label(path: &str) -> &'static str {
     }
 }
 
-/// The admission router (served over TLS).
-pub fn admission_router(state: Arc<State>) -> Router {
-    Router::new()
-        .route("/mutate", post(mutate))
-        .route("/validate", post(validate))
-        .method_not_allowed_fallback(wrong_method)
-        .fallback(unknown_path)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
-}
-
-async fn wrong_method(AxState(s): AxState<Arc<State>>, method: Method, uri: Uri) -> Response {
+async fn wrong_method(AxState(a): AxState<Arc<Admission>>, method: Method, uri: Uri) -> Response {
     let mut resp = bad(
-        &s,
+        &a.state,
         endpoint_label(uri.path()),
         StatusCode::METHOD_NOT_ALLOWED,
         "method",
@@ -177,9 +198,9 @@ async fn wrong_method(AxState(s): AxState<Arc<State>>, method: Method, uri: Uri)
     resp
 }
 
-async fn unknown_path(AxState(s): AxState<Arc<State>>, uri: Uri) -> Response {
+async fn unknown_path(AxState(a): AxState<Arc<Admission>>, uri: Uri) -> Response {
     bad(
-        &s,
+        &a.state,
         "other",
         StatusCode::NOT_FOUND,
         "unknown-path",
@@ -225,14 +246,6 @@ async fn metrics(AxState(s): AxState<Arc<State>>) -> Response {
         s.metrics.encode(),
     )
         .into_response()
-}
-
-async fn mutate(s: AxState<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
-    review(&s.0, Endpoint::Mutate, &headers, &body).await
-}
-
-async fn validate(s: AxState<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
-    review(&s.0, Endpoint::Validate, &headers, &body).await
 }
 
 /// A request answered with a 4xx before review: counted by reason, logged
@@ -395,7 +408,7 @@ fn log_review(endpoint: Endpoint, reviewed: &admission::Reviewed, rule: &str, el
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower::{Service, ServiceExt};
+    use tower::ServiceExt;
 
     fn request(path: &str) -> axum::extract::Request {
         axum::http::Request::post(path)
@@ -407,15 +420,14 @@ mod tests {
     #[tokio::test]
     async fn one_limit_covers_both_endpoints() {
         let policy = crate::core::policy::embedded().expect("policy");
-        let state = Arc::new(State::new(policy, false));
-        let state_for_reader = state.clone();
-        let svc = limited(state, 1);
-        // Take the only permit through one clone of the limited service...
-        let mut holder = svc.clone();
-        std::future::poll_fn(|cx| Service::<axum::extract::Request>::poll_ready(&mut holder, cx))
-            .await
-            .expect("permit");
-        let app = with_body_reader(state_for_reader, svc, Duration::from_secs(1));
+        let admission = Arc::new(Admission {
+            state: Arc::new(State::new(policy, false)),
+            permits: Semaphore::new(1),
+            body_timeout: Duration::from_secs(1),
+        });
+        let app = router(admission.clone());
+        // Take the only permit...
+        let held = admission.permits.acquire().await.expect("permit");
         // ...and neither endpoint gets through while it is held.
         for path in ["/mutate", "/validate"] {
             let waiting = tokio::time::timeout(
@@ -425,7 +437,7 @@ mod tests {
             .await;
             assert!(waiting.is_err(), "{path} ran without a permit");
         }
-        drop(holder);
+        drop(held);
         let resp = app.oneshot(request("/validate")).await.expect("answered");
         assert_eq!(
             resp.status(),
