@@ -997,3 +997,89 @@ fn resource_checks(
         }
     }
 }
+
+#[cfg(test)]
+mod wording {
+    //! What each cause says, word for word: the counts ("and N more", "carries"
+    //! against "carry"), why a node is protected, whose resources. The denial is
+    //! what a job log shows; a wrong count or an empty reason is a wrong message.
+    use super::*;
+    use crate::core::tolerations::TaintEffect;
+    use rstest::rstest;
+
+    fn names(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("gitlab-{i}")).collect()
+    }
+
+    fn tolerates(carriers: Option<Vec<String>>, exists: bool) -> Cause {
+        Cause::ToleratesProtectedTaint {
+            toleration: "dedicated Exists".into(),
+            exists,
+            taint: TaintSpec {
+                key: "dedicated".into(),
+                value: Some("gitlab".into()),
+                effect: Some(TaintEffect::NoSchedule),
+            },
+            carriers,
+        }
+    }
+
+    fn req(key: &str, op: Operator, values: &[&str]) -> Requirement {
+        Requirement {
+            key: key.into(),
+            operator: op,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    fn q(text: &str) -> Quantity {
+        Quantity::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[rstest]
+    #[case::no_carrier(tolerates(Some(vec![]), false), ", though no protected node in the cluster carries it now; remove")]
+    #[case::one_carrier(tolerates(Some(names(1)), false), ", which gitlab-1 carries; remove")]
+    #[case::two_carry(
+        tolerates(Some(names(2)), false),
+        ", which gitlab-1, gitlab-2 carry; remove"
+    )]
+    #[case::three_carry(
+        tolerates(Some(names(3)), false),
+        ", which gitlab-1, gitlab-2, gitlab-3 carry; remove"
+    )]
+    #[case::four_carry(
+        tolerates(Some(names(4)), false),
+        ", which gitlab-1, gitlab-2, gitlab-3 and 1 more carry; remove"
+    )]
+    #[case::without_cache(
+        tolerates(None, false),
+        "the taint protectedNodes.taints lists for GitLab's nodes; remove"
+    )]
+    #[case::exists(
+        tolerates(Some(names(1)), true),
+        " carries (it tolerates dedicated Exists); remove"
+    )]
+    #[case::one_node(Cause::SchedulableOnProtected { nodes: names(1) }, "can be scheduled on protected GitLab node gitlab-1 (labels")]
+    #[case::two_nodes(Cause::SchedulableOnProtected { nodes: names(2) }, "on protected GitLab nodes gitlab-1, gitlab-2 (labels")]
+    #[case::three_nodes(Cause::SchedulableOnProtected { nodes: names(3) }, "nodes gitlab-1, gitlab-2, gitlab-3 (labels")]
+    #[case::five_nodes(Cause::SchedulableOnProtected { nodes: names(5) }, "nodes gitlab-1, gitlab-2, gitlab-3 and 2 more (labels")]
+    #[case::by_name(Cause::NamesProtectedNode { node: "gitlab-1".into(), by: ProtectedBy::Name, via: NodeRef::NodeName }, "names protected GitLab node gitlab-1 (listed in protectedNodes.names); remove spec.nodeName")]
+    #[case::by_labels(Cause::NamesProtectedNode { node: "gitlab-1".into(), by: ProtectedBy::Labels, via: NodeRef::MatchFields }, "gitlab-1 (its labels match protectedNodes); remove the matchFields entry")]
+    #[case::unknown(Cause::NamesProtectedNode { node: "ip-10-0-0-1".into(), by: ProtectedBy::Unknown, via: NodeRef::Binding }, "binds the job pod to protected GitLab node ip-10-0-0-1 (runner-fence does not know this node (not in the node cache, or it could not be read), so it may be one); job pods")]
+    #[case::ephemeral(Cause::EphemeralOnProtectedNode { node: "gitlab-1".into(), by: ProtectedBy::Labels }, "adds a container to a pod on protected GitLab node gitlab-1 (its labels match protectedNodes); debug")]
+    #[case::container_limit(Cause::LimitBelowRequest { container: Some("build".into()), resource: "memory".into(), limit: q("1Gi"), request: q("2Gi") }, "resources: spec.containers[0] (build) limit memory 1Gi is below its request 2Gi; raise")]
+    #[case::pod_limit(Cause::LimitBelowRequest { container: None, resource: "cpu".into(), limit: q("1"), request: q("2") }, "resources: spec.containers[0] (pod-level resources) limit cpu 1 is below")]
+    #[case::container_max(Cause::RequestAboveMax { container: Some("build".into()), resource: "cpu", request: q("8"), max: q("4") }, "(build) requests cpu 8, above the maximum 4; lower the job's KUBERNETES_*_CPU_REQUEST")]
+    #[case::no_constraints(Cause::ReachesProtectedLabels { constraints: vec![], protected: vec![req("role", Operator::In, &["gitlab"])] }, "has no nodeSelector or required node affinity, so nothing keeps the pod off protected GitLab nodes (role=gitlab); require")]
+    #[case::constraints(Cause::ReachesProtectedLabels { constraints: vec![req("zone", Operator::Exists, &[])], protected: vec![req("role", Operator::In, &["gitlab"])] }, "(zone Exists) does not exclude protected GitLab nodes (role=gitlab); require")]
+    fn each_cause_says(#[case] cause: Cause, #[case] expected: &str) {
+        let v = Violation {
+            rule: RuleId::Resources,
+            path: "spec.containers[0]".into(),
+            cause,
+        };
+        let text = v.to_string();
+        assert!(text.starts_with("resources: spec.containers[0] "), "{text}");
+        assert!(text.contains(expected), "{text}\n does not say\n{expected}");
+    }
+}
