@@ -18,11 +18,7 @@ LOG_FORMAT=${LOG_FORMAT:-plain}
 COMPARE=${COMPARE:-}
 need_oha
 command -v perf >/dev/null || { echo "bench-cpu.sh: perf is missing (apt-get install linux-perf)" >&2; exit 1; }
-if [ -n "${SKIP_BUILD:-}" ]; then
-  RF="$ROOT/target/release/runner-fence"; NOOP="$ROOT/target/release/examples/noop_webhook"
-else
-  build_release
-fi
+build_release
 [ -z "$COMPARE" ] || [ -x "$COMPARE" ] || { echo "bench-cpu.sh: COMPARE=$COMPARE is not an executable" >&2; exit 1; }
 make_bodies
 

@@ -18,9 +18,12 @@ need_oha() {
   fi
 }
 
+# SKIP_BUILD=1 uses the release binaries as they are (a benchmark of the build just made).
 build_release() {
-  echo "== building release binaries"
-  cargo build --release --locked --quiet --bin runner-fence --example noop_webhook
+  if [ -z "${SKIP_BUILD:-}" ]; then
+    echo "== building release binaries"
+    cargo build --release --locked --quiet --bin runner-fence --example noop_webhook
+  fi
   RF="$ROOT/target/release/runner-fence"
   NOOP="$ROOT/target/release/examples/noop_webhook"
 }
