@@ -1083,3 +1083,112 @@ mod wording {
         assert!(text.contains(expected), "{text}\n does not say\n{expected}");
     }
 }
+
+#[cfg(test)]
+mod live {
+    //! The live check on its own. In [`protected_nodes`] it runs only when the
+    //! static checks found nothing, and then no node with the protected labels
+    //! meets the pod's constraints (the static label check is exact), so its
+    //! label-index path is a second line that the rules' tests never reach.
+    //! Called directly here, it must find the nodes the scheduler would accept.
+    use super::*;
+    use k8s_openapi::api::core::v1::Taint;
+    use serde_json::json;
+
+    fn node(name: &str, labels: &[(&str, &str)], taint: Option<&str>) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            taints: taint
+                .map(|v| Taint {
+                    key: "workload".into(),
+                    value: Some(v.into()),
+                    effect: "NoSchedule".into(),
+                    time_added: None,
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn cluster() -> NodeSnapshot {
+        NodeSnapshot::new([
+            node("gitlab-tainted", &[("workload", "gitlab")], Some("gitlab")),
+            node("gitlab-open", &[("workload", "gitlab")], None),
+            node(
+                "fargate-gitlab",
+                &[
+                    ("workload", "gitlab"),
+                    ("eks.amazonaws.com/compute-type", "fargate"),
+                ],
+                None,
+            ),
+            node(
+                "runner-1",
+                &[("workload", "gitlab-runner")],
+                Some("gitlab-runner"),
+            ),
+            node("other", &[("workload", "batch")], None),
+        ])
+    }
+
+    fn live(policy: &Policy) -> Vec<Violation> {
+        let pod: PodView = serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "build"}]}
+        }))
+        .unwrap_or_else(|e| panic!("pod: {e}"));
+        let mut out = Out(Vec::new());
+        protected_live(policy, &pod, &alternatives(&pod), &cluster(), &mut out);
+        out.0
+    }
+
+    fn schedulable(nodes: &[&str]) -> Vec<Violation> {
+        vec![Violation {
+            rule: RuleId::ProtectedNodes,
+            path: "spec".into(),
+            cause: Cause::SchedulableOnProtected {
+                nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            },
+        }]
+    }
+
+    #[test]
+    fn through_the_label_index() {
+        // workload=gitlab AND compute-type NotIn [fargate]: the index is read
+        // through the `In` requirement, not the `NotIn` one before or after it.
+        let policy = crate::core::policy::embedded().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(live(&policy), schedulable(&["gitlab-open"]));
+    }
+
+    #[test]
+    fn through_every_node_without_an_in_requirement() {
+        let mut policy = crate::core::policy::embedded().unwrap_or_else(|e| panic!("{e}"));
+        let pn = &mut policy.protected_nodes;
+        pn.match_labels.clear();
+        pn.match_expressions = vec![Requirement {
+            key: "workload".into(),
+            operator: Operator::NotIn,
+            values: vec!["gitlab-runner".into()],
+        }];
+        // Every node without workload=gitlab-runner is protected: `other` has
+        // no taint either.
+        assert_eq!(
+            live(&policy),
+            schedulable(&["fargate-gitlab", "gitlab-open", "other"])
+        );
+    }
+
+    #[test]
+    fn through_the_names_only_without_labels() {
+        let mut policy = crate::core::policy::embedded().unwrap_or_else(|e| panic!("{e}"));
+        let pn = &mut policy.protected_nodes;
+        pn.match_labels.clear();
+        pn.match_expressions.clear();
+        pn.names = vec!["other".into(), "gitlab-tainted".into(), "absent".into()];
+        assert_eq!(live(&policy), schedulable(&["other"]));
+    }
+}
