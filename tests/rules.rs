@@ -368,6 +368,25 @@ fn fargate_compat(#[case] spec: Value, #[case] fragment: &str) {
     let msg = d.message().unwrap_or_default();
     assert!(msg.contains(fragment), "{msg}");
     assert!(msg.contains("Fargate cannot"), "{msg}");
+    // The way out is the first profile (by name) that is not a Fargate one and
+    // that the namespace may use: `fargate` sorts first and is allowed here.
+    assert!(
+        msg.contains("or use the runner-nodes profile (without the Fargate labels)"),
+        "{msg}"
+    );
+    let mut only_fargate = p.clone();
+    if let Some(r) = only_fargate.placement.profiles.get_mut("runner-nodes") {
+        r.namespaces = Some(vec!["elsewhere".into()]);
+    }
+    let mut pd = pod(spec.clone());
+    pd["metadata"]["labels"] = json!({"runner-fence.dev/profile": "fargate"});
+    let msg = validate(&only_fargate, pd, None)
+        .message()
+        .unwrap_or_default();
+    assert!(
+        msg.contains(fragment) && !msg.contains("or use the"),
+        "{msg}"
+    );
     // The same pod on the runner-nodes profile is not fargate-compat's business.
     let mut runner = pod(spec);
     runner["spec"]["affinity"] = terms(json!([{"matchExpressions": [RUNNER()]}]));
@@ -638,4 +657,24 @@ fn audit_mode_judges_a_create_as_enforce_mode_would_have_mutated_it() {
     // the placement is missing from the pod as it will be stored.
     let enforced = validate(&reference(), pod(json!({})), None);
     assert!(!enforced.allowed());
+}
+
+/// A nodeSelector entry that contradicts the profile is named as the
+/// nodeSelector's, and only that one (not its other, compatible entries).
+#[test]
+fn a_node_selector_conflicting_with_the_profile_names_its_entry() {
+    let spec = json!({"nodeSelector": {"disk": "ssd", "workload": "batch"}});
+    let d = validate(&reference(), pod(spec), None);
+    assert_eq!(rules(&d), vec![RuleId::Placement], "{:?}", d.message());
+    let v = &d.denials()[0];
+    assert_eq!(v.path, "spec.nodeSelector");
+    let Cause::ConflictsWithProfile {
+        culprit, profile, ..
+    } = &v.cause
+    else {
+        panic!("{:?}", d.denials());
+    };
+    assert_eq!(profile, "runner-nodes");
+    let keys: Vec<&str> = culprit.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["workload"], "{culprit:?}");
 }
