@@ -374,4 +374,27 @@ mod tests {
         assert!(!matches_labels(&labels, &req("n Lt 7")));
         assert!(!matches_labels(&labels, &req("zone Exists")));
     }
+
+    /// Gt and Lt on a node's label: integers, strictly, each its own direction;
+    /// a value or bound that is not an integer, or no label, matches neither.
+    #[rstest]
+    #[case("n Gt 6", true)]
+    #[case("n Gt 7", false)]
+    #[case("n Gt 8", false)]
+    #[case("n Lt 8", true)]
+    #[case("n Lt 7", false)]
+    #[case("n Lt 6", false)]
+    #[case("n Lt x", false)]
+    #[case("word Gt 1", false)]
+    #[case("word Lt 1", false)]
+    #[case("absent Lt 100", false)]
+    fn numeric_comparison_on_a_node(#[case] r: &str, #[case] want: bool) {
+        let labels: BTreeMap<String, String> = [
+            ("n".to_string(), "007".to_string()),
+            ("word".to_string(), "seven".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(matches_labels(&labels, &req(r)), want, "{r}");
+    }
 }
