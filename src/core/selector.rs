@@ -330,6 +330,11 @@ mod tests {
     #[case(&["cpu Gt 4", "cpu Lt 6"], true)]
     #[case(&["cpu Gt 4", "cpu NotIn 5", "cpu Lt 6"], true)]
     #[case(&["cpu Lt 0"], false)]
+    // 0 is a label value: Lt 1 is met by it alone, whatever a negative Gt says.
+    #[case(&["cpu Lt 1"], true)]
+    #[case(&["cpu Gt -5", "cpu Lt 1"], true)]
+    #[case(&["cpu Gt 0", "cpu Lt 2"], true)]
+    #[case(&["cpu Gt 0", "cpu Lt 1"], false)]
     #[case(&["cpu Gt x"], false)]
     #[case(&["cpu In 7", "cpu Gt 6"], true)]
     #[case(&["cpu In 7", "cpu Gt 7"], false)]
