@@ -335,6 +335,9 @@ mod tests {
     #[case(&["cpu Gt -5", "cpu Lt 1"], true)]
     #[case(&["cpu Gt 0", "cpu Lt 2"], true)]
     #[case(&["cpu Gt 0", "cpu Lt 1"], false)]
+    // No integer label is above the largest one.
+    #[case(&["cpu Gt 9223372036854775807"], false)]
+    #[case(&["cpu Gt 9223372036854775806"], true)]
     #[case(&["cpu Gt x"], false)]
     #[case(&["cpu In 7", "cpu Gt 6"], true)]
     #[case(&["cpu In 7", "cpu Gt 7"], false)]
