@@ -36,6 +36,11 @@ fn pods_runner_fence_patched_pass_and_unmutated_ones_are_denied(#[case] name: &s
         err[0].starts_with("placement: spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms (or spec.nodeSelector) does not require the node labels of a runner-fence profile"),
         "{err:?}"
     );
+    // It lists each profile with the labels it requires.
+    assert!(
+        err[0].contains("(fargate: eks.amazonaws.com/compute-type=fargate; runner-nodes: workload=gitlab-runner)"),
+        "{err:?}"
+    );
 }
 
 fn with_spec(name: &str, f: impl FnOnce(&mut Value)) -> Value {
@@ -142,6 +147,28 @@ fn profiles_restricted_to_other_namespaces_do_not_count() {
     let mut outside = request(&fixture("plain-job.json"));
     outside["namespace"] = json!("default");
     assert_eq!(backstop(&p, &outside), Ok(()));
+    // `namespaces: []` allows the profile nowhere, in the backstop as in the
+    // engine: the Fargate placement is denied in ci-job-7 too.
+    let nowhere = runner_fence::core::policy::parse(
+        &text.replacen("namespaces: [ci-job-*]\n", "namespaces: []\n", 1),
+        "t.yaml",
+    )
+    .expect("policy");
+    assert_eq!(
+        nowhere.placement.profiles["fargate"].namespaces,
+        Some(vec![])
+    );
+    let mut in_ci = review.clone();
+    in_ci["request"]["namespace"] = json!("ci-job-7");
+    assert!(backstop(&nowhere, &request(&in_ci)).is_err());
+    let engine = admission::handle(
+        &nowhere,
+        Endpoint::Validate,
+        &serde_json::to_vec(&in_ci).expect("json"),
+        None,
+    )
+    .expect("review");
+    assert!(!engine.decision.allowed(), "the engine denies it too");
 }
 
 /// A pod created before enforcement (before install, in audit mode, before its

@@ -119,11 +119,14 @@ fn placement_expression(policy: &Policy) -> String {
         .values()
         .map(|p| {
             let ns = match &p.namespaces {
-                Some(list) if !list.is_empty() => {
+                None => None,
+                // An empty list allows the profile nowhere, as the engine reads
+                // it (`Profile::allowed_in`).
+                Some(list) if list.is_empty() => Some("false".to_string()),
+                Some(list) => {
                     let t: Vec<String> = list.iter().map(|n| namespace_test(n)).collect();
                     Some(format!("({})", t.join(" || ")))
                 }
-                _ => None,
             };
             let parts: Vec<String> = ns
                 .into_iter()
