@@ -578,6 +578,32 @@ mod tests {
     use crate::core::tolerations::{TaintEffect, Tol};
     use k8s_openapi::api::core::v1::Toleration;
 
+    /// What the apiserver matches and does on failure: pods on CREATE and UPDATE
+    /// (the ungating UPDATE), bindings on CREATE, namespaced, in the core group;
+    /// `Fail` written out (the default, but a reader and `kubectl diff` see it).
+    #[test]
+    fn the_policy_matches_pods_and_bindings_and_fails_closed() {
+        let policy = crate::core::policy::embedded().unwrap_or_else(|e| panic!("{e}"));
+        let objects = objects(&policy, "runner-fence").unwrap_or_else(|e| panic!("{e}"));
+        let Some(Object::Policy(vap)) = objects.first() else {
+            panic!("no ValidatingAdmissionPolicy first");
+        };
+        let spec = serde_json::to_value(&vap.spec).unwrap_or_default();
+        assert_eq!(spec["failurePolicy"], "Fail");
+        let rule = |ops: &[&str], resources: &[&str]| {
+            serde_json::json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ops,
+                "resources": resources, "scope": "Namespaced"})
+        };
+        assert_eq!(
+            spec["matchConstraints"]["resourceRules"],
+            serde_json::json!([
+                rule(&["CREATE", "UPDATE"], &["pods"]),
+                rule(&["CREATE"], &["pods/binding", "bindings"])
+            ])
+        );
+        assert!(spec["matchConstraints"]["namespaceSelector"].is_object());
+    }
+
     /// The compiler's joins: a constant that decides makes the whole, the others
     /// drop out, and only constants leave the join's unit. Every clause of today's
     /// TOLERATES has a CEL part, so the table alone never reaches the last case.
