@@ -602,6 +602,17 @@ mod tests {
             ])
         );
         assert!(spec["matchConstraints"]["namespaceSelector"].is_object());
+        assert_eq!(
+            spec["matchConditions"],
+            serde_json::to_value(match_conditions(&policy)).unwrap_or_default()
+        );
+        // Its binding names it and denies (the reference policy enforces).
+        let Some(Object::Binding(binding)) = objects.get(1) else {
+            panic!("no binding second");
+        };
+        let bound = serde_json::to_value(&binding.spec).unwrap_or_default();
+        assert_eq!(bound["policyName"], serde_json::json!(vap.metadata.name));
+        assert_eq!(bound["validationActions"], serde_json::json!(["Deny"]));
     }
 
     /// The compiler's joins: a constant that decides makes the whole, the others
