@@ -678,3 +678,21 @@ fn a_node_selector_conflicting_with_the_profile_names_its_entry() {
     let keys: Vec<&str> = culprit.iter().map(|r| r.key.as_str()).collect();
     assert_eq!(keys, ["workload"], "{culprit:?}");
 }
+
+/// The same conflict written in a required term is named at the term, by its
+/// conflicting requirement alone.
+#[test]
+fn a_term_conflicting_with_the_profile_names_its_requirement() {
+    let spec = json!({"affinity": terms(json!([{"matchExpressions": [
+        expr("disk", "In", &["ssd"]),
+        expr("workload", "In", &["batch"])]}]))});
+    let d = validate(&reference(), pod(spec), None);
+    assert_eq!(rules(&d), vec![RuleId::Placement], "{:?}", d.message());
+    let v = &d.denials()[0];
+    assert!(v.path.starts_with("spec.affinity"), "{}", v.path);
+    let Cause::ConflictsWithProfile { culprit, .. } = &v.cause else {
+        panic!("{:?}", d.denials());
+    };
+    let keys: Vec<&str> = culprit.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["workload"], "{culprit:?}");
+}
