@@ -6,12 +6,10 @@
 mod backstop_cel;
 mod common;
 
-use backstop_cel::{Verdict, backstop, mutated, rendered, request, verdict};
+use backstop_cel::{Verdict, backstop, mutated, rendered, request, validated, verdict};
 use common::{fixture, fixture_names, reference};
 use rstest::rstest;
-use runner_fence::core::engine::Endpoint;
 use runner_fence::core::policy::Policy;
-use runner_fence::webhook::admission;
 use serde_json::{Value, json};
 
 #[rstest]
@@ -161,14 +159,10 @@ fn profiles_restricted_to_other_namespaces_do_not_count() {
     let mut in_ci = review.clone();
     in_ci["request"]["namespace"] = json!("ci-job-7");
     assert!(backstop(&nowhere, &request(&in_ci)).is_err());
-    let engine = admission::handle(
-        &nowhere,
-        Endpoint::Validate,
-        &serde_json::to_vec(&in_ci).expect("json"),
-        None,
-    )
-    .expect("review");
-    assert!(!engine.decision.allowed(), "the engine denies it too");
+    assert!(
+        !validated(&nowhere, &in_ci).allowed(),
+        "the engine denies it too"
+    );
 }
 
 /// A pod created before enforcement (before install, in audit mode, before its
@@ -307,17 +301,10 @@ fn audit_policy() -> Policy {
 /// The validating webhook's violations for a review, as its messages word for
 /// word: what it denies, or in audit mode reports.
 fn webhook_violations(p: &Policy, review: &Value) -> Vec<String> {
-    let r = admission::handle(
-        p,
-        Endpoint::Validate,
-        &serde_json::to_vec(review).expect("json"),
-        None,
-    )
-    .expect("review");
-    r.decision
-        .denials()
+    let d = validated(p, review);
+    d.denials()
         .iter()
-        .chain(r.decision.audited())
+        .chain(d.audited())
         .map(ToString::to_string)
         .collect()
 }
@@ -534,14 +521,8 @@ mod differential {
             backstop_cel::spec(&ns.iter().copied().collect(), None, Vec::new(), None)
         };
         let placed = mutated(&p, &review_of(&pod(json!({}), spec(&[])), "CREATE", None));
-        let v = admission::handle(
-            &p,
-            Endpoint::Validate,
-            &serde_json::to_vec(&placed).expect("json"),
-            None,
-        )
-        .expect("validate answers");
-        assert!(v.decision.allowed(), "{:?}", v.decision.message());
+        let v = validated(&p, &placed);
+        assert!(v.allowed(), "{:?}", v.message());
         assert_eq!(backstop(&p, &request(&placed)), Ok(()));
         let gitlab = review_of(
             &pod(json!({}), spec(&[("workload", "gitlab")])),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cel::extractors::This;
-use runner_fence::core::engine::Endpoint;
+use runner_fence::core::engine::{Decision, Endpoint};
 use runner_fence::core::policy::{Policy, RuleId};
 use runner_fence::core::render::Object;
 use runner_fence::core::render::admission_policy::objects;
@@ -152,6 +152,18 @@ pub fn request(review: &Value) -> Value {
     r
 }
 
+/// What runner-fence's validating webhook decides on `review` (no node cache).
+pub fn validated(p: &Policy, review: &Value) -> Decision {
+    admission::handle(
+        p,
+        Endpoint::Validate,
+        &serde_json::to_vec(review).expect("json"),
+        None,
+    )
+    .expect("validate answers")
+    .decision
+}
+
 /// The review after runner-fence's mutating webhook patched its pod.
 pub fn mutated(p: &Policy, review: &Value) -> Value {
     let m = admission::handle(
@@ -198,14 +210,7 @@ pub fn ungating_review(pod: &Value) -> Value {
 
 /// The rules the backstop stands for, as the engine reports them on `review`.
 pub fn engine_reaches(p: &Policy, review: &Value) -> Vec<String> {
-    let d = admission::handle(
-        p,
-        Endpoint::Validate,
-        &serde_json::to_vec(review).expect("json"),
-        None,
-    )
-    .expect("validate answers")
-    .decision;
+    let d = validated(p, review);
     d.denials()
         .iter()
         .chain(d.audited())
@@ -232,14 +237,7 @@ pub fn never_admits_what_reaches(p: &Policy, review: &Value) -> Result<(), Strin
 /// backstop admits too (else job pods fail while runner-fence is up).
 pub fn admits_what_runner_fence_places(p: &Policy, review: &Value) -> Result<(), String> {
     let placed = mutated(p, review);
-    let v = admission::handle(
-        p,
-        Endpoint::Validate,
-        &serde_json::to_vec(&placed).expect("json"),
-        None,
-    )
-    .expect("validate answers");
-    if !v.decision.allowed() {
+    if !validated(p, &placed).allowed() {
         return Ok(());
     }
     let b = verdict(p, &request(&placed));
