@@ -95,7 +95,8 @@ pub fn overlap(a: &str, b: &str) -> bool {
 pub struct Candidate {
     /// `metadata.name`.
     pub name: String,
-    /// `metadata.creationTimestamp`, seconds (earlier wins a conflict; then the name).
+    /// `metadata.creationTimestamp`, seconds (earlier wins a conflict; within
+    /// one second a policy already enforcing wins, then the name).
     pub created: i64,
     /// `metadata.generation`.
     pub generation: i64,
@@ -244,13 +245,18 @@ pub fn resolve(candidates: Vec<Candidate>) -> Resolution {
     resolve_excluding(candidates, &[])
 }
 
-/// Judges every policy. Candidates are taken in precedence order (creation
-/// time, then name); a spec that claims a namespace of an earlier served
+/// Judges every policy. Candidates are taken in precedence order: creation
+/// time; within one second (the timestamp's precision) a policy that already
+/// enforces a spec before one that never did, so a policy created in the same
+/// second cannot take namespaces from one already serving them; then the name.
+/// A spec that claims a namespace of an earlier served
 /// policy is a `Conflict`, one that covers an `excluded` namespace (the
 /// webhook's own, never reviewed) is `Invalid`. A policy whose current spec
 /// cannot be enforced keeps serving its last valid one.
 pub fn resolve_excluding(mut candidates: Vec<Candidate>, excluded: &[&str]) -> Resolution {
-    candidates.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+    candidates.sort_by(|a, b| {
+        (a.created, a.enforced.is_none(), &a.name).cmp(&(b.created, b.enforced.is_none(), &b.name))
+    });
     let mut served: Vec<(String, Arc<Policy>)> = Vec::new();
     let mut verdicts = Vec::new();
     for mut c in candidates {
@@ -635,6 +641,25 @@ mod tests {
         let r = resolve(vec![c]);
         assert_eq!(r.verdicts[0].state, State::Released);
         assert!(r.set.is_empty());
+    }
+
+    #[test]
+    fn within_one_second_the_policy_already_serving_keeps_its_namespaces() {
+        // Created in the same second (the timestamp's precision): the new
+        // policy's name sorts first, yet the one already enforcing keeps it.
+        let mut serving = candidate("team-b", 10, &["team-b", "shared"]);
+        serving.enforced = Some((policy(&["team-b", "shared"]), 2));
+        let r = resolve(vec![serving, candidate("a-claims", 10, &["shared"])]);
+        assert_eq!(state_of(&r, "team-b"), State::Ready);
+        assert_eq!(state_of(&r, "a-claims"), State::Conflict);
+        let name = r.set.covering("shared").map(|p| p.metadata.name.clone());
+        assert_eq!(name.as_deref(), Some("team-b"));
+        // Neither enforcing yet: the name decides, as before.
+        let r = resolve(vec![
+            candidate("team-b", 10, &["shared"]),
+            candidate("a-claims", 10, &["shared"]),
+        ]);
+        assert_eq!(state_of(&r, "team-b"), State::Conflict);
     }
 
     #[test]
