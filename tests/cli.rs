@@ -20,6 +20,26 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).current_dir(root()).output().expect("runs")
 }
 
+/// `args` with `input` on stdin.
+fn run_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = bin()
+        .args(args)
+        .current_dir(root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write");
+    child.wait_with_output().expect("runs")
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
@@ -168,6 +188,44 @@ fn eval_with_a_broken_policy_exits_2_naming_file_line_and_column() {
     assert!(err.contains("policy.yaml:"), "{err}");
     assert!(err.contains("resources.defaults.build.cpu"), "{err}");
     assert!(err.contains("invalid quantity \"2 cores\""), "{err}");
+}
+
+#[test]
+fn lint_reads_stdin_as_a_plain_policy_or_a_stream_of_objects() {
+    let policy = runner_fence::core::policy::EMBEDDED_POLICY;
+    let o = run_stdin(&["lint", "-"], policy.as_bytes());
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o), "<stdin>: ok\n");
+    // A policy that does not load: the loader's error, named after stdin.
+    let o = run_stdin(&["lint", "-"], b"mode: [broken\n");
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stderr(&o).contains("<stdin>"), "{}", stderr(&o));
+    // A policy object piped (`kubectl get -o yaml | runner-fence lint -`),
+    // among other paths: one line per document.
+    let object = std::fs::read(root().join("examples/runnerfencepolicy.yaml")).expect("example");
+    let o = run_stdin(&["lint", "-", "examples/policy.yaml"], &object);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("<stdin>:1: RunnerFencePolicy gitlab-runner-jobs: ok"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("2 policy document(s): 2 ok"),
+        "{}",
+        stdout(&o)
+    );
+    // Nothing that is a policy on stdin among other paths: an error naming it.
+    let o = run_stdin(
+        &["lint", "-", "examples/policy.yaml"],
+        b"kind: ConfigMap\napiVersion: v1\n",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("error: <stdin>: no RunnerPolicy"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -458,22 +516,8 @@ fn check_runner_config_prints_one_line_per_finding_with_the_fix() {
 
 #[test]
 fn check_runner_config_reads_render_output_on_stdin() {
-    use std::io::Write;
     let rendered = run(&["render", "runner-config", "--profile", "fargate"]);
-    let mut child = bin()
-        .args(["check", "runner-config", "-"])
-        .current_dir(root())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&rendered.stdout)
-        .expect("write");
-    let o = child.wait_with_output().expect("runs");
+    let o = run_stdin(&["check", "runner-config", "-"], &rendered.stdout);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert_eq!(stdout(&o), "<stdin>: ok\n");
 }

@@ -429,7 +429,15 @@ async fn policy_reload_good_then_broken() {
     }
     assert!(switched, "the new policy decides");
     replace_file(&path, "mode: [broken");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Wait for the reload loop to have read (and refused) the broken file, by its
+    // counter rather than a fixed sleep: a loaded machine may take longer.
+    let failed = "runner_fence_reloads_total{kind=\"policy\",result=\"failed\"} 1";
+    for _ in 0..200 {
+        if state.metrics.encode().contains(failed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         allowed(c.clone()).await,
         Some(true),

@@ -13,98 +13,132 @@ use crate::core::report::Report;
 #[derive(clap::Args, Debug)]
 pub(super) struct Args {
     /// Policy files, or directories searched for *.yaml and *.yml (hidden ones
-    /// skipped). RunnerPolicy and RunnerFencePolicy documents are linted,
-    /// other objects skipped.
+    /// skipped); `-` reads stdin. RunnerPolicy and RunnerFencePolicy documents
+    /// are linted, other objects skipped.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
 }
 
 pub(super) fn run(Args { paths }: Args) -> Result<ExitCode, Error> {
     if let [file] = paths.as_slice()
-        && file.is_file()
-        && plain_file(file)?
+        && (is_stdin(file) || file.is_file())
     {
-        return lint_plain_file(file);
+        // Read once: stdin cannot be read a second time.
+        let text = read_text(file)?;
+        if plain_text(&text) {
+            return lint_plain(&text, &display(file));
+        }
+        return lint_texts(&paths, vec![(file.clone(), Ok(text))]);
     }
     lint_paths(&paths)
 }
 
-/// Whether `file` is one plain policy (or nothing recognisable as objects):
+/// `-`, stdin.
+fn is_stdin(path: &Path) -> bool {
+    path == Path::new("-")
+}
+
+/// How a path is named in output: stdin as `<stdin>`.
+fn display(path: &Path) -> String {
+    if is_stdin(path) {
+        "<stdin>".to_string()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// Whether `text` is one plain policy (or nothing recognisable as objects):
 /// linted as a single file always was, the loader's error on stderr.
-fn plain_file(file: &Path) -> Result<bool, Error> {
-    let text = read_text(file)?;
-    Ok(match split_stream(&text).as_slice() {
+fn plain_text(text: &str) -> bool {
+    match split_stream(text).as_slice() {
         [] => true,
         [doc] => match parse_data(doc.text, "") {
             Err(_) => true,
             Ok(v) => v.get("kind").is_none() || kind_of(&v) == Some(Kind::Plain),
         },
         _ => false,
-    })
+    }
 }
 
-/// One plain policy file: `FILE: ok`, or its lint warnings (exit code 1);
-/// a policy that does not load is an error (exit code 2).
-fn lint_plain_file(file: &Path) -> Result<ExitCode, Error> {
-    let p = policy::load_file(file)?;
+/// One plain policy: `FILE: ok`, or its lint warnings (exit code 1); a
+/// policy that does not load is an error (exit code 2).
+fn lint_plain(text: &str, name: &str) -> Result<ExitCode, Error> {
+    let p = policy::parse(text, name)?;
     let warnings = policy::lint(&p);
     for w in &warnings {
-        outln!("warning: {}: {w}", file.display());
+        outln!("warning: {name}: {w}");
     }
     if warnings.is_empty() {
-        outln!("{}: ok", file.display());
+        outln!("{name}: ok");
         ok()
     } else {
-        outln!("{}: {} warning(s)", file.display(), warnings.len());
+        outln!("{name}: {} warning(s)", warnings.len());
         Ok(ExitCode::from(EXIT_DENIED))
     }
 }
 
 /// Every policy document under `paths`, one line each, then a summary.
 fn lint_paths(paths: &[PathBuf]) -> Result<ExitCode, Error> {
-    let mut roots: Vec<(PathBuf, Vec<PathBuf>)> = Vec::new();
+    let mut files = Vec::new();
     let mut seen = BTreeSet::new();
     for root in paths {
-        let mut files = Vec::new();
-        if root.is_file() {
-            files.push(root.clone());
+        let mut found = Vec::new();
+        if is_stdin(root) || root.is_file() {
+            found.push(root.clone());
         } else if root.is_dir() {
-            walk(root, &mut files).map_err(|source| Error::Read {
+            walk(root, &mut found).map_err(|source| Error::Read {
                 path: root.clone(),
                 source,
             })?;
-            files.sort();
+            found.sort();
         } else {
             return Err(Error::NoSuchPath { path: root.clone() });
         }
-        files.retain(|f| seen.insert(f.clone()));
-        roots.push((root.clone(), files));
+        files.extend(found.into_iter().filter(|f| seen.insert(f.clone())));
     }
+    let texts = files
+        .into_iter()
+        .map(|f| {
+            let text = read_text(&f);
+            (f, text)
+        })
+        .collect();
+    lint_texts(paths, texts)
+}
+
+/// The documents of `texts` (each file found under one of `roots`, read or
+/// not), one line each, then a summary; a root none of whose files holds a
+/// policy document is an error.
+fn lint_texts(
+    roots: &[PathBuf],
+    texts: Vec<(PathBuf, Result<String, crate::core::document::InputError>)>,
+) -> Result<ExitCode, Error> {
     let mut broken = false;
-    let mut texts: Vec<(String, String)> = Vec::new();
-    for file in roots.iter().flat_map(|(_, files)| files) {
-        match read_text(file) {
-            Ok(text) => texts.push((file.display().to_string(), text)),
+    let mut read: Vec<(PathBuf, String, String)> = Vec::new();
+    for (file, text) in texts {
+        match text {
+            Ok(text) => read.push((file.clone(), display(&file), text)),
             Err(e) => {
                 eprintln!("error: {}", Report(&e));
                 broken = true;
             }
         }
     }
-    let sources: Vec<Source<'_>> = texts
+    let sources: Vec<Source<'_>> = read
         .iter()
-        .map(|(file, text)| Source { file, text })
+        .map(|(_, file, text)| Source { file, text })
         .collect();
     let findings = manifests::judge(&sources);
     for f in &findings {
         outln!("{}", line(f));
     }
-    for (root, files) in &roots {
-        let found = |file: &PathBuf| {
-            let name = file.display().to_string();
-            findings.iter().any(|f| f.file == name)
-        };
-        if files.iter().any(found) {
+    for root in roots {
+        let under = |f: &PathBuf| f == root || (root.is_dir() && f.starts_with(root));
+        let found = read
+            .iter()
+            .filter(|(f, _, _)| under(f))
+            .any(|(_, name, _)| findings.iter().any(|x| &x.file == name));
+        if found {
             continue;
         }
         broken = true;
@@ -118,7 +152,7 @@ fn lint_paths(paths: &[PathBuf]) -> Result<ExitCode, Error> {
         } else {
             eprintln!(
                 "error: {}: no {} or {} document (apiVersion {})",
-                root.display(),
+                display(root),
                 policy::KIND,
                 policy::OBJECT_KIND,
                 policy::API_VERSION
