@@ -642,6 +642,58 @@ async fn each_policy_of_the_served_set_reports_its_own_namespaces() {
     let _ = stop.send(true);
 }
 
+#[tokio::test]
+async fn a_job_pod_outside_every_policy_is_reported_once() {
+    let a = common::reference();
+    let b = runner_fence::core::policy::parse(
+        &runner_fence::core::policy::EMBEDDED_POLICY
+            .replacen("name: gitlab-runner-jobs", "name: team-b", 1)
+            .replacen("namespaces: [gitlab-runner]", "namespaces: [team-b]", 1),
+        "team-b.yaml",
+    )
+    .expect("team-b");
+    let pods = vec![
+        job("gitlab-runner", "runner-a", "runner-1"),
+        job("team-b", "runner-b", "runner-1"),
+        job("elsewhere", "runner-x", "runner-1"),
+    ];
+    let (client, fake) = serve(pods).await;
+    let state = Arc::new(State::from_cluster(false));
+    state.publish(PolicySet::new(vec![Arc::new(a), Arc::new(b)]));
+    state.leader(true);
+    let (stop, _task) = start(client, config(500, 0), &state);
+    passes(&state, 1.0).await;
+    let outside: Vec<_> = results_of(&fake, "runner-x")
+        .into_iter()
+        .filter(|(rule, _)| rule == "job-pod-outside-fence")
+        .collect();
+    assert_eq!(
+        outside,
+        vec![("job-pod-outside-fence".to_string(), "fail".to_string())],
+        "one result, not one per policy: {:?}",
+        fake.reports().keys()
+    );
+    let owner: Vec<_> = fake
+        .reports()
+        .values()
+        .filter(|r| r["scope"]["name"] == "runner-x")
+        .map(|r| r["metadata"]["labels"][POLICY_LABEL].clone())
+        .collect();
+    assert_eq!(
+        owner,
+        vec![json!("gitlab-runner-jobs")],
+        "the first policy's"
+    );
+    assert_eq!(
+        metric(
+            &state,
+            "runner_fence_audit_findings{rule=\"job-pod-outside-fence\"}"
+        ),
+        Some(1.0)
+    );
+    let _ = stop.send(true);
+}
+
 /// The reference policy as a stored RunnerFencePolicy object.
 fn policy_object() -> Value {
     let mut object: Value =

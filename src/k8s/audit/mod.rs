@@ -330,6 +330,11 @@ pub struct Report {
     pub delete_or_fix_before_enforcing: Vec<PodRef>,
     /// GitLab Runner job pods in namespaces the policy does not cover.
     pub job_pods_outside_fence: Vec<OutsidePod>,
+    /// Auditing several served policies: the one whose report lists the job
+    /// pods outside every policy's namespaces (the first), when not this one.
+    /// They are cluster-wide, so each is reported once, not once per policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_pods_outside_fence_listed_by: Option<String>,
     /// Grants that let runner service accounts make pods outside the fence.
     pub runner_reach: Vec<Reach>,
     /// What could not be read or evaluated, and which check that leaves incomplete.
@@ -548,6 +553,7 @@ pub fn analyze_judged(policy: &Policy, inputs: &Inputs, mut judge: PodJudge<'_>)
         backstop,
         serving: inputs.serving.clone(),
         job_pods_outside_fence: outside,
+        job_pods_outside_fence_listed_by: None,
         runner_reach,
         unreadable: access
             .unreadable

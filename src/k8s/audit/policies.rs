@@ -53,7 +53,10 @@ pub struct Audited {
 
 /// Keeps only what `policy` reviews in `set`: where two policies cover a
 /// namespace the first reviews it, and a pod or grant in a namespace another
-/// served policy covers is fenced, not outside the fence.
+/// served policy covers is fenced, not outside the fence. The job pods outside
+/// every policy's namespaces are the cluster's, not a policy's: only the
+/// first policy's report lists them (the others name it), so each such pod
+/// has one PolicyReport result and counts once in the findings.
 pub fn restrict(report: &mut Report, policy: &Policy, set: &PolicySet) {
     let reviews = |ns: &str| {
         set.covering(ns)
@@ -71,6 +74,13 @@ pub fn restrict(report: &mut Report, policy: &Policy, set: &PolicySet) {
     report
         .job_pods_outside_fence
         .retain(|p| !fenced(&p.namespace));
+    report.job_pods_outside_fence_listed_by = None;
+    if let Some(first) = set.iter().next()
+        && first.metadata.name != policy.metadata.name
+    {
+        report.job_pods_outside_fence.clear();
+        report.job_pods_outside_fence_listed_by = Some(first.metadata.name.clone());
+    }
     report.runner_reach.retain(|r| match &r.scope {
         Scope::Namespace(ns) => !fenced(ns),
         Scope::EveryNamespace | Scope::Cluster => true,

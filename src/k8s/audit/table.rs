@@ -169,10 +169,15 @@ pub fn table(r: &Report) -> String {
             g.reason
         ));
     }
-    o.push_str(&format!(
-        "\nJOB PODS OUTSIDE THE FENCE ({}): GitLab Runner job pods in namespaces the policy does not cover\n",
-        r.job_pods_outside_fence.len()
-    ));
+    match &r.job_pods_outside_fence_listed_by {
+        Some(first) => o.push_str(&format!(
+            "\nJOB PODS OUTSIDE THE FENCE: listed under RunnerFencePolicy {first} (they are outside every policy's namespaces)\n"
+        )),
+        None => o.push_str(&format!(
+            "\nJOB PODS OUTSIDE THE FENCE ({}): GitLab Runner job pods in namespaces the policy does not cover\n",
+            r.job_pods_outside_fence.len()
+        )),
+    }
     for p in &r.job_pods_outside_fence {
         let node = match (&p.node, p.on_protected_node) {
             (Some(n), true) => format!("on protected node {n}"),
