@@ -586,18 +586,31 @@ async fn only_the_leader_audits_and_losing_the_lease_stops_it() {
     let _ = stop.send(true);
 }
 
-#[tokio::test]
-async fn each_policy_of_the_served_set_reports_its_own_namespaces() {
-    let b = common::reference_with("name: gitlab-runner-jobs", "name: team-b");
+/// The reference policy and a second one, `team-b`, for namespace team-b,
+/// served (in that order) to a leader's audit of `pods`, after one pass.
+async fn two_policies_audit(pods: Vec<Value>) -> (Arc<Fake>, Arc<State>, watch::Sender<bool>) {
     let b = runner_fence::core::policy::parse(
         &runner_fence::core::policy::EMBEDDED_POLICY
             .replacen("name: gitlab-runner-jobs", "name: team-b", 1)
             .replacen("namespaces: [gitlab-runner]", "namespaces: [team-b]", 1),
         "team-b.yaml",
     )
-    .unwrap_or(b);
+    .expect("team-b");
     assert!(b.matching.covers("team-b") && !b.matching.covers("gitlab-runner"));
-    let a = common::reference();
+    let (client, fake) = serve(pods).await;
+    let state = Arc::new(State::from_cluster(false));
+    state.publish(PolicySet::new(vec![
+        Arc::new(common::reference()),
+        Arc::new(b),
+    ]));
+    state.leader(true);
+    let (stop, _task) = start(client, config(500, 0), &state);
+    passes(&state, 1.0).await;
+    (fake, state, stop)
+}
+
+#[tokio::test]
+async fn each_policy_of_the_served_set_reports_its_own_namespaces() {
     // GitLab Runner's job labels: outside a policy's namespaces, its pods
     // would be "outside the fence" but for the other policy covering them.
     let pods = vec![
@@ -605,12 +618,7 @@ async fn each_policy_of_the_served_set_reports_its_own_namespaces() {
         job("team-b", "runner-b", "runner-1"),
     ];
     assert!(pods[1]["metadata"]["labels"]["job.runner.gitlab.com/pod"].is_string());
-    let (client, fake) = serve(pods).await;
-    let state = Arc::new(State::from_cluster(false));
-    state.publish(PolicySet::new(vec![Arc::new(a), Arc::new(b)]));
-    state.leader(true);
-    let (stop, _task) = start(client, config(500, 0), &state);
-    passes(&state, 1.0).await;
+    let (fake, state, stop) = two_policies_audit(pods).await;
     let reports = fake.reports();
     assert_eq!(reports.len(), 2, "{:?}", reports.keys());
     let policy_of = |pod: &str| {
@@ -644,25 +652,12 @@ async fn each_policy_of_the_served_set_reports_its_own_namespaces() {
 
 #[tokio::test]
 async fn a_job_pod_outside_every_policy_is_reported_once() {
-    let a = common::reference();
-    let b = runner_fence::core::policy::parse(
-        &runner_fence::core::policy::EMBEDDED_POLICY
-            .replacen("name: gitlab-runner-jobs", "name: team-b", 1)
-            .replacen("namespaces: [gitlab-runner]", "namespaces: [team-b]", 1),
-        "team-b.yaml",
-    )
-    .expect("team-b");
     let pods = vec![
         job("gitlab-runner", "runner-a", "runner-1"),
         job("team-b", "runner-b", "runner-1"),
         job("elsewhere", "runner-x", "runner-1"),
     ];
-    let (client, fake) = serve(pods).await;
-    let state = Arc::new(State::from_cluster(false));
-    state.publish(PolicySet::new(vec![Arc::new(a), Arc::new(b)]));
-    state.leader(true);
-    let (stop, _task) = start(client, config(500, 0), &state);
-    passes(&state, 1.0).await;
+    let (fake, state, stop) = two_policies_audit(pods).await;
     let outside: Vec<_> = results_of(&fake, "runner-x")
         .into_iter()
         .filter(|(rule, _)| rule == "job-pod-outside-fence")

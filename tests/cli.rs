@@ -96,23 +96,9 @@ fn eval_json_gives_the_expected_answer_for_every_fixture() {
 
 #[test]
 fn eval_text_summarises_and_accepts_pod_yaml_on_stdin() {
-    use std::io::Write;
-    let pod = std::fs::read_to_string(root().join("examples/tests/pods/toleration-override.yaml"))
-        .expect("pod");
-    let mut child = bin()
-        .args(["eval", "-"])
-        .current_dir(root())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(pod.as_bytes())
-        .expect("write");
-    let o = child.wait_with_output().expect("wait");
+    let pod =
+        std::fs::read(root().join("examples/tests/pods/toleration-override.yaml")).expect("pod");
+    let o = run_stdin(&["eval", "-"], &pod);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
     assert!(
