@@ -841,10 +841,11 @@ async fn policy_objects_are_reconciled(
 }
 
 /// `runner-fence audit --policies-from-cluster --output json`: one report per served
-/// policy, and the exit code.
-fn audit_live(kubeconfig: &Path) -> (Value, Option<i32>) {
+/// policy (or only the one named), and the exit code.
+fn audit_live(kubeconfig: &Path, only: Option<&str>) -> (Value, Option<i32>) {
     let out = Command::new(BIN)
         .args(["audit", "--policies-from-cluster", "--output", "json"])
+        .args(only.map(|name| ["--only", name]).into_iter().flatten())
         .env("KUBECONFIG", kubeconfig)
         .output()
         .expect("audit");
@@ -955,7 +956,12 @@ async fn audit_first_is_clean(client: &Client, d: &Path) {
     }
 
     let audit = || {
-        let (all, code) = audit_live(&kubeconfig());
+        let (all, code) = audit_live(&kubeconfig(), Some(POLICY));
+        assert_eq!(
+            all.as_array().map(Vec::len),
+            Some(1),
+            "--only {POLICY}: {all}"
+        );
         let report = all
             .as_array()
             .into_iter()
@@ -965,7 +971,14 @@ async fn audit_first_is_clean(client: &Client, d: &Path) {
             .unwrap_or_else(|| panic!("no report of {POLICY}: {all}"));
         (report, code)
     };
-    let (report, _) = audit();
+    // Clean: exit 0 for this policy (`--only`: the shared cluster's other
+    // policies have their baseline pods on GitLab nodes).
+    let (report, code) = audit();
+    assert_eq!(
+        code,
+        Some(0),
+        "audit of the generated setup is not clean: {report}"
+    );
     let empty_at = |v: &Value| v.as_array().is_some_and(|a| a.is_empty());
     let empty = |key: &str| empty_at(&report[key]);
     assert_eq!(report["mode"], "audit", "{report}");
@@ -1001,9 +1014,7 @@ async fn audit_first_is_clean(client: &Client, d: &Path) {
                 && o["actions"] == json!(["Warn", "Audit"])),
         "the audit-mode backstop was not found: {report}"
     );
-    // What `has_violations` (the exit code) counts of this policy: nothing. The exit
-    // code itself covers every served policy, and the shared cluster's e2e policy has
-    // its baseline pods on GitLab nodes.
+    // What `has_violations` (the exit code) counts of this policy: nothing.
     for p in report["job_pods"].as_array().into_iter().flatten() {
         assert!(
             p["on_protected_node"] == false
@@ -1911,7 +1922,7 @@ async fn the_fence_holds_on_a_real_control_plane() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("bindings CREATE"));
     // The live policies instead of a file: each served one for the namespaces it
     // reviews (the baseline pods on GitLab nodes are e2e's), as the controller judges them.
-    let (live, code) = audit_live(&kc);
+    let (live, code) = audit_live(&kc, None);
     assert_eq!(code, Some(1), "{live}");
     let by_policy = |name: &str| -> &Value {
         live.as_array()

@@ -30,6 +30,11 @@ pub(super) struct Args {
     /// (Invalid, Conflict) as the controller judges them.
     #[arg(long, conflicts_with = "policy")]
     policies_from_cluster: bool,
+    /// With --policies-from-cluster: audit only this RunnerFencePolicy (repeatable).
+    /// The others still decide which namespaces are fenced; with --apply, their
+    /// PolicyReports are left as they are.
+    #[arg(long, value_name = "NAME", requires = "policies_from_cluster")]
+    only: Vec<String>,
     /// With --policies-from-cluster: runner-fence's own namespace, which no policy may cover.
     #[arg(
         long,
@@ -83,7 +88,9 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
             Some(p) => PolicySet::single(p.clone()),
             None => {
                 let snap = controller::live(client.clone(), &a.namespace).await?;
-                for v in &snap.verdicts {
+                // With --only, the others' state is theirs to report.
+                let named = |n: &str| a.only.is_empty() || a.only.iter().any(|o| o == n);
+                for v in snap.verdicts.iter().filter(|v| named(&v.name)) {
                     if matches!(v.state, State::Invalid | State::Conflict) {
                         refused.push(format!(
                             "RunnerFencePolicy {}: {}: {}",
@@ -92,6 +99,21 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
                             v.message
                         ));
                     }
+                }
+                for name in &a.only {
+                    if snap.resolution.set.iter().any(|p| &p.metadata.name == name) {
+                        continue;
+                    }
+                    let why = match snap.verdicts.iter().find(|v| &v.name == name) {
+                        Some(v) => format!("{}: {}", v.state.as_str(), v.message),
+                        None => {
+                            "there is no such object (kubectl get runnerfencepolicies)".to_string()
+                        }
+                    };
+                    return Err(Error::NotServed {
+                        name: name.clone(),
+                        why,
+                    });
                 }
                 snap.resolution.set.clone()
             }
@@ -116,6 +138,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
         let served = audit::Policies {
             set,
             all_of_the_cluster: several,
+            only: a.only.clone(),
         };
         let unserved = audit::audit_each(&client, &served, &opts, reports, |done| {
             if let Some(applied) = done.applied {
@@ -143,7 +166,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, Error> {
         if unserved > 0 {
             eprintln!("PolicyReports of policies no longer served: {unserved} deleted");
         }
-        Ok::<_, k8s::Error>((audited, refused))
+        Ok::<_, Error>((audited, refused))
     })?;
     for line in &refused {
         eprintln!("{line}");

@@ -72,6 +72,14 @@ pub enum Error {
     /// `test` found no suite.
     #[error("no *.test.yaml suites found")]
     NoSuites,
+    /// `audit --only NAME` names a policy the controller does not serve.
+    #[error("RunnerFencePolicy {name} is not served, so it cannot be audited alone: {why}")]
+    NotServed {
+        /// The policy.
+        name: String,
+        /// Its state, or that it does not exist.
+        why: String,
+    },
     /// A `test` path that does not exist.
     #[error("{}: no such file or directory", path.display())]
     NoSuchPath {

@@ -131,6 +131,7 @@ pub async fn pass(client: &Client, set: Arc<PolicySet>, cfg: &Config) -> Result<
     let served = Policies {
         set,
         all_of_the_cluster: cfg.release.is_some(),
+        only: Vec::new(),
     };
     let reports = if cfg.write_reports {
         Reports::Apply

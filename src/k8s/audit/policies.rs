@@ -36,6 +36,9 @@ pub struct Policies {
     /// controller's): then the PolicyReports of any other policy are a
     /// deleted policy's, and go.
     pub all_of_the_cluster: bool,
+    /// Audit only these of `set` (all when empty); the others still decide
+    /// which namespaces are fenced, and their PolicyReports are left alone.
+    pub only: Vec<String>,
 }
 
 /// One policy's audit.
@@ -93,8 +96,9 @@ pub fn restrict(report: &mut Report, policy: &Policy, set: &PolicySet) {
 /// building the reports, like judging, hands a server's reviews to the other
 /// workers first (on the worker's own thread: built on the blocking pool, the
 /// reports' memory sat in another allocator arena). With [`Reports::Apply`], the stored reports are listed
-/// once (metadata only), and where `served` is all of the cluster's policies,
-/// those of any other policy are deleted at the end: how many is returned.
+/// once (metadata only), and where `served` is all of the cluster's policies
+/// (and none is singled out by `only`), those of any other policy are deleted
+/// at the end: how many is returned.
 pub async fn audit_each(
     client: &Client,
     served: &Policies,
@@ -104,7 +108,8 @@ pub async fn audit_each(
 ) -> Result<usize, Error> {
     let set = &served.set;
     let mut stored: Option<Stored> = None;
-    for policy in set.iter() {
+    let audited = |name: &str| served.only.is_empty() || served.only.iter().any(|o| o == name);
+    for policy in set.iter().filter(|p| audited(&p.metadata.name)) {
         let mut report = run_once(client.clone(), policy, opts).await?;
         let at = now_seconds();
         let name = policy.metadata.name.clone();
@@ -132,7 +137,7 @@ pub async fn audit_each(
             applied,
         });
     }
-    if reports != Reports::Apply || !served.all_of_the_cluster {
+    if reports != Reports::Apply || !served.all_of_the_cluster || !served.only.is_empty() {
         return Ok(0);
     }
     // Also when no policy is served any more: the last one's reports go too.
