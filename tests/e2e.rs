@@ -979,6 +979,23 @@ async fn audit_first_is_clean(client: &Client, d: &Path) {
         Some(0),
         "audit of the generated setup is not clean: {report}"
     );
+    let out = Command::new(BIN)
+        .args([
+            "audit",
+            "--policies-from-cluster",
+            "--only",
+            "e2e-no-such-policy",
+        ])
+        .env("KUBECONFIG", kubeconfig())
+        .output()
+        .expect("audit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("RunnerFencePolicy e2e-no-such-policy is not served")
+            && err.contains("there is no such object"),
+        "{err}"
+    );
     let empty_at = |v: &Value| v.as_array().is_some_and(|a| a.is_empty());
     let empty = |key: &str| empty_at(&report[key]);
     assert_eq!(report["mode"], "audit", "{report}");
