@@ -11,7 +11,6 @@ use axum::body::Body;
 use axum::extract::{Query, State as AxState};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use k8s_openapi::api::core::v1::Node;
 use runner_fence::k8s::cache::watch_nodes;
 use runner_fence::webhook::State;
 use serde_json::{Value, json};
@@ -87,11 +86,7 @@ async fn node_cache_lists_watches_and_survives_a_broken_watch() {
         "not ready before sync"
     );
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(watch_nodes(
-        kube::Api::<Node>::all(client),
-        state.clone(),
-        stop_rx,
-    ));
+    tokio::spawn(watch_nodes(client, state.clone(), stop_rx));
 
     wait_for(&state, "initial sync", |s| {
         s.nodes.load().as_ref().is_some_and(|n| n.len() == 2)

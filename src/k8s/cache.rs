@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 
 use super::client::Access;
+use super::nodes::NodeObject;
 use crate::core::nodes::{NodeInfo, NodeSnapshot};
 use crate::core::report::Report;
 
@@ -63,15 +63,16 @@ pub async fn run<S: NodeSink>(access: Access, state: Arc<S>, stop: watch::Receiv
             return;
         }
     };
-    watch_nodes(Api::<Node>::all(client), state, stop).await;
+    watch_nodes(client, state, stop).await;
 }
 
 /// The watch loop, separate from client construction so tests can point it at a fake API.
 pub async fn watch_nodes<S: NodeSink>(
-    api: Api<Node>,
+    client: kube::Client,
     state: Arc<S>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let api = Api::<NodeObject>::all(client);
     let mut nodes: HashMap<String, NodeInfo> = HashMap::new();
     let mut pending: Option<HashMap<String, NodeInfo>> = None;
     let stream = watcher::watcher(api, watcher::Config::default().page_size(500));
@@ -89,7 +90,7 @@ pub async fn watch_nodes<S: NodeSink>(
         match event {
             Ok(Event::Init) => pending = Some(HashMap::new()),
             Ok(Event::InitApply(n)) => {
-                if let (Some(p), Some(i)) = (pending.as_mut(), NodeInfo::from_node(&n)) {
+                if let (Some(p), Some(i)) = (pending.as_mut(), n.into_info()) {
                     p.insert(i.name.clone(), i);
                 }
             }
@@ -102,7 +103,7 @@ pub async fn watch_nodes<S: NodeSink>(
                 tracing::info!(nodes = nodes.len(), "node cache synced");
             }
             Ok(Event::Apply(n)) => {
-                if let Some(i) = NodeInfo::from_node(&n)
+                if let Some(i) = n.into_info()
                     && nodes.get(&i.name) != Some(&i)
                 {
                     nodes.insert(i.name.clone(), i);
@@ -110,7 +111,7 @@ pub async fn watch_nodes<S: NodeSink>(
                 }
             }
             Ok(Event::Delete(n)) => {
-                if let Some(name) = n.metadata.name.as_deref()
+                if let Some(name) = n.name()
                     && nodes.remove(name).is_some()
                 {
                     state.publish(NodeSnapshot::new(nodes.values().cloned()));

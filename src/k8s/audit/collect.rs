@@ -10,7 +10,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams, ObjectList};
 use kube::{Client, Resource};
@@ -25,6 +25,7 @@ use crate::core::nodes::NodeInfo;
 use crate::core::policy::Policy;
 use crate::core::rbac::ServiceAccountRef;
 use crate::core::render::webhooks::LiveWebhook;
+use crate::k8s::nodes::NodeObject;
 use crate::k8s::{ApiError, Call, Error};
 
 /// What `audit` is told besides the policy.
@@ -387,13 +388,13 @@ pub(super) fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
 }
 
 async fn list_nodes(client: &Client, progress: &Progress) -> Result<Vec<NodeInfo>, Error> {
-    Ok(
-        list_all(&Api::<Node>::all(client.clone()), "nodes", progress)
-            .await?
-            .iter()
-            .filter_map(NodeInfo::from_node)
-            .collect(),
+    list_kept(
+        &Api::<NodeObject>::all(client.clone()),
+        "nodes",
+        progress,
+        NodeObject::into_info,
     )
+    .await
 }
 
 /// Lists nodes, pods and webhook configurations and analyzes them: the audit
