@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{data, fixture_names};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_runner-fence"))
@@ -201,6 +201,26 @@ fn lint_reads_stdin_as_a_plain_policy_or_a_stream_of_objects() {
         "{}",
         stdout(&o)
     );
+    // `kubectl get runnerfencepolicies -o yaml` prints a v1 List: its items are
+    // judged one by one, a broken one named (no line: the items are re-read).
+    let object: Value = serde_saphyr::from_slice(&object).expect("example");
+    let mut other = object.clone();
+    other["metadata"]["name"] = json!("other");
+    other["spec"]["match"]["namespaces"] = json!(["other"]);
+    let mut broken = object.clone();
+    broken["metadata"]["name"] = json!("broken");
+    broken["spec"]["mode"] = json!("loud");
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": [object, other, broken]});
+    let o = run_stdin(&["lint", "-"], list.to_string().as_bytes());
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    for want in [
+        "<stdin>:1: RunnerFencePolicy gitlab-runner-jobs: ok",
+        "<stdin>:1: RunnerFencePolicy other: lint warning: spec.placement.profiles.fargate.podLabels",
+        "<stdin>:1: RunnerFencePolicy broken: Invalid: spec.mode: ",
+        "3 policy document(s): 1 ok, 1 with warnings, 1 broken",
+    ] {
+        assert!(stdout(&o).contains(want), "{want}: {}", stdout(&o));
+    }
     // Nothing that is a policy on stdin among other paths: an error naming it.
     let o = run_stdin(
         &["lint", "-", "examples/policy.yaml"],

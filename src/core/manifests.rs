@@ -133,13 +133,55 @@ fn under_spec(path: &str) -> bool {
 }
 
 /// A load error of a document starting `offset` lines into its file.
-fn problem(reason: Reason, e: &LoadError, offset: u64) -> Problem {
+/// A load error as a problem; with no `offset` (an item of a `List`, read
+/// back as JSON) the positions would not be the file's, so there are none.
+fn problem(reason: Reason, e: &LoadError, offset: Option<u64>) -> Problem {
     Problem {
         reason,
         message: fleet::load_message(e),
-        line: e.line.map(|l| l + offset),
-        column: e.line.and(e.column),
+        line: e.line.zip(offset).map(|(l, o)| l + o),
+        column: offset.and(e.line).and(e.column),
     }
+}
+
+/// One document to judge: its index in the file, its text and the line it
+/// starts at (none for an item of a `List`).
+struct Doc<'a> {
+    index: usize,
+    text: std::borrow::Cow<'a, str>,
+    line_offset: Option<u64>,
+}
+
+/// The documents of a source, a `v1` `List` (what `kubectl get -o yaml`
+/// prints for several objects) opened into its items, each under the List's
+/// document index.
+fn documents<'a>(s: &Source<'a>) -> Vec<Doc<'a>> {
+    let mut out = Vec::new();
+    for d in split_stream(s.text) {
+        let items = parse_data(d.text, s.file).ok().and_then(|v| {
+            let list = v.get("kind").and_then(Value::as_str) == Some("List")
+                && v.get("apiVersion").and_then(Value::as_str) == Some("v1");
+            list.then(|| v.get("items").and_then(Value::as_array).cloned())
+                .flatten()
+        });
+        match items {
+            Some(items) => out.extend(items.iter().map(|item| {
+                Doc {
+                    index: d.index,
+                    text: serde_json::to_string_pretty(item)
+                        .unwrap_or_default()
+                        .into(),
+                    line_offset: None,
+                }
+            })),
+            None => out.push(Doc {
+                index: d.index,
+                text: d.text.into(),
+                line_offset: Some(d.line_offset),
+            }),
+        }
+    }
+    out
 }
 
 /// Where the text loader found an object's first error.
@@ -170,7 +212,7 @@ pub fn judge(sources: &[Source<'_>]) -> Vec<Finding> {
     let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
     let mut names: BTreeMap<String, (String, usize)> = BTreeMap::new();
     for s in sources {
-        for d in split_stream(s.text) {
+        for d in documents(s) {
             let mut finding = Finding {
                 file: s.file.to_string(),
                 doc: d.index,
@@ -178,7 +220,7 @@ pub fn judge(sources: &[Source<'_>]) -> Vec<Finding> {
                 name: String::new(),
                 outcome: Outcome::Ok,
             };
-            let value = match parse_data(d.text, s.file) {
+            let value = match parse_data(&d.text, s.file) {
                 Ok(v) => v,
                 Err(e) => {
                     finding.outcome = Outcome::Broken(problem(Reason::Yaml, &e, d.line_offset));
@@ -195,7 +237,7 @@ pub fn judge(sources: &[Source<'_>]) -> Vec<Finding> {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let loaded = policy::parse(d.text, s.file);
+            let loaded = policy::parse(&d.text, s.file);
             match (kind, loaded) {
                 (Kind::Plain, Ok(p)) => finding.outcome = warnings(&p, ""),
                 (Kind::Plain, Err(e)) => {
@@ -234,8 +276,8 @@ pub fn judge(sources: &[Source<'_>]) -> Vec<Finding> {
                                 finding: findings.len(),
                                 at: loaded.err().map(|e| Located {
                                     path: e.path,
-                                    line: e.line.map(|l| l + d.line_offset),
-                                    column: e.line.and(e.column),
+                                    line: e.line.zip(d.line_offset).map(|(l, o)| l + o),
+                                    column: d.line_offset.and(e.line).and(e.column),
                                 }),
                                 spec: loaded_spec.clone().ok(),
                             },
