@@ -104,6 +104,9 @@ fn read_file(path: &Path) -> Result<String, LoadError> {
 /// Parses and checks policy text; `file` names it in errors. The text is a
 /// plain `RunnerPolicy` file or a `RunnerFencePolicy` object (SPEC §12).
 pub fn parse(src: &str, file: &str) -> Result<Policy, LoadError> {
+    // Not YAML, or several documents: say that, rather than the first unknown
+    // field a typed read meets before it.
+    deserialize::<serde::de::IgnoredAny>(src, file)?;
     if object::is_object(src) {
         return object::parse(src, file);
     }

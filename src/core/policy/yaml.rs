@@ -75,7 +75,7 @@ fn message(e: &YamlError, src: &str) -> String {
         }
         YamlError::Eof { .. } => "the document ends in the middle of a value".into(),
         YamlError::MultipleDocuments { .. } => {
-            "a second YAML document (after `---`); a policy file holds exactly one".into()
+            "a second YAML document (after `---`); a policy file holds exactly one (`runner-fence lint FILE` judges a file of several RunnerFencePolicy objects)".into()
         }
         YamlError::DuplicateMappingKey { key: Some(k), .. } => {
             format!("key {k:?} appears twice in the same mapping; keep one")

@@ -227,6 +227,22 @@ mod tests {
     }
 
     #[test]
+    fn broken_yaml_in_an_object_is_said_before_any_field() {
+        // A tab deep in the spec: the YAML error and its position, not the
+        // plain-file read's "unknown field spec" that meets `spec` first.
+        let mut lines: Vec<String> = object().lines().map(String::from).collect();
+        let at = lines.len() - 2;
+        lines[at] = format!("\t{}", lines[at].trim_start());
+        let e = parse(&lines.join("\n"), "rfp.yaml").expect_err("tab");
+        assert!(e.message.contains("tabs disallowed"), "{e:?}");
+        assert_eq!(e.line, Some(at as u64 + 1), "{e:?}");
+        // Two objects in one file given where one policy is read.
+        let two = format!("{}\n---\n{}", object(), object());
+        let e = parse(&two, "rfp.yaml").expect_err("two documents");
+        assert!(e.message.contains("a second YAML document"), "{e:?}");
+    }
+
+    #[test]
     fn the_object_is_the_reference_policy() {
         let plain = parse(EMBEDDED_POLICY, "plain").expect("plain");
         let obj = parse(&object(), "object").expect("object");
