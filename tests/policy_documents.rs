@@ -42,7 +42,7 @@ const BOOLEANS: &str = "true or false (YAML 1.2 booleans: true, True, TRUE, fals
 #[case::list_for_a_string("name: gitlab-runner-jobs", "name: [a]", Err("p.yaml:6:9: metadata.name: expected a string".into()), Some(false))]
 #[case::quoted_toleration_seconds("value: gitlab-runner, effect: NoSchedule}", "value: gitlab-runner, effect: NoSchedule, tolerationSeconds: \"30\"}", Err("p.yaml:37:86: placement.profiles.runner-nodes.tolerations[0].tolerationSeconds: expected a whole number of seconds, got string \"30\"".into()), Some(false))]
 #[case::whole_float_toleration_seconds("value: gitlab-runner, effect: NoSchedule}", "value: gitlab-runner, effect: NoSchedule, tolerationSeconds: 30.0}", Ok(()), Some(true))]
-#[case::second_document("  onExceed: deny", "  onExceed: deny\n---\nkind: RunnerPolicy", Err("p.yaml:62:1: a second YAML document (after `---`); a policy file holds exactly one".into()), None)]
+#[case::second_document("  onExceed: deny", "  onExceed: deny\n---\nkind: RunnerPolicy", Err("p.yaml:62:1: a second YAML document (after `---`); a policy file holds exactly one (`runner-fence lint FILE` judges a file of several RunnerFencePolicy objects)".into()), None)]
 #[case::wrong_kind("kind: RunnerPolicy", "kind: Policy", Err("p.yaml:4:7: kind: must be RunnerPolicy, got \"Policy\"".into()), Some(false))]
 #[case::no_namespaces("namespaces: [gitlab-runner]", "namespaces: []", Err("p.yaml:13:15: match.namespaces: must list at least one runner namespace".into()), Some(false))]
 #[case::semantic_kube_system("namespaces: [gitlab-runner]", "namespaces: [gitlab-runner, kube-*]", Err("p.yaml:13:31: match.namespaces[1]: \"kube-*\" covers kube-system, which the webhooks never review; name the runner namespaces".into()), None)]
@@ -75,7 +75,7 @@ fn policy_documents(
 #[case::null("null\n", "p.yaml:1:1: expected a mapping (key: value)")]
 #[case::truncated(
     "apiVersion: runner-fence.dev/v1alpha1\nkind: [",
-    "p.yaml:2:7: kind: expected a string"
+    "p.yaml:2:7: kind: unclosed bracket '['"
 )]
 #[case::truncated_mapping(
     "apiVersion: runner-fence.dev/v1alpha1\nmetadata: {name: x",
