@@ -112,6 +112,50 @@ fn eval_text_summarises_and_accepts_pod_yaml_on_stdin() {
 }
 
 #[test]
+fn eval_says_why_an_input_is_not_fenced_or_not_reviewable() {
+    // A namespace the policy does not cover: the namespace decides, not the pod.
+    let o = run(&[
+        "eval",
+        "--namespace",
+        "elsewhere",
+        "examples/tests/pods/plain-job.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "examples/tests/pods/plain-job.yaml: namespace \"elsewhere\" is not covered by the policy (match.namespaces): not fenced, ALLOWED unchanged\n"
+    );
+    // A review of another kind: denied, the reason said once (both webhooks give it).
+    let dir = tempfile::tempdir().expect("tmp");
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "1",
+            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "namespace": "gitlab-runner",
+            "operation": "CREATE",
+            "object": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}
+        }
+    });
+    let p = write(dir.path(), "deploy-review.json", &review.to_string());
+    let o = run(&["eval", p.to_str().unwrap_or("")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("deploy-review.json: not reviewable, DENIED\n"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("but was sent apps/deployments Deployment")
+            .count(),
+        1,
+        "{out}"
+    );
+}
+
+#[test]
 fn eval_bad_input_exits_2_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tmp");
     let cases = [
@@ -125,11 +169,15 @@ fn eval_bad_input_exits_2_with_a_clear_error() {
                 "deploy.yaml",
                 "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
             ),
-            "kind Deployment is not a Pod or an AdmissionReview",
+            "deploy.yaml: kind Deployment is not a Pod or an AdmissionReview; runner-fence reviews pods as they are created",
         ),
         (
             write(dir.path(), "nokind.yaml", "metadata: {name: x}\n"),
-            "document has no kind",
+            "nokind.yaml: document has no kind",
+        ),
+        (
+            write(dir.path(), "empty.yaml", ""),
+            "empty.yaml: the input is empty; expected a Pod or an AdmissionReview",
         ),
         (dir.path().join("missing.yaml"), "missing.yaml"),
         (

@@ -29,7 +29,8 @@ pub(super) struct Args {
     /// Pod or AdmissionReview files, YAML or JSON; `-` reads stdin.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// Namespace for Pod inputs without one.
+    /// Namespace to evaluate Pod inputs in, instead of their own
+    /// `metadata.namespace` (default: theirs, else the policy's first namespace).
     #[arg(long)]
     namespace: Option<String>,
     /// Operation for Pod inputs (CREATE or UPDATE).
@@ -58,8 +59,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode, Error> {
     let mut results = Vec::new();
     for (i, input) in args.inputs.iter().enumerate() {
         let name = input.display().to_string();
-        let outcome = (|| -> Result<Evaluation, Error> {
-            let doc = read_document(input)?;
+        let judged = |doc: Value| -> Result<(Evaluation, String), Error> {
             let review = to_review(
                 doc,
                 args.namespace.as_deref(),
@@ -67,10 +67,20 @@ pub(super) fn run(args: Args) -> Result<ExitCode, Error> {
                 &policy,
                 &format!("eval-{i}"),
             )?;
-            Ok(evaluate(&policy, &review, nodes.as_ref())?)
-        })();
+            let ev = evaluate(&policy, &review, nodes.as_ref())?;
+            let namespace = review
+                .pointer("/request/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            Ok((ev, namespace))
+        };
+        // A read error names the file itself; what is wrong inside gets the name here.
+        let outcome = read_document(input)
+            .map_err(|e| Report(&e).to_string())
+            .and_then(|doc| judged(doc).map_err(|e| format!("{name}: {}", Report(&e))));
         match outcome {
-            Ok(ev) => {
+            Ok((ev, namespace)) => {
                 if !ev.allowed() {
                     code = code.max(EXIT_DENIED);
                 }
@@ -82,13 +92,12 @@ pub(super) fn run(args: Args) -> Result<ExitCode, Error> {
                         }
                         results.push(j);
                     }
-                    Output::Text => print_summary(&name, &ev),
+                    Output::Text => print_summary(&name, &namespace, &ev),
                 }
             }
-            Err(e) => {
+            Err(message) => {
                 // One bad input does not stop the others; the exit code says it.
                 code = EXIT_BAD_INPUT;
-                let message = Report(&e).to_string();
                 eprintln!("error: {message}");
                 if args.output == Output::Json {
                     results.push(serde_json::json!({"input": name, "error": message}));
@@ -107,12 +116,23 @@ pub(super) fn run(args: Args) -> Result<ExitCode, Error> {
     Ok(ExitCode::from(code))
 }
 
-fn print_summary(name: &str, ev: &Evaluation) {
+fn print_summary(name: &str, namespace: &str, ev: &Evaluation) {
     let verdict = if ev.allowed() { "ALLOWED" } else { "DENIED" };
     if !ev.matched {
-        outln!("{name}: not a job pod, {verdict} unchanged");
+        if ev.allowed() {
+            outln!(
+                "{name}: namespace {namespace:?} is not covered by the policy (match.namespaces): not fenced, ALLOWED unchanged"
+            );
+        } else {
+            outln!("{name}: not reviewable, DENIED");
+        }
+        // Both webhooks would say the same of a request they cannot review: once.
+        let mut said: Vec<String> = Vec::new();
         for m in ev.messages() {
-            outln!("  {m}");
+            if !said.contains(&m) {
+                outln!("  {m}");
+                said.push(m);
+            }
         }
         return;
     }

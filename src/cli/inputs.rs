@@ -143,12 +143,17 @@ mod tests {
             "u",
         ) {
             Err(e @ Error::Input(InputError::WrongKind(_))) => {
-                assert_eq!(
-                    e.to_string(),
-                    "kind Deployment is not a Pod or an AdmissionReview"
+                assert!(
+                    e.to_string()
+                        .starts_with("kind Deployment is not a Pod or an AdmissionReview; "),
+                    "{e}"
                 )
             }
             other => panic!("{other:?}"),
         }
+        assert!(matches!(
+            to_review(Value::Null, None, Operation::Create, &policy(), "u"),
+            Err(Error::Input(InputError::Empty))
+        ));
     }
 }

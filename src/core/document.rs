@@ -42,11 +42,16 @@ pub enum InputError {
         #[source]
         source: ParseError,
     },
+    /// A document to review that is empty (an empty file or stdin).
+    #[error("the input is empty; expected a Pod or an AdmissionReview")]
+    Empty,
     /// A document to review without `kind`.
     #[error("document has no kind; expected a Pod or an AdmissionReview")]
     NoKind,
     /// A document to review that is neither a Pod nor an AdmissionReview.
-    #[error("kind {0} is not a Pod or an AdmissionReview")]
+    #[error(
+        "kind {0} is not a Pod or an AdmissionReview; runner-fence reviews pods as they are created, so evaluate a Pod (e.g. one made from a Deployment's or Job's pod template)"
+    )]
     WrongKind(String),
     /// A node list of the wrong shape.
     #[error("{}: not a list of nodes {{name, labels, taints}}", path.display())]
@@ -81,6 +86,9 @@ pub enum ReviewKind {
 
 /// Whether `doc` is a Pod or an AdmissionReview.
 pub fn review_kind(doc: &Value) -> Result<ReviewKind, InputError> {
+    if doc.is_null() {
+        return Err(InputError::Empty);
+    }
     match doc.get("kind").and_then(Value::as_str).unwrap_or("") {
         "Pod" => Ok(ReviewKind::Pod),
         "AdmissionReview" => Ok(ReviewKind::AdmissionReview),
